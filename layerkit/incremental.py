@@ -1,0 +1,228 @@
+"""Structured full checks of a :class:`~layerkit.Network`: evaluate only what a perturbation changes.
+
+Perturbing an entry of layer ``L``'s parameters leaves every activation before ``L`` unchanged, so the
+probe caches one forward pass and starts each perturbation at layer ``L``.  Layers that implement the
+optional structured members carry the change cheaply and *exactly* (see :mod:`layerkit.changes`):
+
+* ``Dense.param_change``: ``Theta[r, c] += s`` moves only output column ``r``, by ``s x1[:, c]``;
+* ``Dense.propagate``: a column change becomes rank one, ``outer(delta, W[:, r])``, and stays rank one;
+* ``Sigmoid.propagate``: ``sigmoid(z + d) - sigmoid(z)`` from an identity without cancellation.
+
+The cost change is then computed from the changed terms alone:
+
+* a single changed logit column ``k``: ``sum_i log1p(s_ik expm1(d_i)) - Y_ik d_i`` (an identity for
+  ``softplus(z + d) - softplus(z)``; no subtraction of two large nearly equal costs);
+* a rank-one or dense change of the logits: the fourth-order Taylor expansion of the (fixed, smooth)
+  cross-entropy in the logit change ``d``, whose remainder is bounded by ``|d|^5 / 480`` per term; it is
+  used only when that bound, summed over all terms, is below ``1e-3 eps`` times the summed cost, i.e. far
+  below the rounding of the cost itself, and the exact identity is used otherwise.  Layers are always
+  evaluated exactly; only the final, built-in loss is expanded.
+
+The penalty change is exact too: ``lambda/(2m) s (2 theta + s)`` on penalized entries.
+
+Layers without the structured members (a user's own) get the generic path: their parameters are
+perturbed in a private clone and the layers from ``L`` on are re-run on the cached input.
+
+Work is split in batches of perturbations bounded by ``MAX_BATCH_ELEMENTS`` per dense temporary (so
+memory stays a small multiple of one forward pass, never ``P x m x K``), and the batches of a block are
+spread over a thread pool (numpy releases the GIL in its kernels).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .activations import sigmoid
+from .changes import Change, ColumnChange, DenseChange, RankOneChange, softplus_change
+from .errors import InputError
+from .network import Network, Objective
+from .probes import CoordinateProbe
+
+#: Largest dense temporary (in elements) a batch of perturbations may create: 4M (32 MB in float64).
+MAX_BATCH_ELEMENTS = 1 << 22
+#: Bound on ``|d^(5) loss|`` (the 4th derivative of the sigmoid) used in the Taylor remainder.
+_D5_BOUND = 0.25
+
+
+def supports_structure(net: Network) -> bool:
+    """Whether the structured probe applies: the network ends with a Sigmoid fused into the cost."""
+    return bool(net._fused_sigmoid)
+
+
+class NetworkProbe:
+    """A :class:`~layerkit.probes.Probe` over all coordinates of a network's regularized cost."""
+
+    def __init__(self, obj: Objective, x0: NDArray, f0: float, workers: int | None = None) -> None:
+        self.obj = obj
+        self.x = np.array(x0, copy=True)
+        self.f0 = f0
+        self.dtype = self.x.dtype
+        self.real_dtype = self.dtype
+        self.n_axes = self.x.size
+        self.n_evals = 0
+        self.axes = np.arange(self.x.size)
+        self.workers = workers or min(2, os.cpu_count() or 1)
+        net = obj._twin(np.dtype(self.dtype))
+        net._params[...] = self.x
+        self.net = net
+        self.layers = net.layers[:-1]
+        X = obj._inputs.get(np.dtype(self.dtype))
+        if X is None:
+            X = obj._inputs[np.dtype(self.dtype)] = obj.X.astype(self.dtype)
+        acts = [X]
+        for layer in self.layers:
+            acts.append(layer.forward(acts[-1]))
+        self.acts = acts
+        self.Z = acts[-1]
+        self.Y = obj.Y.astype(self.dtype)
+        self.S = sigmoid(self.Z)
+        Sc = sigmoid(-self.Z)
+        v = self.S * Sc
+        # Taylor coefficients of the per-entry loss l(z) = softplus(z) - y z in the logit change.
+        self.L = (self.S - self.Y, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
+        self.cost_sum = float(np.sum(np.abs(self.S)))  # a lower bound scale for the summed loss
+        self.m = X.shape[0]
+        self.lambda_ = obj.lambda_
+        # penalized mask in the flat layout
+        mask = np.zeros(self.x.size, dtype=bool)
+        views = net.layout.views(mask)
+        for i, p, block in net._names:
+            pen = getattr(net.layers[i], "penalized", None)
+            if pen is not None:
+                pen(p, views[block])[...] = True
+        self.penalized = mask
+
+    # ------------------------------------------------------------------ probe protocol
+    def scale(self) -> NDArray:
+        return np.maximum(1.0, np.abs(self.x)).astype(self.real_dtype)
+
+    def snap(self, h: NDArray) -> NDArray:
+        return ((self.x + h.astype(self.dtype)) - self.x).astype(self.dtype)
+
+    def imag(self, h: NDArray) -> NDArray:
+        raise InputError("method", "a real finite-difference method for the structured probe", "complex-step")
+
+    def delta(self, steps: NDArray) -> NDArray:
+        steps = np.atleast_2d(steps).astype(self.dtype)
+        out = np.empty(steps.shape, dtype=np.float64)
+        tasks = []
+        for s in range(steps.shape[0]):
+            for i, p, block in self.net._names:
+                b = self.net.layout[block]
+                tasks += self._block_tasks(i, p, b, steps[s], out[s])
+        if self.workers > 1 and len(tasks) > 1 and self.Z.shape[0] * self.x.size > 1 << 20:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(lambda t: t(), tasks))
+        else:
+            for t in tasks:
+                t()
+        self.n_evals += steps.size
+        # the exact penalty change on penalized entries
+        if self.lambda_:
+            pen = self.penalized
+            th = self.x.astype(np.float64)
+            out[:, pen] += (self.lambda_ / (2 * self.m)) * steps[:, pen] * (2 * th[pen] + steps[:, pen])
+        return out
+
+    # ------------------------------------------------------------------ work items
+    def _block_tasks(self, i: int, p: str, b: Any, steps: NDArray, out: NDArray) -> list[Callable[[], None]]:
+        layer = self.layers[i] if i < len(self.layers) else None
+        downstream = self.layers[i + 1:]
+        structured = (layer is not None and hasattr(layer, "param_change") and len(b.shape) == 2
+                      and all(hasattr(d, "propagate") for d in downstream))
+        if not structured:
+            return [lambda: self._generic_block(i, p, b, steps, out)]
+        rows, cols = b.shape
+        colidx = np.arange(cols)
+
+        def row_task(r: int) -> Callable[[], None]:
+            def run() -> None:
+                sl = slice(b.start + r * cols, b.start + (r + 1) * cols)
+                change = layer.param_change(p, r, colidx, steps[sl], self.acts[i])
+                out[sl] = self._finish(change, i + 1) / self.m
+            return run
+
+        return [row_task(r) for r in range(rows)]
+
+    def _finish(self, change: Change, start: int) -> NDArray:
+        """Summed data-term change for a batch ``change`` of the output of layer ``start - 1``."""
+        widest = max([a.shape[1] for a in self.acts[start:]] + [1])
+        chunk = max(1, MAX_BATCH_ELEMENTS // (self.m * widest))
+        B = change.batch
+        if B > chunk and not isinstance(change, ColumnChange) or (B > chunk and start < len(self.layers)):
+            return np.concatenate([self._finish(change.take(lo, min(lo + chunk, B)), start)
+                                   for lo in range(0, B, chunk)])
+        for k in range(start, len(self.layers)):
+            change = self.layers[k].propagate(self.acts[k], self.acts[k + 1], change)
+        return self._loss_change(change)
+
+    def _loss_change(self, change: Change) -> NDArray:
+        """``sum_ik [l(z + D) - l(z)]`` per batch item, for a change ``D`` of the logits."""
+        if isinstance(change, ColumnChange):
+            k = change.col
+            d = change.delta
+            return np.sum(softplus_change(self.S[:, k], d) - self.Y[:, k] * d, axis=1)
+        if isinstance(change, RankOneChange):
+            u, v = change.u, change.v
+            dmax = float(np.max(np.abs(u), initial=0.0)) * float(np.max(np.abs(v), initial=0.0))
+            if self._taylor_ok(dmax):
+                total = np.zeros(u.shape[0], dtype=np.float64)
+                un = np.ones_like(u)
+                fact = 1.0
+                for n, Ln in enumerate(self.L, start=1):
+                    un = un * u
+                    fact *= n
+                    total += (un @ (Ln @ v**n)) / fact
+                return total
+            change = DenseChange(change.dense(self.Z.shape))
+        d = change.delta
+        dmax = float(np.max(np.abs(d), initial=0.0))
+        if self._taylor_ok(dmax):
+            L1, L2, L3, L4 = self.L
+            return np.sum(d * (L1 + d * (L2 / 2 + d * (L3 / 6 + d * (L4 / 24)))), axis=(1, 2))
+        return np.sum(softplus_change(self.S, d) - self.Y * d, axis=(1, 2))
+
+    def _taylor_ok(self, dmax: float) -> bool:
+        """Remainder of the 4th-order expansion, summed over all ``m K`` terms, far below the cost's rounding."""
+        eps = float(np.finfo(self.dtype).eps)
+        bound = self.Z.size * _D5_BOUND * dmax**5 / 120
+        return bound <= 1e-3 * eps * max(self.cost_sum, 1.0)
+
+    def _generic_block(self, i: int, p: str, b: Any, steps: NDArray, out: NDArray) -> None:
+        """Perturb each entry of a block in a private clone and re-run the layers from ``i`` on."""
+        twin = self.net.clone()
+        layers = twin.layers[:-1]
+        flat = twin._params
+        for j in range(b.start, b.stop):
+            old = flat[j]
+            flat[j] = old + steps[j]
+            try:
+                a = self.acts[i]
+                for layer in layers[i:]:
+                    a = layer.forward(a)
+            finally:
+                flat[j] = old
+            d = a - self.Z
+            out[j] = float(np.sum(softplus_change(self.S, d) - self.Y * d)) / self.m
+
+
+def structured_probe_factory(required: bool = False) -> Callable[[Any, float], Any]:
+    """A ``probe_factory`` for :func:`layerkit.check.run_check`: the structured probe when the network allows
+    it, else (unless ``required``) the plain coordinate probe."""
+
+    def make(target: Any, f0: float) -> Any:
+        net = target.network
+        if net is not None and supports_structure(net):
+            return NetworkProbe(target.objective, target.x0, f0)
+        if required:
+            raise InputError("engine", "a network whose last layer is a Sigmoid for engine='structured'",
+                             repr(net))
+        return CoordinateProbe(target.cost, target.x0, f0)
+
+    return make

@@ -1,0 +1,224 @@
+"""Layer objects: the :class:`Layer` protocol, :class:`Dense` and :class:`Sigmoid`.
+
+Shapes: a layer maps a batch ``x`` of shape ``(m, n_in)`` (one example per row) to ``y`` of shape
+``(m, n_out)``.  ``backward(dy)`` takes ``dL/dy`` of shape ``(m, n_out)`` and returns ``dL/dx`` of shape
+``(m, n_in)``; a layer with parameters also *writes* ``dL/dparam`` into the gradient arrays bound to it.
+
+Parameters are owned by whoever binds them: a :class:`~layerkit.Network` binds views into its one flat
+buffer, so that layers never hold copies.  A layer may be used alone too: ``Dense`` starts bound to
+standalone arrays of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._validate import describe, float_dtype, positive_int
+from .activations import sigmoid
+from .changes import Change, ColumnChange, DenseChange, RankOneChange, sigmoid_change
+from .errors import InputError, NotBoundError, NotForwardedError
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """What a layer must provide.
+
+    Attributes
+    ----------
+    param_shapes : Mapping[str, tuple[int, ...]]
+        Shapes of the parameter arrays the layer needs, by name (empty for none).
+    params, grads : Mapping[str, NDArray]
+        The parameter and gradient arrays currently bound (empty for none).
+
+    Methods
+    -------
+    bind(params, grads)
+        Take parameter and gradient arrays (one per name in ``param_shapes``) and keep *references* to them.
+    forward(x)
+        Compute the output, caching only what ``backward`` needs.
+    backward(dy)
+        Return ``dL/dx`` and write parameter gradients into the bound gradient arrays (``g[...] = ...``).
+
+    Optional members, used when present
+    -----------------------------------
+    penalized(name, array)
+        The view of ``array`` (a parameter named ``name``) that L2 regularization applies to; a layer
+        without it is never regularized.
+    propagate(change)
+        Exact propagation of a structured input change; see :mod:`layerkit.changes`.
+    """
+
+    param_shapes: Mapping[str, tuple[int, ...]]
+    params: Mapping[str, NDArray]
+    grads: Mapping[str, NDArray]
+
+    def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None: ...
+
+    def forward(self, x: NDArray) -> NDArray: ...
+
+    def backward(self, dy: NDArray) -> NDArray: ...
+
+
+def _check_input(x: Any, n_in: int, who: str) -> NDArray:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != n_in:
+        raise InputError(f"{who}.forward(x)", f"shape (m, {n_in})", describe(x))
+    return x
+
+
+def _check_dy(dy: Any, y_shape: tuple[int, ...], who: str) -> NDArray:
+    dy = np.asarray(dy)
+    if dy.shape != y_shape:
+        raise InputError(f"{who}.backward(dy)", f"shape {y_shape} (the last output's)", describe(dy))
+    return dy
+
+
+def epsilon_init(n_in: int, n_out: int) -> float:
+    """Half-width of the uniform initialization interval, ``sqrt(6) / sqrt(n_in + n_out)``."""
+    return float(np.sqrt(6.0) / np.sqrt(n_in + n_out))
+
+
+class Dense:
+    """Affine layer ``y = x W^T + b`` with the bias stored as column 0 of one matrix ``Theta``.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output widths.
+    seed : int or None
+        Seed of the standalone initialization, uniform in ``[-eps, eps]`` with
+        ``eps = sqrt(6) / sqrt(n_in + n_out)``.  A Network re-initializes its layers anyway.
+    dtype : float32 or float64
+        dtype of the standalone arrays.
+
+    Notes
+    -----
+    ``Theta`` has shape ``(n_out, n_in + 1)``: ``b = Theta[:, 0]`` and ``W = Theta[:, 1:]``, as in the
+    classic course code.  With ``x1 = [1, x]`` (a column of ones prepended), ``y = x1 Theta^T`` and
+
+    * ``dL/dTheta = dy^T x1``  (shape ``(n_out, n_in + 1)``),
+    * ``dL/dx = dy W``          (shape ``(m, n_in)``).
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, seed: int | None = None, dtype: Any = np.float64) -> None:
+        self.n_in = positive_int(n_in, "n_in")
+        self.n_out = positive_int(n_out, "n_out")
+        self.param_shapes: dict[str, tuple[int, ...]] = {"Theta": (self.n_out, self.n_in + 1)}
+        dt = float_dtype(dtype)
+        eps = epsilon_init(self.n_in, self.n_out)
+        theta = np.random.default_rng(seed).uniform(-eps, eps, self.param_shapes["Theta"]).astype(dt)
+        self.params: dict[str, NDArray] = {}
+        self.grads: dict[str, NDArray] = {}
+        self.bind({"Theta": theta}, {"Theta": np.zeros_like(theta)})
+        self._x: NDArray | None = None
+
+    def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
+        for name, arrs in (("params", params), ("grads", grads)):
+            a = arrs.get("Theta") if isinstance(arrs, Mapping) else None
+            if a is None or a.shape != self.param_shapes["Theta"]:
+                raise InputError(f"Dense.bind({name})", f"{{'Theta': array of shape {self.param_shapes['Theta']}}}",
+                                 describe(a))
+        self.params = {"Theta": params["Theta"]}
+        self.grads = {"Theta": grads["Theta"]}
+
+    @property
+    def Theta(self) -> NDArray:
+        """The bound parameter matrix, shape ``(n_out, n_in + 1)``."""
+        return self.params["Theta"]
+
+    @property
+    def dTheta(self) -> NDArray:
+        """The bound gradient matrix, shape ``(n_out, n_in + 1)``."""
+        return self.grads["Theta"]
+
+    def penalized(self, name: str, array: NDArray) -> NDArray:
+        """The weights (all but the bias column 0) are regularized."""
+        return array[:, 1:]
+
+    def forward(self, x: NDArray) -> NDArray:
+        x = _check_input(x, self.n_in, "Dense")
+        if not self.params:
+            raise NotBoundError("Dense has no parameters bound")
+        theta = self.params["Theta"]
+        self._x = x
+        return x @ theta[:, 1:].T + theta[:, 0]
+
+    def backward(self, dy: NDArray) -> NDArray:
+        if self._x is None:
+            raise NotForwardedError("Dense.backward was called before Dense.forward: there is no input to differentiate at")
+        x = self._x
+        dy = _check_dy(dy, (x.shape[0], self.n_out), "Dense")
+        g = self.grads["Theta"]
+        g[:, 0] = dy.sum(axis=0)
+        g[:, 1:] = dy.T @ x
+        return dy @ self.params["Theta"][:, 1:]
+
+    # -- structured perturbations (layerkit.incremental) -------------------------------------------
+    def param_change(self, name: str, row: int, cols: NDArray, steps: NDArray, x: NDArray) -> ColumnChange:
+        """Output change of ``Theta[row, cols[b]] += steps[b]`` at input ``x`` (m, n_in): only output column
+        ``row`` moves, by ``steps[b] * x1[:, cols[b]]`` with ``x1 = [1, x]`` (exact: the layer is linear)."""
+        x1 = np.where(cols[:, None] == 0, 1.0, x.T[np.maximum(cols - 1, 0)])
+        return ColumnChange(row, steps[:, None] * x1)
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        """Output change for an input change (exact: ``D W^T`` for ``W = Theta[:, 1:]``)."""
+        W = self.params["Theta"][:, 1:]
+        if isinstance(change, ColumnChange):
+            return RankOneChange(change.delta, W[:, change.col].copy())
+        if isinstance(change, RankOneChange):
+            return RankOneChange(change.u, W @ change.v)
+        return DenseChange(change.delta @ W.T)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.n_in}, {self.n_out})"
+
+
+class Sigmoid:
+    """Elementwise logistic function ``y = 1 / (1 + exp(-x))``, stable for every finite input.
+
+    Notes
+    -----
+    Caches only its output: ``dL/dx = dy * y * (1 - y)``.  The dtype of ``x`` is preserved.  When it is the
+    last layer of a :class:`~layerkit.Network`, the network computes the cost from its *input* (the logits)
+    in log-sigmoid form, so saturation does not make the cost infinite.
+    """
+
+    param_shapes: Mapping[str, tuple[int, ...]] = {}
+    params: Mapping[str, NDArray] = {}
+    grads: Mapping[str, NDArray] = {}
+
+    def __init__(self) -> None:
+        self._y: NDArray | None = None
+
+    def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
+        """Nothing to bind: the layer has no parameters."""
+
+    def forward(self, x: NDArray) -> NDArray:
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise InputError("Sigmoid.forward(x)", "a 2-D array (m, n)", describe(x))
+        self._y = sigmoid(x)
+        return self._y
+
+    def backward(self, dy: NDArray) -> NDArray:
+        if self._y is None:
+            raise NotForwardedError("Sigmoid.backward was called before Sigmoid.forward: there is no output to differentiate at")
+        y = self._y
+        dy = _check_dy(dy, y.shape, "Sigmoid")
+        return dy * y * (1 - y)
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.changes.sigmoid_change`);
+        a column change stays a column change."""
+        if isinstance(change, ColumnChange):
+            c = change.col
+            return ColumnChange(c, sigmoid_change(y[:, c], sigmoid(-x[:, c]), change.delta))
+        d = change.dense(x.shape)
+        return DenseChange(sigmoid_change(y, sigmoid(-x), d))
+
+    def __repr__(self) -> str:
+        return "Sigmoid()"
