@@ -1,12 +1,31 @@
-"""The ``layerkit`` typer application."""
+"""The ``layerkit`` typer application: ``check`` and ``sweep``.
+
+The commands parse options, build :class:`layerkit.Problem` objects, call the library, render its results
+and map errors to exit codes: 0 every check passed, 1 a mismatch was found, 2 a usage or input error (one
+line on stderr, never a traceback).
+
+``--json`` writes one document on stdout::
+
+    {"layerkit": "<version>", "command": "check", "problem": "<name>", "passed": true|false,
+     "reports": [<Report.to_dict()> + {"problem": ..., "lambda": ...}, ...]}
+
+(see :meth:`layerkit.Report.to_dict` for the keys of each report).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import json
+import sys
+import threading
+from enum import Enum
+from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 
 import layerkit
+from layerkit.errors import LayerkitError
+from layerkit.loader import ProblemLoadError, load_problem
 
 app = typer.Typer(
     name="layerkit",
@@ -16,11 +35,35 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+EXIT_PASSED, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+
+
+class MethodChoice(str, Enum):
+    forward = "forward"
+    central = "central"
+    richardson = "richardson"
+    complex_step = "complex-step"
+    all = "all"
+
+
+class DtypeChoice(str, Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class UsageError(Exception):
+    """A usage or input problem found by the CLI itself."""
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
 
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"layerkit {layerkit.__version__}")
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_PASSED)
 
 
 @app.callback()
@@ -31,6 +74,226 @@ def root(
     """layerkit: gradient checking for hand-written neural networks."""
 
 
+# ---------------------------------------------------------------------- option parsing
+def _parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise UsageError(f"--layers: expected comma-separated positive integers such as 3,5,3, got {text!r}")
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise UsageError(f"--layers: expected at least two positive sizes such as 3,5,3, got {text!r}")
+    return sizes
+
+
+def _parse_step(text: str) -> Any:
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--step: expected 'auto' or a positive number, got {text!r}")
+    if not (0 < value < float("inf")):
+        raise UsageError(f"--step: expected 'auto' or a positive number, got {text!r}")
+    return value
+
+
+def _methods(choice: MethodChoice) -> list[str]:
+    return ["forward", "central", "richardson", "complex-step"] if choice is MethodChoice.all else [choice.value]
+
+
+def _problems(target: Optional[str], layers: str, examples: int, lambdas: Optional[list[float]],
+              dtype: DtypeChoice, seed: Optional[int]) -> list[layerkit.Problem]:
+    """The problems to check: the debug problem for each lambda, or the user's target."""
+    if target is None:
+        sizes = _parse_sizes(layers)
+        return [layerkit.Problem.debug(lam, tuple(sizes), examples, dtype=dtype.value, seed=seed)
+                for lam in (lambdas if lambdas else [0.0, 3.0])]
+    problem = load_problem(target)
+    if problem.kind == "network":
+        if lambdas:
+            return [layerkit.Problem.from_network(problem.network, problem.X, problem.y, lam, name=problem.name)
+                    for lam in lambdas]
+        return [problem]
+    if lambdas:
+        raise UsageError("--lambda: applies to the built-in problem and network targets; a function target "
+                         "fixes its own lambda")
+    return [problem]
+
+
+class _LazyProgress:
+    """A rich progress bar on stderr that only appears once the work has taken about a second."""
+
+    def __init__(self, total: int, enabled: bool, delay: float = 1.0) -> None:
+        self.total, self.enabled, self.delay = total, enabled, delay
+        self.done = 0
+        self.progress: Any = None
+        self.task: Any = None
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(delay, self._show) if enabled else None
+
+    def __enter__(self) -> _LazyProgress:
+        if self.timer is not None:
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def _show(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with self.lock:
+            self.progress = Progress(SpinnerColumn(), TextColumn("checking"), BarColumn(),
+                                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("check", total=self.total, completed=self.done)
+
+    def advance(self) -> None:
+        with self.lock:
+            self.done += 1
+            if self.progress is not None:
+                self.progress.update(self.task, completed=self.done)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        with self.lock:
+            if self.progress is not None:
+                self.progress.stop()
+
+    @property
+    def shown(self) -> bool:
+        return self.progress is not None
+
+
+def _run_checks(problems: list[layerkit.Problem], methods: list[str], options: dict[str, Any],
+                progress: bool) -> list[tuple[layerkit.Problem, layerkit.Report]]:
+    results = []
+    with _LazyProgress(len(problems) * len(methods), progress) as bar:
+        for problem in problems:
+            for method in methods:
+                results.append((problem, problem.check(method, **options)))
+                bar.advance()
+    return results
+
+
+def _library_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call into the library, turning input and target errors into one-line usage errors."""
+    try:
+        return fn(*args, **kwargs)
+    except (UsageError, ProblemLoadError) as exc:
+        _fail(str(exc))
+    except LayerkitError as exc:
+        _fail(str(exc))
+    except typer.Exit:
+        raise
+    except Exception as exc:  # the user's own function raised
+        _fail(f"the target raised {type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
+# ---------------------------------------------------------------------- check
+@app.command()
+def check(
+    target: Annotated[Optional[str], typer.Argument(
+        help="path/to/file.py:NAME or package.module:NAME giving a layerkit.Problem (or a no-argument callable "
+             "returning one, or a tuple (fun, x0[, blocks]) / (network, X, y, lambda)). Default: the course's "
+             "debug network.", show_default=False)] = None,
+    layers: Annotated[str, typer.Option("--layers", help="Layer sizes of the built-in problem.")] = "3,5,3",
+    examples: Annotated[int, typer.Option("--examples", min=1, help="Number of examples m.")] = 5,
+    lambdas: Annotated[Optional[list[float]], typer.Option(
+        "--lambda", min=0.0, help="Regularization lambda; repeatable. Default: 0 and 3.")] = None,
+    method: Annotated[MethodChoice, typer.Option("--method", help="Difference method.")] = MethodChoice.central,
+    mode: Annotated[str, typer.Option("--mode", help="'full' (every entry) or 'directional' (random directions, "
+                                      "then localization).")] = "full",
+    step: Annotated[str, typer.Option("--step", help="'auto' (error-model step) or a number.")] = "auto",
+    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="dtype of the built-in problem.")] = DtypeChoice.float64,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights instead of the debug "
+                                                 "weights (built-in problem).")] = None,
+    rtol: Annotated[Optional[float], typer.Option("--rtol", min=0.0, help="Relative tolerance (default: from "
+                                                   "the error model).")] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="Worst entries shown.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict lines.")] = False,
+) -> None:
+    """Compare analytic and numerical gradients; exit 0 if all agree, 1 on a mismatch, 2 on bad input."""
+    try:
+        step_value = _parse_step(step)
+        if mode not in ("full", "directional"):
+            raise UsageError(f"--mode: expected 'full' or 'directional', got {mode!r}")
+        problems = _library_call(_problems, target, layers, examples, lambdas, dtype, seed)
+    except UsageError as exc:
+        _fail(str(exc))
+    options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top}
+    if mode == "directional":
+        options["mode"] = "directional"
+    results = _library_call(_run_checks, problems, _methods(method), options, not (as_json or quiet))
+    passed = all(r.passed for _, r in results)
+    if as_json:
+        doc = {"layerkit": layerkit.__version__, "command": "check", "passed": passed,
+               "problem": results[0][0].name if results else "",
+               "reports": [{**r.to_dict(), "problem": p.name, "lambda": r.context.get("lambda_")}
+                           for p, r in results]}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        for i, (problem, report) in enumerate(results):
+            if quiet:
+                typer.echo(report.verdict)
+                continue
+            if i:
+                typer.echo("")
+            typer.echo(f"== {problem.name}")
+            typer.echo(report.render(top=top))
+    raise typer.Exit(EXIT_PASSED if passed else EXIT_MISMATCH)
+
+
+# ---------------------------------------------------------------------- sweep
+@app.command()
+def sweep(
+    target: Annotated[Optional[str], typer.Argument(help="As for 'check'. Default: the course's debug network.",
+                                                    show_default=False)] = None,
+    layers: Annotated[str, typer.Option("--layers", help="Layer sizes of the built-in problem.")] = "3,5,3",
+    examples: Annotated[int, typer.Option("--examples", min=1, help="Number of examples m.")] = 5,
+    lambda_: Annotated[float, typer.Option("--lambda", min=0.0, help="Regularization lambda.")] = 3.0,
+    method: Annotated[MethodChoice, typer.Option("--method", help="Difference method.")] = MethodChoice.all,
+    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="dtype of the built-in problem.")] = DtypeChoice.float64,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights (built-in problem).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write the log-log error curves to this PNG "
+                                                "(needs matplotlib: pip install 'layerkit[plot]').")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """Error of each method against the step h = 1e-1 ... 1e-12: is the step size the problem?"""
+    from layerkit.sweep import plot_sweep, sweep_steps
+
+    problems = _library_call(_problems, target, layers, examples,
+                             [lambda_] if target is None else None, dtype, seed)
+    methods = [m for m in _methods(method) if m != "complex-step"] or ["central"]
+    result = _library_call(sweep_steps, problems[0], methods)
+    if plot:
+        try:
+            plot_sweep(result, plot)
+        except ImportError as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+    if as_json:
+        typer.echo(json.dumps({"layerkit": layerkit.__version__, "command": "sweep", "problem": problems[0].name,
+                               **result.to_dict()}, indent=2))
+    else:
+        typer.echo(f"== {problems[0].name}: relative error against {result.reference}")
+        typer.echo(result.table())
+        if plot:
+            typer.echo(f"plot written to {plot}")
+    raise typer.Exit(EXIT_PASSED if result.step_is_the_problem or result.analytic_error < 1e-6 else EXIT_MISMATCH)
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,13 +1,26 @@
-"""layerkit: numpy layers over one flat parameter vector, and gradient checkers that locate mismatches."""
+"""layerkit: numpy layers over one flat parameter vector, and gradient checkers that locate mismatches.
+
+The public API::
+
+    Network, Dense, Sigmoid, Layer                 layers and networks
+    check_network, check_function, check_layer     gradient checks -> Report
+    Forward, Central, Richardson, ComplexStep      strategies (register_method, get_method for more)
+    Report, Finding, Problem                       results and problems
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .check import check_function, check_layer, check_network
 from .datasets import debug_data, debug_matrix
 from .errors import (ComplexEvaluationError, InputError, LayerkitError, NonFiniteError, NotBoundError,
                      NotForwardedError, TargetError, UnknownMethodError)
 from .layers import Dense, Layer, Sigmoid
 from .layout import Block, ParameterLayout
+from .methods import (Central, ComplexStep, Estimate, FiniteDifference, Forward, Method, Richardson, get_method,
+                      method_names, register_method)
 from .network import FitResult, Network, Objective
+from .problem import Problem
+from .report import BlockSummary, Entry, Finding, Report
 
 try:
     __version__ = version("layerkit")
@@ -15,7 +28,9 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = [
-    "Block", "ComplexEvaluationError", "Dense", "FitResult", "InputError", "Layer", "LayerkitError", "Network",
-    "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Sigmoid",
-    "TargetError", "UnknownMethodError", "debug_data", "debug_matrix",
+    "Block", "BlockSummary", "Central", "ComplexEvaluationError", "ComplexStep", "Dense", "Entry", "Estimate",
+    "Finding", "FiniteDifference", "FitResult", "Forward", "InputError", "Layer", "LayerkitError", "Method",
+    "Network", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
+    "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_function", "check_layer",
+    "check_network", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
 ]

@@ -86,7 +86,8 @@ def run_check(target: Target, method: Any = "central", *, step: Step | None = No
 def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "central", *,
                    blocks: Mapping[str, Any] | None = None, step: Step | None = None, rtol: float | None = None,
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
-                   executor: Executor | None = None) -> Report:
+                   executor: Executor | None = None, lambda_: float | None = None,
+                   m: int | None = None) -> Report:
     """Check a hand-written ``fun(theta) -> (cost, grad)`` at ``x0``.
 
     Parameters
@@ -110,8 +111,16 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
         Let the doctor add findings (and run follow-up experiments when the check fails).
     executor : concurrent.futures.Executor, optional
         Spread the cost evaluations over it (``fun`` must be picklable for a process pool).
+    lambda_, m : optional
+        The regularization strength and number of examples behind ``fun``, when known: the doctor then
+        names fitted factors such as ``lambda/m``.
     """
-    return run_check(function_target(fun, x0, blocks), method, step=step, rtol=rtol, atol=atol, top=top,
+    target = function_target(fun, x0, blocks)
+    if lambda_ is not None:
+        target.context["lambda_"] = float(lambda_)
+    if m is not None:
+        target.context["m"] = positive_int(m, "m")
+    return run_check(target, method, step=step, rtol=rtol, atol=atol, top=top,
                      diagnose=diagnose, executor=executor)
 
 

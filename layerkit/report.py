@@ -136,6 +136,10 @@ class Report:
     seconds : float
     findings : tuple of Finding
         Diagnoses added by the doctor (empty when nothing is wrong).
+    step_verdict : str
+        The doctor's answer to "could the step size be the cause?" (empty without the doctor).
+    notes : tuple of str
+        Further plain-language lines from the doctor (follow-up experiments, the Taylor verdict).
     layout : ParameterLayout
     x : NDArray
         The point the gradient was checked at (a copy).
@@ -167,6 +171,8 @@ class Report:
     cost: float
     findings: tuple[Finding, ...] = ()
     context: dict[str, Any] = field(factory=dict)
+    step_verdict: str = ""
+    notes: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -200,9 +206,12 @@ class Report:
                    layout=layout, x=np.array(x, copy=True), cost=float(np.real(cost)),
                    context=dict(context or {}))
 
-    def with_findings(self, findings: list[Finding] | tuple[Finding, ...]) -> Report:
-        """A copy with ``findings`` set."""
-        return evolve(self, findings=tuple(findings))
+    def with_findings(self, findings: list[Finding] | tuple[Finding, ...], step_verdict: str | None = None,
+                      notes: list[str] | tuple[str, ...] | None = None) -> Report:
+        """A copy with ``findings`` (and optionally ``step_verdict`` and ``notes``) set."""
+        return evolve(self, findings=tuple(findings),
+                      step_verdict=self.step_verdict if step_verdict is None else step_verdict,
+                      notes=self.notes if notes is None else tuple(notes))
 
     # ------------------------------------------------------------------ queries
     @property
@@ -224,6 +233,16 @@ class Report:
         return [f.code for f in self.findings]
 
     @property
+    def blocks_verdict(self) -> str:
+        """Which blocks are right and which are wrong, in one line."""
+        ok = [f"{b.name} (rel diff {b.relative_difference:.1e})" for b in self.blocks if b.passed]
+        bad = [b.name for b in self.blocks if not b.passed]
+        if not bad:
+            return "correct: every block" + (f" ({', '.join(ok)})" if len(ok) <= 6 else "")
+        right = ", ".join(ok) if ok else "none"
+        return f"correct: {right}; wrong: {', '.join(bad)}"
+
+    @property
     def verdict(self) -> str:
         state = "PASSED" if self.passed else "FAILED"
         failed = self.failed_blocks
@@ -242,7 +261,8 @@ class Report:
         ``max_abs_error``, ``max_rel_error``, ``rtol``, ``cost``, ``n_params``, ``n_evals``, ``seconds``,
         ``blocks`` (list of ``{name, shape, relative_difference, max_abs_error, n_failed, passed}``),
         ``worst`` (list of ``{block, index, flat_index, numerical, analytical, error, tolerance}``),
-        ``findings`` (list of ``{code, blocks, message, evidence}``), ``context``; with
+        ``findings`` (list of ``{code, blocks, message, evidence}``), ``context``, ``step_verdict``,
+        ``correct_blocks``, ``wrong_blocks`` (lists of block names), ``notes`` (list of strings); with
         ``include_arrays=True`` also ``numerical`` and ``analytical`` (lists of P numbers).
         Non-finite numbers are written as the strings ``"nan"``, ``"inf"``, ``"-inf"``.
         """
@@ -254,6 +274,8 @@ class Report:
             "n_evals": self.n_evals, "seconds": _num(self.seconds),
             "blocks": [b.to_dict() for b in self.blocks], "worst": [e.to_dict() for e in self.worst],
             "findings": [f.to_dict() for f in self.findings], "context": _jsonable(self.context),
+            "step_verdict": self.step_verdict, "correct_blocks": self.passed_blocks,
+            "wrong_blocks": self.failed_blocks, "notes": list(self.notes),
         }
         if include_arrays:
             d["numerical"] = [_num(v) for v in self.numerical]
@@ -280,6 +302,12 @@ class Report:
         for f in self.findings:
             where = f" [{', '.join(f.blocks)}]" if f.blocks else ""
             lines.append(f"  {f.code}{where}: {f.message}")
+        if self.step_verdict or self.findings:
+            lines.append(f"  {self.blocks_verdict}")
+        if self.step_verdict:
+            lines.append(f"  step: {self.step_verdict}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
         lines.append(f"  {self.n_evals} evaluations in {self.seconds * 1e3:.1f} ms")
         return "\n".join(lines)
 

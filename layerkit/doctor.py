@@ -1,0 +1,446 @@
+"""The doctor: say where and why an analytic gradient disagrees with the numerical one.
+
+:func:`diagnose` reads a :class:`~layerkit.report.Report` (and, when something failed, runs a few cheap
+follow-up evaluations of the target) and adds :class:`~layerkit.report.Finding` values with these stable
+codes.  ``r = analytical - numerical`` is the residual, ``x`` the parameter values.
+
+=========================== ============================================================================
+code                        meaning
+=========================== ============================================================================
+``non-finite``              the target produced NaN or inf (entries listed)
+``nondeterministic-cost``   re-evaluating the cost at the same point gave different values
+``precision-limited``       the mismatch is at the level the dtype's roundoff (and the step) predict
+``nonsmooth``               one-sided differences of an entry disagree at every step (a kink, e.g. ReLU at 0)
+``zero-gradient``           analytical is exactly zero where numerical is not (a block never written)
+``sign-flip``               analytical = -numerical on a block or overall
+``scale-mismatch``          analytical = c * numerical on a block or overall (c named: m, 1/m, 2, 1/2)
+``layout-mismatch``         analytical matches numerical after re-unrolling a block in Fortran order
+                            (equivalently: the block transposed)
+``regularization-mismatch`` on the affected entries r = k x: a penalty in the cost or the gradient but not
+                            both, or with a different factor; k is related to lambda/m and lambda/(2m)
+``localized``               the mismatch is confined to a few entries, rows or columns (listed)
+``layer-mismatch``          (networks) a layer fails its own ``check_layer``: its backward is wrong
+=========================== ============================================================================
+
+It also always gives two verdicts: whether the step size could be the cause (the mismatch compared with
+an estimate of the numerical error), and which blocks are right.
+
+Follow-up experiments (re-evaluations, one-sided differences, Richardson on the worst entries, and for
+networks a re-check at lambda = 0 and ``check_layer`` on every layer) run only when the check failed, so
+a passing check pays nothing but a few array operations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .layout import Block
+from .methods import Central, Richardson
+from .probes import CoordinateProbe
+from .report import Finding, Report
+
+#: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
+FIT_TOL = 1e-3
+#: Most entries the follow-up evaluations look at.
+MAX_PROBED = 24
+
+
+# ---------------------------------------------------------------------- helpers
+def _labels(report: Report, idx: NDArray, most: int = 8) -> str:
+    names = [report.layout.label(int(j)) for j in idx[:most]]
+    more = f" and {len(idx) - most} more" if len(idx) > most else ""
+    return ", ".join(names) + more
+
+
+def name_factor(c: float, m: int | None) -> str | None:
+    """A readable name for a ratio ``c`` when it is 2, 1/2, m, 1/m (or their negatives), else None."""
+    cands: list[tuple[float, str]] = [(2.0, "2"), (0.5, "1/2")]
+    if m and m > 1:
+        cands += [(float(m), f"m = {m}"), (1.0 / m, f"1/m = 1/{m}"), (2.0 * m, f"2m = {2 * m}"),
+                  (1.0 / (2 * m), f"1/(2m) = 1/{2 * m}")]
+    for value, name in cands:
+        for sign, s in ((1, ""), (-1, "-")):
+            if abs(c - sign * value) <= FIT_TOL * value:
+                return s + name if sign < 0 else name
+    return None
+
+
+def _fit(a: NDArray, b: NDArray) -> tuple[float, float]:
+    """Least-squares ``c`` with ``a ~ c b`` and the relative misfit ``||a - c b|| / ||a||``."""
+    bb = float(b @ b)
+    na = float(np.linalg.norm(a))
+    if bb == 0 or na == 0:
+        return 0.0, math.inf
+    c = float(a @ b) / bb
+    return c, float(np.linalg.norm(a - c * b)) / na
+
+
+def _close(a: NDArray, b: NDArray, tol: NDArray) -> bool:
+    return bool(np.all(np.abs(a - b) <= tol))
+
+
+def _region(block: Block, local: NDArray) -> str:
+    """Describe a set of entries of a block: a column, a row, or the entries themselves."""
+    if len(block.shape) == 2:
+        rows, cols = np.unravel_index(local, block.shape)
+        ucols, urows = np.unique(cols), np.unique(rows)
+        if len(ucols) == 1:
+            what = " (the bias column)" if ucols[0] == 0 and block.shape[1] > 1 else ""
+            return f"column {ucols[0]}{what}"
+        if len(urows) == 1:
+            return f"row {urows[0]}"
+    return f"{len(local)} entries"
+
+
+# ---------------------------------------------------------------------- the doctor
+class _Doctor:
+    def __init__(self, report: Report, target: Any, strategy: Any) -> None:
+        self.r = report
+        self.target = target
+        self.strategy = strategy
+        self.n = report.numerical
+        self.a = report.analytical
+        self.tol = report.tolerance
+        self.x = report.x.astype(np.float64)
+        self.bad = report.mismatch
+        self.lam = report.context.get("lambda_")
+        self.m = report.context.get("m")
+        self.findings: list[Finding] = []
+        self.notes: list[str] = []
+        self.explained = np.zeros(self.n.size, dtype=bool)
+
+    def add(self, code: str, blocks: list[str], message: str, **evidence: Any) -> None:
+        self.findings.append(Finding(code, tuple(blocks), message, evidence))
+
+    def blocks_of(self, idx: NDArray) -> list[str]:
+        return list(dict.fromkeys(self.r.layout.block_of(int(j)).name for j in idx))
+
+    # -------------------------------------------------------------- global checks
+    def non_finite(self) -> bool:
+        idx = np.flatnonzero(~np.isfinite(self.n) | ~np.isfinite(self.a))
+        if not idx.size:
+            return False
+        which = []
+        if (~np.isfinite(self.a)).any():
+            which.append("the analytical gradient")
+        if (~np.isfinite(self.n)).any():
+            which.append("the cost at perturbed points")
+        self.add("non-finite", self.blocks_of(idx),
+                 f"{' and '.join(which)} produced NaN or inf at {_labels(self.r, idx)}",
+                 entries=[self.r.layout.label(int(j)) for j in idx[:20]], count=int(idx.size))
+        self.explained[idx] = True
+        return True
+
+    def nondeterministic(self) -> bool:
+        x0 = self.target.x0
+        with np.errstate(all="ignore"):
+            costs = [float(np.real(self.target.cost(np.array(x0, copy=True)))) for _ in range(2)]
+        costs.append(self.r.cost)
+        spread = max(costs) - min(costs)
+        eps = float(np.finfo(x0.dtype).eps)
+        if spread > 4 * eps * max(abs(self.r.cost), np.finfo(float).tiny):
+            self.add("nondeterministic-cost", [],
+                     f"the cost at the same point came out as {costs[2]:.17g}, {costs[0]:.17g} and {costs[1]:.17g} "
+                     f"(spread {spread:.2e}): the target is not a deterministic function of its parameters "
+                     "(random sampling, dropout, a global counter?), so numerical gradients cannot be trusted",
+                     costs=costs, spread=spread)
+            return True
+        return False
+
+    def precision_limited(self) -> bool:
+        bad = np.flatnonzero(self.bad & ~self.explained)
+        if not bad.size:
+            return False
+        # The default error model at the step that was used: the tolerance the check would have had.
+        scale = float(np.max(np.abs(self.a[np.isfinite(self.a)]), initial=0.0))
+        step = np.asarray(self.strategy.steps(CoordinateProbe(lambda t: 0.0, self.target.x0, 0.0))) \
+            if hasattr(self.strategy, "steps") else None
+        if step is None:
+            return False
+        rtol, atol = self.strategy.tolerances(self.target.x0.dtype, self.r.cost, scale, step)
+        model = rtol * np.maximum(np.abs(self.n), np.abs(self.a)) + atol
+        err = np.abs(self.n - self.a)
+        ratio = float(np.max(err[bad] / model[bad]))
+        if ratio <= 4:
+            dt = self.r.dtype
+            self.add("precision-limited", self.blocks_of(bad),
+                     f"the mismatch is at the level that {dt} roundoff with this step predicts "
+                     f"(the largest error is {ratio:.2g} of what the dtype's error model allows): "
+                     + ("use float64 or a larger step" if dt == "float32" else
+                        "use a larger step (or the default 'auto') or a tolerance from the error model"),
+                     ratio_to_model=ratio, dtype=dt)
+            self.explained[bad] = True
+            return True
+        return False
+
+    def nonsmooth(self) -> None:
+        bad = np.flatnonzero(self.bad & ~self.explained)
+        if not bad.size:
+            return
+        worst = bad[np.argsort(-np.abs(self.n - self.a)[bad])][:MAX_PROBED]
+        probe = CoordinateProbe(self.target.cost, self.target.x0, self.r.cost, axes=worst)
+        h = Central().steps(probe) * 1e2
+        jumps = []
+        for scale in (1.0, 1e-2):
+            hp = probe.snap(h * scale)
+            hm = probe.snap(-h * scale)
+            d = probe.delta(np.stack([hp, hm]))
+            jumps.append(np.abs(d[0] / hp - d[1] / hm))  # forward minus backward one-sided slopes
+        j_big, j_small = jumps
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kink = (j_small > 0.5 * j_big) & (j_small > 1e-3 * np.maximum(np.abs(self.n[worst]), np.abs(self.a[worst]))) \
+                & (j_small > 0)
+        if kink.any():
+            idx = worst[kink]
+            self.add("nonsmooth", self.blocks_of(idx),
+                     f"the one-sided slopes of {_labels(self.r, idx)} differ by {float(np.max(j_small[kink])):.2e} "
+                     "and do not shrink with the step: the cost has a kink there (ReLU at 0, abs, max), where "
+                     "no finite difference is meaningful",
+                     entries=[self.r.layout.label(int(j)) for j in idx], jump=float(np.max(j_small[kink])))
+            self.explained[idx] = True
+
+    # -------------------------------------------------------------- block patterns
+    def block_patterns(self) -> None:
+        for block in self.r.layout.blocks:
+            s = block.slice
+            bad = np.flatnonzero(self.bad[s] & ~self.explained[s])
+            if not bad.size:
+                continue
+            for check in (self.zero_gradient, self.scale_or_sign, self.layout_mismatch, self.regularization,
+                          self.localized):
+                if check(block, bad):
+                    self.explained[block.start + bad] = True
+                    break
+
+    def zero_gradient(self, block: Block, bad: NDArray) -> bool:
+        s = block.slice
+        a, n = self.a[s], self.n[s]
+        if not np.all(a[bad] == 0):
+            return False
+        whole = bool(np.all(a == 0))
+        where = "the whole block is zero: it is never written" if whole else \
+            f"analytical is exactly 0 at {_region(block, bad)} ({_labels(self.r, block.start + bad)})"
+        self.add("zero-gradient", [block.name],
+                 f"{where}, while numerical is not (up to {float(np.max(np.abs(n[bad]))):.3g})",
+                 whole_block=whole, count=int(bad.size))
+        return True
+
+    def scale_or_sign(self, block: Block, bad: NDArray) -> bool:
+        s = block.slice
+        c, misfit = _fit(self.a[s], self.n[s])
+        if misfit > FIT_TOL or abs(c - 1) <= FIT_TOL:
+            return False
+        if abs(c + 1) <= FIT_TOL:
+            self.add("sign-flip", [block.name], f"analytical = -numerical on {block.name}: a sign slip "
+                     "(y - h instead of h - y, or a subtracted term that should be added)", factor=c)
+            return True
+        named = name_factor(c, self.m)
+        what = f" ({named})" if named and named != f"{c:g}" else ""
+        self.add("scale-mismatch", [block.name],
+                 f"analytical = {c:.6g}{what} x numerical on {block.name}"
+                 + (": a missing or extra factor 1/m" if named and "m" in named else
+                    ": a missing or extra factor" if named else ""),
+                 factor=c, factor_name=named or "")
+        return True
+
+    def layout_mismatch(self, block: Block, bad: NDArray) -> bool:
+        s = block.slice
+        a, n, tol = self.a[s], self.n[s], self.tol[s]
+        shapes = [block.shape] if len(block.shape) == 2 else []
+        if len(block.shape) == 1 and block.size <= 100_000:
+            P = block.size
+            shapes = [(r, P // r) for r in range(2, int(math.isqrt(P)) + 1) if P % r == 0]
+            shapes += [(c, r) for r, c in shapes if r != c]
+        for shape in shapes:
+            if 1 in shape:
+                continue
+            for src, dst, how in (("C", "F", "Fortran (column-major) order"),
+                                  ("F", "C", "C (row-major) order where Fortran order was expected")):
+                perm = n.reshape(shape, order=src).ravel(order=dst)
+                if _close(a, perm, 4 * tol):
+                    self.add("layout-mismatch", [block.name],
+                             f"analytical matches numerical after re-unrolling {block.name} as a "
+                             f"{shape[0]}x{shape[1]} matrix in {how}: the gradient was unrolled in the wrong order "
+                             "(MATLAB's G(:) is Fortran order; numpy's ravel is C order), or the block is transposed",
+                             shape=list(shape), order=dst)
+                    return True
+        return False
+
+    def regularization(self, block: Block, bad: NDArray) -> bool:
+        s = block.slice
+        r = (self.a - self.n)[s]
+        x = self.x[s]
+        cands: list[tuple[str, NDArray]] = []
+        if len(block.shape) == 2:
+            rows, cols = block.shape
+            grid = np.arange(block.size).reshape(block.shape)
+            bad_cols = np.unique(np.unravel_index(bad, block.shape)[1])
+            bad_rows = np.unique(np.unravel_index(bad, block.shape)[0])
+            if cols > 1:
+                cands.append(("column 0 (the bias column)", grid[:, 0].ravel()))
+            for c in bad_cols[:4]:
+                if c != 0:
+                    cands.append((f"column {c}", grid[:, c].ravel()))
+            for rr in bad_rows[:4]:
+                cands.append((f"row {rr}", grid[rr, :].ravel()))
+            if cols > 1:
+                cands.append(("the weights (every column but the bias column 0)", grid[:, 1:].ravel()))
+            cands.append(("the whole block", grid.ravel()))
+        else:
+            cands.append((f"entries {', '.join(str(int(b)) for b in bad[:8])}" + ("..." if bad.size > 8 else ""), bad))
+            cands.append(("the whole block", np.arange(block.size)))
+        for what, idx in cands:
+            if not np.isin(bad, idx).all():
+                continue
+            k, misfit = _fit(r[idx], x[idx])
+            if misfit > 1e-2 or k == 0:
+                continue
+            rel = ""
+            evidence: dict[str, Any] = {"factor": k, "entries": what}
+            lam, m = self.lam, self.m
+            meaning = ("the gradient adds a penalty the cost does not have" if k > 0
+                       else "the cost has a penalty the gradient does not")
+            if lam and m:
+                base = lam / m
+                ratio = k / base
+                evidence["factor_over_lambda_over_m"] = ratio
+                for value, text, why in (
+                        (-1.0, "-lambda/m", "the cost regularizes these entries but the gradient does not"),
+                        (1.0, "lambda/m", "the gradient regularizes these entries but the cost does not"),
+                        (-0.5, "-lambda/(2m)", "the gradient's penalty is half the cost's: lambda/(2m) theta "
+                                               "instead of lambda/m theta"),
+                        (0.5, "lambda/(2m)", "the gradient's penalty is 1.5 times the cost's (or the cost uses "
+                                             "lambda/(4m))"),
+                        (-2.0, "-2 lambda/m", "the cost's penalty on these entries grows 2 lambda/m theta faster "
+                                              "than the gradient's (counted twice in the cost, not in the "
+                                              "gradient?)"),
+                        (2.0, "2 lambda/m", "the gradient's penalty on these entries is 2 lambda/m theta more "
+                                            "than the cost's")):
+                    if abs(ratio - value) <= 1e-2 * abs(value):
+                        rel = f" = {text} (lambda = {lam:g}, m = {m})"
+                        meaning = why or meaning
+                        evidence["factor_name"] = text
+                        break
+            self.add("regularization-mismatch", [block.name],
+                     f"on {what} of {block.name}, analytical - numerical = k * theta with k = {k:.6g}{rel}: "
+                     f"{meaning}" + (" (the bias should not be regularized)" if what.startswith("column 0") and k < 0 else ""),
+                     **evidence)
+            return True
+        return False
+
+    def localized(self, block: Block, bad: NDArray) -> bool:
+        few = bad.size <= 10
+        region = ""
+        if len(block.shape) == 2:
+            rows, cols = np.unravel_index(bad, block.shape)
+            if len(np.unique(cols)) <= 2:
+                region = "column" + ("s " if len(np.unique(cols)) > 1 else " ") + ", ".join(map(str, np.unique(cols)))
+            elif len(np.unique(rows)) <= 2:
+                region = "row" + ("s " if len(np.unique(rows)) > 1 else " ") + ", ".join(map(str, np.unique(rows)))
+        if not (few or region):
+            return False
+        where = region or f"{bad.size} entries"
+        self.add("localized", [block.name],
+                 f"the mismatch in {block.name} is confined to {where}: {_labels(self.r, block.start + bad)}; "
+                 "look at the code that computes exactly these entries",
+                 entries=[self.r.layout.label(int(block.start + j)) for j in bad[:20]], count=int(bad.size),
+                 region=where)
+        return True
+
+    def merge_overall(self) -> None:
+        """One overall finding when every failing block shows the same scale or sign pattern."""
+        failing = self.r.failed_blocks
+        if len(failing) < 2:
+            return
+        for code in ("sign-flip", "scale-mismatch"):
+            fs = [f for f in self.findings if f.code == code]
+            if len(fs) == len(failing) and len({round(f.evidence.get("factor", 0), 6) for f in fs}) == 1:
+                c, misfit = _fit(self.a, self.n)
+                if misfit <= FIT_TOL:
+                    first = fs[0]
+                    self.findings = [f for f in self.findings if f.code != code]
+                    msg = first.message.replace(f"on {first.blocks[0]}", "on every block")
+                    self.add(code, failing, msg + " (overall)", **{**first.evidence, "overall": True})
+
+    # -------------------------------------------------------------- verdicts and follow-ups
+    def step_verdict(self) -> str:
+        err = np.abs(self.n - self.a)
+        bad = np.flatnonzero(self.bad & np.isfinite(err))
+        if not bad.size:
+            if self.r.error_estimate is not None and np.isfinite(self.r.error_estimate).all():
+                return (f"no mismatch: largest error {float(np.max(err, initial=0)):.1e}, Richardson's numerical "
+                        f"error estimate {float(np.max(self.r.error_estimate, initial=0)):.1e}")
+            ratio = float(np.max(err / np.maximum(self.tol, np.finfo(float).tiny), initial=0.0))
+            return f"no mismatch: every entry is within {ratio:.2g} of its error-model tolerance"
+        worst = bad[np.argsort(-err[bad])][:MAX_PROBED]
+        if self.r.error_estimate is not None:
+            ne = np.abs(self.r.error_estimate[worst])
+            ref = self.n[worst]
+        else:
+            probe = CoordinateProbe(self.target.cost, self.target.x0, self.r.cost, axes=worst)
+            est = Richardson(Central()).estimate(probe)
+            ref = est.values
+            ne = np.abs(self.n[worst] - ref) + np.abs(est.error)
+        mismatch = np.abs(self.a[worst] - ref)
+        floor = float(np.finfo(self.target.x0.dtype).eps) * max(abs(self.r.cost), 1e-300)
+        numerr = float(max(np.max(ne), floor))
+        mm = float(np.max(mismatch))
+        ratio = mm / numerr
+        self.evidence_ratio = ratio
+        if ratio >= 100:
+            return (f"the mismatch ({mm:.2e}) is 10^{int(math.log10(ratio))} times larger than the numerical "
+                    f"error ({numerr:.1e}): the step size is not the cause; the analytic gradient is wrong")
+        if ratio >= 5:
+            return (f"the mismatch ({mm:.2e}) is only {ratio:.0f} times the numerical error ({numerr:.1e}): "
+                    "probably a real error, but re-check with method='richardson' or another step")
+        return (f"the mismatch ({mm:.2e}) is comparable to the numerical error ({numerr:.1e}): the step size "
+                "or the precision could be the cause")
+
+    def network_followups(self) -> None:
+        target = self.target
+        if target.kind != "network" or target.network is None:
+            return
+        from .check import check_layer, run_check
+        from .targets import network_target
+
+        obj = target.objective
+        if self.lam:
+            r0 = run_check(network_target(target.network, obj.X, obj.Y, 0.0), self.strategy, diagnose=False)
+            self.notes.append("with lambda = 0 the check " + ("passes: the mismatch comes from the regularization "
+                                                              "term" if r0.passed else
+                                                              "still fails: the data term (backprop) is wrong too"))
+        twin = target.network.clone()
+        twin._params[...] = target.x0
+        a = obj.X[: min(obj.m, 4)]
+        for k, layer in enumerate(twin.layers):
+            rep = check_layer(layer, a, self.strategy, diagnose=False)
+            if not rep.passed:
+                self.add("layer-mismatch", [b for b in rep.failed_blocks],
+                         f"layer {k} ({layer!r}) fails its own check_layer: its backward is wrong "
+                         f"(input gradient {'wrong' if 'x' in rep.failed_blocks else 'right'}; "
+                         f"relative difference {rep.relative_difference:.2e})", layer=k, layer_repr=repr(layer))
+            a = layer.forward(a)
+
+    def run(self) -> Report:
+        if self.r.passed:
+            return self.r.with_findings([], step_verdict=self.step_verdict())
+        self.non_finite()
+        if self.nondeterministic():
+            return self.r.with_findings(self.findings, step_verdict="the cost is not deterministic: no step can "
+                                        "give a reliable numerical gradient", notes=self.notes)
+        if not self.precision_limited():
+            self.nonsmooth()
+            self.block_patterns()
+            self.merge_overall()
+            self.network_followups()
+        verdict = self.step_verdict()
+        return self.r.with_findings(self.findings, step_verdict=verdict, notes=self.notes)
+
+
+def diagnose(report: Report, target: Any, strategy: Any) -> Report:
+    """Return ``report`` with findings, the step verdict and notes added (see the module docstring)."""
+    return _Doctor(report, target, strategy).run()

@@ -1,0 +1,212 @@
+"""The entry points: reports, nothing lost, bad input refused, no false alarms."""
+
+import json
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import InputError, Network, TargetError, check_function, check_layer, check_network
+from tests.test_methods import quadratic
+
+
+@pytest.mark.parametrize("lam", [0.0, 3.0])
+def test_debug_network_meets_the_course_criterion(debug_problem, lam):
+    net, X, y = debug_problem
+    report = check_network(net, X, y, lam, "central")
+    assert report.passed and report.relative_difference < 1e-9
+    assert [b.name for b in report.blocks] == ["Theta1", "Theta2"]
+    assert report.findings == ()
+
+
+@pytest.mark.parametrize("method", ["forward", "central", "richardson", "complex-step"])
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+def test_every_method_passes_correct_networks(debug_problem, method, engine):
+    net, X, y = debug_problem
+    for lam in (0.0, 3.0):
+        report = check_network(net, X, y, lam, method, engine=engine)
+        assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("method", ["forward", "central", "richardson", "complex-step"])
+def test_float32_raises_no_false_alarm(method):
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        net = Network.from_sizes([6, 5, 4], dtype=np.float32, seed=seed)
+        X = rng.standard_normal((12, 6))
+        y = rng.integers(0, 4, 12)
+        for lam in (0.0, 3.0):
+            report = check_network(net, X, y, lam, method)
+            assert report.passed, str(report)
+            assert report.dtype == "float32"
+
+
+def test_saturated_network_passes():
+    rng = np.random.default_rng(3)
+    net = Network.from_sizes([5, 4, 3], seed=1)
+    net.params = net.params * 50
+    X, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
+    for method in ("central", "richardson", "complex-step"):
+        assert check_network(net, X, y, 1.0, method).passed
+
+
+def test_report_fields_and_rendering(debug_problem):
+    net, X, y = debug_problem
+    report = check_network(net, X, y, 3.0, top=4)
+    assert report.method == "central" and report.step_rule == "auto" and report.dtype == "float64"
+    assert report.numerical.shape == report.analytical.shape == (38,)
+    assert len(report.worst) == 4
+    worst = report.worst[0]
+    assert worst.block in ("Theta1", "Theta2") and len(worst.index) == 2
+    assert worst.error == abs(worst.numerical - worst.analytical)
+    assert report.n_evals == 2 * 38 + 1 and report.seconds > 0
+    text = str(report)
+    assert text.splitlines()[0].startswith("PASSED  central")
+    assert "Theta1" in text and "worst entries" in text
+    assert len(text.splitlines()) < 20  # compact, not all 38 entries
+    d = report.to_dict(include_arrays=True)
+    json.dumps(d)
+    assert {"method", "step", "dtype", "passed", "relative_difference", "max_abs_error", "max_rel_error", "blocks",
+            "worst", "findings", "n_evals", "seconds", "numerical", "analytical"} <= set(d)
+
+
+def test_check_function_with_blocks_names_entries():
+    def fun(x):
+        g = 2 * x
+        g[4] += 1.0  # wrong entry: block B, index (0, 1)
+        return float(x @ x), g
+
+    report = check_function(fun, np.arange(10.0), blocks={"A": (4,), "B": (2, 3)})
+    assert not report.passed
+    assert report.failed_blocks == ["B"] and report.passed_blocks == ["A"]
+    assert report.worst[0].label == "B[0, 0]"
+
+
+def test_check_function_accepts_a_column_gradient_and_rejects_wrong_shapes():
+    assert check_function(lambda x: (float(x @ x), (2 * x)[:, None]), np.ones(3)).passed
+    with pytest.raises(TargetError, match=r"shape \(4,\); expected \(3,\)"):
+        check_function(lambda x: (float(x @ x), np.ones(4)), np.ones(3))
+    with pytest.raises(TargetError, match=r"\(cost, grad\) pair"):
+        check_function(lambda x: float(x @ x), np.ones(3))
+    with pytest.raises(TargetError, match="scalar cost"):
+        check_function(lambda x: (x, 2 * x), np.ones(3))
+
+
+def test_bad_arguments_get_specific_errors():
+    with pytest.raises(InputError, match=r"blocks: expected block sizes summing to x0.size = 6, got 5"):
+        check_function(quadratic, np.ones(6), blocks={"a": (2, 2), "b": (1,)})
+    with pytest.raises(InputError, match="x0"):
+        check_function(quadratic, np.ones((2, 3)))
+    with pytest.raises(InputError, match="x0: expected finite"):
+        check_function(quadratic, np.r_[np.ones(5), np.inf])
+    with pytest.raises(InputError, match="rtol"):
+        check_function(quadratic, np.ones(6), rtol=-1)
+    with pytest.raises(InputError, match="fun"):
+        check_function("quadratic", np.ones(6))
+    with pytest.raises(InputError, match="engine"):
+        check_network(Network.from_sizes([2, 2]), np.ones((1, 2)), [0], engine="fast")
+
+
+class _RaisesOnCall:
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        x[0] += 1000.0  # a careless function that writes into its argument
+        if self.calls == self.n:
+            raise RuntimeError("boom on call %d" % self.n)
+        return quadratic(x - np.r_[1000.0, np.zeros(5)])
+
+
+@pytest.mark.parametrize("method", ["forward", "central", "richardson"])
+def test_x0_is_bit_identical_even_when_the_function_raises(method):
+    x0 = np.random.default_rng(0).standard_normal(6)
+    before = x0.copy()
+    with pytest.raises(RuntimeError, match="boom on call 7"):
+        check_function(_RaisesOnCall(7), x0, method)
+    assert x0.tobytes() == before.tobytes()
+
+
+def test_network_params_are_bit_identical_even_when_a_layer_raises(debug_problem):
+    net, X, y = debug_problem
+
+    class Flaky(layerkit.Sigmoid):
+        calls = 0
+
+        def forward(self, x):
+            Flaky.calls += 1
+            if Flaky.calls == 7:
+                raise RuntimeError("layer failed on call 7")
+            return super().forward(x)
+
+        def propagate(self, x, y, change):  # the structured engine's path
+            Flaky.calls += 1
+            if Flaky.calls == 7:
+                raise RuntimeError("layer failed on call 7")
+            return super().propagate(x, y, change)
+
+    flaky = Network([layerkit.Dense(3, 5), Flaky(), layerkit.Dense(5, 3), layerkit.Sigmoid()])
+    flaky.params = net.params
+    before, grads_before = flaky.params.copy(), flaky.grads.copy()
+    for engine in ("generic", "auto"):
+        Flaky.calls = 0
+        with pytest.raises(RuntimeError, match="call 7"):
+            check_network(flaky, X, y, 3.0, engine=engine)
+        assert flaky.params.tobytes() == before.tobytes()
+        assert flaky.grads.tobytes() == grads_before.tobytes()
+
+
+def test_check_leaves_the_network_untouched(debug_problem):
+    net, X, y = debug_problem
+    before = net.params.copy()
+    for method in ("central", "richardson", "complex-step"):
+        check_network(net, X, y, 3.0, method)
+    assert net.params.tobytes() == before.tobytes()
+
+
+def test_non_finite_values_are_reported_not_flooded():
+    def fun(x):
+        # the cost is NaN when x[2] moves up: log of a negative number
+        c = float(x @ x) + (np.log(1.0 - (x[2] - 0.5) * 1e9) if x[2] > 0.5 else 0.0)
+        return c, 2 * x
+
+    x0 = np.array([0.1, 0.2, 0.5, 0.3])
+    report = check_function(fun, x0)  # pytest turns any RuntimeWarning into an error
+    assert not report.passed
+    assert report.worst[0].label == "x[2]" and np.isnan(report.worst[0].numerical)
+    assert "non-finite" in report.codes()
+    with pytest.raises(layerkit.NonFiniteError, match="cost at x0"):
+        check_function(lambda x: (np.nan, x), x0)
+
+
+def test_check_layer_restores_the_layers_own_arrays():
+    layer = layerkit.Dense(3, 2, seed=0)
+    theta, grad = layer.Theta, layer.dTheta
+    values = theta.copy()
+    report = check_layer(layer, np.random.default_rng(0).standard_normal((4, 3)))
+    assert report.passed and report.layout.names == ["x", "Theta"]
+    assert layer.Theta is theta and layer.dTheta is grad
+    np.testing.assert_array_equal(layer.Theta, values)
+
+
+def test_check_layer_inside_a_network_leaves_the_network_alone(debug_problem):
+    net, X, y = debug_problem
+    before = net.params.copy()
+    assert check_layer(net.layers[2], np.random.default_rng(0).standard_normal((4, 5))).passed
+    assert net.params.tobytes() == before.tobytes()
+    assert np.shares_memory(net.layers[2].Theta, net.params)
+
+
+def test_rtol_and_atol_overrides(debug_problem):
+    net, X, y = debug_problem
+    strict = check_network(net, X, y, 0.0, "forward", rtol=0.0, atol=0.0)
+    assert not strict.passed and strict.rtol == 0.0
+    loose = check_network(net, X, y, 0.0, "forward", rtol=1e-3, atol=1e-6)
+    assert loose.passed and np.all(loose.tolerance >= 1e-6)
+
+
+def test_fixed_step_is_used_as_given(debug_problem):
+    net, X, y = debug_problem
+    report = check_network(net, X, y, 3.0, "central", step=1e-4)
+    assert report.step == 1e-4 and report.step_rule == "fixed" and report.passed
