@@ -1,11 +1,20 @@
-"""Shared fixtures and reference implementations for the tests."""
+"""Shared fixtures.  The tests import the *installed* layerkit; tests/ and examples/ are put on sys.path so
+that helpers and example scripts can be imported by module name."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import layerkit
+
+ROOT = Path(__file__).resolve().parent.parent
+for folder in (ROOT / "tests", ROOT / "examples"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 @pytest.fixture
@@ -14,13 +23,3 @@ def debug_problem():
     net = layerkit.Network.from_sizes([3, 5, 3], init="debug")
     X, y = layerkit.debug_data(5, 3)
     return net, X, y
-
-
-def reference_cost(thetas, X, Y, lam):
-    """Cost of a sigmoid network from scratch, with plain log(), for small well-conditioned cases."""
-    m = X.shape[0]
-    a = X
-    for T in thetas:
-        a = 1 / (1 + np.exp(-(np.hstack([np.ones((m, 1)), a]) @ T.T)))
-    J = np.sum(-Y * np.log(a) - (1 - Y) * np.log(1 - a)) / m
-    return J + lam / (2 * m) * sum(np.sum(T[:, 1:] ** 2) for T in thetas)

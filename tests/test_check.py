@@ -7,7 +7,7 @@ import pytest
 
 import layerkit
 from layerkit import InputError, Network, TargetError, check_function, check_layer, check_network
-from tests.test_methods import quadratic
+from helpers import quadratic
 
 
 @pytest.mark.parametrize("lam", [0.0, 3.0])

@@ -10,7 +10,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_forum_bug_diagnosis(capsys):
-    from examples import forum_bug
+    import forum_bug
 
     report = forum_bug.main()
     out = capsys.readouterr().out
@@ -23,7 +23,7 @@ def test_forum_bug_diagnosis(capsys):
 
 
 def test_custom_layer_example(capsys):
-    from examples import custom_layer
+    import custom_layer
 
     layer_report, net_report = custom_layer.main()
     assert layer_report.passed and net_report.passed
@@ -32,7 +32,7 @@ def test_custom_layer_example(capsys):
 
 def test_train_digits_reaches_95_percent():
     pytest.importorskip("sklearn")
-    from examples import train_digits
+    import train_digits
 
     result = train_digits.main()
     assert result["accuracy"] >= 0.95

@@ -42,7 +42,7 @@ def test_forward_method_also_agrees():
 
 
 def test_custom_layers_take_the_generic_path():
-    from examples.custom_layer import Tanh
+    from custom_layer import Tanh
 
     rng = np.random.default_rng(1)
     net = Network([Dense(4, 5), Tanh(), Dense(5, 3), Sigmoid()])

@@ -79,7 +79,7 @@ def test_sigmoid_complex_input_for_the_complex_step():
 
 
 def test_custom_layer_follows_the_protocol():
-    from examples.custom_layer import Tanh
+    from custom_layer import Tanh
 
     assert isinstance(Tanh(), layerkit.Layer)
     assert_layer_gradients(Tanh(), np.random.default_rng(0).standard_normal((4, 3)))

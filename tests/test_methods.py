@@ -10,16 +10,7 @@ from layerkit import Central, ComplexStep, FiniteDifference, Forward, Richardson
 from layerkit.activations import sigmoid, softplus
 from layerkit.probes import CoordinateProbe
 
-RNG = np.random.default_rng(42)
-A = RNG.standard_normal((6, 6))
-Q = A @ A.T + np.eye(6)
-B = RNG.standard_normal(6)
-XL = RNG.standard_normal((30, 5))
-YL = (RNG.random(30) < 0.5).astype(float)
-
-
-def quadratic(x):
-    return 0.5 * x @ Q @ x - B @ x, Q @ x - B
+from helpers import A, B, Q, RNG, XL, YL, quadratic  # noqa: E402
 
 
 def rosenbrock(x):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import layerkit
 from layerkit import Dense, InputError, Network, Sigmoid
-from tests.conftest import reference_cost
+from helpers import reference_cost
 
 
 def test_cost_of_a_tiny_case_by_hand():

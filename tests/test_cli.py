@@ -1,0 +1,210 @@
+"""The typer CLI: every command, option path and exit code, through CliRunner and the installed script."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from layerkit.cli.app import _LazyProgress, app
+
+ROOT = Path(__file__).resolve().parent.parent
+FORUM = str(ROOT / "examples" / "forum_bug.py")
+runner = CliRunner()
+
+REPORT_KEYS = {"method", "step", "step_rule", "dtype", "passed", "relative_difference", "max_abs_error",
+               "max_rel_error", "rtol", "cost", "n_params", "n_evals", "seconds", "blocks", "worst", "findings",
+               "context", "step_verdict", "correct_blocks", "wrong_blocks", "notes", "problem", "lambda"}
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_default_check_is_the_course_debug_problem():
+    result = invoke("check")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.count("PASSED  central") == 2 and "lambda=0" in out and "lambda=3" in out
+    assert "Theta1" in out and "Theta2" in out and "worst entries" in out
+
+
+def test_forum_bug_target_exits_1_with_the_diagnosis():
+    result = invoke("check", f"{FORUM}:problem")
+    assert result.exit_code == 1
+    assert "regularization-mismatch [Theta2]" in result.stdout and "-lambda/m" in result.stdout
+    assert "step size is not the cause" in result.stdout
+
+
+@pytest.mark.parametrize("method", ["forward", "central", "richardson", "complex-step"])
+def test_each_method(method):
+    result = invoke("check", "--method", method, "--quiet")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"PASSED  {method}") for line in lines)
+
+
+def test_method_all_and_repeatable_lambda():
+    result = invoke("check", "--method", "all", "--lambda", "0.5", "--lambda", "1", "--lambda", "2", "-q")
+    assert result.exit_code == 0
+    assert len(result.stdout.strip().splitlines()) == 12
+
+
+def test_layers_examples_dtype_seed_step_rtol_top():
+    result = invoke("check", "--layers", "4,6,5,3", "--examples", "7", "--dtype", "float32", "--seed", "3",
+                    "--step", "0.01", "--rtol", "0.01", "--top", "2", "--lambda", "1")
+    assert result.exit_code == 0, result.output
+    assert "float32" in result.stdout and "step fixed 0.01" in result.stdout and "Theta3" in result.stdout
+    assert result.stdout.count("numerical ") == 2  # --top 2
+
+
+def test_json_output_schema():
+    result = invoke("check", "--json", "--method", "all")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert {"layerkit", "command", "passed", "problem", "reports"} <= set(doc)
+    assert doc["passed"] is True and len(doc["reports"]) == 8
+    for rep in doc["reports"]:
+        assert REPORT_KEYS <= set(rep)
+        assert {"name", "shape", "relative_difference", "max_abs_error", "n_failed", "passed"} <= set(rep["blocks"][0])
+        assert {"block", "index", "numerical", "analytical", "error"} <= set(rep["worst"][0])
+
+
+def test_json_with_findings_and_exit_1():
+    result = invoke("check", f"{FORUM}:problem", "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    f = doc["reports"][0]["findings"][0]
+    assert {"code", "blocks", "message", "evidence"} <= set(f) and f["code"] == "regularization-mismatch"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["check", "--layers", "3,x,3"], "--layers"),
+    (["check", "--layers", "3"], "--layers"),
+    (["check", "--step", "tiny"], "--step"),
+    (["check", "--step", "-1"], "--step"),
+    (["check", "--mode", "sideways"], "--mode"),
+    (["check", "missing_file.py:problem"], "no such file"),
+    (["check", f"{FORUM}:no_such_name"], "no attribute 'no_such_name'"),
+    (["check", "no_such_pkg.mod:problem"], "no module named"),
+    (["check", f"{FORUM}:SIZES"], "expected a layerkit.Problem"),
+    (["check", "just-a-name"], "expected path/to/file.py:NAME"),
+    (["check", f"{FORUM}:problem", "--lambda", "1"], "--lambda"),
+    (["sweep", "--layers", "0,3"], "--layers"),
+])
+def test_usage_and_input_errors_exit_2_with_one_line(args, fragment):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_errors_inside_the_users_file(tmp_path):
+    bad_import = tmp_path / "bad_import.py"
+    bad_import.write_text("import numpy\nraise ImportError('cannot find my_secret_module')\n")
+    result = invoke("check", f"{bad_import}:problem")
+    assert result.exit_code == 2 and "cannot find my_secret_module" in result.stderr
+
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text(textwrap.dedent("""
+        import numpy as np
+        def problem():
+            return (lambda t: float(t @ t), np.ones(3))
+        def raising():
+            def fun(t):
+                raise ZeroDivisionError("my cost divided by zero")
+            return (fun, np.ones(3))
+    """))
+    result = invoke("check", f"{wrong}:problem")
+    assert result.exit_code == 2 and "(cost, grad) pair" in result.stderr
+    result = invoke("check", f"{wrong}:raising")
+    assert result.exit_code == 2 and "ZeroDivisionError: my cost divided by zero" in result.stderr
+
+
+def test_module_target_and_tuple_problems(tmp_path, monkeypatch):
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "costs.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import layerkit
+        quad = (lambda t: (float(t @ t), 2 * t), np.arange(4.0), {"a": (2, 2)})
+        net = layerkit.Network.from_sizes([2, 3, 2], seed=0)
+        netprob = (net, np.ones((3, 2)), np.array([0, 1, 0]), 0.5)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("check", "userpkg.costs:quad")
+    assert result.exit_code == 0 and "ok   a" in result.stdout and "2x2" in result.stdout
+    result = invoke("check", "userpkg.costs:netprob", "--lambda", "0", "--lambda", "2", "-q")
+    assert result.exit_code == 0 and "lambda=2" in result.stdout
+
+
+def test_sweep_table_and_json():
+    result = invoke("sweep")
+    assert result.exit_code == 0
+    assert "1e-12" in result.stdout and "auto" in result.stdout and "<" in result.stdout
+    result = invoke("sweep", f"{FORUM}:problem", "--method", "central", "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert {"steps", "errors", "auto_steps", "best_steps", "analytic_error", "verdict"} <= set(doc)
+    assert len(doc["steps"]) == 12 and doc["steps"][0] == 0.1 and doc["steps"][-1] == 1e-12
+    assert not doc["step_is_the_problem"]
+
+
+def test_sweep_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "sweep.png"
+    result = invoke("sweep", "--plot", str(out))
+    assert result.exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_sweep_plot_without_matplotlib_explains(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = invoke("sweep", "--plot", str(tmp_path / "x.png"))
+    assert result.exit_code == 2 and "pip install 'layerkit[plot]'" in result.stderr
+
+
+def test_version_and_help():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("layerkit ")
+    result = invoke("--help")
+    assert result.exit_code == 0 and "check" in result.stdout and "sweep" in result.stdout
+
+
+def test_progress_appears_only_for_slow_runs():
+    with _LazyProgress(3, enabled=True, delay=0.05) as bar:
+        time.sleep(0.3)
+        bar.advance()
+        assert bar.shown
+    with _LazyProgress(3, enabled=True, delay=1.0) as bar:
+        bar.advance()
+    assert not bar.shown
+    with _LazyProgress(3, enabled=False, delay=0.0) as bar:
+        time.sleep(0.1)
+    assert not bar.shown
+
+
+def test_installed_console_script_runs():
+    exe = shutil.which("layerkit") or str(Path(sys.executable).parent / "layerkit")
+    if not os.path.exists(exe):
+        pytest.skip("the layerkit console script is not installed in this environment")
+    proc = subprocess.run([exe, "check", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("PASSED") == 2
+    proc = subprocess.run([exe, "check", "--layers", "nope"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --layers") and "Traceback" not in proc.stderr
