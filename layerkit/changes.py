@@ -10,7 +10,8 @@ changes have structure that is far cheaper to carry than ``B`` dense ``(m, n)`` 
 * :class:`DenseChange`: anything, ``D[b] = delta[b]``.
 
 Layers may implement ``propagate(x, y, change) -> change`` (exact: no linearization) and a Dense-like
-layer ``param_change(name, row, cols, steps, x)``; see :mod:`layerkit.layers`.
+layer ``param_change(name, row, cols, steps, x)``; see :mod:`layerkit.layers`.  Propagation *consumes* a
+change: a layer may overwrite the arrays of the change it is given.
 """
 
 from __future__ import annotations
@@ -80,14 +81,20 @@ class DenseChange:
 Change = Union[ColumnChange, RankOneChange, DenseChange]
 
 
-def sigmoid_change(s: NDArray, s_c: NDArray, delta: NDArray) -> NDArray:
-    """Exact ``sigmoid(z + delta) - sigmoid(z)`` from ``s = sigmoid(z)`` and ``s_c = sigmoid(-z) = 1 - s``.
+def sigmoid_change(s: NDArray, s_sc: NDArray, delta: NDArray, overwrite: bool = False) -> NDArray:
+    """Exact ``sigmoid(z + delta) - sigmoid(z)`` from ``s = sigmoid(z)`` and ``s_sc = s (1 - s)``.
 
     Uses the identity ``s (1 - s) expm1(delta) / (1 + s expm1(delta))``, which has no cancellation: the
-    difference of two nearly equal sigmoids is never formed.  Shapes broadcast.
+    difference of two nearly equal sigmoids is never formed.  ``s_sc`` should be computed as
+    ``sigmoid(z) * sigmoid(-z)`` (no cancellation when ``s`` is near 1).  Shapes broadcast against
+    ``delta``; with ``overwrite=True`` the result is written into ``delta``.
     """
-    e = np.expm1(delta)
-    return (s * s_c) * e / (1 + s * e)
+    e = np.expm1(delta, out=delta if overwrite else None)
+    t = s * e
+    t += 1
+    e *= s_sc
+    e /= t
+    return e
 
 
 def softplus_change(s: NDArray, delta: NDArray) -> NDArray:

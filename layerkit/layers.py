@@ -115,6 +115,7 @@ class Dense:
         self.grads: dict[str, NDArray] = {}
         self.bind({"Theta": theta}, {"Theta": np.zeros_like(theta)})
         self._x: NDArray | None = None
+        self._x1t: tuple[NDArray, NDArray] | None = None
 
     def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
         for name, arrs in (("params", params), ("grads", grads)):
@@ -158,11 +159,17 @@ class Dense:
         return dy @ self.params["Theta"][:, 1:]
 
     # -- structured perturbations (layerkit.incremental) -------------------------------------------
-    def param_change(self, name: str, row: int, cols: NDArray, steps: NDArray, x: NDArray) -> ColumnChange:
-        """Output change of ``Theta[row, cols[b]] += steps[b]`` at input ``x`` (m, n_in): only output column
-        ``row`` moves, by ``steps[b] * x1[:, cols[b]]`` with ``x1 = [1, x]`` (exact: the layer is linear)."""
-        x1 = np.where(cols[:, None] == 0, 1.0, x.T[np.maximum(cols - 1, 0)])
-        return ColumnChange(row, steps[:, None] * x1)
+    def param_change(self, name: str, row: int, cols: slice, steps: NDArray, x: NDArray) -> ColumnChange:
+        """Output change of ``Theta[row, c] += steps[b]`` for the columns ``c`` in ``cols`` (a slice), at
+        input ``x`` (m, n_in): only output column ``row`` moves, by ``steps[b] * x1[:, c]`` with
+        ``x1 = [1, x]`` (exact: the layer is linear).  Returns a ColumnChange of shape ``(B, m)``."""
+        memo = self._x1t
+        if memo is None or memo[0] is not x:  # [1, x]^T, contiguous, memoized per input
+            x1t = np.empty((x.shape[1] + 1, x.shape[0]), dtype=x.dtype)
+            x1t[0] = 1
+            x1t[1:] = x.T
+            memo = self._x1t = (x, x1t)
+        return ColumnChange(row, steps[:, None] * memo[1][cols])
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """Output change for an input change (exact: ``D W^T`` for ``W = Theta[:, 1:]``)."""
@@ -193,6 +200,7 @@ class Sigmoid:
 
     def __init__(self) -> None:
         self._y: NDArray | None = None
+        self._slope: tuple[NDArray, ...] | None = None
 
     def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
         """Nothing to bind: the layer has no parameters."""
@@ -214,11 +222,14 @@ class Sigmoid:
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.changes.sigmoid_change`);
         a column change stays a column change."""
+        slope = self._slope
+        if slope is None or slope[0] is not x:  # memoized per input: s^T and s (1 - s)^T, contiguous rows
+            s_sc = y * sigmoid(-x)  # s (1 - s) without cancellation near s = 1
+            slope = self._slope = (x, np.ascontiguousarray(y.T), np.ascontiguousarray(s_sc.T), s_sc)
         if isinstance(change, ColumnChange):
             c = change.col
-            return ColumnChange(c, sigmoid_change(y[:, c], sigmoid(-x[:, c]), change.delta))
-        d = change.dense(x.shape)
-        return DenseChange(sigmoid_change(y, sigmoid(-x), d))
+            return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True))
+        return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True))
 
     def __repr__(self) -> str:
         return "Sigmoid()"

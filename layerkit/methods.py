@@ -135,12 +135,17 @@ class FiniteDifference:
             return probe.snap(self.base_step(probe.dtype) * probe.scale())
         return probe.snap(np.full(probe.n_axes, float(step), dtype=probe.real_dtype))
 
+    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, Callable[[NDArray], NDArray]]:
+        """The stencil at steps ``h``: ``(steps, finish)`` where ``steps`` has shape ``(S, n)`` and
+        ``finish(probe.delta(steps))`` returns the estimates.  Lets a wrapper batch several rules."""
+        offsets = np.asarray(self.offsets, dtype=h.dtype)
+        weights = np.asarray(self.weights)
+        return offsets[:, None] * h[None, :], lambda d: weights @ d / h
+
     def estimate(self, probe: Probe, h: NDArray | None = None) -> Estimate:
         h = self.steps(probe) if h is None else h
-        offsets = np.asarray(self.offsets, dtype=h.dtype)
-        d = probe.delta(offsets[:, None] * h[None, :])
-        values = np.asarray(self.weights, dtype=d.dtype) @ d / h
-        return Estimate(values, h)
+        steps, finish = self.plan(probe, h)
+        return Estimate(finish(probe.delta(steps)), h)
 
     def tolerances(self, dtype: Any, cost: float, scale: float, step: NDArray) -> tuple[float, NDArray]:
         """Default ``rtol = 16 * eps^(p/(p+1))`` and ``atol_j = 16 * (roundoff_j + truncation_j)``.
@@ -192,11 +197,9 @@ class Central(FiniteDifference):
     order: ClassVar[int] = 2
     order_step: ClassVar[int] = 2
 
-    def estimate(self, probe: Probe, h: NDArray | None = None) -> Estimate:
-        h = self.steps(probe) if h is None else h
+    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, Callable[[NDArray], NDArray]]:
         hm = probe.snap(-h)
-        d = probe.delta(np.stack([h, hm]))
-        return Estimate((d[0] - d[1]) / (h - hm), h)
+        return np.stack([h, hm]), lambda d: (d[0] - d[1]) / (h - hm)
 
 
 def _resolve(method: Any) -> Any:
@@ -241,9 +244,14 @@ class Richardson:
             h = probe.snap(self.base_step(probe.dtype) * probe.scale())
         else:
             h = probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype))
-        table = [self.base.estimate(probe, h).values]
-        for level in range(1, self.levels + 1):
-            table.append(self.base.estimate(probe, probe.snap(h / 2**level)).values)
+        # every level's stencil in one batch of evaluations
+        plans = [self.base.plan(probe, h if level == 0 else probe.snap(h / 2**level))
+                 for level in range(self.levels + 1)]
+        d = probe.delta(np.concatenate([steps for steps, _ in plans]))
+        table, row = [], 0
+        for steps, finish in plans:
+            table.append(finish(d[row: row + len(steps)]))
+            row += len(steps)
         prev = table
         for level in range(1, self.levels + 1):
             q = self.base.order + (level - 1) * self.base.order_step

@@ -81,7 +81,7 @@ def test_change_identities_are_exact():
             ref.append(float(1 / (1 + np.exp(zi)) - 1 / (1 + np.exp(zi + di))))
         else:
             ref.append(float(sig_ld(zi + di) - sig_ld(zi)))
-    np.testing.assert_allclose(sigmoid_change(s, sc, d), ref, rtol=1e-9)
+    np.testing.assert_allclose(sigmoid_change(s, s * sc, d), ref, rtol=1e-9)
     sp = [float(np.log1p(np.exp(L(zi) + L(di))) - np.log1p(np.exp(L(zi)))) for zi, di in zip(z, d)]
     np.testing.assert_allclose(softplus_change(s, d), sp, rtol=1e-9)
 
