@@ -7,6 +7,7 @@ changes have structure that is far cheaper to carry than ``B`` dense ``(m, n)`` 
   entry of a Dense layer's ``Theta[col, c]`` does to its output, and what an elementwise layer keeps;
 * :class:`RankOneChange`: ``D[b] = outer(u[b], v)`` -- what a Dense layer makes of a column change (and
   of a rank-one change: ``outer(u, v) W^T = outer(u, W v)``);
+* :class:`ColumnsChange`: only a range of columns changes (a direction restricted to some rows of Theta);
 * :class:`DenseChange`: anything, ``D[b] = delta[b]``.
 
 Layers may implement ``propagate(x, y, change) -> change`` (exact: no linearization) and a Dense-like
@@ -40,6 +41,27 @@ class ColumnChange:
     def dense(self, shape: tuple[int, int]) -> NDArray:
         out = np.zeros((self.batch,) + shape, dtype=self.delta.dtype)
         out[:, :, self.col] = self.delta
+        return out
+
+
+@frozen(eq=False)
+class ColumnsChange:
+    """Only the columns ``cols`` (a slice) of an ``(m, n)`` activation change, by ``delta[b]`` (shape
+    ``(B, m, len(cols))``) -- what a direction restricted to some rows of a Dense layer's Theta does."""
+
+    cols: slice
+    delta: NDArray
+
+    @property
+    def batch(self) -> int:
+        return self.delta.shape[0]
+
+    def take(self, lo: int, hi: int) -> ColumnsChange:
+        return ColumnsChange(self.cols, self.delta[lo:hi])
+
+    def dense(self, shape: tuple[int, int]) -> NDArray:
+        out = np.zeros((self.batch,) + shape, dtype=self.delta.dtype)
+        out[:, :, self.cols] = self.delta
         return out
 
 
@@ -78,7 +100,7 @@ class DenseChange:
         return self.delta
 
 
-Change = Union[ColumnChange, RankOneChange, DenseChange]
+Change = Union[ColumnChange, ColumnsChange, RankOneChange, DenseChange]
 
 
 def sigmoid_change(s: NDArray, s_sc: NDArray, delta: NDArray, overwrite: bool = False) -> NDArray:

@@ -49,15 +49,32 @@ def _tolerance_override(value: Any, argument: str) -> float | None:
 
 def run_check(target: Target, method: Any = "central", *, step: Step | None = None, rtol: float | None = None,
               atol: float | None = None, top: int = 5, diagnose: bool = True, executor: Executor | None = None,
-              probe_factory: Callable[..., Any] | None = None) -> Report:
+              probe_factory: Callable[..., Any] | None = None, mode: str = "full",
+              n_directions: int | None = None, seed: int = 0) -> Report:
     """Check ``target`` with ``method``; the common engine behind the three entry points.
 
     ``probe_factory(target, f0)`` may supply a structured probe (the Network fast path); by default every
     evaluation goes through ``target.cost`` on a :class:`~layerkit.probes.CoordinateProbe`.
+    ``mode="directional"`` runs :func:`layerkit.directional.run_directional` instead.
     """
     strategy = resolve_method(method, step)
     rtol_o, atol_o = _tolerance_override(rtol, "rtol"), _tolerance_override(atol, "atol")
     top = positive_int(top, "top", minimum=0)
+    if mode not in ("full", "directional"):
+        raise InputError("mode", "'full' or 'directional'", repr(mode))
+    if mode == "directional":
+        from .directional import DEFAULT_DIRECTIONS, run_directional
+
+        if rtol_o is not None or atol_o is not None:
+            raise InputError("rtol/atol", "no tolerance override in mode='directional' (it uses the error model)",
+                             f"rtol={rtol}, atol={atol}")
+        report = run_directional(target, strategy, n_directions=n_directions or DEFAULT_DIRECTIONS, seed=seed,
+                                 executor=executor, top=top)
+        if diagnose:
+            from .doctor import diagnose as run_doctor
+
+            report = run_doctor(report, target, strategy)
+        return report
     t0 = time.perf_counter()
     f0, analytical = target.evaluate()
     if probe_factory is not None:
@@ -87,7 +104,8 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
                    blocks: Mapping[str, Any] | None = None, step: Step | None = None, rtol: float | None = None,
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
                    executor: Executor | None = None, lambda_: float | None = None,
-                   m: int | None = None) -> Report:
+                   m: int | None = None, mode: str = "full", n_directions: int | None = None,
+                   seed: int = 0) -> Report:
     """Check a hand-written ``fun(theta) -> (cost, grad)`` at ``x0``.
 
     Parameters
@@ -114,41 +132,47 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
     lambda_, m : optional
         The regularization strength and number of examples behind ``fun``, when known: the doctor then
         names fitted factors such as ``lambda/m``.
+    mode : "full" or "directional"
+        ``"directional"`` compares derivatives along ``n_directions`` seeded (``seed``) random unit directions
+        and, when they disagree, localizes the wrong entries by group testing (:mod:`layerkit.directional`).
     """
     target = function_target(fun, x0, blocks)
     if lambda_ is not None:
         target.context["lambda_"] = float(lambda_)
     if m is not None:
         target.context["m"] = positive_int(m, "m")
-    return run_check(target, method, step=step, rtol=rtol, atol=atol, top=top,
-                     diagnose=diagnose, executor=executor)
+    return run_check(target, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose,
+                     executor=executor, mode=mode, n_directions=n_directions, seed=seed)
 
 
 def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: Any = "central", *,
                   step: Step | None = None, rtol: float | None = None, atol: float | None = None, top: int = 5,
-                  diagnose: bool = True, engine: str = "auto") -> Report:
+                  diagnose: bool = True, engine: str = "auto", mode: str = "full",
+                  n_directions: int | None = None, seed: int = 0) -> Report:
     """Check a :class:`~layerkit.Network`'s backprop on ``(X, y)`` with regularization ``lambda_``.
 
     Blocks are the network's (``Theta1``, ``Theta2``, ...).  ``engine="auto"`` uses the structured fast path
     of :mod:`layerkit.incremental` for real-valued finite differences and plain re-evaluation otherwise;
     ``engine="generic"`` always re-evaluates the whole cost (the naive loop).  The network's parameters are
-    never changed.  Other arguments as in :func:`check_function`.
+    never changed.  In ``mode="directional"`` the changes along each direction are propagated through
+    the layers exactly.  Other arguments as in :func:`check_function`.
     """
     target = network_target(net, X, y, lambda_)
     if engine not in ("auto", "generic", "structured"):
         raise InputError("engine", "'auto', 'structured' or 'generic'", repr(engine))
     factory = None
     strategy = resolve_method(method, step)
-    if engine != "generic" and getattr(strategy, "name", "") != "complex-step":
+    if engine != "generic" and getattr(strategy, "name", "") != "complex-step" and mode == "full":
         from .incremental import structured_probe_factory
 
         factory = structured_probe_factory(required=engine == "structured")
-    return run_check(target, strategy, rtol=rtol, atol=atol, top=top, diagnose=diagnose, probe_factory=factory)
+    return run_check(target, strategy, rtol=rtol, atol=atol, top=top, diagnose=diagnose, probe_factory=factory,
+                     mode=mode, n_directions=n_directions, seed=seed)
 
 
 def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0, step: Step | None = None,
                 rtol: float | None = None, atol: float | None = None, top: int = 5,
-                diagnose: bool = True) -> Report:
+                diagnose: bool = True, mode: str = "full", n_directions: int | None = None) -> Report:
     """Check one layer's input gradient and parameter gradients.
 
     The scalar checked is ``sum(forward(x) * r)`` with ``r`` a seeded standard-normal upstream gradient
@@ -158,6 +182,7 @@ def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0,
     """
     target, restore = layer_target(layer, x, seed)
     try:
-        return run_check(target, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose)
+        return run_check(target, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose, mode=mode,
+                         n_directions=n_directions, seed=seed)
     finally:
         restore()

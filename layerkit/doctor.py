@@ -112,6 +112,9 @@ class _Doctor:
         self.findings: list[Finding] = []
         self.notes: list[str] = []
         self.explained = np.zeros(self.n.size, dtype=bool)
+        self.directional = report.mode == "directional"
+        self.known = report.measured if report.measured is not None else np.ones(self.n.size, dtype=bool)
+        self.evidence = report.context.get("block_directions", {})
 
     def add(self, code: str, blocks: list[str], message: str, **evidence: Any) -> None:
         self.findings.append(Finding(code, tuple(blocks), message, evidence))
@@ -121,13 +124,13 @@ class _Doctor:
 
     # -------------------------------------------------------------- global checks
     def non_finite(self) -> bool:
-        idx = np.flatnonzero(~np.isfinite(self.n) | ~np.isfinite(self.a))
+        idx = np.flatnonzero((~np.isfinite(self.n) | ~np.isfinite(self.a)) & self.known)
         if not idx.size:
             return False
         which = []
         if (~np.isfinite(self.a)).any():
             which.append("the analytical gradient")
-        if (~np.isfinite(self.n)).any():
+        if (~np.isfinite(self.n) & self.known).any():
             which.append("the cost at perturbed points")
         self.add("non-finite", self.blocks_of(idx),
                  f"{' and '.join(which)} produced NaN or inf at {_labels(self.r, idx)}",
@@ -205,9 +208,13 @@ class _Doctor:
 
     # -------------------------------------------------------------- block patterns
     def block_patterns(self) -> None:
+        spread = set(self.r.context.get("spread_blocks", []))
         for block in self.r.layout.blocks:
             s = block.slice
             bad = np.flatnonzero(self.bad[s] & ~self.explained[s])
+            if self.directional and block.name in spread:
+                self.directional_block(block)
+                continue
             if not bad.size:
                 continue
             for check in (self.zero_gradient, self.scale_or_sign, self.layout_mismatch, self.regularization,
@@ -229,7 +236,42 @@ class _Doctor:
                  whole_block=whole, count=int(bad.size))
         return True
 
+    def directional_block(self, block: Block) -> None:
+        """Block-level patterns from directions restricted to a block whose mismatch is spread out."""
+        ev = self.evidence.get(block.name, [])
+        if len(ev) < 2:
+            return
+        n = np.array([e["numerical"] for e in ev])
+        a = np.array([e["analytical"] for e in ev])
+        ux = np.array([e["u_dot_x"] for e in ev])
+        note = f" (from {len(ev)} random directions restricted to {block.name}; the mismatch is spread over many entries)"
+        if np.all(a == 0) and np.any(n != 0):
+            self.add("zero-gradient", [block.name], f"analytical is exactly 0 along every direction in {block.name}: "
+                     "the block is never written" + note, whole_block=True, directional=True)
+            return
+        c, misfit = _fit(a, n)
+        if misfit <= FIT_TOL and abs(c - 1) > FIT_TOL:
+            if abs(c + 1) <= FIT_TOL:
+                self.add("sign-flip", [block.name], f"analytical = -numerical on {block.name}" + note, factor=c,
+                         directional=True)
+            else:
+                named = name_factor(c, self.m)
+                self.add("scale-mismatch", [block.name], f"analytical = {c:.6g}" + (f" ({named})" if named else "")
+                         + f" x numerical on {block.name}" + note, factor=c, factor_name=named or "", directional=True)
+            return
+        k, misfit = _fit(a - n, ux)
+        if misfit <= 1e-2 and k != 0:
+            rel = ""
+            if self.lam and self.m:
+                rel = f" = {k / (self.lam / self.m):.3g} lambda/m (lambda = {self.lam:g}, m = {self.m})"
+            self.add("regularization-mismatch", [block.name],
+                     f"along every direction in {block.name}, analytical - numerical = k (u . theta) with k = {k:.6g}"
+                     f"{rel}: a penalty term present in the cost or in the gradient but not both" + note,
+                     factor=k, directional=True, entries="the whole block")
+
     def scale_or_sign(self, block: Block, bad: NDArray) -> bool:
+        if self.directional:
+            return False  # needs every entry; spread blocks use directional_block
         s = block.slice
         c, misfit = _fit(self.a[s], self.n[s])
         if misfit > FIT_TOL or abs(c - 1) <= FIT_TOL:
@@ -248,6 +290,8 @@ class _Doctor:
         return True
 
     def layout_mismatch(self, block: Block, bad: NDArray) -> bool:
+        if self.directional:
+            return False  # needs every entry
         s = block.slice
         a, n, tol = self.a[s], self.n[s], self.tol[s]
         shapes = [block.shape] if len(block.shape) == 2 else []
@@ -293,8 +337,12 @@ class _Doctor:
         else:
             cands.append((f"entries {', '.join(str(int(b)) for b in bad[:8])}" + ("..." if bad.size > 8 else ""), bad))
             cands.append(("the whole block", np.arange(block.size)))
+        known = self.known[s]
         for what, idx in cands:
             if not np.isin(bad, idx).all():
+                continue
+            idx = idx[known[idx]]
+            if self.directional and idx.size < 2:
                 continue
             k, misfit = _fit(r[idx], x[idx])
             if misfit > 1e-2 or k == 0:
@@ -335,7 +383,9 @@ class _Doctor:
     def localized(self, block: Block, bad: NDArray) -> bool:
         few = bad.size <= 10
         region = ""
-        if len(block.shape) == 2:
+        if bad.size == 1:
+            region = "one entry"
+        elif len(block.shape) == 2:
             rows, cols = np.unravel_index(bad, block.shape)
             if len(np.unique(cols)) <= 2:
                 region = "column" + ("s " if len(np.unique(cols)) > 1 else " ") + ", ".join(map(str, np.unique(cols)))
@@ -354,7 +404,7 @@ class _Doctor:
     def merge_overall(self) -> None:
         """One overall finding when every failing block shows the same scale or sign pattern."""
         failing = self.r.failed_blocks
-        if len(failing) < 2:
+        if len(failing) < 2 or self.directional:
             return
         for code in ("sign-flip", "scale-mismatch"):
             fs = [f for f in self.findings if f.code == code]
@@ -367,7 +417,24 @@ class _Doctor:
                     self.add(code, failing, msg + " (overall)", **{**first.evidence, "overall": True})
 
     # -------------------------------------------------------------- verdicts and follow-ups
+    def directional_verdict(self) -> str:
+        tests = self.r.context.get("directional", [])
+        ratios = [abs(t["numerical"] - t["analytical"]) / max(t["tolerance"], 1e-300) for t in tests]
+        taylor = self.r.context.get("taylor")
+        if self.r.passed:
+            return (f"no mismatch: every directional derivative is within {max(ratios, default=0):.2g} of its "
+                    "error-model tolerance")
+        worst = max(ratios, default=0.0)
+        text = f"the worst directional mismatch is {worst:.1e} times its error-model tolerance"
+        if taylor is not None:
+            text += "; " + taylor["verdict"]
+        elif worst >= 100:
+            text += ": the step size is not the cause"
+        return text
+
     def step_verdict(self) -> str:
+        if self.directional:
+            return self.directional_verdict()
         err = np.abs(self.n - self.a)
         bad = np.flatnonzero(self.bad & np.isfinite(err))
         if not bad.size:
@@ -408,8 +475,10 @@ class _Doctor:
         from .targets import network_target
 
         obj = target.objective
+        mode = "directional" if self.directional else "full"
         if self.lam:
-            r0 = run_check(network_target(target.network, obj.X, obj.Y, 0.0), self.strategy, diagnose=False)
+            r0 = run_check(network_target(target.network, obj.X, obj.Y, 0.0), self.strategy, diagnose=False,
+                           mode=mode)
             self.notes.append("with lambda = 0 the check " + ("passes: the mismatch comes from the regularization "
                                                               "term" if r0.passed else
                                                               "still fails: the data term (backprop) is wrong too"))
@@ -417,9 +486,10 @@ class _Doctor:
         twin._params[...] = target.x0
         a = obj.X[: min(obj.m, 4)]
         for k, layer in enumerate(twin.layers):
-            rep = check_layer(layer, a, self.strategy, diagnose=False)
+            rep = check_layer(layer, a, self.strategy, diagnose=False, mode=mode)
             if not rep.passed:
-                self.add("layer-mismatch", [b for b in rep.failed_blocks],
+                names = {p: block for i, p, block in target.network._names if i == k}
+                self.add("layer-mismatch", [names[b] for b in rep.failed_blocks if b in names] or [f"layer {k}"],
                          f"layer {k} ({layer!r}) fails its own check_layer: its backward is wrong "
                          f"(input gradient {'wrong' if 'x' in rep.failed_blocks else 'right'}; "
                          f"relative difference {rep.relative_difference:.2e})", layer=k, layer_repr=repr(layer))

@@ -57,6 +57,86 @@ def supports_structure(net: Network) -> bool:
     return bool(net._fused_sigmoid)
 
 
+class LossTerms:
+    """Changes of the summed cross-entropy ``sum_ik l(z_ik)``, ``l(z) = softplus(z) - y z``, at logits ``Z``.
+
+    Each method returns the change per batch item for a structured change ``d`` of the logits, from the
+    exact identity ``log1p(s expm1(d)) - y d`` or, when its remainder is certified ten times below the
+    rounding of the summed cost, from the Taylor expansion of order ``N <= 4`` (see :meth:`taylor_order`).
+    """
+
+    def __init__(self, Z: NDArray, Y: NDArray) -> None:
+        self.Z, self.Y = Z, Y
+        self.S = sigmoid(Z)
+        Sc = sigmoid(-Z)
+        v = self.S * Sc
+        # derivatives of l at Z, from l' = s - y: s (1 - s), s (1 - s)(1 - 2 s), s (1 - s)(1 - 6 s (1 - s))
+        self.L = (self.S - Y, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
+        self.absL1 = float(np.sum(np.abs(self.L[0])))
+        # sum_ik l(z_ik) >= sum_ik softplus(-|z|): the summed cost, whose rounding is ~ eps times it
+        self.cost_sum = float(np.sum(np.logaddexp(0, -np.abs(Z))))
+        self.eps = float(np.finfo(Z.dtype).eps)
+
+    def taylor_order(self, power_sum: Callable[[int], float]) -> int:
+        """Fewest Taylor terms (1..4) whose remainder is ten times below the rounding of the summed cost;
+        0 when even 4 terms are not enough (the exact identity is used then).
+
+        ``power_sum(N)`` bounds ``sum_ik |d_ik|^(N+1)`` for every batch item.  With ``N`` terms the remainder
+        of one logit is at most ``max|l^(N+1)| |d|^(N+1) / (N+1)!``, where ``max|l^(n)| <= 1/4`` for
+        ``n >= 2`` (the sigmoid's derivatives), and the criterion is
+        ``power_sum(N) / (4 (N+1)!) <= 0.1 eps sum|l|``.
+        """
+        budget = 1e-1 * self.eps * max(self.cost_sum, 1.0)
+        for n in range(1, 5):
+            if _D5_BOUND * power_sum(n) / math.factorial(n + 1) <= budget:
+                return n
+        return 0
+
+    def column(self, k: int, d: NDArray) -> NDArray:
+        """Only logit column ``k`` changes, by ``d`` of shape ``(B, m)``: exact."""
+        return np.sum(softplus_change(self.S[:, k], d) - self.Y[:, k] * d, axis=1)
+
+    def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
+        """The logits change by ``outer(u[b], v)``."""
+        # remainder bound from sum_ik |u_bi v_k|^(N+1) <= m max|u|^(N+1) sum_k |v_k|^(N+1)
+        umax = max(float(np.max(u, initial=0.0)), -float(np.min(u, initial=0.0)))
+        av = np.abs(v)
+        order = self.taylor_order(lambda n: u.shape[1] * umax ** (n + 1) * float(np.sum(av ** (n + 1))))
+        if not order:
+            return self.dense(u[:, :, None] * v[None, None, :])
+        total = u @ (self.L[0] @ v)
+        if order > 1:
+            un = u * u
+            fact = 1.0
+            for n in range(2, order + 1):
+                if n > 2:
+                    un = un * u
+                fact *= n
+                total += un @ (self.L[n - 1] @ v**n) / fact
+        return total
+
+    def dense(self, d: NDArray, with_noise: bool = False) -> Any:
+        """Any change ``d`` of shape ``(B, m, K)``; with ``with_noise`` also a bound on the rounding of each
+        sum: ``4 eps sum|terms|`` (exact identity) or ``4 eps max|d| sum|l'|`` (expansion)."""
+        dmax = max(float(np.max(d, initial=0.0)), -float(np.min(d, initial=0.0)))
+        order = self.taylor_order(lambda n: d[0].size * dmax ** (n + 1))
+        if order:
+            coef = [self.L[n] / math.factorial(n + 1) for n in range(order)]
+            poly = coef[-1] * d
+            for c in reversed(coef[:-1]):
+                poly += c
+                poly *= d
+            total = np.sum(poly, axis=(1, 2))
+            if with_noise:
+                return total, np.full(total.shape, 4 * self.eps * dmax * self.absL1)
+            return total
+        terms = softplus_change(self.S, d) - self.Y * d
+        total = np.sum(terms, axis=(1, 2))
+        if with_noise:
+            return total, 4 * self.eps * np.sum(np.abs(terms), axis=(1, 2))
+        return total
+
+
 class NetworkProbe:
     """A :class:`~layerkit.probes.Probe` over all coordinates of a network's regularized cost."""
 
@@ -74,23 +154,13 @@ class NetworkProbe:
         net._params[...] = self.x
         self.net = net
         self.layers = net.layers[:-1]
-        X = obj._inputs.get(np.dtype(self.dtype))
-        if X is None:
-            X = obj._inputs[np.dtype(self.dtype)] = obj.X.astype(self.dtype)
-        acts = [X]
-        for layer in self.layers:
-            acts.append(layer.forward(acts[-1]))
+        acts = obj.activations(self.x)
+        X = acts[0]
         self.acts = acts
         self.Z = acts[-1]
         self.Y = obj.Y.astype(self.dtype)
-        self.S = sigmoid(self.Z)
-        Sc = sigmoid(-self.Z)
-        v = self.S * Sc
-        # Taylor coefficients of the per-entry loss l(z) = softplus(z) - y z in the logit change.
-        self.L = (self.S - self.Y, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
-        # scale of the summed loss sum_ik l(z_ik) >= sum_ik softplus(-|z|) terms; the rounding of the summed cost
-        # is ~ eps times it, and the Taylor remainder must stay far below that
-        self.cost_sum = float(np.sum(np.logaddexp(0, -np.abs(self.Z))))
+        self.loss = LossTerms(self.Z, self.Y)
+        self.S = self.loss.S
         self.m = X.shape[0]
         self.lambda_ = obj.lambda_
         # penalized mask in the flat layout
@@ -177,54 +247,10 @@ class NetworkProbe:
     def _loss_change(self, change: Change) -> NDArray:
         """``sum_ik [l(z + D) - l(z)]`` per batch item, for a change ``D`` of the logits."""
         if isinstance(change, ColumnChange):
-            k = change.col
-            d = change.delta
-            return np.sum(softplus_change(self.S[:, k], d) - self.Y[:, k] * d, axis=1)
+            return self.loss.column(change.col, change.delta)
         if isinstance(change, RankOneChange):
-            u, v = change.u, change.v
-            # Remainder bound from sum_ik |u_bi v_k|^(N+1) <= m max|u|^(N+1) sum_k |v_k|^(N+1)
-            umax = max(float(np.max(u, initial=0.0)), -float(np.min(u, initial=0.0)))
-            av = np.abs(v)
-            order = self._taylor_order(lambda n: u.shape[1] * umax ** (n + 1) * float(np.sum(av ** (n + 1))))
-            if order:
-                u2 = u * u
-                total = u @ (self.L[0] @ v)
-                un = u2
-                fact = 1.0
-                for n in range(2, order + 1):
-                    if n > 2:
-                        un = un * u
-                    fact *= n
-                    total += un @ (self.L[n - 1] @ v**n) / fact
-                return total
-            change = DenseChange(change.dense(self.Z.shape))
-        d = change.delta
-        dmax = max(float(np.max(d, initial=0.0)), -float(np.min(d, initial=0.0)))
-        order = self._taylor_order(lambda n: d[0].size * dmax ** (n + 1))
-        if order:
-            coef = [self.L[n] / math.factorial(n + 1) for n in range(order)]
-            poly = coef[-1] * d
-            for c in reversed(coef[:-1]):
-                poly += c
-                poly *= d
-            return np.sum(poly, axis=(1, 2))
-        return np.sum(softplus_change(self.S, d) - self.Y * d, axis=(1, 2))
-
-    def _taylor_order(self, power_sum: Callable[[int], float]) -> int:
-        """Fewest Taylor terms (1..4) whose remainder is ten times below the rounding of the summed cost;
-        0 when even 4 terms are not enough (the exact identity is used then).
-
-        ``power_sum(N)`` bounds ``sum_ik |d_ik|^(N+1)`` for every batch item.  With ``N`` terms the remainder
-        of one logit is at most ``max|l^(N+1)| |d|^(N+1) / (N+1)!``, where ``max|l^(n)| <= 1/4`` for
-        ``n >= 2`` (the sigmoid's derivatives), and the criterion is
-        ``power_sum(N) / (4 (N+1)!) <= 0.1 eps sum|l|``.
-        """
-        eps = float(np.finfo(self.dtype).eps)
-        budget = 1e-1 * eps * max(self.cost_sum, 1.0)
-        for n in range(1, 5):
-            if _D5_BOUND * power_sum(n) / math.factorial(n + 1) <= budget:
-                return n
-        return 0
+            return self.loss.rank_one(change.u, change.v)
+        return self.loss.dense(change.dense(self.Z.shape))
 
     def _generic_block(self, i: int, p: str, b: Any, steps: NDArray, out: NDArray) -> None:
         """Perturb each entry of a block in a private clone and re-run the layers from ``i`` on."""

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from ._validate import describe, float_dtype, positive_int
 from .activations import sigmoid
-from .changes import Change, ColumnChange, DenseChange, RankOneChange, sigmoid_change
+from .changes import Change, ColumnChange, ColumnsChange, DenseChange, RankOneChange, sigmoid_change
 from .errors import InputError, NotBoundError, NotForwardedError
 
 
@@ -116,6 +116,7 @@ class Dense:
         self.bind({"Theta": theta}, {"Theta": np.zeros_like(theta)})
         self._x: NDArray | None = None
         self._x1t: tuple[NDArray, NDArray] | None = None
+        self._x1: tuple[NDArray, NDArray] | None = None
 
     def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
         for name, arrs in (("params", params), ("grads", grads)):
@@ -178,7 +179,31 @@ class Dense:
             return RankOneChange(change.delta, W[:, change.col].copy())
         if isinstance(change, RankOneChange):
             return RankOneChange(change.u, W @ change.v)
+        if isinstance(change, ColumnsChange):
+            return DenseChange(change.delta @ W[:, change.cols].T)
         return DenseChange(change.delta @ W.T)
+
+    def direction_change(self, x: NDArray, change: Change | None, dtheta: NDArray, rows: slice) -> Change:
+        """Output change when ``Theta`` moves by ``dtheta[b]`` (shape ``(B, n_out, n_in + 1)``, zero outside
+        ``rows``) and the input by ``change`` (or not at all): ``D_x W^T + (x1 + D_x1) dTheta^T``, exact.
+        With no input change only the output columns ``rows`` move."""
+        memo = self._x1
+        if memo is None or memo[0] is not x:  # [1, x], memoized per input
+            x1 = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
+            x1[:, 0] = 1
+            x1[:, 1:] = x
+            memo = self._x1 = (x, x1)
+        x1 = memo[1]
+        if change is None:  # one (m, n_in + 1) x (n_in + 1, B r) product for the whole batch
+            sub = dtheta[:, rows, :]
+            B, r = sub.shape[0], sub.shape[1]
+            out = x1 @ sub.reshape(B * r, -1).T  # (m, B r)
+            return ColumnsChange(rows, out.reshape(x.shape[0], B, r).transpose(1, 0, 2))
+        dx = change.dense(x.shape)
+        W = self.params["Theta"][:, 1:]
+        out = dx @ W.T + np.matmul(x1, dtheta.transpose(0, 2, 1))
+        out += np.matmul(dx, dtheta[:, :, 1:].transpose(0, 2, 1))
+        return DenseChange(out)
 
     def __repr__(self) -> str:
         return f"Dense({self.n_in}, {self.n_out})"
@@ -229,6 +254,9 @@ class Sigmoid:
         if isinstance(change, ColumnChange):
             c = change.col
             return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True))
+        if isinstance(change, ColumnsChange):
+            c = change.cols
+            return ColumnsChange(c, sigmoid_change(y[:, c], slope[3][:, c], change.delta, overwrite=True))
         return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True))
 
     def __repr__(self) -> str:

@@ -239,11 +239,18 @@ class Network:
         raise InputError("y", "1-D class labels or an (m, K) target matrix", describe(y))
 
     # ------------------------------------------------------------------ evaluation
-    def _run(self, X: NDArray) -> NDArray:
-        """Forward through every layer but a final Sigmoid: the logits (or outputs, if not fused)."""
+    def _run(self, X: NDArray, record: list[NDArray] | None = None) -> NDArray:
+        """Forward through every layer but a final Sigmoid: the logits (or outputs, if not fused).
+
+        With ``record``, the input and every layer's output are appended to it.
+        """
         a = X
+        if record is not None:
+            record.append(a)
         for layer in (self.layers[:-1] if self._fused_sigmoid else self.layers):
             a = layer.forward(a)
+            if record is not None:
+                record.append(a)
         return a
 
     def _penalty(self, lambda_: float, m: int, with_grad: bool) -> Any:
@@ -267,10 +274,12 @@ class Network:
         X = self._check_X(X)
         return self._cost(X, self.targets(y, X.shape[0]), lambda_, with_grad)
 
-    def _cost(self, X: NDArray, Y: NDArray, lambda_: float, with_grad: bool) -> Any:
-        """Cost (and gradient into ``grads``) on validated ``X`` and target matrix ``Y``."""
+    def _cost(self, X: NDArray, Y: NDArray, lambda_: float, with_grad: bool,
+              record: list[NDArray] | None = None) -> Any:
+        """Cost (and gradient into ``grads``) on validated ``X`` and target matrix ``Y``; ``record`` collects
+        the activations (see :meth:`_run`)."""
         m = X.shape[0]
-        out = self._run(X)
+        out = self._run(X, record)
         if out.ndim != 2 or out.shape[0] != m or out.shape[1] != Y.shape[1]:
             raise InputError("y", f"targets matching the network output of shape {out.shape}", describe(Y))
         loss = cross_entropy_from_logits if self._fused_sigmoid else cross_entropy_from_probabilities
@@ -377,6 +386,7 @@ class Objective:
         self.network = net
         self._twins: dict[np.dtype, Network] = {}
         self._inputs: dict[np.dtype, NDArray] = {self.X.dtype: self.X}
+        self._last: tuple[NDArray, list[NDArray]] | None = None
 
     @property
     def m(self) -> int:
@@ -397,11 +407,30 @@ class Objective:
         dtype = np.result_type(real, np.complex64) if np.iscomplexobj(theta) else real
         twin = self._twin(np.dtype(dtype))
         twin._params[...] = theta
+        X = self.inputs(np.dtype(dtype))
+        acts: list[NDArray] = []
+        cost = twin._cost(X, self.Y, self.lambda_, with_grad=True, record=acts)
+        self._last = (np.array(theta, copy=True), acts)
+        return cost, twin._grads.copy()
+
+    def inputs(self, dtype: np.dtype) -> NDArray:
+        """``X`` in ``dtype`` (converted once)."""
         X = self._inputs.get(dtype)
         if X is None:
             X = self._inputs[dtype] = self.X.astype(dtype)
-        cost = twin._cost(X, self.Y, self.lambda_, with_grad=True)
-        return cost, twin._grads.copy()
+        return X
+
+    def activations(self, theta: NDArray) -> list[NDArray]:
+        """The input and every layer's output (up to the logits) at ``theta``; reuses the last call's when it
+        was at the same point."""
+        last = self._last
+        if last is not None and last[0].dtype == theta.dtype and np.array_equal(last[0], theta):
+            return last[1]
+        twin = self._twin(np.dtype(theta.dtype))
+        twin._params[...] = theta
+        acts: list[NDArray] = []
+        twin._run(self.inputs(np.dtype(theta.dtype)), acts)
+        return acts
 
     def __repr__(self) -> str:
         return f"Objective({self.network!r}, m={self.m}, lambda_={self.lambda_})"

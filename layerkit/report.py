@@ -140,6 +140,9 @@ class Report:
         The doctor's answer to "could the step size be the cause?" (empty without the doctor).
     notes : tuple of str
         Further plain-language lines from the doctor (follow-up experiments, the Taylor verdict).
+    measured : NDArray of bool or None
+        For directional checks: the entries whose numerical derivative was measured (the localized ones);
+        ``numerical`` is NaN elsewhere.  None for full checks (every entry measured).
     layout : ParameterLayout
     x : NDArray
         The point the gradient was checked at (a copy).
@@ -173,6 +176,7 @@ class Report:
     context: dict[str, Any] = field(factory=dict)
     step_verdict: str = ""
     notes: tuple[str, ...] = ()
+    measured: NDArray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -226,7 +230,13 @@ class Report:
     def mismatch(self) -> NDArray:
         """Boolean mask of the entries beyond tolerance (or non-finite), shape (P,)."""
         with np.errstate(invalid="ignore"):
-            return ~(np.abs(self.numerical - self.analytical) <= self.tolerance)
+            bad = ~(np.abs(self.numerical - self.analytical) <= self.tolerance)
+        return bad if self.measured is None else bad & self.measured
+
+    @property
+    def mode(self) -> str:
+        """``"full"`` or ``"directional"``."""
+        return str(self.context.get("mode", "full"))
 
     def codes(self) -> list[str]:
         """Codes of the findings, in order."""
@@ -275,10 +285,12 @@ class Report:
             "blocks": [b.to_dict() for b in self.blocks], "worst": [e.to_dict() for e in self.worst],
             "findings": [f.to_dict() for f in self.findings], "context": _jsonable(self.context),
             "step_verdict": self.step_verdict, "correct_blocks": self.passed_blocks,
-            "wrong_blocks": self.failed_blocks, "notes": list(self.notes),
+            "wrong_blocks": self.failed_blocks, "notes": list(self.notes), "mode": self.mode,
         }
         if include_arrays:
             d["numerical"] = [_num(v) for v in self.numerical]
+            if self.measured is not None:
+                d["measured"] = [bool(v) for v in self.measured]
             d["analytical"] = [_num(v) for v in self.analytical]
         return d
 
@@ -308,6 +320,13 @@ class Report:
             lines.append(f"  step: {self.step_verdict}")
         for note in self.notes:
             lines.append(f"  note: {note}")
+        if self.mode == "directional":
+            c = self.context
+            loc = c.get("localized", [])
+            lines.insert(1, f"  directional: {c.get('n_directions')} random directions"
+                         + (f"; localized {len(loc)} entr{'y' if len(loc) == 1 else 'ies'}" if loc else "")
+                         + (f"; spread over {', '.join(c['spread_blocks'])}" if c.get("spread_blocks") else "")
+                         + f" (evaluations: {', '.join(f'{k} {v}' for k, v in c.get('evaluations', {}).items())})")
         lines.append(f"  {self.n_evals} evaluations in {self.seconds * 1e3:.1f} ms")
         return "\n".join(lines)
 

@@ -64,6 +64,16 @@ def test_layers_examples_dtype_seed_step_rtol_top():
     assert result.stdout.count("numerical ") == 2  # --top 2
 
 
+def test_directional_mode():
+    result = invoke("check", "--mode", "directional")
+    assert result.exit_code == 0 and "directional: 3 random directions" in result.stdout
+    result = invoke("check", f"{FORUM}:problem", "--mode", "directional", "--json")
+    assert result.exit_code == 1
+    rep = json.loads(result.stdout)["reports"][0]
+    assert rep["mode"] == "directional" and rep["wrong_blocks"] == ["Theta2"]
+    assert rep["findings"][0]["code"] == "regularization-mismatch"
+
+
 def test_json_output_schema():
     result = invoke("check", "--json", "--method", "all")
     assert result.exit_code == 0

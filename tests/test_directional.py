@@ -1,0 +1,165 @@
+"""Directional mode, localization by group testing, the Taylor verdict and executors."""
+
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import Dense, Network, Sigmoid, check_function, check_layer, check_network
+from layerkit.directional import Direction, _Directional
+from layerkit.methods import Central
+from layerkit.targets import function_target
+
+from helpers import CourseCost, rosen_pair
+
+
+class OffByOne(Dense):
+    """A Dense layer whose backward is off by a relative 1e-4 in one entry of dTheta."""
+
+    entry = 0
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.dTheta.ravel()[OffByOne.entry] *= 1 + 1e-4
+        return dx
+
+
+def _data(n_in, n_out, m, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((m, n_in)), rng.integers(0, n_out, m)
+
+
+@pytest.mark.parametrize("sizes", [[3, 5, 3], [20, 10, 4], [6, 5, 4, 3]])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_correct_networks_pass_in_directional_mode(sizes, dtype):
+    net = Network.from_sizes(sizes, dtype=dtype, seed=1)
+    X, y = _data(sizes[0], sizes[-1], 30)
+    for lam in (0.0, 2.0):
+        report = check_network(net, X, y, lam, mode="directional")
+        assert report.passed, str(report)
+        assert report.mode == "directional" and report.findings == ()
+        assert report.n_evals == 1 + 2 * 3  # analytic gradient + 2 evaluations per default direction
+
+
+def test_one_wrong_entry_in_a_10k_network_is_found():
+    net = Network.from_sizes([400, 25, 10], seed=1)
+    X, y = _data(400, 10, 300)
+    g = net.cost_and_gradient(X, y, 1.0)[1][:10025]
+    OffByOne.entry = int(np.argsort(np.abs(g))[len(g) // 2])  # a typical entry, not the largest
+    bad = Network([OffByOne(400, 25), Sigmoid(), Dense(25, 10), Sigmoid()])
+    bad.params = net.params
+    report = check_network(bad, X, y, 1.0, mode="directional")
+    assert not report.passed
+    assert report.failed_blocks == ["Theta1"] and report.passed_blocks == ["Theta2"]
+    assert [e.flat_index for e in report.worst] == [OffByOne.entry]
+    assert report.worst[0].analytical == bad.cost_and_gradient(X, y, 1.0)[1][OffByOne.entry]
+    assert abs(report.worst[0].analytical / g[OffByOne.entry] - 1) == pytest.approx(1e-4, rel=0.1)
+    assert report.worst[0].numerical == pytest.approx(g[OffByOne.entry], rel=1e-9)
+    assert "localized" in report.codes()
+    assert report.context["taylor"]["slope"] < 1.3 and "wrong" in report.step_verdict
+
+
+def test_evaluations_grow_with_log_p():
+    counts = {}
+    for hidden in (4, 64):
+        net = Network.from_sizes([40, hidden, 3], seed=2)
+        X, y = _data(40, 3, 50)
+        OffByOne.entry = 7
+        bad = Network([OffByOne(40, hidden), Sigmoid(), Dense(hidden, 3), Sigmoid()])
+        bad.params = net.params
+        report = check_network(bad, X, y, 0.0, mode="directional", diagnose=False)
+        assert [e.flat_index for e in report.worst] == [7]
+        counts[net.size] = report.context["evaluations"]["localize"]
+    (p1, c1), (p2, c2) = sorted(counts.items())
+    assert p2 > 12 * p1
+    # bisection: ~4 evaluations per halving, so 16x the parameters costs ~16 more, not 16x as many
+    assert c2 - c1 <= 4 * (np.log2(p2 / p1) + 2) and c2 < 2 * c1
+
+
+def test_wrongly_regularized_bias_column_in_a_function():
+    sizes = (30, 12, 6)
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 30))
+    Y = np.eye(6)[rng.integers(0, 6, 200)]
+    net = Network.from_sizes(list(sizes), seed=3)
+    blocks = {b.name: b.shape for b in net.blocks}
+    fun = CourseCost(X, Y, 2.0, sizes, bug="bias2")
+    report = check_function(fun, net.params, blocks=blocks, mode="directional", lambda_=2.0, m=200)
+    assert not report.passed and report.failed_blocks == ["Theta2"]
+    assert sorted(e.index for e in report.worst) == sorted((r, 0) for r in range(5))[:5]
+    assert len(report.context["localized"]) == 6  # the whole bias column of Theta2
+    f = [f for f in report.findings if f.code == "regularization-mismatch"][0]
+    assert f.blocks == ("Theta2",) and f.evidence["factor_name"] == "-lambda/m"
+    assert check_function(CourseCost(X, Y, 2.0, sizes), net.params, blocks=blocks, mode="directional").passed
+
+
+def test_a_whole_wrong_block_stops_bisecting_and_is_diagnosed():
+    sizes = (30, 12, 6)
+    rng = np.random.default_rng(1)
+    X, Y = rng.random((100, 30)), np.eye(6)[rng.integers(0, 6, 100)]
+    net = Network.from_sizes(list(sizes), seed=4)
+    blocks = {b.name: b.shape for b in net.blocks}
+    report = check_function(CourseCost(X, Y, 0.0, sizes, bug="scale1"), net.params, blocks=blocks,
+                            mode="directional")
+    assert report.context["spread_blocks"] == ["Theta1"]
+    f = [f for f in report.findings if f.code == "scale-mismatch"][0]
+    assert f.blocks == ("Theta1",) and f.evidence["factor"] == pytest.approx(2.0, rel=1e-6)
+    assert "spread" in str(report)
+
+
+def test_taylor_slope_is_two_for_a_right_gradient_and_one_for_a_wrong_one():
+    x0 = np.random.default_rng(0).uniform(-1, 1, 12)
+    right = _Directional(function_target(rosen_pair, x0), Central(), 1, 0, None)
+    d = right.direction(0, 12)
+    assert right.taylor(d)["slope"] > 1.8
+
+    def wrong(x):
+        c, g = rosen_pair(x)
+        return c, g * (1 + 1e-3)
+
+    bad = _Directional(function_target(wrong, x0), Central(), 1, 0, None)
+    assert bad.taylor(Direction(0, 12, d.u))["slope"] < 1.2
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_process_pool_results_are_identical_to_serial(mode):
+    x0 = np.random.default_rng(3).uniform(-1, 1, 8)
+    serial = check_function(rosen_pair, x0, mode=mode, diagnose=False)
+    with ProcessPoolExecutor(2) as pool:
+        parallel = check_function(rosen_pair, x0, mode=mode, diagnose=False, executor=pool)
+    np.testing.assert_array_equal(serial.numerical, parallel.numerical)
+    assert serial.passed == parallel.passed and serial.n_evals == parallel.n_evals
+    if mode == "directional":
+        assert serial.context["directional"] == parallel.context["directional"]
+
+
+def test_any_executor_works_and_a_raising_function_still_leaves_x0_alone():
+    x0 = np.linspace(-1, 1, 6)
+    before = x0.copy()
+    with ThreadPoolExecutor(3) as pool:
+        assert check_function(rosen_pair, x0, "richardson", executor=pool).passed
+
+        calls = []
+
+        def flaky(x):
+            calls.append(1)
+            if len(calls) == 7:
+                raise RuntimeError("failed on call 7")
+            return rosen_pair(x)
+
+        with pytest.raises(RuntimeError, match="call 7"):
+            check_function(flaky, x0, executor=pool)
+    assert x0.tobytes() == before.tobytes()
+
+
+def test_directional_check_layer_and_errors():
+    layer = Dense(5, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 5))
+    assert check_layer(layer, x, mode="directional").passed
+    with pytest.raises(layerkit.InputError, match="mode"):
+        check_layer(layer, x, mode="sideways")
+    with pytest.raises(layerkit.InputError, match="directional"):
+        check_function(rosen_pair, np.ones(4), "complex-step", mode="directional")
+    with pytest.raises(layerkit.InputError, match="rtol"):
+        check_function(rosen_pair, np.ones(4), mode="directional", rtol=1e-3)
