@@ -259,7 +259,8 @@ class Report:
         where = "" if self.passed else f"; mismatch in {', '.join(failed) if failed else 'no block'}"
         lam = self.context.get("lambda_")
         lam_s = f", lambda={lam:g}" if isinstance(lam, (int, float)) else ""
-        return (f"{state}  {self.method} ({self.dtype}{lam_s}, step {self.step_rule} {self.step:.2g}): "
+        how = f"{self.method}, directional" if self.mode == "directional" else self.method
+        return (f"{state}  {how} ({self.dtype}{lam_s}, step {self.step_rule} {self.step:.2g}): "
                 f"relative difference {self.relative_difference:.3g}, max abs error {self.max_abs_error:.3g}"
                 f"{where}")
 

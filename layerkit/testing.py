@@ -16,12 +16,15 @@ from typing import Any
 
 from numpy.typing import NDArray
 
+from ._validate import describe
 from .check import check_function, check_layer, check_network
+from .errors import InputError
 from .layers import Layer
 from .network import Network
 from .report import Report
 
-__all__ = ["assert_function_gradients", "assert_layer_gradients", "assert_network_gradients"]
+__all__ = ["assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
+           "plant_gradient_error"]
 
 
 def _require(report: Report, what: str) -> Report:
@@ -45,3 +48,31 @@ def assert_function_gradients(fun: Callable[[NDArray], Any], x0: Any, method: An
                               blocks: Mapping[str, Any] | None = None, **options: Any) -> Report:
     """Assert that ``fun(theta) -> (cost, grad)`` returns the gradient of its cost at ``x0``."""
     return _require(check_function(fun, x0, method, blocks=blocks, **options), getattr(fun, "__name__", "fun"))
+
+
+def plant_gradient_error(net: Network, index: int, rel: float = 1e-4) -> Network:
+    """A copy of ``net`` whose backprop is wrong in exactly one entry: the data-term gradient of flat entry
+    ``index`` is multiplied by ``1 + rel``.
+
+    For testing that a check pipeline (tolerances, directional mode, CI thresholds) catches the smallest
+    bug you care about.  ``net`` itself is not changed.
+    """
+    if not isinstance(net, Network):
+        raise InputError("net", "a layerkit.Network", describe(net))
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < net.size:
+        raise InputError("index", f"a flat parameter index in 0..{net.size - 1}", describe(index))
+    twin = net.clone()
+    owner = [(i, p, twin.layout[b]) for i, p, b in twin._names if twin.layout[b].start <= index < twin.layout[b].stop]
+    i, p, block = owner[0]
+    layer = twin.layers[i]
+    local = index - block.start
+    base = type(layer)
+
+    def backward(self: Any, dy: NDArray) -> NDArray:
+        dx = base.backward(self, dy)
+        self.grads[p].reshape(-1)[local] *= 1 + rel
+        return dx
+
+    # a subclass rather than an instance attribute, so that copies made for evaluation keep the error
+    layer.__class__ = type(base.__name__, (base,), {"backward": backward})
+    return twin

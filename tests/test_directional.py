@@ -10,19 +10,9 @@ from layerkit import Dense, Network, Sigmoid, check_function, check_layer, check
 from layerkit.directional import Direction, _Directional
 from layerkit.methods import Central
 from layerkit.targets import function_target
+from layerkit.testing import plant_gradient_error
 
 from helpers import CourseCost, rosen_pair
-
-
-class OffByOne(Dense):
-    """A Dense layer whose backward is off by a relative 1e-4 in one entry of dTheta."""
-
-    entry = 0
-
-    def backward(self, dy):
-        dx = super().backward(dy)
-        self.dTheta.ravel()[OffByOne.entry] *= 1 + 1e-4
-        return dx
 
 
 def _data(n_in, n_out, m, seed=0):
@@ -46,16 +36,15 @@ def test_one_wrong_entry_in_a_10k_network_is_found():
     net = Network.from_sizes([400, 25, 10], seed=1)
     X, y = _data(400, 10, 300)
     g = net.cost_and_gradient(X, y, 1.0)[1][:10025]
-    OffByOne.entry = int(np.argsort(np.abs(g))[len(g) // 2])  # a typical entry, not the largest
-    bad = Network([OffByOne(400, 25), Sigmoid(), Dense(25, 10), Sigmoid()])
-    bad.params = net.params
+    entry = int(np.argsort(np.abs(g))[len(g) // 2])  # a typical entry, not the largest
+    bad = plant_gradient_error(net, entry, 1e-4)
     report = check_network(bad, X, y, 1.0, mode="directional")
     assert not report.passed
     assert report.failed_blocks == ["Theta1"] and report.passed_blocks == ["Theta2"]
-    assert [e.flat_index for e in report.worst] == [OffByOne.entry]
-    assert report.worst[0].analytical == bad.cost_and_gradient(X, y, 1.0)[1][OffByOne.entry]
-    assert abs(report.worst[0].analytical / g[OffByOne.entry] - 1) == pytest.approx(1e-4, rel=0.1)
-    assert report.worst[0].numerical == pytest.approx(g[OffByOne.entry], rel=1e-9)
+    assert [e.flat_index for e in report.worst] == [entry]
+    assert report.worst[0].analytical == bad.cost_and_gradient(X, y, 1.0)[1][entry]
+    assert abs(report.worst[0].analytical / g[entry] - 1) == pytest.approx(1e-4, rel=0.1)
+    assert report.worst[0].numerical == pytest.approx(g[entry], rel=1e-9)
     assert "localized" in report.codes()
     assert report.context["taylor"]["slope"] < 1.3 and "wrong" in report.step_verdict
 
@@ -65,9 +54,7 @@ def test_evaluations_grow_with_log_p():
     for hidden in (4, 64):
         net = Network.from_sizes([40, hidden, 3], seed=2)
         X, y = _data(40, 3, 50)
-        OffByOne.entry = 7
-        bad = Network([OffByOne(40, hidden), Sigmoid(), Dense(hidden, 3), Sigmoid()])
-        bad.params = net.params
+        bad = plant_gradient_error(net, 7)
         report = check_network(bad, X, y, 0.0, mode="directional", diagnose=False)
         assert [e.flat_index for e in report.worst] == [7]
         counts[net.size] = report.context["evaluations"]["localize"]

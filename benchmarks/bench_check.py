@@ -1,0 +1,295 @@
+"""Benchmark: layerkit's gradient checks against a naive loop, SciPy, numdifftools and PyTorch.
+
+Run by hand (it takes a few minutes on a 2-core machine):
+
+    pip install '.[bench]'            # numdifftools; torch is used when installed, skipped otherwise
+    python benchmarks/bench_check.py  # --quick for the small networks only
+
+Every ratio compares times measured in the same run.  Where a full run of a slow baseline would take
+minutes, it is timed on a random subset of coordinates and scaled to all P, and the row says so
+("scaled from N coords").  Accuracy is ||n - a|| / ||a|| against the exact backprop gradient over the
+coordinates computed; peak memory is the numpy allocations traced by tracemalloc during the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+import layerkit
+from layerkit import Network, check_function, check_network
+from layerkit.targets import network_target
+from layerkit.testing import plant_gradient_error
+
+ROWS: list[dict] = []
+
+
+def measure(fn, repeat=1):
+    """(result, median seconds, peak MB) of ``fn()``."""
+    times, peak, result = [], 0.0, None
+    for _ in range(repeat):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+        peak = max(peak, tracemalloc.get_traced_memory()[1] / 2**20)
+        tracemalloc.stop()
+    return result, statistics.median(times), peak
+
+
+def rel(n, a):
+    return float(np.linalg.norm(n - a) / np.linalg.norm(a))
+
+
+def add(net_name, method, seconds, accuracy, peak, note=""):
+    ROWS.append(dict(net=net_name, method=method, seconds=seconds, accuracy=accuracy, peak=peak, note=note))
+
+
+def problem(sizes, m, seed=0):
+    rng = np.random.default_rng(seed)
+    net = Network.from_sizes(sizes, seed=seed)
+    X = rng.random((m, sizes[0]))
+    y = rng.integers(0, sizes[-1], m)
+    return net, X, y
+
+
+# ---------------------------------------------------------------------- baselines
+def naive_loop(cost, theta, idx, e=1e-4):
+    """The course's computeNumericalGradient: two full cost evaluations per coordinate."""
+    num = np.zeros(len(idx))
+    perturb = np.zeros_like(theta)
+    for k, p in enumerate(idx):
+        perturb[p] = e
+        loss1 = cost(theta - perturb)
+        loss2 = cost(theta + perturb)
+        num[k] = (loss2 - loss1) / (2 * e)
+        perturb[p] = 0
+    return num
+
+
+def on_subset(cost, theta, idx):
+    def f(z):
+        x = theta.copy()
+        x[idx] = z
+        return cost(x)
+    return f
+
+
+def torch_cost(sizes, X, y, lam):
+    import torch
+
+    Xt = torch.as_tensor(X)
+    Y = torch.nn.functional.one_hot(torch.as_tensor(y), sizes[-1]).double()
+    m = X.shape[0]
+    shapes = [(o, i + 1) for i, o in zip(sizes[:-1], sizes[1:])]
+
+    def f(theta):
+        a, start, J = Xt, 0, 0.0
+        for k, (o, i1) in enumerate(shapes):
+            T = theta[start:start + o * i1].reshape(o, i1)
+            start += o * i1
+            z = a @ T[:, 1:].T + T[:, 0]
+            if k == len(shapes) - 1:
+                J = (torch.nn.functional.softplus(z) - Y * z).sum() / m
+            else:
+                a = torch.sigmoid(z)
+            J = J + lam / (2 * m) * (T[:, 1:] ** 2).sum()
+        return J
+    return f
+
+
+# ---------------------------------------------------------------------- one network
+def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_subset=None, repeat=1):
+    net, X, y = problem(sizes, m)
+    P = net.size
+    target = network_target(net, X, y, lam)
+    exact = net.cost_and_gradient(X, y, lam)[1]
+    theta = net.params.copy()
+    cost = target.cost
+    print(f"\n## {name}: {'-'.join(map(str, sizes))}, m = {m}, P = {P}", flush=True)
+
+    for method in ("central", "richardson", "forward"):
+        rep, t, peak = measure(lambda: check_network(net, X, y, lam, method, diagnose=False), repeat)
+        add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
+        print(f"  layerkit {method}: {t:.3f} s", flush=True)
+    rep, t, peak = measure(lambda: check_network(net, X, y, lam, mode="directional", diagnose=False), max(repeat, 5))
+    add(name, "layerkit directional (fast mode)", t, float("nan"), peak, f"{rep.n_evals} evals, passed={rep.passed}")
+
+    rng = np.random.default_rng(1)
+    idx = np.arange(P) if subset is None or subset >= P else np.sort(rng.choice(P, subset, replace=False))
+    note = "" if len(idx) == P else f"scaled from {len(idx)} coords"
+    scale = P / len(idx)
+
+    num, t, peak = measure(lambda: naive_loop(cost, theta, idx))
+    add(name, "naive loop (course style, h=1e-4)", t * scale, rel(num, exact[idx]), peak, note)
+    print(f"  naive: {t * scale:.2f} s {note}", flush=True)
+
+    import scipy.optimize as so
+
+    f_sub = on_subset(cost, theta, idx)
+    num, t, peak = measure(lambda: so.approx_fprime(theta[idx], f_sub, 1.4901161193847656e-08))
+    add(name, "scipy approx_fprime (forward)", t * scale, rel(num, exact[idx]), peak, note)
+    if len(idx) == P:
+        val, t, peak = measure(lambda: so.check_grad(lambda z: cost(z), lambda z: target.fun(z)[1], theta))
+        add(name, "scipy check_grad", t, val / np.linalg.norm(exact), peak)
+
+    try:
+        import numdifftools as nd
+
+        sub = idx if len(idx) <= ndt_subset else np.sort(rng.choice(P, ndt_subset, replace=False))
+        num, t, peak = measure(lambda: nd.Gradient(on_subset(cost, theta, sub))(theta[sub]))
+        add(name, "numdifftools Gradient", t * P / len(sub), rel(num, exact[sub]), peak,
+            "" if len(sub) == P else f"scaled from {len(sub)} coords")
+    except ImportError:
+        add(name, "numdifftools Gradient", float("nan"), float("nan"), float("nan"), "not installed")
+
+    try:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        f = torch_cost(sizes, X, y, lam)
+        tsub = idx if torch_subset is None or torch_subset >= P else \
+            np.sort(rng.choice(P, torch_subset, replace=False))
+        base = torch.as_tensor(theta)
+        tidx = torch.as_tensor(tsub)
+
+        def fsub(z):
+            full = base.clone()
+            full[tidx] = z
+            return f(full)
+
+        z0 = base[tidx].clone().requires_grad_(True)
+        torch.autograd.gradcheck(f, (base.clone().requires_grad_(True),), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                 fast_mode=True, raise_exception=False)  # warm-up: torch's first-call costs
+        ok, t, _ = measure(lambda: torch.autograd.gradcheck(fsub, (z0,), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                                            raise_exception=False))
+        add(name, "torch gradcheck (default)", t * P / len(tsub), float("nan"), float("nan"),
+            ("" if len(tsub) == P else f"scaled from {len(tsub)} coords; ") + f"passed={ok}")
+        full0 = base.clone().requires_grad_(True)
+        ok, t, _ = measure(lambda: torch.autograd.gradcheck(f, (full0,), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                                            fast_mode=True, raise_exception=False), max(repeat, 3))
+        add(name, "torch gradcheck (fast_mode)", t, float("nan"), float("nan"), f"passed={ok}")
+    except ImportError:
+        add(name, "torch gradcheck", float("nan"), float("nan"), float("nan"), "torch not installed: skipped")
+    return net, X, y
+
+
+def bench_localization(name, sizes, m):
+    net, X, y = problem(sizes, m)
+    g = net.cost_and_gradient(X, y, 1.0)[1][: net.blocks[0].size]
+    entry = int(np.argsort(np.abs(g))[len(g) // 2])  # a typical entry, off by a relative 1e-4
+    bad = plant_gradient_error(net, entry, 1e-4)
+    rep, t, peak = measure(lambda: check_network(bad, X, y, 1.0, mode="directional", diagnose=False))
+    found = [e.flat_index for e in rep.worst] == [entry]
+    ev = rep.context["evaluations"]
+    add(name, "layerkit localize 1 wrong entry", t, float("nan"), peak,
+        f"found={found}; evals {sum(ev.values())} (localize {ev.get('localize', 0)}), P={net.size}")
+    print(f"  localization on {name}: {t:.3f} s, found={found}", flush=True)
+
+
+def bench_exactness(name, sizes, m, n=300):
+    """The structured full check against the naive loop at the same (automatic, snapped) steps."""
+    from layerkit.methods import Central
+    from layerkit.probes import CoordinateProbe
+
+    net, X, y = problem(sizes, m)
+    target = network_target(net, X, y, 1.0)
+    fast = check_network(net, X, y, 1.0, "central", diagnose=False)
+    slow = check_network(net, X, y, 1.0, "central", diagnose=False, engine="generic") if net.size <= 5000 else None
+    idx = np.sort(np.random.default_rng(2).choice(net.size, min(n, net.size), replace=False))
+    probe = CoordinateProbe(target.cost, target.x0, target.cost(target.x0), axes=idx)
+    naive = Central().estimate(probe).values
+    d = rel(fast.numerical[idx], naive)
+    same = slow.passed == fast.passed if slow is not None else bool(np.all(np.abs(naive - fast.analytical[idx])
+                                                                          <= fast.tolerance[idx]) == fast.passed)
+    add(name, "structured vs naive loop, same steps", float("nan"), d, float("nan"),
+        f"rel diff over {len(idx)} coords; same verdict={same}")
+    print(f"  exactness on {name}: {d:.1e}", flush=True)
+
+
+def slow_rosen(x):
+    time.sleep(0.005)
+    from scipy.optimize import rosen, rosen_der
+
+    return rosen(x), rosen_der(x)
+
+
+def bench_executor():
+    x0 = np.linspace(-1, 1, 40)
+    serial, t1, _ = measure(lambda: check_function(slow_rosen, x0, diagnose=False))
+    with ProcessPoolExecutor(2) as pool:
+        check_function(slow_rosen, x0[:2], diagnose=False, executor=pool)  # start the workers
+        par, t2, _ = measure(lambda: check_function(slow_rosen, x0, diagnose=False, executor=pool))
+    same = np.array_equal(serial.numerical, par.numerical)
+    add("slow function (5 ms/call, P=40)", "serial", t1, float("nan"), float("nan"))
+    add("slow function (5 ms/call, P=40)", "ProcessPoolExecutor(2)", t2, float("nan"), float("nan"),
+        f"speedup {t1 / t2:.2f}x, identical={same}")
+
+
+# ---------------------------------------------------------------------- report
+def print_table():
+    print("\n| network | method | time (s) | vs naive | accuracy | peak MB | note |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    naive = {r["net"]: r["seconds"] for r in ROWS if r["method"].startswith("naive")}
+    for r in ROWS:
+        base = naive.get(r["net"])
+        ratio = f"{base / r['seconds']:.1f}x" if base and r["seconds"] == r["seconds"] else ""
+        acc = "" if r["accuracy"] != r["accuracy"] else f"{r['accuracy']:.1e}"
+        peak = "" if r["peak"] != r["peak"] else f"{r['peak']:.1f}"
+        t = "" if r["seconds"] != r["seconds"] else f"{r['seconds']:.4f}"
+        print(f"| {r['net']} | {r['method']} | {t} | {ratio} | {acc} | {peak} | {r['note']} |")
+
+
+def targets():
+    def t(net, method):
+        for r in ROWS:
+            if r["net"] == net and r["method"].startswith(method):
+                return r["seconds"]
+        return float("nan")
+
+    print("\ntargets:")
+    c, n = t("course", "layerkit central"), t("course", "naive")
+    print(f"  400-25-10 full central vs naive: {n / c:.1f}x (target >= 30x)")
+    print(f"  400-25-10 richardson / central: {t('course', 'layerkit richardson') / c:.2f} (target <= 2)")
+    print(f"  400-100-50-10 full central vs naive: {t('deep', 'naive') / t('deep', 'layerkit central'):.1f}x "
+          "(target >= 5x)")
+    print("  debug net: " + ", ".join(f"{mth} {1e3 * t('debug', 'layerkit ' + mth):.1f} ms"
+                                      for mth in ("central", "richardson", "forward", "directional"))
+          + " (target < 20 ms)")
+    print(f"  400-25-10 directional: {1e3 * t('course', 'layerkit directional'):.1f} ms (target <= 50 ms)")
+    for net in ("course", "big"):
+        print(f"  localization ({net}): {t(net, 'layerkit localize'):.3f} s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="only the debug and 64-32-10 networks")
+    args = ap.parse_args()
+    print(f"layerkit {layerkit.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    bench_network("debug", [3, 5, 3], 5, lam=3.0, repeat=15)
+    bench_network("small", [64, 32, 10], 500, repeat=3)
+    bench_exactness("small", [64, 32, 10], 500, n=2410)
+    if not args.quick:
+        bench_network("course", [400, 25, 10], 5000, subset=300, torch_subset=300)
+        bench_localization("course", [400, 25, 10], 5000)
+        bench_exactness("course", [400, 25, 10], 5000)
+        bench_network("deep", [400, 100, 50, 10], 2000, subset=200, torch_subset=200, ndt_subset=20)
+        bench_exactness("deep", [400, 100, 50, 10], 2000, n=200)
+        bench_localization("big", [1000, 1000, 10], 256)
+    bench_executor()
+    print_table()
+    if not args.quick:
+        targets()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""layerkit.testing: one-line assertions and planted errors."""
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit.testing import (assert_function_gradients, assert_layer_gradients, assert_network_gradients,
+                              plant_gradient_error)
+
+
+def test_assertions_pass_and_return_the_report(debug_problem):
+    net, X, y = debug_problem
+    assert assert_network_gradients(net, X, y, 3.0).passed
+    assert assert_layer_gradients(layerkit.Dense(3, 2), np.ones((2, 3))).passed
+    assert assert_function_gradients(lambda x: (float(x @ x), 2 * x), np.arange(3.0)).passed
+
+
+def test_a_failed_assertion_shows_the_report(debug_problem):
+    net, X, y = debug_problem
+    bad = plant_gradient_error(net, 25, rel=1e-3)
+    with pytest.raises(AssertionError) as info:
+        assert_network_gradients(bad, X, y, 3.0)
+    text = str(info.value)
+    assert "FAILED" in text and "Theta2[0, 5]" in text and "localized [Theta2]" in text
+
+
+def test_planted_error_touches_exactly_one_entry(debug_problem):
+    net, X, y = debug_problem
+    before = net.params.copy()
+    bad = plant_gradient_error(net, 7, rel=1e-2)
+    g, gb = net.cost_and_gradient(X, y, 1.0)[1], bad.cost_and_gradient(X, y, 1.0)[1]
+    diff = np.flatnonzero(g != gb)
+    assert diff.tolist() == [7]
+    assert net.params.tobytes() == before.tobytes()
+    with pytest.raises(layerkit.InputError, match="index"):
+        plant_gradient_error(net, 38)
