@@ -20,7 +20,6 @@ import threading
 from enum import Enum
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 
 import layerkit
@@ -79,7 +78,7 @@ def _parse_sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
     except ValueError:
-        raise UsageError(f"--layers: expected comma-separated positive integers such as 3,5,3, got {text!r}")
+        raise UsageError(f"--layers: expected comma-separated positive integers such as 3,5,3, got {text!r}") from None
     if len(sizes) < 2 or any(s < 1 for s in sizes):
         raise UsageError(f"--layers: expected at least two positive sizes such as 3,5,3, got {text!r}")
     return sizes
@@ -91,7 +90,7 @@ def _parse_step(text: str) -> Any:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"--step: expected 'auto' or a positive number, got {text!r}")
+        raise UsageError(f"--step: expected 'auto' or a positive number, got {text!r}") from None
     if not (0 < value < float("inf")):
         raise UsageError(f"--step: expected 'auto' or a positive number, got {text!r}")
     return value

@@ -159,7 +159,7 @@ class NetworkDirections:
             return False
         layers = net.layers[:-1]
         with_params = [layer for layer in layers if layer.param_shapes]
-        return (all(hasattr(layer, "direction_change") for layer in with_params)
+        return (all(hasattr(layer, "direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
                 and all(hasattr(layer, "propagate") for layer in layers)
                 and all(len(s) == 2 for layer in with_params for s in layer.param_shapes.values()))
 
@@ -172,7 +172,7 @@ class NetworkDirections:
         U = np.stack([d.u for d in dirs])  # (k, hi - lo)
         change = None
         touched = {}
-        for i, p, b in self.owner:
+        for i, _, b in self.owner:
             lo, hi = max(lo0, b.start), min(hi0, b.stop)
             if lo >= hi:
                 continue
@@ -218,6 +218,43 @@ class NetworkDirections:
         return out, noise
 
 
+def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dict[str, Any]:
+    """Slope of ``r(h) = |J(x + h u) - J(x) - h g.u|`` against ``h`` along ``d``, and its verdict.
+
+    ``h`` runs over 13 values from ``1e-1`` to ``1e-7`` (times ``max(1, |x|)`` on the support); values whose
+    remainder is within 100 times the probe's rounding bound are dropped, and the slope is fitted on the
+    four smallest remaining steps (the asymptotic regime): about 2 for a right gradient, 1 for a wrong one.
+    """
+    eps = float(np.finfo(x.dtype).eps)
+    scale = max(1.0, float(np.max(np.abs(x[d.lo:d.hi]))))
+    hs = scale * np.logspace(-1, -7, 13)
+    dj, noise = probe.delta([d], hs[:, None])
+    a = float(grad[d.lo:d.hi] @ d.u)
+    r = np.abs(dj[:, 0] - hs * a)
+    usable = r > 100 * (noise[:, 0] + eps * abs(a) * hs)
+    idx = np.flatnonzero(usable)
+    base = {"all_h": hs.tolist(), "all_remainder": r.tolist()}
+    if idx.size < 3:
+        return {**base, "slope": float("nan"), "h": [], "remainder": [],
+                "verdict": "the Taylor test is inconclusive: the remainder is lost in roundoff"}
+    tail = idx[-4:]
+    slope = float(np.polyfit(np.log(hs[tail]), np.log(r[tail]), 1)[0])
+    if slope < 1.5:
+        verdict = (f"the Taylor remainder shrinks like h^{slope:.2f} along a failing direction (a right gradient "
+                   "gives h^2): the gradient is wrong, whatever the step")
+    else:
+        verdict = (f"the Taylor remainder shrinks like h^{slope:.2f} (h^2 expected of a right gradient): the "
+                   "gradient looks right along this direction; the mismatch may be the step's or the precision's")
+    return {**base, "slope": slope, "verdict": verdict, "h": hs[tail].tolist(), "remainder": r[tail].tolist()}
+
+
+def direction_probe(target: Target, f0: float, executor: Executor | None = None) -> Any:
+    """The exact network probe when the target allows it, else re-evaluation of the cost."""
+    if target.kind == "network" and NetworkDirections.supports(target):
+        return NetworkDirections(target, f0)
+    return FunctionDirections(target.cost, target.x0, f0, executor)
+
+
 # ---------------------------------------------------------------------- the directional check
 class _Directional:
     def __init__(self, target: Target, strategy: Any, n_directions: int, seed: int,
@@ -234,10 +271,7 @@ class _Directional:
         self.x = target.x0
         self.layout = target.layout
         self.eps = float(np.finfo(self.x.dtype).eps)
-        if target.kind == "network" and NetworkDirections.supports(target):
-            self.probe: Any = NetworkDirections(target, self.f0)
-        else:
-            self.probe = FunctionDirections(target.cost, target.x0, self.f0, executor)
+        self.probe: Any = direction_probe(target, self.f0, executor)
         self.rtol = strategy.tolerances(self.x.dtype, self.f0, 1.0, np.ones(1))[0]
         self.evals = {"analytic": 1}
 
@@ -289,27 +323,10 @@ class _Directional:
         return leaves, False
 
     def taylor(self, d: Direction) -> dict[str, Any]:
-        """Fit the slope of the Taylor remainder along ``d`` (see the module docstring)."""
-        scale = max(1.0, float(np.max(np.abs(self.x[d.lo:d.hi]))))
-        hs = scale * np.logspace(-1, -7, 13)
-        dj, noise = self.probe.delta([d], hs[:, None])
-        self.evals["taylor"] = self.evals.get("taylor", 0) + hs.size
-        a = float(self.a[d.lo:d.hi] @ d.u)
-        r = np.abs(dj[:, 0] - hs * a)
-        usable = r > 100 * (noise[:, 0] + self.eps * abs(a) * hs)
-        idx = np.flatnonzero(usable)
-        if idx.size < 3:
-            return {"slope": float("nan"), "verdict": "inconclusive: the remainder is lost in roundoff",
-                    "h": hs.tolist(), "remainder": r.tolist()}
-        tail = idx[-4:]  # the smallest usable steps: the asymptotic regime
-        slope = float(np.polyfit(np.log(hs[tail]), np.log(r[tail]), 1)[0])
-        if slope < 1.5:
-            verdict = (f"the Taylor remainder shrinks like h^{slope:.2f} along a failing direction (a right gradient "
-                       "gives h^2): the gradient is wrong, whatever the step")
-        else:
-            verdict = (f"the Taylor remainder shrinks like h^{slope:.2f} (h^2 expected of a right gradient): the "
-                       "gradient looks right along this direction; the mismatch may be the step's or the precision's")
-        return {"slope": slope, "verdict": verdict, "h": hs[tail].tolist(), "remainder": r[tail].tolist()}
+        """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""
+        out = taylor_remainder(self.probe, self.x, self.a, d)
+        self.evals["taylor"] = self.evals.get("taylor", 0) + len(out["all_h"])
+        return out
 
     # -- assembly --------------------------------------------------------------------------------------
     def run(self, top: int) -> Report:

@@ -457,15 +457,30 @@ class _Doctor:
         numerr = float(max(np.max(ne), floor))
         mm = float(np.max(mismatch))
         ratio = mm / numerr
-        self.evidence_ratio = ratio
         if ratio >= 100:
-            return (f"the mismatch ({mm:.2e}) is 10^{int(math.log10(ratio))} times larger than the numerical "
+            text = (f"the mismatch ({mm:.2e}) is 10^{int(math.log10(ratio))} times larger than the numerical "
                     f"error ({numerr:.1e}): the step size is not the cause; the analytic gradient is wrong")
-        if ratio >= 5:
-            return (f"the mismatch ({mm:.2e}) is only {ratio:.0f} times the numerical error ({numerr:.1e}): "
+        elif ratio >= 5:
+            text = (f"the mismatch ({mm:.2e}) is only {ratio:.0f} times the numerical error ({numerr:.1e}): "
                     "probably a real error, but re-check with method='richardson' or another step")
-        return (f"the mismatch ({mm:.2e}) is comparable to the numerical error ({numerr:.1e}): the step size "
-                "or the precision could be the cause")
+        else:
+            text = (f"the mismatch ({mm:.2e}) is comparable to the numerical error ({numerr:.1e}): the step size "
+                    "or the precision could be the cause")
+        taylor = self.taylor_along(int(worst[0]))
+        return text + ("; " + taylor["verdict"] if taylor else "")
+
+    def taylor_along(self, j: int) -> dict[str, Any] | None:
+        """The Taylor-remainder verdict along the worst entry's coordinate (13 evaluations)."""
+        from .directional import Direction, direction_probe, taylor_remainder
+
+        try:
+            probe = direction_probe(self.target, self.r.cost)
+            out = taylor_remainder(probe, self.target.x0, self.a, Direction(j, j + 1, np.ones(1)))
+        except Exception as exc:  # extra evidence: a target failing far from x0 must not hide the report
+            self.notes.append(f"the Taylor test along {self.r.layout.label(j)} was skipped: "
+                              f"{type(exc).__name__}: {exc}")
+            return None
+        return out
 
     def network_followups(self) -> None:
         target = self.target

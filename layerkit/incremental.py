@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .activations import sigmoid
-from .changes import Change, ColumnChange, DenseChange, RankOneChange, softplus_change
+from .changes import Change, ColumnChange, RankOneChange, softplus_change
 from .errors import InputError
 from .network import Network, Objective
 from .probes import CoordinateProbe

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import layerkit
-from layerkit import Dense, Network, Sigmoid, check_function, check_layer, check_network
+from layerkit import Dense, Network, check_function, check_layer, check_network
 from layerkit.directional import Direction, _Directional
 from layerkit.methods import Central
 from layerkit.targets import function_target

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import layerkit
 from layerkit import Dense, Network, Sigmoid, check_network
 from layerkit.changes import ColumnChange, RankOneChange, sigmoid_change, softplus_change
 from layerkit.incremental import NetworkProbe

@@ -6,11 +6,11 @@ from attrs import frozen
 from scipy.optimize import rosen, rosen_der
 
 import layerkit
-from layerkit import Central, ComplexStep, FiniteDifference, Forward, Richardson, get_method, method_names
+from layerkit import Central, FiniteDifference, Forward, Richardson, get_method, method_names
 from layerkit.activations import sigmoid, softplus
 from layerkit.probes import CoordinateProbe
 
-from helpers import A, B, Q, RNG, XL, YL, quadratic  # noqa: E402
+from helpers import RNG, XL, YL, quadratic  # noqa: E402
 
 
 def rosenbrock(x):
