@@ -332,7 +332,6 @@ class _Directional:
     def run(self, top: int) -> Report:
         P = self.x.size
         first = self.run_tests([self.direction(0, P) for _ in range(self.n_directions)], "directions")
-        all_tests = list(first)
         block_tests: dict[str, list[DirectionalTest]] = {}
         leaves: list[DirectionalTest] = []
         spread: list[str] = []
@@ -358,7 +357,6 @@ class _Directional:
             ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
             candidates = leaves or [t for tests in block_tests.values() for t in tests if not t.passed] or first
             taylor = self.taylor(max(candidates, key=ratio).direction)
-            all_tests += [t for tests in block_tests.values() for t in tests]
         return self.report(first, block_tests, leaves, spread, taylor, passed, top)
 
     def report(self, first: list[DirectionalTest], block_tests: dict[str, list[DirectionalTest]],
