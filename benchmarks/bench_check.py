@@ -30,17 +30,25 @@ from layerkit.targets import network_target
 from layerkit.testing import plant_gradient_error
 
 ROWS: list[dict] = []
+MEMORY = True
 
 
 def measure(fn, repeat=1):
-    """(result, median seconds, peak MB) of ``fn()``."""
-    times, peak, result = [], 0.0, None
+    """(result, median seconds, peak MB) of ``fn()``.
+
+    Times come from runs without tracing (tracemalloc slows every allocation down); the peak comes from
+    one more run under tracemalloc, unless ``MEMORY`` is off.
+    """
+    times, result = [], None
     for _ in range(repeat):
-        tracemalloc.start()
         t0 = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
-        peak = max(peak, tracemalloc.get_traced_memory()[1] / 2**20)
+    peak = float("nan")
+    if MEMORY:
+        tracemalloc.start()
+        fn()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
     return result, statistics.median(times), peak
 
@@ -120,7 +128,7 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
         rep, t, peak = measure(lambda: check_network(net, X, y, lam, method, diagnose=False), repeat)
         add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
         print(f"  layerkit {method}: {t:.3f} s", flush=True)
-    rep, t, peak = measure(lambda: check_network(net, X, y, lam, mode="directional", diagnose=False), max(repeat, 5))
+    rep, t, peak = measure(lambda: check_network(net, X, y, lam, mode="directional", diagnose=False), max(repeat, 7))
     add(name, "layerkit directional (fast mode)", t, float("nan"), peak, f"{rep.n_evals} evals, passed={rep.passed}")
 
     rng = np.random.default_rng(1)
@@ -187,7 +195,7 @@ def bench_localization(name, sizes, m):
     g = net.cost_and_gradient(X, y, 1.0)[1][: net.blocks[0].size]
     entry = int(np.argsort(np.abs(g))[len(g) // 2])  # a typical entry, off by a relative 1e-4
     bad = plant_gradient_error(net, entry, 1e-4)
-    rep, t, peak = measure(lambda: check_network(bad, X, y, 1.0, mode="directional", diagnose=False))
+    rep, t, peak = measure(lambda: check_network(bad, X, y, 1.0, mode="directional", diagnose=False), 3)
     found = [e.flat_index for e in rep.worst] == [entry]
     ev = rep.context["evaluations"]
     add(name, "layerkit localize 1 wrong entry", t, float("nan"), peak,
@@ -272,14 +280,17 @@ def targets():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the debug and 64-32-10 networks")
+    ap.add_argument("--no-memory", action="store_true", help="skip the traced runs that measure peak memory")
     args = ap.parse_args()
+    global MEMORY
+    MEMORY = not args.no_memory
     print(f"layerkit {layerkit.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     bench_network("debug", [3, 5, 3], 5, lam=3.0, repeat=15)
     bench_network("small", [64, 32, 10], 500, repeat=3)
     bench_exactness("small", [64, 32, 10], 500, n=2410)
     if not args.quick:
-        bench_network("course", [400, 25, 10], 5000, subset=300, torch_subset=300)
+        bench_network("course", [400, 25, 10], 5000, subset=300, torch_subset=300, repeat=3)
         bench_localization("course", [400, 25, 10], 5000)
         bench_exactness("course", [400, 25, 10], 5000)
         bench_network("deep", [400, 100, 50, 10], 2000, subset=200, torch_subset=200, ndt_subset=20)
