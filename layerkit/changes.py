@@ -60,6 +60,8 @@ class ColumnsChange:
         return ColumnsChange(self.cols, self.delta[lo:hi])
 
     def dense(self, shape: tuple[int, int]) -> NDArray:
+        if self.cols.indices(shape[1]) == (0, shape[1], 1):
+            return self.delta  # every column: already dense
         out = np.zeros((self.batch,) + shape, dtype=self.delta.dtype)
         out[:, :, self.cols] = self.delta
         return out

@@ -49,7 +49,7 @@ from .report import BlockSummary, Entry, Report, relative_difference
 from .targets import Target
 
 #: Default number of random directions of the first, whole-vector check.
-DEFAULT_DIRECTIONS = 3
+DEFAULT_DIRECTIONS = 2
 #: Guilty ranges at one bisection level beyond which the mismatch counts as spread over the block.
 MAX_SPREAD = 32
 SAFETY = 16.0

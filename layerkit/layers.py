@@ -48,6 +48,9 @@ class Layer(Protocol):
     penalized(name, array)
         The view of ``array`` (a parameter named ``name``) that L2 regularization applies to; a layer
         without it is never regularized.
+    backward_params(dy)
+        Like ``backward`` but writes only the parameter gradients; a network uses it for its first layer,
+        whose input gradient nobody needs.
     propagate(change)
         Exact propagation of a structured input change; see :mod:`layerkit.changes`.
     """
@@ -150,6 +153,11 @@ class Dense:
         return x @ theta[:, 1:].T + theta[:, 0]
 
     def backward(self, dy: NDArray) -> NDArray:
+        self.backward_params(dy)
+        return dy @ self.params["Theta"][:, 1:]
+
+    def backward_params(self, dy: NDArray) -> None:
+        """Write ``dL/dTheta`` only (a network's first layer: nobody needs the input gradient there)."""
         if self._x is None:
             raise NotForwardedError("Dense.backward was called before Dense.forward: there is no input to differentiate at")
         x = self._x
@@ -157,7 +165,6 @@ class Dense:
         g = self.grads["Theta"]
         g[:, 0] = dy.sum(axis=0)
         g[:, 1:] = dy.T @ x
-        return dy @ self.params["Theta"][:, 1:]
 
     # -- structured perturbations (layerkit.incremental) -------------------------------------------
     def param_change(self, name: str, row: int, cols: slice, steps: NDArray, x: NDArray) -> ColumnChange:

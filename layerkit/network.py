@@ -54,6 +54,25 @@ def _block_names(layers: Sequence[Layer]) -> list[tuple[int, str, str]]:
     return out
 
 
+def _defined_in(cls: type, name: str) -> int:
+    """Position in ``cls``'s MRO of the class that defines attribute ``name`` (large when none does)."""
+    for i, klass in enumerate(cls.__mro__):
+        if name in vars(klass):
+            return i
+    return len(cls.__mro__)
+
+
+def _params_only(layer: Layer) -> Callable[[NDArray], None] | None:
+    """The layer's ``backward_params`` when it is at least as specialized as its ``backward``: a subclass that
+    overrides only ``backward`` must see its own override used, even in the first layer."""
+    if not hasattr(layer, "backward_params"):
+        return None
+    cls = type(layer)
+    if _defined_in(cls, "backward_params") > _defined_in(cls, "backward"):
+        return None
+    return layer.backward_params
+
+
 class Network:
     """A feed-forward stack of layers sharing one flat parameter vector.
 
@@ -288,8 +307,12 @@ class Network:
         if with_grad:
             d = dout / m
             layers = self.layers[:-1] if self._fused_sigmoid else self.layers
-            for layer in reversed(layers):
-                d = layer.backward(d)
+            for k in range(len(layers) - 1, -1, -1):
+                first_only = _params_only(layers[k]) if k == 0 else None
+                if first_only is not None:  # the input gradient of the first layer is never used
+                    first_only(d)
+                else:
+                    d = layers[k].backward(d)
         cost = cost + self._penalty(lambda_, m, with_grad)
         return cost.item() if hasattr(cost, "item") else cost
 

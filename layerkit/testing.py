@@ -73,6 +73,12 @@ def plant_gradient_error(net: Network, index: int, rel: float = 1e-4) -> Network
         self.grads[p].reshape(-1)[local] *= 1 + rel
         return dx
 
-    # a subclass rather than an instance attribute, so that copies made for evaluation keep the error
-    layer.__class__ = type(base.__name__, (base,), {"backward": backward})
+    def backward_params(self: Any, dy: NDArray) -> None:
+        base.backward_params(self, dy)
+        self.grads[p].reshape(-1)[local] *= 1 + rel
+
+    # a subclass rather than an instance attribute, so that copies made for evaluation keep the error; a layer
+    # whose backward delegates to backward_params gets the error there, once
+    override = {"backward_params": backward_params} if hasattr(base, "backward_params") else {"backward": backward}
+    layer.__class__ = type(base.__name__, (base,), override)
     return twin

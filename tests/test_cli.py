@@ -66,7 +66,7 @@ def test_layers_examples_dtype_seed_step_rtol_top():
 
 def test_directional_mode():
     result = invoke("check", "--mode", "directional")
-    assert result.exit_code == 0 and "directional: 3 random directions" in result.stdout
+    assert result.exit_code == 0 and "directional: 2 random directions" in result.stdout
     result = invoke("check", f"{FORUM}:problem", "--mode", "directional", "--json")
     assert result.exit_code == 1
     rep = json.loads(result.stdout)["reports"][0]

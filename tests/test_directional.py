@@ -29,7 +29,7 @@ def test_correct_networks_pass_in_directional_mode(sizes, dtype):
         report = check_network(net, X, y, lam, mode="directional")
         assert report.passed, str(report)
         assert report.mode == "directional" and report.findings == ()
-        assert report.n_evals == 1 + 2 * 3  # analytic gradient + 2 evaluations per default direction
+        assert report.n_evals == 1 + 2 * 2  # analytic gradient + 2 evaluations per default direction
 
 
 def test_one_wrong_entry_in_a_10k_network_is_found():

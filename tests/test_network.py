@@ -183,3 +183,19 @@ def test_backprop_matches_finite_differences_on_random_architectures(sizes, m, d
     y = rng.integers(0, sizes[-1], m)
     report = layerkit.check_network(net, X, y, lam, diagnose=False)
     assert report.passed, str(report)
+
+
+def test_a_subclass_overriding_backward_is_used_in_the_first_layer(debug_problem):
+    net, X, y = debug_problem
+
+    class Doubled(Dense):
+        def backward(self, dy):
+            dx = super().backward(dy)
+            self.dTheta[...] *= 2
+            return dx
+
+    twin = Network([Doubled(3, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    twin.params = net.params
+    g, g2 = net.cost_and_gradient(X, y)[1], twin.cost_and_gradient(X, y)[1]
+    np.testing.assert_allclose(g2[:20], 2 * g[:20])
+    np.testing.assert_array_equal(g2[20:], g[20:])
