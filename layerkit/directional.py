@@ -124,32 +124,15 @@ class NetworkDirections:
     exact = True
 
     def __init__(self, target: Target, f0: float) -> None:
-        from .incremental import LossTerms
+        from .incremental import NetworkState
 
-        obj = target.objective
-        self.obj, self.x0, self.f0 = obj, target.x0, float(f0)
-        self.dtype = target.x0.dtype
-        net = obj._twin(np.dtype(self.dtype))
-        net._params[...] = target.x0
-        self.net = net
-        self.layers = net.layers[:-1]
-        acts = obj.activations(target.x0)
-        X = acts[0]
-        self.acts = acts
-        self.Y = obj.Y.astype(self.dtype)
-        self.loss = LossTerms(acts[-1], self.Y)
-        self.S = self.loss.S
-        self.m = X.shape[0]
-        self.lambda_ = obj.lambda_
-        mask = np.zeros(target.x0.size, dtype=bool)
-        views = net.layout.views(mask)
-        self.owner: list[tuple[int, str, Any]] = []  # (layer index, param name, block) in flat order
-        for i, p, block in net._names:
-            pen = getattr(net.layers[i], "penalized", None)
-            if pen is not None:
-                pen(p, views[block])[...] = True
-            self.owner.append((i, p, net.layout[block]))
-        self.penalized = mask
+        state = NetworkState.at(target.objective, target.x0)
+        self.x0, self.f0, self.dtype = target.x0, float(f0), target.x0.dtype
+        self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
+        self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
+        self.S = state.loss.S
+        # (layer index, param name, block) in flat order
+        self.owner: list[tuple[int, str, Any]] = [(i, p, self.net.layout[b]) for i, p, b in self.net._names]
         self.n_evals = 0
 
     @staticmethod

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from attrs import define
+
 from .activations import sigmoid
 from .changes import Change, ColumnChange, RankOneChange, softplus_change
 from .errors import InputError
@@ -137,6 +139,31 @@ class LossTerms:
         return total
 
 
+@define
+class NetworkState:
+    """What the structured probes need of a network at a point: a private twin bound to the point, its
+    layers up to the logits, their activations (input first), the targets, the loss terms at the logits,
+    ``m``, ``lambda`` and the penalized mask."""
+
+    net: Network
+    layers: list[Any]
+    acts: list[NDArray]
+    Y: NDArray
+    loss: LossTerms
+    m: int
+    lambda_: float
+    penalized: NDArray
+
+    @classmethod
+    def at(cls, obj: Objective, x0: NDArray) -> NetworkState:
+        net = obj._twin(np.dtype(x0.dtype))
+        net._params[...] = x0
+        acts = obj.activations(x0)
+        Y = obj.Y.astype(x0.dtype)
+        return cls(net, net.layers[:-1], acts, Y, LossTerms(acts[-1], Y), acts[0].shape[0], obj.lambda_,
+                   net.penalized_mask())
+
+
 class NetworkProbe:
     """A :class:`~layerkit.probes.Probe` over all coordinates of a network's regularized cost."""
 
@@ -150,27 +177,10 @@ class NetworkProbe:
         self.n_evals = 0
         self.axes = np.arange(self.x.size)
         self.workers = workers or min(2, os.cpu_count() or 1)
-        net = obj._twin(np.dtype(self.dtype))
-        net._params[...] = self.x
-        self.net = net
-        self.layers = net.layers[:-1]
-        acts = obj.activations(self.x)
-        X = acts[0]
-        self.acts = acts
-        self.Z = acts[-1]
-        self.Y = obj.Y.astype(self.dtype)
-        self.loss = LossTerms(self.Z, self.Y)
-        self.S = self.loss.S
-        self.m = X.shape[0]
-        self.lambda_ = obj.lambda_
-        # penalized mask in the flat layout
-        mask = np.zeros(self.x.size, dtype=bool)
-        views = net.layout.views(mask)
-        for i, p, block in net._names:
-            pen = getattr(net.layers[i], "penalized", None)
-            if pen is not None:
-                pen(p, views[block])[...] = True
-        self.penalized = mask
+        state = NetworkState.at(obj, self.x)
+        self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
+        self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
+        self.Z, self.S = state.acts[-1], state.loss.S
 
     # ------------------------------------------------------------------ probe protocol
     def scale(self) -> NDArray:

@@ -188,6 +188,16 @@ class Network:
         """Number of parameters ``P``."""
         return self.layout.size
 
+    def penalized_mask(self) -> NDArray:
+        """Boolean mask, shape (P,), of the entries the L2 penalty applies to (each layer's ``penalized``)."""
+        mask = np.zeros(self.layout.size, dtype=bool)
+        views = self.layout.views(mask)
+        for i, p, block in self._names:
+            pen = getattr(self.layers[i], "penalized", None)
+            if pen is not None:
+                pen(p, views[block])[...] = True
+        return mask
+
     def get_params(self, order: Order = "C") -> NDArray:
         """A copy of the parameters unrolled block by block in ``order`` (``"F"`` for MATLAB's ``Theta(:)``)."""
         return self.layout.convert(self._params, "C", order)
