@@ -87,6 +87,15 @@ class Method(Protocol):
         ...
 
 
+def nonzero_steps(h: NDArray, step: Any, probe: Probe) -> NDArray:
+    """``h``, unless a snapped step is zero: ``x_j + h`` rounds back to ``x_j`` in the probe's dtype."""
+    if np.any(h == 0):
+        j = int(np.flatnonzero(h == 0)[0])
+        raise InputError("step", f"a step large enough to change every parameter in {np.dtype(probe.dtype)}",
+                         f"{step!r}, which rounds to no change at axis {j} ({int(np.sum(h == 0))} axes in all)")
+    return h
+
+
 def machine_eps(dtype: Any) -> float:
     """Machine epsilon of a real or complex dtype's real part."""
     return float(np.finfo(np.dtype(dtype)).eps)
@@ -129,11 +138,14 @@ class FiniteDifference:
         return machine_eps(dtype) ** (1.0 / (self.order + 1))
 
     def steps(self, probe: Probe, step: Step | None = None) -> NDArray:
-        """Per-axis step: from ``step`` (default: this strategy's), scaled and snapped by the probe."""
+        """Per-axis step: from ``step`` (default: this strategy's), scaled and snapped by the probe.
+
+        Raises InputError when a step is too small to change some ``x_j`` in the probe's dtype.
+        """
         step = self.step if step is None else step
         if step == "auto":
-            return probe.snap(self.base_step(probe.dtype) * probe.scale())
-        return probe.snap(np.full(probe.n_axes, float(step), dtype=probe.real_dtype))
+            return nonzero_steps(probe.snap(self.base_step(probe.dtype) * probe.scale()), step, probe)
+        return nonzero_steps(probe.snap(np.full(probe.n_axes, float(step), dtype=probe.real_dtype)), step, probe)
 
     def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, Callable[[NDArray], NDArray]]:
         """The stencil at steps ``h``: ``(steps, finish)`` where ``steps`` has shape ``(S, n)`` and
@@ -244,9 +256,11 @@ class Richardson:
             h = probe.snap(self.base_step(probe.dtype) * probe.scale())
         else:
             h = probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype))
+        levels = [h] + [probe.snap(h / 2**level) for level in range(1, self.levels + 1)]
+        for hl in levels:
+            nonzero_steps(hl, self.step, probe)
         # every level's stencil in one batch of evaluations
-        plans = [self.base.plan(probe, h if level == 0 else probe.snap(h / 2**level))
-                 for level in range(self.levels + 1)]
+        plans = [self.base.plan(probe, hl) for hl in levels]
         d = probe.delta(np.concatenate([steps for steps, _ in plans]))
         table, row = [], 0
         for steps, finish in plans:

@@ -24,6 +24,7 @@ from .errors import ComplexEvaluationError, InputError
 from .methods import ComplexStep, Richardson
 from .probes import CoordinateProbe
 from .problem import Problem
+from .report import _num
 from .targets import Target, function_target, network_target
 
 DEFAULT_STEPS = tuple(10.0 ** -k for k in range(1, 13))
@@ -67,13 +68,17 @@ class SweepResult:
     dtype: str = field(default="float64")
 
     @property
+    def best_error(self) -> float:
+        """The smallest error any method reached at any swept step."""
+        return min(float(np.nanmin(e)) for e in self.errors.values())
+
+    @property
     def step_is_the_problem(self) -> bool:
         """True when some step brings a method as close to the reference as the analytic gradient is."""
-        best = min(float(np.min(e)) for e in self.errors.values())
-        return self.analytic_error <= 10 * best
+        return self.analytic_error <= 10 * self.best_error
 
     def verdict(self) -> str:
-        best = min(float(np.min(e)) for e in self.errors.values())
+        best = self.best_error
         if self.step_is_the_problem:
             return (f"the analytic gradient agrees with the reference to {self.analytic_error:.1e}, as closely as "
                     f"the best step can measure ({best:.1e}): any disagreement seen is the step's, not the code's")
@@ -89,19 +94,20 @@ class SweepResult:
             cells = []
             for m in methods:
                 mark = "<" if self.best_steps[m] == h else " "
-                cells.append(f"{self.errors[m][i]:>14.2e} {mark}")
+                err = self.errors[m][i]
+                cells.append(f"{err:>14.2e} {mark}" if np.isfinite(err) else f"{'(no change)':>14} {mark}")
             lines.append(f"  {h:8.0e} " + "".join(cells))
         lines.append("  auto     " + "".join(f"{self.auto_errors[m]:>14.2e} *" for m in methods))
         lines.append("  (auto steps: " + ", ".join(f"{m} {self.auto_steps[m]:.1e}" for m in methods)
-                     + "; < marks the best swept step, * the automatic one)")
+                     + "; < marks the best swept step, * the automatic one; '(no change)': x + h rounds to x)")
         lines.append(f"  analytic gradient vs {self.reference}: {self.analytic_error:.2e}")
         lines.append(f"  {self.verdict()}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": list(self.steps), "reference": self.reference, "dtype": self.dtype,
-                "errors": {m: [float(v) for v in e] for m, e in self.errors.items()},
-                "block_errors": {m: {b: [float(v) for v in e] for b, e in be.items()}
+                "errors": {m: [_num(v) for v in e] for m, e in self.errors.items()},
+                "block_errors": {m: {b: [_num(v) for v in e] for b, e in be.items()}
                                  for m, be in self.block_errors.items()},
                 "auto_steps": dict(self.auto_steps), "auto_errors": dict(self.auto_errors),
                 "best_steps": dict(self.best_steps), "analytic_error": self.analytic_error,
@@ -134,15 +140,21 @@ def sweep_steps(problem: Problem | Target, methods: Sequence[Any] = ("forward", 
         reference = "richardson"
     strategies = [resolve_method(m) for m in methods]
     errors, block_errors, auto_steps, auto_errors, best = {}, {}, {}, {}, {}
+    nan = np.full(target.x0.size, np.nan)
     for s in strategies:
-        est = [attrs.evolve(s, step=float(h)).estimate(probe).values for h in steps]
+        est = []
+        for h in steps:
+            try:
+                est.append(attrs.evolve(s, step=float(h)).estimate(probe).values)
+            except InputError:  # below the dtype's resolution at some parameter: no estimate at this step
+                est.append(nan)
         errors[s.name] = np.array([_rel(e, ref) for e in est])
         block_errors[s.name] = {b.name: np.array([_rel(e[b.slice], ref[b.slice]) for e in est])
                                 for b in target.layout.blocks}
         auto = attrs.evolve(s, step="auto")
         auto_steps[s.name] = float(auto.base_step(target.x0.dtype))
         auto_errors[s.name] = _rel(auto.estimate(probe).values, ref)
-        best[s.name] = float(steps[int(np.argmin(errors[s.name]))])
+        best[s.name] = float(steps[int(np.nanargmin(errors[s.name]))])
     return SweepResult(tuple(float(h) for h in steps), errors, block_errors, auto_steps, auto_errors, best,
                        _rel(analytical, ref), reference, str(target.x0.dtype))
 

@@ -210,3 +210,11 @@ def test_fixed_step_is_used_as_given(debug_problem):
     net, X, y = debug_problem
     report = check_network(net, X, y, 3.0, "central", step=1e-4)
     assert report.step == 1e-4 and report.step_rule == "fixed" and report.passed
+
+
+def test_a_step_below_the_dtype_resolution_is_refused():
+    x0 = np.ones(4, dtype=np.float32)
+    with pytest.raises(InputError, match=r"step: expected a step large enough to change every parameter in float32"):
+        check_function(lambda x: (float(x @ x), 2 * x), x0, step=1e-12)
+    with pytest.raises(InputError, match="step"):
+        check_function(lambda x: (float(x @ x), 2 * x), x0, "richardson", step=1e-12)

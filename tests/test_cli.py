@@ -166,6 +166,15 @@ def test_sweep_table_and_json():
     assert not doc["step_is_the_problem"]
 
 
+def test_sweep_options_for_the_built_in_problem():
+    result = invoke("sweep", "--layers", "4,3,2", "--examples", "6", "--lambda", "0.5", "--dtype", "float32",
+                    "--seed", "1", "--method", "richardson", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert list(doc["errors"]) == ["richardson"] and doc["dtype"] == "float32"
+    assert set(doc["block_errors"]["richardson"]) == {"Theta1", "Theta2"}
+
+
 def test_sweep_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "sweep.png"
