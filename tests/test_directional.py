@@ -150,3 +150,18 @@ def test_directional_check_layer_and_errors():
         check_function(rosen_pair, np.ones(4), "complex-step", mode="directional")
     with pytest.raises(layerkit.InputError, match="rtol"):
         check_function(rosen_pair, np.ones(4), mode="directional", rtol=1e-3)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(1, 8), min_size=2, max_size=4), m=st.integers(1, 10),
+       lam=st.sampled_from([0.0, 1.5]), seed=st.integers(0, 2**16))
+def test_directional_mode_raises_no_false_alarm_on_random_architectures(sizes, m, lam, seed):
+    rng = np.random.default_rng(seed)
+    net = Network.from_sizes(sizes, seed=seed)
+    X, y = rng.standard_normal((m, sizes[0])), rng.integers(0, sizes[-1], m)
+    report = check_network(net, X, y, lam, mode="directional", seed=seed)
+    assert report.passed, str(report)
