@@ -286,12 +286,23 @@ def sweep(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: like ``app()``, but usage errors found by the option parser (a bad
+    choice, a negative lambda, an unknown option) are also printed as one line on stderr, exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if message is None or not isinstance(exit_code, int):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `layerkit`: the help, as usual
+            typer.echo(message())
+        else:
+            typer.echo(f"error: {' '.join(message().split())}", err=True)
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -225,5 +225,14 @@ def test_installed_console_script_runs():
     proc = subprocess.run([exe, "check", "--quiet"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("PASSED") == 2
-    proc = subprocess.run([exe, "check", "--layers", "nope"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: --layers") and "Traceback" not in proc.stderr
+    for args, fragment in ((["check", "--layers", "nope"], "--layers"), (["check", "--method", "nope"], "--method"),
+                           (["check", "--lambda", "-1"], "--lambda"), (["check", "--no-such-option"], "no-such-option"),
+                           (["sweep", "--examples", "0"], "--examples")):
+        proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    proc = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    assert "check" in proc.stdout and "sweep" in proc.stdout  # plain `layerkit` shows the help
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("layerkit ")
