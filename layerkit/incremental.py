@@ -12,20 +12,20 @@ The cost change is then computed from the changed terms alone:
 
 * a single changed logit column ``k``: ``sum_i log1p(s_ik expm1(d_i)) - Y_ik d_i`` (an identity for
   ``softplus(z + d) - softplus(z)``; no subtraction of two large nearly equal costs);
-* a rank-one or dense change of the logits: the fourth-order Taylor expansion of the (fixed, smooth)
-  cross-entropy in the logit change ``d``, whose remainder is bounded by ``|d|^5 / 480`` per term; it is
-  used only when that bound, summed over all terms, is below ``0.1 eps`` times the summed cost, i.e.
-  below the rounding of the cost itself, and the exact identity is used otherwise.  Layers are always
-  evaluated exactly; only the final, built-in loss is expanded.
+* a rank-one or dense change of the logits: the Taylor expansion of the (fixed, smooth) cross-entropy in
+  the logit change ``d``, with the fewest terms ``N <= 4`` whose remainder (at most ``|d|^(N+1) / (4 (N+1)!)``
+  per term) summed over all terms is below ``0.1 eps`` times the summed cost, i.e. ten times below the
+  rounding of the cost itself; when even four terms are not enough the exact identity is used
+  (:class:`LossTerms`).  Layers are always evaluated exactly; only the final, built-in loss is expanded.
 
 The penalty change is exact too: ``lambda/(2m) s (2 theta + s)`` on penalized entries.
 
 Layers without the structured members (a user's own) get the generic path: their parameters are
 perturbed in a private clone and the layers from ``L`` on are re-run on the cached input.
 
-Work is split in batches of perturbations bounded by ``MAX_BATCH_ELEMENTS`` per dense temporary (so
+Work is split in batches of perturbations bounded by ``MAX_BATCH_ELEMENTS`` per temporary (cache-sized, so
 memory stays a small multiple of one forward pass, never ``P x m x K``), and the batches of a block are
-spread over a thread pool (numpy releases the GIL in its kernels).
+spread over a two-thread pool (numpy releases the GIL in its kernels).
 """
 
 from __future__ import annotations
