@@ -106,16 +106,21 @@ class Network:
             {block: layers[i].param_shapes[p] for i, p, block in self._names})
         self._params = np.zeros(self.layout.size, self.dtype)
         self._grads = np.zeros(self.layout.size, self.dtype)
-        views, gviews = self.layout.views(self._params), self.layout.views(self._grads)
+        views = self.layout.views(self._params)
         for i, p, block in self._names:
             current = layers[i].params.get(p) if layers[i].params else None
             if current is not None:
                 views[block][...] = current
-        for i, layer in enumerate(layers):
+        self._bind_layers()
+        self._fused_sigmoid = isinstance(layers[-1], Sigmoid)
+
+    def _bind_layers(self) -> None:
+        """Bind every layer with parameters to views of this network's ``params`` and ``grads`` buffers."""
+        views, gviews = self.layout.views(self._params), self.layout.views(self._grads)
+        for i, layer in enumerate(self.layers):
             mine = [(p, block) for j, p, block in self._names if j == i]
             if mine:
                 layer.bind({p: views[b] for p, b in mine}, {p: gviews[b] for p, b in mine})
-        self._fused_sigmoid = isinstance(layers[-1], Sigmoid)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -350,11 +355,7 @@ class Network:
         twin.layout = self.layout
         twin._params = self._params.astype(dt)
         twin._grads = np.zeros(self.layout.size, dt)
-        views, gviews = self.layout.views(twin._params), self.layout.views(twin._grads)
-        for i, layer in enumerate(layers):
-            mine = [(p, block) for j, p, block in self._names if j == i]
-            if mine:
-                layer.bind({p: views[b] for p, b in mine}, {p: gviews[b] for p, b in mine})
+        twin._bind_layers()
         twin._fused_sigmoid = self._fused_sigmoid
         return twin
 
@@ -385,18 +386,10 @@ class Network:
         return FitResult(cost=float(res.fun), n_iter=int(res.nit), n_evals=int(res.nfev),
                          success=bool(res.success), message=str(res.message))
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        return state
-
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Pickling turns views into copies; re-bind the layers to views of the restored buffers.
         self.__dict__.update(state)
-        views, gviews = self.layout.views(self._params), self.layout.views(self._grads)
-        for i, layer in enumerate(self.layers):
-            mine = [(p, block) for j, p, block in self._names if j == i]
-            if mine:
-                layer.bind({p: views[b] for p, b in mine}, {p: gviews[b] for p, b in mine})
+        self._bind_layers()
 
     def __repr__(self) -> str:
         inner = ", ".join(map(repr, self.layers))
@@ -445,6 +438,12 @@ class Objective:
         cost = twin._cost(X, self.Y, self.lambda_, with_grad=True, record=acts)
         self._last = (np.array(theta, copy=True), acts)
         return cost, twin._grads.copy()
+
+    def cost(self, theta: NDArray) -> Any:
+        """The cost alone at ``theta`` (no gradient, no recorded activations); same dtype rules as a call."""
+        twin = self._twin(np.dtype(theta.dtype))
+        twin._params[...] = theta
+        return twin._cost(self.inputs(np.dtype(theta.dtype)), self.Y, self.lambda_, with_grad=False)
 
     def inputs(self, dtype: np.dtype) -> NDArray:
         """``X`` in ``dtype`` (converted once)."""

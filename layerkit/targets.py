@@ -124,16 +124,7 @@ def network_target(net: Network, X: Any, y: Any, lambda_: float = 0.0) -> Target
     if not isinstance(net, Network):
         raise InputError("net", "a layerkit.Network", describe(net))
     obj = net.objective(X, y, lambda_)
-
-    def cost_only(theta: NDArray) -> Any:
-        twin = obj._twin(np.dtype(theta.dtype))
-        twin._params[...] = theta
-        Xd = obj._inputs.get(np.dtype(theta.dtype))
-        if Xd is None:
-            Xd = obj._inputs[np.dtype(theta.dtype)] = obj.X.astype(theta.dtype)
-        return twin._cost(Xd, obj.Y, obj.lambda_, with_grad=False)
-
-    return Target(obj, np.array(net.params, copy=True), net.layout, kind="network", cost_fn=cost_only,
+    return Target(obj, np.array(net.params, copy=True), net.layout, kind="network", cost_fn=obj.cost,
                   context={"lambda_": obj.lambda_, "m": obj.m}, network=net, objective=obj)
 
 
