@@ -8,10 +8,14 @@ changes have structure that is far cheaper to carry than ``B`` dense ``(m, n)`` 
 * :class:`RankOneChange`: ``D[b] = outer(u[b], v)`` -- what a Dense layer makes of a column change (and
   of a rank-one change: ``outer(u, v) W^T = outer(u, W v)``);
 * :class:`ColumnsChange`: only a range of columns changes (a direction restricted to some rows of Theta);
-* :class:`DenseChange`: anything, ``D[b] = delta[b]``.
+* :class:`DenseChange`: anything, ``D[b] = delta[b]``;
+* :class:`SeriesChange`: ``D[b] = sum_k coeffs[k-1, b] tau^k``, a truncated power series in a scalar ``tau``
+  per example -- what perturbing one pre-activation column by ``tau`` does to everything downstream, since
+  each example's row depends on its own ``tau`` alone.
 
-Layers may implement ``propagate(x, y, change) -> change`` (exact: no linearization) and a Dense-like
-layer ``param_change(name, row, cols, steps, x)``; see :mod:`layerkit.layers`.  Propagation *consumes* a
+Layers may implement ``propagate(x, y, change) -> change`` (exact: no linearization), ``series(x, y, change)``
+with ``series_bound(b)`` (Taylor coefficients, with a bound for the remainder), and a Dense-like layer
+``param_change(name, row, cols, steps, x)`` and ``param_inputs(name, x)``; see :mod:`layerkit.layers`.  Propagation *consumes* a
 change: a layer may overwrite the arrays of the change it is given.
 """
 
@@ -103,6 +107,30 @@ class DenseChange:
         return self.delta
 
 
+@frozen(eq=False)
+class SeriesChange:
+    """The activation changes by the power series ``sum_{k=1..K} coeffs[k-1, b] tau^k`` in a scalar ``tau``
+    of each example (truncated after ``K`` terms; there is no constant term).
+
+    ``coeffs`` has shape ``(K, B, m, n)``; or ``(K, B, m)`` with either ``cols`` (shape ``(B,)``: batch item
+    ``b`` changes only column ``cols[b]``) or ``v`` (shape ``(B, n)``: the change is rank one,
+    ``coeffs[k, b][:, None] * v[b]``, what a Dense layer makes of a column series).
+    """
+
+    coeffs: NDArray
+    cols: NDArray | None = None
+    v: NDArray | None = None
+
+    def dense(self) -> NDArray:
+        """The coefficients as ``(K, B, m, n)`` (rank-one changes only)."""
+        assert self.v is not None
+        return self.coeffs[..., None] * self.v[None, :, None, :]
+
+    @property
+    def batch(self) -> int:
+        return self.coeffs.shape[1]
+
+
 Change = Union[ColumnChange, ColumnsChange, RankOneChange, DenseChange]
 
 
@@ -125,3 +153,87 @@ def sigmoid_change(s: NDArray, s_sc: NDArray, delta: NDArray, overwrite: bool = 
 def softplus_change(s: NDArray, delta: NDArray) -> NDArray:
     """Exact ``softplus(z + delta) - softplus(z) = log1p(s expm1(delta))`` with ``s = sigmoid(z)``."""
     return np.log1p(s * np.expm1(delta))
+
+
+def sigmoid_series(s: NDArray, sc: NDArray, D: NDArray | None, K: int | None = None) -> NDArray:
+    """Taylor coefficients ``Y_1..Y_K`` (shape ``(K, ...)``) of ``sigmoid(z + delta(tau)) - sigmoid(z)``.
+
+    ``delta(tau) = sum_k D[k-1] tau^k`` (``D`` of shape ``(K, ...)``; ``None`` means ``delta = tau``, with
+    ``K`` given); ``s = sigmoid(z)`` and ``sc = sigmoid(-z)`` broadcast against ``D[0]``.
+
+    Notes
+    -----
+    Taylor-mode recurrence from the ODE ``y' = y (1 - y) delta'``: with ``P = Y (1 - Y)`` as a series,
+    ``k Y_k = sum_{j=1..k} j D_j P_{k-j}``, ``P_0 = s sc`` and
+    ``P_k = (sc - s) Y_k - sum_{i=1..k-1} Y_i Y_{k-i}``.  The constant term cancels exactly (it is never
+    formed), and ``1 - s`` is never computed by subtraction, so saturated units keep full relative accuracy.
+    """
+    if D is not None:
+        K = D.shape[0]
+    assert K is not None
+    P = [s * sc]
+    diff = sc - s
+    Y: list[NDArray] = []
+    for k in range(1, K + 1):
+        if D is None:  # delta = tau: k Y_k = P_{k-1}
+            acc = P[k - 1] / k if k > 1 else P[0] + np.zeros_like(s)
+        else:
+            acc = D[0] * P[k - 1]
+            for j in range(2, k + 1):
+                acc += j * D[j - 1] * P[k - j]
+            if k > 1:
+                acc /= k
+        Y.append(acc)
+        if k < K:
+            pk = diff * acc
+            for i in range(1, k):
+                pk -= Y[i - 1] * Y[k - i - 1]
+            P.append(pk)
+    return np.stack(np.broadcast_arrays(*Y))
+
+
+def loss_series(s: NDArray, sc: NDArray, y: NDArray, D: NDArray | None, K: int | None = None) -> NDArray:
+    """Taylor coefficients ``L_1..L_K`` of ``l(z + delta(tau)) - l(z)`` for the cross-entropy on logits
+    ``l(z) = softplus(z) - y z``; arguments as in :func:`sigmoid_series`, ``y`` the targets.
+
+    From ``l' = sigmoid - y``: ``k L_k = sum_{j=1..k} j D_j Q_{k-j}`` with ``Q_0 = s (1 - y) - y sc`` (no
+    cancellation for 0/1 targets) and ``Q_i = Y_i``, the coefficients of ``sigmoid(z + delta)``.
+    """
+    if D is not None:
+        K = D.shape[0]
+    assert K is not None
+    Q = [s * (1 - y) - y * sc]
+    if K > 1:
+        Q += list(sigmoid_series(s, sc, None if D is None else D[:K - 1], K - 1))
+    out = []
+    for k in range(1, K + 1):
+        if D is None:
+            acc = Q[k - 1] / k
+        else:
+            acc = D[0] * Q[k - 1]
+            for j in range(2, k + 1):
+                acc += j * D[j - 1] * Q[k - j]
+            if k > 1:
+                acc /= k
+        out.append(acc)
+    return np.stack(np.broadcast_arrays(*out))
+
+
+def compose_series(phi: NDArray, u: NDArray) -> NDArray:
+    """Taylor coefficients of ``sum_{n=1..K} phi[n-1] u(tau)^n`` where ``u(tau) = sum_k u[k-1] tau^k``.
+
+    ``phi`` and ``u`` have shape ``(K, ...)`` (same trailing shape); the result too.  The powers of ``u``
+    start at ``tau^n``, so only their first ``K - n + 1`` coefficients are formed.
+    """
+    K = u.shape[0]
+    out = phi[0] * u
+    power = u
+    for n in range(2, K + 1):
+        # power <- power * u, truncated at tau^K: coefficient of tau^k is sum_j u_j power_(k-j), k >= n
+        new = np.zeros_like(u)
+        for k in range(n, K + 1):
+            for j in range(1, k - n + 2):
+                new[k - 1] += u[j - 1] * power[k - j - 1]
+        power = new
+        out[n - 1:] += phi[n - 1] * power[n - 1:]
+    return out

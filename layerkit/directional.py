@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 from ._validate import describe, positive_int
 from .changes import ColumnsChange
 from .errors import InputError
+from .layers import provides
 from .probes import as_scalar_cost
 from .report import BlockSummary, Entry, Report, relative_difference
 from .targets import Target
@@ -142,8 +143,8 @@ class NetworkDirections:
             return False
         layers = net.layers[:-1]
         with_params = [layer for layer in layers if layer.param_shapes]
-        return (all(hasattr(layer, "direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
-                and all(hasattr(layer, "propagate") for layer in layers)
+        return (all(provides(layer, "direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
+                and all(provides(layer, "propagate") for layer in layers)
                 and all(len(s) == 2 for layer in with_params for s in layer.param_shapes.values()))
 
     def _batch(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:

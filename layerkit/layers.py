@@ -19,7 +19,11 @@ from numpy.typing import NDArray
 
 from ._validate import describe, float_dtype, positive_int
 from .activations import sigmoid
-from .changes import Change, ColumnChange, ColumnsChange, DenseChange, RankOneChange, sigmoid_change
+from .changes import (Change, ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange, sigmoid_change,
+                      sigmoid_series)
+
+#: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1``.
+STRIP = np.pi / 2
 from .errors import InputError, NotBoundError, NotForwardedError
 
 
@@ -51,8 +55,14 @@ class Layer(Protocol):
     backward_params(dy)
         Like ``backward`` but writes only the parameter gradients; a network uses it for its first layer,
         whose input gradient nobody needs.
-    propagate(change)
+    propagate(x, y, change)
         Exact propagation of a structured input change; see :mod:`layerkit.changes`.
+    series(x, y, change), series_bound(b)
+        Propagation of a :class:`~layerkit.changes.SeriesChange` (Taylor coefficients in a scalar ``tau`` per
+        example), and of a bound on that change for complex ``tau`` (see :meth:`Dense.series_bound`); used to
+        certify the truncation of the series.
+    param_change(name, row, cols, steps, x), param_inputs(name, x)
+        For Dense-like parameters, whose entry ``(r, c)`` moves only output column ``r``, by ``t F[:, c]``.
     """
 
     param_shapes: Mapping[str, tuple[int, ...]]
@@ -64,6 +74,24 @@ class Layer(Protocol):
     def forward(self, x: NDArray) -> NDArray: ...
 
     def backward(self, dy: NDArray) -> NDArray: ...
+
+
+def _defined_in(cls: type, name: str) -> int:
+    """Position in ``cls``'s MRO of the class that defines attribute ``name`` (large when none does)."""
+    for i, klass in enumerate(cls.__mro__):
+        if name in vars(klass):
+            return i
+    return len(cls.__mro__)
+
+
+def provides(layer: Any, *members: str) -> bool:
+    """Whether ``layer`` has every member, each defined at least as far down its class hierarchy as its
+    ``forward``: a subclass that redefines ``forward`` but inherits, say, ``series`` would be evaluated
+    with its parent's math, so it takes the generic path instead."""
+    if layer is None:
+        return False
+    cls = type(layer)
+    return all(hasattr(layer, name) and _defined_in(cls, name) <= _defined_in(cls, "forward") for name in members)
 
 
 def _check_input(x: Any, n_in: int, who: str) -> NDArray:
@@ -167,10 +195,10 @@ class Dense:
         g[:, 1:] = dy.T @ x
 
     # -- structured perturbations (layerkit.incremental) -------------------------------------------
-    def param_change(self, name: str, row: int, cols: slice, steps: NDArray, x: NDArray) -> ColumnChange:
-        """Output change of ``Theta[row, c] += steps[b]`` for the columns ``c`` in ``cols`` (a slice), at
-        input ``x`` (m, n_in): only output column ``row`` moves, by ``steps[b] * x1[:, c]`` with
-        ``x1 = [1, x]`` (exact: the layer is linear).  Returns a ColumnChange of shape ``(B, m)``."""
+    def param_change(self, name: str, row: int, cols: Any, steps: NDArray, x: NDArray) -> ColumnChange:
+        """Output change of ``Theta[row, c] += steps[b]`` for the columns ``c`` in ``cols`` (a slice or an
+        index array), at input ``x`` (m, n_in): only output column ``row`` moves, by ``steps[b] * x1[:, c]``
+        with ``x1 = [1, x]`` (exact: the layer is linear).  Returns a ColumnChange of shape ``(B, m)``."""
         memo = self._x1t
         if memo is None or memo[0] is not x:  # [1, x]^T, contiguous, memoized per input
             x1t = np.empty((x.shape[1] + 1, x.shape[0]), dtype=x.dtype)
@@ -178,6 +206,35 @@ class Dense:
             x1t[1:] = x.T
             memo = self._x1t = (x, x1t)
         return ColumnChange(row, steps[:, None] * memo[1][cols])
+
+    def param_inputs(self, name: str, x: NDArray) -> NDArray:
+        """``F = x1 = [1, x]`` (m, n_in + 1): ``Theta[r, c] += t`` adds ``t F[:, c]`` to output column ``r``."""
+        return self._ones_x(x)
+
+    def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """Taylor coefficients of the output change: ``coeffs W^T`` (the layer is linear); a column series
+        becomes rank one, ``outer(c_k, W[:, col])``, and stays rank one."""
+        W = self.params["Theta"][:, 1:]
+        if change.cols is not None:  # rank one: the column of W
+            return SeriesChange(change.coeffs, v=W[:, change.cols].T)
+        if change.v is not None:  # rank one stays rank one: outer(c, v) W^T = outer(c, W v)
+            return SeriesChange(change.coeffs, v=change.v @ W.T)
+        return SeriesChange(change.coeffs @ W.T)
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """Bound propagation for complex ``tau``: if ``|dx[i, l]| <= rho b[B, l]`` for every example, then
+        ``|dy[i, j]| <= rho (|W| b)[B, j]``, for any ``rho`` (no limit: the layer is linear).  ``b`` is
+        ``(B, n_in)``; returns ``(b_out, limit)`` with ``limit`` of shape ``(B,)``."""
+        return b @ np.abs(self.params["Theta"][:, 1:]).T, np.full(b.shape[0], np.inf)
+
+    def _ones_x(self, x: NDArray) -> NDArray:
+        memo = self._x1
+        if memo is None or memo[0] is not x:  # [1, x], memoized per input
+            x1 = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
+            x1[:, 0] = 1
+            x1[:, 1:] = x
+            memo = self._x1 = (x, x1)
+        return memo[1]
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """Output change for an input change (exact: ``D W^T`` for ``W = Theta[:, 1:]``)."""
@@ -194,13 +251,7 @@ class Dense:
         """Output change when ``Theta`` moves by ``dtheta[b]`` (shape ``(B, n_out, n_in + 1)``, zero outside
         ``rows``) and the input by ``change`` (or not at all): ``D_x W^T + (x1 + D_x1) dTheta^T``, exact.
         With no input change only the output columns ``rows`` move."""
-        memo = self._x1
-        if memo is None or memo[0] is not x:  # [1, x], memoized per input
-            x1 = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
-            x1[:, 0] = 1
-            x1[:, 1:] = x
-            memo = self._x1 = (x, x1)
-        x1 = memo[1]
+        x1 = self._ones_x(x)
         if change is None:  # one (m, n_in + 1) x (n_in + 1, B r) product for the whole batch
             sub = dtheta[:, rows, :]
             B, r = sub.shape[0], sub.shape[1]
@@ -254,10 +305,7 @@ class Sigmoid:
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.changes.sigmoid_change`);
         a column change stays a column change."""
-        slope = self._slope
-        if slope is None or slope[0] is not x:  # memoized per input: s^T and s (1 - s)^T, contiguous rows
-            s_sc = y * sigmoid(-x)  # s (1 - s) without cancellation near s = 1
-            slope = self._slope = (x, np.ascontiguousarray(y.T), np.ascontiguousarray(s_sc.T), s_sc)
+        slope = self._slopes(x, y)
         if isinstance(change, ColumnChange):
             c = change.col
             return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True))
@@ -265,6 +313,35 @@ class Sigmoid:
             c = change.cols
             return ColumnsChange(c, sigmoid_change(y[:, c], slope[3][:, c], change.delta, overwrite=True))
         return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True))
+
+    def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """Taylor coefficients of ``sigmoid(x + D(tau)) - sigmoid(x)`` from those of ``D`` (see
+        :func:`~layerkit.changes.sigmoid_series`); a column series stays a column series."""
+        slope = self._slopes(x, y)
+        if change.cols is not None:
+            c = change.cols
+            return SeriesChange(sigmoid_series(slope[1][c], slope[4][c], change.coeffs), c)
+        coeffs = change.dense() if change.v is not None else change.coeffs
+        return SeriesChange(sigmoid_series(y, slope[5], coeffs))
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """``sigmoid'(z) = 1 / (4 cosh^2(z/2))`` and ``|cosh(u + iv)|^2 = sinh^2 u + cos^2 v >= 1/2`` when
+        ``|v| <= pi/4``, so ``|sigmoid'| <= 1/2`` in the strip ``|Im z| <= pi/2``, and
+        ``|sigmoid(x + d) - sigmoid(x)| <= |d| / 2`` for real ``x`` and ``|d| <= pi/2``: the bound halves,
+        valid for ``rho <= (pi/2) / max_l b[B, l]``."""
+        with np.errstate(divide="ignore"):
+            return b / 2, STRIP / np.max(b, axis=1, initial=0.0)
+
+    def _slopes(self, x: NDArray, y: NDArray) -> tuple[NDArray, ...]:
+        """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``, rows
+        contiguous; ``s (1 - s)`` is formed as ``s sigmoid(-x)``, without cancellation near ``s = 1``."""
+        slope = self._slope
+        if slope is None or slope[0] is not x:
+            sc = sigmoid(-x)
+            s_sc = y * sc
+            slope = self._slope = (x, np.ascontiguousarray(y.T), np.ascontiguousarray(s_sc.T), s_sc,
+                                   np.ascontiguousarray(sc.T), sc)
+        return slope
 
     def __repr__(self) -> str:
         return "Sigmoid()"

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from ._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
 from .datasets import debug_matrix
 from .errors import InputError
-from .layers import Dense, Layer, Sigmoid, epsilon_init
+from .layers import Dense, Layer, Sigmoid, _defined_in, epsilon_init
 from .layout import Block, Order, ParameterLayout
 from .losses import cross_entropy_from_logits, cross_entropy_from_probabilities
 
@@ -52,14 +52,6 @@ def _block_names(layers: Sequence[Layer]) -> list[tuple[int, str, str]]:
             k += 1
             out += [(i, p, f"{p}{k}") for p in layer.param_shapes]
     return out
-
-
-def _defined_in(cls: type, name: str) -> int:
-    """Position in ``cls``'s MRO of the class that defines attribute ``name`` (large when none does)."""
-    for i, klass in enumerate(cls.__mro__):
-        if name in vars(klass):
-            return i
-    return len(cls.__mro__)
 
 
 def _params_only(layer: Layer) -> Callable[[NDArray], None] | None:

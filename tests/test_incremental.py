@@ -106,6 +106,7 @@ def test_batches_stay_bounded(monkeypatch):
     import layerkit.incremental as inc
 
     monkeypatch.setattr(inc, "MAX_BATCH_ELEMENTS", 2000)
+    monkeypatch.setattr(inc, "MAX_SERIES_TERMS", 0)  # the exact per-perturbation path
     rng = np.random.default_rng(0)
     net = Network.from_sizes([12, 10, 8, 3], seed=0)
     X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
@@ -120,6 +121,138 @@ def test_batches_stay_bounded(monkeypatch):
     monkeypatch.setattr(inc.NetworkProbe, "_loss_change", spy)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
     assert rel < 1e-9 and max(largest) <= 2000 * 3
+
+
+def test_series_batches_stay_bounded(monkeypatch):
+    import layerkit.incremental as inc
+
+    monkeypatch.setattr(inc, "MAX_BATCH_ELEMENTS", 2000)
+    rng = np.random.default_rng(0)
+    net = Network.from_sizes([12, 10, 8, 3], seed=0)
+    X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
+    largest = []
+    orig = Sigmoid.series
+
+    def spy(self, x, y_, change):
+        out = orig(self, x, y_, change)
+        largest.append(out.coeffs[0].size)  # one Taylor coefficient of the batch
+        return out
+
+    monkeypatch.setattr(Sigmoid, "series", spy)
+    fast, naive, rel = _agreement(net, X, y, 1.0, "central")
+    assert rel < 1e-9 and largest and max(largest) <= 2000
+
+
+def _probe(net, X, y, lam=1.0):
+    from layerkit.targets import network_target
+
+    obj = network_target(net, X, y, lambda_=lam).objective
+    x0 = net.params.copy()
+    return NetworkProbe(obj, x0, obj.cost(x0))
+
+
+def _exact_deltas(net, X, y, steps, monkeypatch, lam=1.0):
+    import layerkit.incremental as inc
+
+    with monkeypatch.context() as mp:
+        mp.setattr(inc, "MAX_SERIES_TERMS", 0)
+        return _probe(net, X, y, lam).delta(steps)
+
+
+@pytest.mark.parametrize("sizes", [[3, 5, 3], [6, 5, 4, 3], [5, 4, 6, 3, 2]])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_series_tables_agree_with_the_exact_path_within_the_budget(sizes, dtype, monkeypatch):
+    rng = np.random.default_rng(1)
+    net = Network.from_sizes(sizes, seed=2, dtype=dtype)
+    X, y = rng.standard_normal((30, sizes[0])), rng.integers(0, sizes[-1], 30)
+    for h in (6e-6, 7.4e-4, 1e-2):
+        steps = np.stack([np.full(net.size, h), np.full(net.size, -h), np.full(net.size, h / 2)]).astype(dtype)
+        probe = _probe(net, X, y)
+        fast = probe.delta(steps)
+        exact = _exact_deltas(net, X, y, steps, monkeypatch)
+        # both are within the budget of the true change (the exact path up to its own rounding)
+        budget = probe.loss.budget() / probe.m
+        assert np.max(np.abs(fast - exact)) <= 2 * budget
+        assert all(s is not None for s in probe._series.values())
+
+
+def test_series_remainder_bound_holds(monkeypatch):
+    """Truncating after K terms errs by no more than the certified bound, for every K and entry."""
+    rng = np.random.default_rng(3)
+    net = Network.from_sizes([4, 6, 5, 3], seed=4)
+    X, y = 2 * rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    probe = _probe(net, X, y, lam=0.0)
+    h = 0.05  # large enough that low orders are visibly truncated
+    exact = _exact_deltas(net, X, y, np.full((1, net.size), h), monkeypatch, lam=0.0)[0] * probe.m
+    for i, p, block in net._names:
+        b = net.layout[block]
+        series = probe._series_block(i, p, b)
+        T = np.full(b.shape, h)
+        for K in range(1, 6):
+            tables = series.table(K)
+            value = sum(tables[k] * h ** (k + 1) for k in range(K)).ravel()
+            err = np.abs(value - exact[b.start:b.stop])
+            bound = series.remainder(K, T).ravel()
+            assert np.all(err <= bound + 1e-14), (block, K)
+        assert np.max(series.remainder(1, T)) > 1e-6  # the test exercises real truncation
+
+
+def test_cauchy_bound_on_the_complex_circle():
+    """|l_i(tau) - l_i(0)| <= M_r on |tau| = rho_r, evaluated with complex parameters."""
+    rng = np.random.default_rng(5)
+    net = Network.from_sizes([3, 4, 5, 2], seed=6)
+    X, y = 3 * rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    probe = _probe(net, X, y, lam=0.0)
+    theta = net.params.astype(complex)
+    for i, p, block in net._names:
+        b = net.layout[block]
+        series = probe._series_block(i, p, b)
+        rows, cols = b.shape
+        for r in range(rows):
+            j = b.start + r * cols  # the bias column: tau = t for every example
+            for ex in range(X.shape[0]):
+                obj = net.objective(X[ex:ex + 1], y[ex:ex + 1], 0.0)
+                base = obj.cost(theta)
+                for angle in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+                    t = theta.copy()
+                    t[j] += series.rho[r] * np.exp(1j * angle)
+                    assert abs(obj.cost(t) - base) <= series.M[r] * (1 + 1e-12)
+
+
+def test_large_steps_fall_back_to_the_exact_path_for_uncertified_entries(monkeypatch):
+    import layerkit.incremental as inc
+
+    rng = np.random.default_rng(0)
+    net = Network.from_sizes([5, 4, 3], seed=1)
+    X, y = 300 * rng.random((20, 5)), rng.integers(0, 3, 20)  # unscaled inputs, like raw pixel values
+    seen = []
+    orig = inc.SeriesBlock.evaluate
+
+    def spy(self, steps, budget):
+        values, ok = orig(self, steps, budget)
+        seen.append(ok.mean())
+        return values, ok
+
+    monkeypatch.setattr(inc.SeriesBlock, "evaluate", spy)
+    fast, naive, rel = _agreement(net, X, y, 1.0, "richardson")
+    assert min(seen) < 1  # some entries were not certified ...
+    assert rel < 1e-9 and fast.passed == naive.passed  # ... and were evaluated exactly
+
+
+def test_subclass_with_its_own_forward_is_not_evaluated_with_the_parents_math():
+    class Steeper(Sigmoid):
+        def forward(self, x):
+            return super().forward(2 * x)
+
+        def backward(self, dy):
+            return 2 * super().backward(dy)
+
+    rng = np.random.default_rng(0)
+    net = Network([Dense(4, 5), Steeper(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    X, y = rng.standard_normal((10, 4)), rng.integers(0, 3, 10)
+    fast, naive, rel = _agreement(net, X, y, 1.0, "central")
+    assert rel < 1e-9 and fast.passed and naive.passed
 
 
 def test_probe_reports_perturbations_as_evaluations(debug_problem):
