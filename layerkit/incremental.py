@@ -1,8 +1,20 @@
 """Structured full checks of a :class:`~layerkit.Network`: evaluate only what a perturbation changes.
 
-Perturbing an entry of layer ``L``'s parameters leaves every activation before ``L`` unchanged, so the
-probe caches one forward pass and starts each perturbation at layer ``L``.  Layers that implement the
-optional structured members carry the change cheaply and *exactly* (see :mod:`layerkit.changes`):
+Perturbing entry ``(r, c)`` of a Dense layer's ``Theta`` by ``t`` adds ``t x1[:, c]`` to pre-activation
+column ``r`` and leaves every activation before the layer unchanged.  The probe caches one forward pass and
+has two exact ways to evaluate the cost change ``J(x + t e_rc) - J(x)`` from there.
+
+**Taylor tables** (:class:`SeriesBlock`, used whenever the layers after the block support ``series``).
+Each example's loss depends on its own ``tau_i = t x1[i, c]`` alone, so it is a univariate function whose
+Taylor coefficients ``G_k[r, i]`` can be propagated through the downstream layers once per unit ``r``
+(Taylor-mode recurrences: a column series, then rank one, then dense).  All entries of the block then come
+from ``K`` matrix products ``T_k = G_k @ x1^k``, and any step of any stencil is
+``sum_k t^k T_k[r, c]``.  The truncation is certified by Cauchy's estimate with bounds propagated for
+complex ``tau`` (``series_bound``), and ``K`` is chosen so that it is ten times below the rounding of the
+summed cost, the same criterion as below; entries it cannot certify go to the exact path.
+
+**Exact per-perturbation path** (user layers with ``propagate``, or entries the tables cannot certify),
+batches of perturbations carried as structured changes (see :mod:`layerkit.changes`):
 
 * ``Dense.param_change``: ``Theta[r, c] += s`` moves only output column ``r``, by ``s x1[:, c]``;
 * ``Dense.propagate``: a column change becomes rank one, ``outer(delta, W[:, r])``, and stays rank one;
@@ -20,12 +32,14 @@ The cost change is then computed from the changed terms alone:
 
 The penalty change is exact too: ``lambda/(2m) s (2 theta + s)`` on penalized entries.
 
-Layers without the structured members (a user's own) get the generic path: their parameters are
-perturbed in a private clone and the layers from ``L`` on are re-run on the cached input.
+Layers without any structured members (a user's own) get the generic path: their parameters are perturbed
+in a private clone and the layers from ``L`` on are re-run on the cached input.  A layer's structured
+members are used only when they are defined as far down its class hierarchy as its ``forward``
+(:func:`~layerkit.layers.provides`).
 
-Work is split in batches of perturbations bounded by ``MAX_BATCH_ELEMENTS`` per temporary (cache-sized, so
-memory stays a small multiple of one forward pass, never ``P x m x K``), and the batches of a block are
-spread over a two-thread pool (numpy releases the GIL in its kernels).
+Work is split in batches bounded by ``MAX_BATCH_ELEMENTS`` per temporary (cache-sized, so memory stays a
+small multiple of one forward pass, never ``P x m x K``); the exact path spreads its batches over a
+two-thread pool (numpy releases the GIL in its kernels), the tables use the BLAS's threads.
 """
 
 from __future__ import annotations
@@ -269,26 +283,30 @@ class SeriesBlock:
         if self.tables is None or len(self.tables) < K:
             G = self._coefficients(K)
             tables = np.empty((K, self.rows, self.cols))
-            Fk = self.F.astype(G.dtype, copy=True)
+            m = self.F.shape[0]
+            width = max(1, MAX_BATCH_ELEMENTS // m)  # columns of F per pass: F^k stays cache-sized
             with np.errstate(over="ignore", invalid="ignore"):
-                for k in range(K):
-                    if k:
-                        Fk *= self.F
-                    tables[k] = G[k] @ Fk
+                for c0 in range(0, self.cols, width):
+                    Fc = np.ascontiguousarray(self.F[:, c0:c0 + width], dtype=G.dtype)
+                    Fk = Fc.copy()
+                    for k in range(K):
+                        if k:
+                            Fk *= Fc
+                        tables[k, :, c0:c0 + width] = G[k] @ Fk
             self.tables = tables
         return self.tables[:K]
 
     def _coefficients(self, K: int) -> NDArray:
         """``G``, shape ``(K, rows, m)``: per-example Taylor coefficients of the loss in ``tau``, for each
         unit ``r``, from a column series ``tau`` pushed through the layers after the block in batches of
-        units whose ``(B, m, width)`` coefficients stay near ``MAX_BATCH_ELEMENTS``.  The series stays one
+        units whose ``K`` coefficients of shape ``(B, m, width)`` stay near ``MAX_BATCH_ELEMENTS`` in all.  The series stays one
         column wide through the next layer and rank one through the one after; only later layers' outputs
         are materialized, so only their widths count."""
         probe, i = self.probe, self.i
         m = probe.m
         downstream = probe.layers[i + 1:]
         widest = max([probe.acts[k + 1].shape[1] for k in range(i + 3, len(probe.layers))], default=1)
-        batch = max(1, MAX_BATCH_ELEMENTS // (m * widest))
+        batch = max(1, MAX_BATCH_ELEMENTS // (m * widest * K))
         G = np.empty((K, self.rows, m), dtype=probe.Z.dtype)
         for lo in range(0, self.rows, batch):
             units = np.arange(lo, min(lo + batch, self.rows))
