@@ -125,7 +125,8 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
     print(f"\n## {name}: {'-'.join(map(str, sizes))}, m = {m}, P = {P}", flush=True)
 
     for method in ("central", "richardson", "forward"):
-        rep, t, peak = measure(lambda: check_network(net, X, y, lam, method, diagnose=False), repeat)
+        # median of at least 7 runs: these are the rows whose ratios the targets compare
+        rep, t, peak = measure(lambda: check_network(net, X, y, lam, method, diagnose=False), max(repeat, 7))
         add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
         print(f"  layerkit {method}: {t:.3f} s", flush=True)
     rep, t, peak = measure(lambda: check_network(net, X, y, lam, mode="directional", diagnose=False), max(repeat, 7))
