@@ -251,11 +251,14 @@ class Richardson:
     def base_step(self, dtype: Any) -> float:
         return machine_eps(dtype) ** (1.0 / (self.order + 1))
 
-    def estimate(self, probe: Probe) -> Estimate:
+    def steps(self, probe: Probe) -> NDArray:
+        """The largest per-axis step ``h`` (the levels use ``h / 2^l``), scaled and snapped by the probe."""
         if self.step == "auto":
-            h = probe.snap(self.base_step(probe.dtype) * probe.scale())
-        else:
-            h = probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype))
+            return probe.snap(self.base_step(probe.dtype) * probe.scale())
+        return probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype))
+
+    def estimate(self, probe: Probe) -> Estimate:
+        h = self.steps(probe)
         levels = [h] + [probe.snap(h / 2**level) for level in range(1, self.levels + 1)]
         for hl in levels:
             nonzero_steps(hl, self.step, probe)
@@ -304,11 +307,14 @@ class ComplexStep:
     def base_step(self, dtype: Any) -> float:
         return machine_eps(dtype) ** 2
 
-    def estimate(self, probe: Probe) -> Estimate:
+    def steps(self, probe: Probe) -> NDArray:
+        """Per-axis imaginary step (not snapped: the real part of ``x`` does not move)."""
         if self.step == "auto":
-            h = self.base_step(probe.dtype) * probe.scale()
-        else:
-            h = np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype)
+            return self.base_step(probe.dtype) * probe.scale()
+        return np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype)
+
+    def estimate(self, probe: Probe) -> Estimate:
+        h = self.steps(probe)
         return Estimate(probe.imag(h) / h, h)
 
     def tolerances(self, dtype: Any, cost: float, scale: float, step: NDArray) -> tuple[float, NDArray]:

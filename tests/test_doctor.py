@@ -153,11 +153,12 @@ def test_kink_is_nonsmooth():
     assert f.evidence["entries"] == ["x[1]"]
 
 
-def test_float32_mismatch_at_roundoff_level_is_precision_limited():
+@pytest.mark.parametrize("method", ["central", "richardson"])
+def test_float32_mismatch_at_roundoff_level_is_precision_limited(method):
     net = layerkit.Network.from_sizes([6, 5, 4], dtype=np.float32, seed=0)
     rng = np.random.default_rng(0)
     Xs, ys = rng.standard_normal((12, 6)), rng.integers(0, 4, 12)
-    report = check_network(net, Xs, ys, 1.0, rtol=1e-7, atol=1e-9)
+    report = check_network(net, Xs, ys, 1.0, method, rtol=1e-7, atol=1e-9)
     assert not report.passed
     f = finding(report, "precision-limited")
     assert "float64" in f.message
