@@ -235,8 +235,9 @@ class SeriesBlock:
     stencil: all steps of a method (Richardson's four, say) are read off the same tables.
 
     Remainder (certified): ``l_i - l_i(0)`` is analytic in ``tau``; ``series_bound`` propagates bounds for
-    complex ``tau`` through the layers (a sigmoid's and the loss's derivatives are at most 1 and 2 in the strip
-    ``|Im z| <= pi/2``), which gives a radius ``rho_r`` and ``|l_i(tau) - l_i(0)| <= M_r`` on ``|tau| <= rho_r``.
+    complex ``tau`` through the layers (in the strip ``|Im z| <= pi/2`` a sigmoid's slope is at most 1/2 and
+    the loss's at most 1 for targets in [0, 1]; a Dense layer multiplies by ``|W|``), which gives a radius
+    ``rho_r`` and ``|l_i(tau) - l_i(0)| <= M_r`` on ``|tau| <= rho_r``.
     Cauchy's estimate ``|G_k| <= M_r / rho_r^k`` then bounds the truncated tail::
 
         |R_K| <= M_r (|t| / rho_r)^(K+1) sum_i |F_ic|^(K+1) / (1 - |t| max_i |F_ic| / rho_r),
@@ -298,10 +299,10 @@ class SeriesBlock:
 
     def _coefficients(self, K: int) -> NDArray:
         """``G``, shape ``(K, rows, m)``: per-example Taylor coefficients of the loss in ``tau``, for each
-        unit ``r``, from a column series ``tau`` pushed through the layers after the block in batches of
-        units whose ``K`` coefficients of shape ``(B, m, width)`` stay near ``MAX_BATCH_ELEMENTS`` in all.  The series stays one
-        column wide through the next layer and rank one through the one after; only later layers' outputs
-        are materialized, so only their widths count."""
+        unit ``r``, from a column series ``tau`` pushed through the layers after the block, in batches of
+        units whose ``K`` coefficients of shape ``(B, m, width)`` hold about ``MAX_BATCH_ELEMENTS`` in all.
+        The series stays one column wide through the next layer and rank one through the one after; only
+        later layers' outputs are materialized, so only their widths count."""
         probe, i = self.probe, self.i
         m = probe.m
         downstream = probe.layers[i + 1:]
