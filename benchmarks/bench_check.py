@@ -191,6 +191,21 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
     return net, X, y
 
 
+def bench_full_big(name, sizes, m, subset=50):
+    """Full checks of a network with a million parameters, against the naive loop timed on a subset."""
+    net, X, y = problem(sizes, m)
+    exact = net.cost_and_gradient(X, y, 1.0)[1]
+    for method in ("central", "richardson"):
+        rep, t, peak = measure(lambda: check_network(net, X, y, 1.0, method, diagnose=False), 3)
+        add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
+        print(f"  layerkit {method} on {name}: {t:.3f} s", flush=True)
+    idx = np.sort(np.random.default_rng(1).choice(net.size, subset, replace=False))
+    target = network_target(net, X, y, 1.0)
+    num, t, peak = measure(lambda: naive_loop(target.cost, net.params.copy(), idx))
+    add(name, "naive loop (course style, h=1e-4)", t * net.size / subset, rel(num, exact[idx]), peak,
+        f"scaled from {subset} coords")
+
+
 def bench_localization(name, sizes, m):
     net, X, y = problem(sizes, m)
     g = net.cost_and_gradient(X, y, 1.0)[1][: net.blocks[0].size]
@@ -286,6 +301,8 @@ def targets():
     print(f"  400-25-10 directional: {1e3 * t('course', 'layerkit directional'):.1f} ms (target <= 50 ms)")
     for net in ("course", "big"):
         print(f"  localization ({net}): {t(net, 'layerkit localize'):.3f} s")
+    print(f"  1000-1000-10 full central: {t('big', 'layerkit central'):.2f} s, "
+          f"{t('big', 'naive') / t('big', 'layerkit central'):.0f}x the naive loop")
 
 
 def main():
@@ -313,6 +330,7 @@ def main():
         bench_exactness("course", [400, 25, 10], 5000)
         bench_network("deep", [400, 100, 50, 10], 2000, subset=200, torch_subset=200, ndt_subset=20)
         bench_exactness("deep", [400, 100, 50, 10], 2000, n=200)
+        bench_full_big("big", [1000, 1000, 10], 256)
         bench_localization("big", [1000, 1000, 10], 256)
     bench_executor()
     print_table()

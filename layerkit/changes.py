@@ -21,7 +21,7 @@ Propagation *consumes* a change: a layer may overwrite the arrays of the change 
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from attrs import frozen
@@ -105,6 +105,41 @@ class DenseChange:
 
     def dense(self, shape: tuple[int, int]) -> NDArray:
         return self.delta
+
+
+@frozen(eq=False)
+class ParamInputs:
+    """The matrix ``F`` of a Dense-like parameter, whose entry ``(r, c)`` moved by ``t`` adds ``t F[:, c]`` to
+    output column ``r``: ``F = [1, x]`` with ``ones`` leading columns of ones (a bias) before the columns of
+    ``x`` (m, n), without materializing it."""
+
+    x: NDArray
+    ones: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape[0], self.ones + self.x.shape[1]
+
+    def columns(self, c0: int, c1: int, dtype: Any = None) -> NDArray:
+        """``F[:, c0:c1]`` as a new contiguous array."""
+        m = self.x.shape[0]
+        out = np.empty((m, c1 - c0), dtype=dtype or self.x.dtype)
+        k = max(0, min(self.ones, c1) - c0)
+        out[:, :k] = 1
+        out[:, k:] = self.x[:, max(c0, self.ones) - self.ones:c1 - self.ones]
+        return out
+
+    def abs_max(self) -> NDArray:
+        """``max_i |F_ic|`` per column (float64)."""
+        x = self.x
+        return np.concatenate([np.ones(self.ones), np.maximum(np.max(x, axis=0), -np.min(x, axis=0))]
+                              ).astype(np.float64)
+
+    def sum_squares(self) -> NDArray:
+        """``sum_i F_ic^2`` per column (float64)."""
+        x = self.x
+        return np.concatenate([np.full(self.ones, float(x.shape[0])), np.einsum("ij,ij->j", x, x)]
+                              ).astype(np.float64)
 
 
 @frozen(eq=False)

@@ -251,9 +251,9 @@ class SeriesBlock:
     def __init__(self, probe: NetworkProbe, i: int, p: str, shape: tuple[int, int]) -> None:
         self.probe, self.i = probe, i
         self.rows, self.cols = shape
-        self.F = F = probe.layers[i].param_inputs(p, probe.acts[i])
-        self.Fmax = np.maximum(np.max(F, axis=0), -np.min(F, axis=0)).astype(np.float64)
-        self.F2 = np.einsum("ij,ij->j", F, F).astype(np.float64)  # sum_i F_ic^2
+        self.F = probe.layers[i].param_inputs(p, probe.acts[i])
+        self.Fmax = self.F.abs_max()
+        self.F2 = self.F.sum_squares()
         self.tables: NDArray | None = None
         b = np.eye(self.rows)  # unit r's pre-activation changes by tau: bound 1 on its own column
         limit = np.full(self.rows, np.inf)
@@ -288,7 +288,7 @@ class SeriesBlock:
             width = max(1, MAX_BATCH_ELEMENTS // m)  # columns of F per pass: F^k stays cache-sized
             with np.errstate(over="ignore", invalid="ignore"):
                 for c0 in range(0, self.cols, width):
-                    Fc = np.ascontiguousarray(self.F[:, c0:c0 + width], dtype=G.dtype)
+                    Fc = self.F.columns(c0, min(c0 + width, self.cols), G.dtype)
                     Fk = Fc.copy()
                     for k in range(K):
                         if k:

@@ -19,12 +19,13 @@ from numpy.typing import NDArray
 
 from ._validate import describe, float_dtype, positive_int
 from .activations import sigmoid
-from .changes import (Change, ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange, sigmoid_change,
-                      sigmoid_series)
-
-#: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1``.
-STRIP = np.pi / 2
+from .changes import (Change, ColumnChange, ColumnsChange, DenseChange, ParamInputs, RankOneChange, SeriesChange,
+                      sigmoid_change, sigmoid_series)
 from .errors import InputError, NotBoundError, NotForwardedError
+
+#: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
+#: (see :meth:`Sigmoid.series_bound`): the domain of the bounds that certify series truncations.
+STRIP = np.pi / 2
 
 
 @runtime_checkable
@@ -62,7 +63,8 @@ class Layer(Protocol):
         example), and of a bound on that change for complex ``tau`` (see :meth:`Dense.series_bound`); used to
         certify the truncation of the series.
     param_change(name, row, cols, steps, x), param_inputs(name, x)
-        For Dense-like parameters, whose entry ``(r, c)`` moves only output column ``r``, by ``t F[:, c]``.
+        For Dense-like parameters, whose entry ``(r, c)`` moves only output column ``r``, by ``t F[:, c]``
+        (``param_inputs`` returns ``F`` as a :class:`~layerkit.changes.ParamInputs`).
     """
 
     param_shapes: Mapping[str, tuple[int, ...]]
@@ -147,7 +149,6 @@ class Dense:
         self.bind({"Theta": theta}, {"Theta": np.zeros_like(theta)})
         self._x: NDArray | None = None
         self._x1t: tuple[NDArray, NDArray] | None = None
-        self._x1: tuple[NDArray, NDArray] | None = None
 
     def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
         for name, arrs in (("params", params), ("grads", grads)):
@@ -207,9 +208,9 @@ class Dense:
             memo = self._x1t = (x, x1t)
         return ColumnChange(row, steps[:, None] * memo[1][cols])
 
-    def param_inputs(self, name: str, x: NDArray) -> NDArray:
+    def param_inputs(self, name: str, x: NDArray) -> ParamInputs:
         """``F = x1 = [1, x]`` (m, n_in + 1): ``Theta[r, c] += t`` adds ``t F[:, c]`` to output column ``r``."""
-        return self._ones_x(x)
+        return ParamInputs(x, ones=1)
 
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
         """Taylor coefficients of the output change: ``coeffs W^T`` (the layer is linear); a column series
@@ -227,15 +228,6 @@ class Dense:
         ``(B, n_in)``; returns ``(b_out, limit)`` with ``limit`` of shape ``(B,)``."""
         return b @ np.abs(self.params["Theta"][:, 1:]).T, np.full(b.shape[0], np.inf)
 
-    def _ones_x(self, x: NDArray) -> NDArray:
-        memo = self._x1
-        if memo is None or memo[0] is not x:  # [1, x], memoized per input
-            x1 = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
-            x1[:, 0] = 1
-            x1[:, 1:] = x
-            memo = self._x1 = (x, x1)
-        return memo[1]
-
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """Output change for an input change (exact: ``D W^T`` for ``W = Theta[:, 1:]``)."""
         W = self.params["Theta"][:, 1:]
@@ -251,16 +243,19 @@ class Dense:
         """Output change when ``Theta`` moves by ``dtheta[b]`` (shape ``(B, n_out, n_in + 1)``, zero outside
         ``rows``) and the input by ``change`` (or not at all): ``D_x W^T + (x1 + D_x1) dTheta^T``, exact.
         With no input change only the output columns ``rows`` move."""
-        x1 = self._ones_x(x)
-        if change is None:  # one (m, n_in + 1) x (n_in + 1, B r) product for the whole batch
+        # x1 dTheta^T is formed as x dW^T + db, as forward does, without materializing x1 = [1, x]
+        if change is None:  # one (m, n_in) x (n_in, B r) product for the whole batch
             sub = dtheta[:, rows, :]
             B, r = sub.shape[0], sub.shape[1]
-            out = x1 @ sub.reshape(B * r, -1).T  # (m, B r)
+            flat = sub.reshape(B * r, -1)
+            out = x @ flat[:, 1:].T + flat[:, 0]  # (m, B r)
             return ColumnsChange(rows, out.reshape(x.shape[0], B, r).transpose(1, 0, 2))
         dx = change.dense(x.shape)
         W = self.params["Theta"][:, 1:]
-        out = dx @ W.T + np.matmul(x1, dtheta.transpose(0, 2, 1))
-        out += np.matmul(dx, dtheta[:, :, 1:].transpose(0, 2, 1))
+        dW = dtheta[:, :, 1:].transpose(0, 2, 1)
+        out = dx @ W.T + np.matmul(x, dW)
+        out += dtheta[:, None, :, 0]
+        out += np.matmul(dx, dW)
         return DenseChange(out)
 
     def __repr__(self) -> str:

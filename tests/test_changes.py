@@ -78,3 +78,17 @@ def test_compose_series_against_polynomial_composition():
     for n in range(1, K + 1):
         total = poly.polyadd(total, phi[n - 1] * poly.polypow(upoly, n))
     np.testing.assert_allclose(got, total[1:K + 1], rtol=1e-12)
+
+
+def test_param_inputs_is_ones_then_x_without_building_it():
+    from layerkit.changes import ParamInputs
+
+    x = np.arange(12.0).reshape(4, 3) - 5
+    F = ParamInputs(x, ones=1)
+    full = np.hstack([np.ones((4, 1)), x])
+    assert F.shape == full.shape
+    for c0, c1 in [(0, 1), (0, 3), (1, 4), (2, 3), (0, 4)]:
+        np.testing.assert_array_equal(F.columns(c0, c1), full[:, c0:c1])
+    np.testing.assert_array_equal(F.abs_max(), np.max(np.abs(full), axis=0))
+    np.testing.assert_array_equal(F.sum_squares(), np.sum(full**2, axis=0))
+    assert F.columns(0, 2, np.float32).dtype == np.float32
