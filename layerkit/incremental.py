@@ -255,16 +255,22 @@ class SeriesBlock:
         self.Fmax = self.F.abs_max()
         self.F2 = self.F.sum_squares()
         self.tables: NDArray | None = None
-        b = np.eye(self.rows)  # unit r's pre-activation changes by tau: bound 1 on its own column
-        limit = np.full(self.rows, np.inf)
-        for layer in probe.layers[i + 1:]:
-            b, lim = layer.series_bound(b)
-            limit = np.minimum(limit, lim)
-        m_per_rho, lim = probe.loss.series_bound(b)
-        rho = np.minimum(limit, lim)
-        reach = m_per_rho > 0  # a unit with no path to the cost changes nothing: remainder 0
-        self.rho = np.where(reach, rho, 1.0)
-        self.M = np.where(reach, m_per_rho * self.rho, 0.0)
+        self.rho, self.M = np.empty(self.rows), np.empty(self.rows)
+        widest = max([probe.acts[k + 1].shape[1] for k in range(i, len(probe.layers))], default=1)
+        batch = max(1, MAX_BATCH_ELEMENTS // widest)
+        for lo in range(0, self.rows, batch):  # batches of units: (B, width) bounds, never (rows, rows)
+            units = np.arange(lo, min(lo + batch, self.rows))
+            b = np.zeros((len(units), self.rows))
+            b[np.arange(len(units)), units] = 1  # unit r's pre-activation changes by tau: bound 1 there
+            limit = np.full(len(units), np.inf)
+            for layer in probe.layers[i + 1:]:
+                b, lim = layer.series_bound(b)
+                limit = np.minimum(limit, lim)
+            m_per_rho, lim = probe.loss.series_bound(b)
+            rho = np.minimum(limit, lim)
+            reach = m_per_rho > 0  # a unit with no path to the cost changes nothing: remainder 0
+            self.rho[units] = np.where(reach, rho, 1.0)
+            self.M[units] = np.where(reach, m_per_rho * self.rho[units], 0.0)
 
     def power_sum(self, n: int) -> NDArray:
         """A bound on ``sum_i |F_ic|^n`` (n >= 2) per column: ``max_i |F_ic|^(n-2) sum_i F_ic^2``."""
@@ -319,23 +325,25 @@ class SeriesBlock:
             G[:, lo:lo + len(units)] = probe.loss.series(change)
         return G
 
-    def evaluate(self, steps: NDArray, budget: float) -> tuple[NDArray, NDArray]:
-        """``(values, ok)``: the summed data-term changes for steps ``(S, rows * cols)`` and which entries'
-        remainder is certified below ``budget`` (the others' values are to be replaced)."""
+    def evaluate(self, steps: NDArray, budget: float, out: NDArray) -> NDArray:
+        """Write the summed data-term changes for steps ``(S, rows * cols)`` into ``out`` (same shape, float64)
+        and return which entries' remainder is certified below ``budget`` (the others are to be replaced)."""
         S = steps.shape[0]
-        t = steps.astype(np.float64).reshape(S, self.rows, self.cols)
+        t = np.asarray(steps, dtype=np.float64).reshape(S, self.rows, self.cols)
         T = np.max(np.abs(t), axis=0)
         for K in range(1, MAX_SERIES_TERMS + 1):
             ok = self.remainder(K, T) <= budget
             if ok.all():
                 break
         tables = self.table(K)
+        acc = out.view()
+        acc.shape = (S, self.rows, self.cols)  # a view (never a copy): out's rows are contiguous
         with np.errstate(over="ignore", invalid="ignore"):
-            acc = tables[K - 1] * t
+            np.multiply(tables[K - 1], t, out=acc)
             for k in range(K - 2, -1, -1):
                 acc += tables[k]
                 acc *= t
-        return acc.reshape(S, -1), ok.reshape(-1)
+        return ok.reshape(-1)
 
 
 class NetworkProbe:
@@ -368,7 +376,7 @@ class NetworkProbe:
         raise InputError("method", "a real finite-difference method for the structured probe", "complex-step")
 
     def delta(self, steps: NDArray) -> NDArray:
-        steps = np.atleast_2d(steps).astype(self.dtype)
+        steps = np.atleast_2d(np.asarray(steps, dtype=self.dtype))
         out = np.empty(steps.shape, dtype=np.float64)
         tasks = []
         for i, p, block in self.net._names:
@@ -376,8 +384,8 @@ class NetworkProbe:
             rest = None
             series = self._series_block(i, p, b)
             if series is not None:  # every perturbation of the block from its Taylor tables
-                values, ok = series.evaluate(steps[:, b.start:b.stop], self.loss.budget())
-                out[:, b.start:b.stop] = values / self.m
+                ok = series.evaluate(steps[:, b.start:b.stop], self.loss.budget(), out[:, b.start:b.stop])
+                out[:, b.start:b.stop] /= self.m
                 if ok.all():
                     continue
                 rest = np.flatnonzero(~ok)  # the remainder is not certified: evaluate these exactly
@@ -393,8 +401,10 @@ class NetworkProbe:
         # the exact penalty change on penalized entries
         if self.lambda_:
             pen = self.penalized
-            th = self.x.astype(np.float64)
-            out[:, pen] += (self.lambda_ / (2 * self.m)) * steps[:, pen] * (2 * th[pen] + steps[:, pen])
+            th2 = 2 * self.x[pen].astype(np.float64)
+            for s in range(steps.shape[0]):  # a row at a time: temporaries of P entries, not S x P
+                sp = steps[s, pen].astype(np.float64)
+                out[s, pen] += (self.lambda_ / (2 * self.m)) * sp * (th2 + sp)
         return out
 
     # ------------------------------------------------------------------ work items

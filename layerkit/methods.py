@@ -263,12 +263,15 @@ class Richardson:
         for hl in levels:
             nonzero_steps(hl, self.step, probe)
         # every level's stencil in one batch of evaluations
-        plans = [self.base.plan(probe, hl) for hl in levels]
-        d = probe.delta(np.concatenate([steps for steps, _ in plans]))
+        parts, finishes = zip(*(self.base.plan(probe, hl) for hl in levels))
+        sizes = [len(steps) for steps in parts]
+        steps = np.concatenate(parts)
+        del parts  # S x n values: keep one copy only
+        d = probe.delta(steps)
         table, row = [], 0
-        for steps, finish in plans:
-            table.append(finish(d[row: row + len(steps)]))
-            row += len(steps)
+        for size, finish in zip(sizes, finishes):
+            table.append(finish(d[row: row + size]))
+            row += size
         prev = table
         for level in range(1, self.levels + 1):
             q = self.base.order + (level - 1) * self.base.order_step
