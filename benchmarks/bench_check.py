@@ -129,6 +129,16 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
         rep, t, peak = measure(lambda: check_network(net, X, y, lam, method, diagnose=False), max(repeat, 7))
         add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
         print(f"  layerkit {method}: {t:.3f} s", flush=True)
+    if name == "course":  # the exact per-perturbation path, which user layers with only `propagate` take
+        import layerkit.incremental as inc
+
+        saved, inc.MAX_SERIES_TERMS = inc.MAX_SERIES_TERMS, 0
+        try:
+            for method in ("central", "richardson"):
+                rep, t, peak = measure(lambda: check_network(net, X, y, lam, method, diagnose=False), 3)
+                add(name, f"layerkit {method} (per-perturbation path, no tables)", t, rel(rep.numerical, exact), peak)
+        finally:
+            inc.MAX_SERIES_TERMS = saved
     rep, t, peak = measure(lambda: check_network(net, X, y, lam, mode="directional", diagnose=False), max(repeat, 7))
     add(name, "layerkit directional (fast mode)", t, float("nan"), peak, f"{rep.n_evals} evals, passed={rep.passed}")
 
