@@ -156,11 +156,6 @@ class SeriesChange:
     cols: NDArray | None = None
     v: NDArray | None = None
 
-    def dense(self) -> NDArray:
-        """The coefficients as ``(K, B, m, n)`` (rank-one changes only)."""
-        assert self.v is not None
-        return self.coeffs[..., None] * self.v[None, :, None, :]
-
     @property
     def batch(self) -> int:
         return self.coeffs.shape[1]
@@ -190,6 +185,25 @@ def softplus_change(s: NDArray, delta: NDArray) -> NDArray:
     return np.log1p(s * np.expm1(delta))
 
 
+def _series_shape(*arrays: Any) -> tuple[tuple[int, ...], np.dtype]:
+    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+    return shape, np.result_type(*arrays)
+
+
+def _chain(jD: list[NDArray] | None, B: NDArray, k: int, out: NDArray, tmp: NDArray) -> None:
+    """``out = (1/k) sum_{j=1..k} jD[j-1] B[k-j]``: coefficient ``k`` of ``y`` when ``y' = b delta'`` and
+    ``jD[j-1] = j D_j``; with ``jD = None`` (``delta = tau``) it is ``B[k-1] / k``."""
+    if jD is None:
+        np.divide(B[k - 1], k, out=out)
+        return
+    np.multiply(jD[0], B[k - 1], out=out)
+    for j in range(2, k + 1):
+        np.multiply(jD[j - 1], B[k - j], out=tmp)
+        out += tmp
+    if k > 1:
+        out /= k
+
+
 def sigmoid_series(s: NDArray, sc: NDArray, D: NDArray | None, K: int | None = None) -> NDArray:
     """Taylor coefficients ``Y_1..Y_K`` (shape ``(K, ...)``) of ``sigmoid(z + delta(tau)) - sigmoid(z)``.
 
@@ -202,29 +216,29 @@ def sigmoid_series(s: NDArray, sc: NDArray, D: NDArray | None, K: int | None = N
     ``k Y_k = sum_{j=1..k} j D_j P_{k-j}``, ``P_0 = s sc`` and
     ``P_k = (sc - s) Y_k - sum_{i=1..k-1} Y_i Y_{k-i}``.  The constant term cancels exactly (it is never
     formed), and ``1 - s`` is never computed by subtraction, so saturated units keep full relative accuracy.
+    About ``K^2`` elementwise passes, all in place.
     """
     if D is not None:
         K = D.shape[0]
     assert K is not None
-    P = [s * sc]
+    shape, dtype = _series_shape(s, sc, *(() if D is None else (D[0],)))
+    Y = np.empty((K,) + shape, dtype=dtype)
+    P = np.empty((K,) + shape, dtype=dtype)
+    tmp = np.empty(shape, dtype=dtype)
+    np.multiply(s, sc, out=P[0])
     diff = sc - s
-    Y: list[NDArray] = []
+    jD = None if D is None else [D[0]] + [j * D[j - 1] for j in range(2, K + 1)]
     for k in range(1, K + 1):
-        if D is None:  # delta = tau: k Y_k = P_{k-1}
-            acc = P[k - 1] / k if k > 1 else P[0] + np.zeros_like(s)
-        else:
-            acc = D[0] * P[k - 1]
-            for j in range(2, k + 1):
-                acc += j * D[j - 1] * P[k - j]
-            if k > 1:
-                acc /= k
-        Y.append(acc)
+        _chain(jD, P, k, Y[k - 1], tmp)
         if k < K:
-            pk = diff * acc
-            for i in range(1, k):
-                pk -= Y[i - 1] * Y[k - i - 1]
-            P.append(pk)
-    return np.stack(np.broadcast_arrays(*Y))
+            pk = P[k]
+            np.multiply(diff, Y[k - 1], out=pk)
+            for i in range(1, k // 2 + 1):  # sum_{i=1..k-1} Y_i Y_(k-i), each pair once
+                np.multiply(Y[i - 1], Y[k - i - 1], out=tmp)
+                if 2 * i != k:
+                    tmp *= 2
+                pk -= tmp
+    return Y
 
 
 def loss_series(s: NDArray, sc: NDArray, y: NDArray, D: NDArray | None, K: int | None = None) -> NDArray:
@@ -237,38 +251,41 @@ def loss_series(s: NDArray, sc: NDArray, y: NDArray, D: NDArray | None, K: int |
     if D is not None:
         K = D.shape[0]
     assert K is not None
-    Q = [s * (1 - y) - y * sc]
+    shape, dtype = _series_shape(s, sc, y, *(() if D is None else (D[0],)))
+    Q = np.empty((K,) + shape, dtype=dtype)
+    np.subtract(s * (1 - y), y * sc, out=Q[0])
     if K > 1:
-        Q += list(sigmoid_series(s, sc, None if D is None else D[:K - 1], K - 1))
-    out = []
+        Q[1:] = sigmoid_series(s, sc, None if D is None else D[:K - 1], K - 1)
+    out = np.empty((K,) + shape, dtype=dtype)
+    tmp = np.empty(shape, dtype=dtype)
+    jD = None if D is None else [D[0]] + [j * D[j - 1] for j in range(2, K + 1)]
     for k in range(1, K + 1):
-        if D is None:
-            acc = Q[k - 1] / k
-        else:
-            acc = D[0] * Q[k - 1]
-            for j in range(2, k + 1):
-                acc += j * D[j - 1] * Q[k - j]
-            if k > 1:
-                acc /= k
-        out.append(acc)
-    return np.stack(np.broadcast_arrays(*out))
+        _chain(jD, Q, k, out[k - 1], tmp)
+    return out
 
 
 def compose_series(phi: NDArray, u: NDArray) -> NDArray:
     """Taylor coefficients of ``sum_{n=1..K} phi[n-1] u(tau)^n`` where ``u(tau) = sum_k u[k-1] tau^k``.
 
-    ``phi`` and ``u`` have shape ``(K, ...)`` (same trailing shape); the result too.  The powers of ``u``
-    start at ``tau^n``, so only their first ``K - n + 1`` coefficients are formed.
+    ``phi`` and ``u`` have shape ``(K, ...)`` and broadcast against each other (``u`` may be narrower: the
+    powers of ``u`` are formed at its own shape); the result has the broadcast shape.  The powers start at
+    ``tau^n``, so only their first ``K - n + 1`` coefficients are formed: about ``K^3 / 6`` passes over
+    ``u`` and ``K (K + 1) / 2`` over the result.
     """
     K = u.shape[0]
     out = phi[0] * u
     power = u
+    tmp_u = np.empty(u.shape[1:], dtype=np.result_type(u))
+    tmp = np.empty(out.shape[1:], dtype=out.dtype)
     for n in range(2, K + 1):
         # power <- power * u, truncated at tau^K: coefficient of tau^k is sum_j u_j power_(k-j), k >= n
         new = np.zeros_like(u)
         for k in range(n, K + 1):
             for j in range(1, k - n + 2):
-                new[k - 1] += u[j - 1] * power[k - j - 1]
+                np.multiply(u[j - 1], power[k - j - 1], out=tmp_u)
+                new[k - 1] += tmp_u
         power = new
-        out[n - 1:] += phi[n - 1] * power[n - 1:]
+        for k in range(n, K + 1):
+            np.multiply(phi[n - 1], power[k - 1], out=tmp)
+            out[k - 1] += tmp
     return out

@@ -315,7 +315,8 @@ class SeriesBlock:
         widest = max([probe.acts[k + 1].shape[1] for k in range(i + 3, len(probe.layers))], default=1)
         batch = max(1, MAX_BATCH_ELEMENTS // (m * widest * K))
         G = np.empty((K, self.rows, m), dtype=probe.Z.dtype)
-        for lo in range(0, self.rows, batch):
+
+        def run(lo: int) -> None:
             units = np.arange(lo, min(lo + batch, self.rows))
             coeffs = np.zeros((K, len(units), m), dtype=probe.Z.dtype)
             coeffs[0] = 1
@@ -323,6 +324,9 @@ class SeriesBlock:
             for k, layer in enumerate(downstream, start=i + 1):
                 change = layer.series(probe.acts[k], probe.acts[k + 1], change)
             G[:, lo:lo + len(units)] = probe.loss.series(change)
+
+        for lo in range(0, self.rows, batch):
+            run(lo)
         return G
 
     def evaluate(self, steps: NDArray, budget: float, out: NDArray) -> NDArray:

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from ._validate import describe, float_dtype, positive_int
 from .activations import sigmoid
 from .changes import (Change, ColumnChange, ColumnsChange, DenseChange, ParamInputs, RankOneChange, SeriesChange,
-                      sigmoid_change, sigmoid_series)
+                      compose_series, sigmoid_change, sigmoid_series)
 from .errors import InputError, NotBoundError, NotForwardedError
 
 #: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
@@ -279,6 +279,7 @@ class Sigmoid:
     def __init__(self) -> None:
         self._y: NDArray | None = None
         self._slope: tuple[NDArray, ...] | None = None
+        self._taylor_memo: tuple[NDArray, NDArray] | None = None
 
     def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
         """Nothing to bind: the layer has no parameters."""
@@ -316,8 +317,21 @@ class Sigmoid:
         if change.cols is not None:
             c = change.cols
             return SeriesChange(sigmoid_series(slope[1][c], slope[4][c], change.coeffs), c)
-        coeffs = change.dense() if change.v is not None else change.coeffs
-        return SeriesChange(sigmoid_series(y, slope[5], coeffs))
+        if change.v is not None:
+            # rank one, c(tau) v: sigmoid(x_il + c_i v_l) - sigmoid(x_il) = sum_n sigma_n(x_il) v_l^n c_i^n,
+            # with sigma_n = sigmoid^(n) / n! at x (memoized): only powers of the narrow series c are formed
+            K = change.coeffs.shape[0]
+            sig = self._taylor(x, y, K)
+            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
+            return SeriesChange(compose_series(sig[:, None] * powers, change.coeffs[..., None]))
+        return SeriesChange(sigmoid_series(y, slope[5], change.coeffs))
+
+    def _taylor(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        """``sigmoid^(n)(x) / n!`` for ``n = 1..K``, shape ``(K, m, n)``, memoized per input."""
+        memo = self._taylor_memo
+        if memo is None or memo[0] is not x or len(memo[1]) < K:
+            memo = self._taylor_memo = (x, sigmoid_series(y, self._slopes(x, y)[5], None, K))
+        return memo[1][:K]
 
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """``sigmoid'(z) = 1 / (4 cosh^2(z/2))`` and ``|cosh(u + iv)|^2 = sinh^2 u + cos^2 v >= 1/2`` when

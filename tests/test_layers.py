@@ -83,3 +83,19 @@ def test_custom_layer_follows_the_protocol():
 
     assert isinstance(Tanh(), layerkit.Layer)
     assert_layer_gradients(Tanh(), np.random.default_rng(0).standard_normal((4, 3)))
+
+
+def test_sigmoid_series_of_a_rank_one_change_equals_the_dense_recurrence():
+    from layerkit.changes import SeriesChange, sigmoid_series
+
+    rng = np.random.default_rng(0)
+    x = 3 * rng.standard_normal((7, 4))
+    layer = Sigmoid()
+    y = layer.forward(x)
+    K, B = 4, 3
+    c, v = rng.standard_normal((K, B, 7)), rng.standard_normal((B, 4))
+    got = layer.series(x, y, SeriesChange(c, v=v)).coeffs
+    dense = c[..., None] * v[None, :, None, :]
+    want = sigmoid_series(y, 1 / (1 + np.exp(x)), dense)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert got.shape == (K, B, 7, 4)
