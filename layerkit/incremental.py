@@ -315,18 +315,14 @@ class SeriesBlock:
         widest = max([probe.acts[k + 1].shape[1] for k in range(i + 3, len(probe.layers))], default=1)
         batch = max(1, MAX_BATCH_ELEMENTS // (m * widest * K))
         G = np.empty((K, self.rows, m), dtype=probe.Z.dtype)
-
-        def run(lo: int) -> None:
+        for lo in range(0, self.rows, batch):
             units = np.arange(lo, min(lo + batch, self.rows))
             coeffs = np.zeros((K, len(units), m), dtype=probe.Z.dtype)
-            coeffs[0] = 1
+            coeffs[0] = 1  # the pre-activation of each unit changes by tau itself
             change = SeriesChange(coeffs, units)
             for k, layer in enumerate(downstream, start=i + 1):
                 change = layer.series(probe.acts[k], probe.acts[k + 1], change)
             G[:, lo:lo + len(units)] = probe.loss.series(change)
-
-        for lo in range(0, self.rows, batch):
-            run(lo)
         return G
 
     def evaluate(self, steps: NDArray, budget: float, out: NDArray) -> NDArray:
@@ -339,6 +335,8 @@ class SeriesBlock:
             ok = self.remainder(K, T) <= budget
             if ok.all():
                 break
+        if not ok.any():  # nothing to read off the tables (huge steps): leave it all to the exact path
+            return ok.reshape(-1)
         tables = self.table(K)
         acc = out.view()
         acc.shape = (S, self.rows, self.cols)  # a view (never a copy): out's rows are contiguous

@@ -260,3 +260,25 @@ def test_probe_reports_perturbations_as_evaluations(debug_problem):
     r = check_network(net, X, y, 3.0, "richardson", engine="structured")
     assert r.n_evals == 4 * net.size + 1
     assert isinstance(NetworkProbe, type)
+
+
+def test_steps_beyond_the_radius_leave_every_entry_to_the_exact_path(monkeypatch):
+    import layerkit.incremental as inc
+
+    rng = np.random.default_rng(2)
+    net = Network.from_sizes([4, 5, 3], seed=2)
+    X, y = 3 * rng.standard_normal((15, 4)), rng.integers(0, 3, 15)
+    seen, tables = [], []
+    orig_eval, orig_table = inc.SeriesBlock.evaluate, inc.SeriesBlock.table
+
+    def spy(self, steps, budget, out):
+        ok = orig_eval(self, steps, budget, out)
+        seen.append(ok.any())
+        return ok
+
+    monkeypatch.setattr(inc.SeriesBlock, "evaluate", spy)
+    monkeypatch.setattr(inc.SeriesBlock, "table", lambda self, K: tables.append(K) or orig_table(self, K))
+    fast = check_network(net, X, y, 1.0, "central", step=5.0, engine="structured", diagnose=False)
+    naive = check_network(net, X, y, 1.0, "central", step=5.0, engine="generic", diagnose=False)
+    assert seen and not any(seen) and not tables  # no table was built for nothing
+    assert np.linalg.norm(fast.numerical - naive.numerical) <= 1e-12 * np.linalg.norm(naive.numerical)
