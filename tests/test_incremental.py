@@ -282,3 +282,22 @@ def test_steps_beyond_the_radius_leave_every_entry_to_the_exact_path(monkeypatch
     naive = check_network(net, X, y, 1.0, "central", step=5.0, engine="generic", diagnose=False)
     assert seen and not any(seen) and not tables  # no table was built for nothing
     assert np.linalg.norm(fast.numerical - naive.numerical) <= 1e-12 * np.linalg.norm(naive.numerical)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=5), m=st.integers(1, 8),
+       seed=st.integers(0, 2**16), method=st.sampled_from(["forward", "central", "richardson"]),
+       scale=st.sampled_from([0.1, 1.0, 30.0]))
+def test_series_engine_agrees_with_the_generic_loop_on_random_networks(sizes, m, seed, method, scale):
+    rng = np.random.default_rng(seed)
+    net = Network.from_sizes(sizes, seed=seed)
+    X, y = scale * rng.standard_normal((m, sizes[0])), rng.integers(0, sizes[-1], m)
+    fast = check_network(net, X, y, 1.0, method, engine="structured", diagnose=False)
+    naive = check_network(net, X, y, 1.0, method, engine="generic", diagnose=False)
+    assert fast.passed and naive.passed
+    # both estimate the same differences; the generic loop's roundoff is what separates them
+    assert np.all(np.abs(fast.numerical - naive.numerical) <= naive.tolerance)
