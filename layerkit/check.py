@@ -80,7 +80,7 @@ def run_check(target: Target, method: Any = "central", *, step: Step | None = No
     if probe_factory is not None:
         probe = probe_factory(target, f0)
     else:
-        probe = CoordinateProbe(target.cost, target.x0, f0, executor=executor)
+        probe = CoordinateProbe(target.cost, target.x0, f0, executor=executor, axis_scale=target.axis_scale())
     est = strategy.estimate(probe)
     scale = float(np.max(np.abs(analytical[np.isfinite(analytical)]), initial=0.0))
     rtol_d, atol_d = strategy.tolerances(target.x0.dtype, float(np.real(f0)), scale, est.step)

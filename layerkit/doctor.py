@@ -160,7 +160,8 @@ class _Doctor:
             return False
         # The default error model at the step that was used: the tolerance the check would have had.
         scale = float(np.max(np.abs(self.a[np.isfinite(self.a)]), initial=0.0))
-        step = np.asarray(self.strategy.steps(CoordinateProbe(lambda t: 0.0, self.target.x0, 0.0))) \
+        step = np.asarray(self.strategy.steps(CoordinateProbe(lambda t: 0.0, self.target.x0, 0.0,
+                                                              axis_scale=self.target.axis_scale()))) \
             if hasattr(self.strategy, "steps") else None
         if step is None:
             return False

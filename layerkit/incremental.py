@@ -61,7 +61,7 @@ from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose
 from .errors import InputError
 from .layers import STRIP, provides
 from .network import Network, Objective
-from .probes import CoordinateProbe
+from .probes import CoordinateProbe, scaled
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -351,8 +351,10 @@ class SeriesBlock:
 class NetworkProbe:
     """A :class:`~layerkit.probes.Probe` over all coordinates of a network's regularized cost."""
 
-    def __init__(self, obj: Objective, x0: NDArray, f0: float, workers: int | None = None) -> None:
+    def __init__(self, obj: Objective, x0: NDArray, f0: float, workers: int | None = None,
+                 axis_scale: NDArray | None = None) -> None:
         self.obj = obj
+        self.axis_scale = axis_scale
         self.x = np.array(x0, copy=True)
         self.f0 = f0
         self.dtype = self.x.dtype
@@ -369,7 +371,7 @@ class NetworkProbe:
 
     # ------------------------------------------------------------------ probe protocol
     def scale(self) -> NDArray:
-        return np.maximum(1.0, np.abs(self.x)).astype(self.real_dtype)
+        return scaled(np.abs(self.x), self.axis_scale).astype(self.real_dtype)
 
     def snap(self, h: NDArray) -> NDArray:
         return ((self.x + h.astype(self.dtype)) - self.x).astype(self.dtype)
@@ -497,10 +499,10 @@ def structured_probe_factory(required: bool = False) -> Callable[[Any, float], A
     def make(target: Any, f0: float) -> Any:
         net = target.network
         if net is not None and supports_structure(net):
-            return NetworkProbe(target.objective, target.x0, f0)
+            return NetworkProbe(target.objective, target.x0, f0, axis_scale=target.axis_scale())
         if required:
             raise InputError("engine", "a network whose last layer is a Sigmoid for engine='structured'",
                              repr(net))
-        return CoordinateProbe(target.cost, target.x0, f0)
+        return CoordinateProbe(target.cost, target.x0, f0, axis_scale=target.axis_scale())
 
     return make

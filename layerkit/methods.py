@@ -11,8 +11,10 @@ Error model of a difference rule of order ``p`` with step ``h`` on a cost of mag
 
 The sum is smallest when both terms balance, at ``h ~ eps^(1/(p+1))`` (for unit derivatives), where the
 error is ``~ eps^(p/(p+1))``.  The automatic step is that ``h``, multiplied by ``max(1, |x_j|)`` so that it
-stays relative for large coordinates, and snapped so that ``x_j + h`` is exactly representable
-(``h = (x_j + h) - x_j``), which makes the denominator exact.  ``eps`` is the machine epsilon of the
+stays relative for large coordinates, divided by the target's axis scale ``s_j >= 1`` when it has one (for
+a network's Dense weight, the largest ``|input|`` the weight multiplies: the cost varies along that weight on
+a length scale ``1 / s_j``, so ``J^(p+1)`` grows like ``s_j^(p+1)``), and snapped so that ``x_j + h`` is
+exactly representable (``h = (x_j + h) - x_j``), which makes the denominator exact.  ``eps`` is the machine epsilon of the
 *target's* dtype (float32: 1.19e-7, float64: 2.22e-16).
 
 The default tolerance follows from the same model (see :meth:`FiniteDifference.tolerances`).
@@ -121,7 +123,8 @@ class FiniteDifference:
     Attributes
     ----------
     step : "auto" or float
-        ``"auto"``: ``h_j = eps^(1/(p+1)) * max(1, |x_j|)``, snapped.  A float is used as the absolute step
+        ``"auto"``: ``h_j = eps^(1/(p+1)) * max(1, |x_j|) / s_j`` (``s_j``: the probe's axis scale, 1 for a
+        plain function), snapped.  A float is used as the absolute step
         on every axis (snapped too), as in course code's ``epsilon = 1e-4``.
     """
 
@@ -163,7 +166,7 @@ class FiniteDifference:
         """Default ``rtol = 16 * eps^(p/(p+1))`` and ``atol_j = 16 * (roundoff_j + truncation_j)``.
 
         * roundoff: ``eps * |J| * sum|w_s| / h_j`` -- the rounding of each cost, divided by the step;
-        * truncation: ``(h_j / max(1, |x_j|))^p * M``, with the unknown ``(p+1)``-th derivative taken at the
+        * truncation: ``(h_j s_j / max(1, |x_j|))^p * M``, with the unknown ``(p+1)``-th derivative taken at the
           scale ``M = max(|J|, max|a|)`` of the problem.
 
         At the automatic step both terms are ``~ eps^(p/(p+1)) M``: about 6e-11 M (central, float64),

@@ -8,6 +8,10 @@ vectors, a subset of them, or random directions).  Strategies only call:
 * ``probe.imag(h)``: ``Im J(x + i h_k e_k)`` for each axis (complex step);
 * ``probe.snap(h)``, ``probe.scale()``, ``probe.dtype``.
 
+``scale()`` is the length scale, per axis, that automatic steps are relative to: ``max(1, |x_j|) / s_j``,
+where the optional ``axis_scale`` ``s_j >= 1`` says how much faster the cost varies along axis ``j`` (see
+:meth:`layerkit.targets.Target.axis_scale`).
+
 The probe owns a private copy of ``x``; it perturbs that copy in place and restores each entry right
 after, so the caller's vector is never touched, even when the target raises.
 """
@@ -41,6 +45,12 @@ class Probe(Protocol):
     def snap(self, h: NDArray) -> NDArray: ...
 
     def scale(self) -> NDArray: ...
+
+
+def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:
+    """The length scale of each axis that automatic steps are relative to: ``max(1, |x_j|) / s_j``."""
+    out = np.maximum(1.0, magnitude)
+    return out if axis_scale is None else out / axis_scale
 
 
 def as_scalar_cost(value: Any, where: str) -> Any:
@@ -84,11 +94,12 @@ class CoordinateProbe:
     """
 
     def __init__(self, cost: CostFn, x0: NDArray, f0: float, axes: Sequence[int] | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, axis_scale: NDArray | None = None) -> None:
         self.cost = cost
         self.x = np.array(x0, copy=True)
         self.f0 = f0
         self.axes = np.arange(self.x.size) if axes is None else np.asarray(axes, dtype=np.int64)
+        self.axis_scale = None if axis_scale is None else np.asarray(axis_scale, dtype=np.float64)[self.axes]
         self.dtype = self.x.dtype
         self.real_dtype = np.dtype(self.x.real.dtype)
         self.n_axes = int(self.axes.size)
@@ -96,7 +107,7 @@ class CoordinateProbe:
         self.executor = executor
 
     def scale(self) -> NDArray:
-        return np.maximum(1.0, np.abs(self.x[self.axes])).astype(self.real_dtype)
+        return scaled(np.abs(self.x[self.axes]), self.axis_scale).astype(self.real_dtype)
 
     def snap(self, h: NDArray) -> NDArray:
         xj = self.x[self.axes]

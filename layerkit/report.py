@@ -112,7 +112,7 @@ class Report:
     method : str
         Strategy name, e.g. ``"central"``.
     step : float
-        The base step: the relative step ``h0`` of ``"auto"`` (per-entry steps are ``h0 max(1, |x_j|)``),
+        The base step: the relative step ``h0`` of ``"auto"`` (per-entry steps are ``h0 max(1, |x_j|) / s_j``),
         or the absolute step the user gave.
     step_rule : str
         ``"auto"`` or ``"fixed"``.

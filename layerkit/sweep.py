@@ -131,7 +131,7 @@ def sweep_steps(problem: Problem | Target, methods: Sequence[Any] = ("forward", 
     f0, analytical = target.evaluate()
     # Whole-cost re-evaluation, as a hand-written loop does it, so that roundoff shows (the structured
     # network probe differences costs exactly and would hide the left arm of the V).
-    probe = CoordinateProbe(target.cost, target.x0, f0)
+    probe = CoordinateProbe(target.cost, target.x0, f0, axis_scale=target.axis_scale())  # auto steps as check's
     try:
         ref = ComplexStep().estimate(CoordinateProbe(target.cost, target.x0, f0)).values
         reference = "complex-step"

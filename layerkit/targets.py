@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from ._validate import describe
 from .errors import InputError, NonFiniteError, TargetError
-from .layers import Layer
+from .layers import Layer, provides
 from .layout import ParameterLayout
 from .network import Network, Objective
 from .probes import as_scalar_cost
@@ -56,6 +56,9 @@ class Target:
         ``lambda_`` and ``m`` for networks, and anything else reports should carry.
     network, objective, layer : optional
         For follow-up experiments.
+    scale_fn : callable or None
+        ``() -> s`` (shape (P,), entries >= 1): how much faster than its own magnitude suggests the cost
+        varies along each axis; automatic steps are divided by it (see :meth:`axis_scale`).
     """
 
     fun: Callable[[NDArray], Any]
@@ -68,6 +71,21 @@ class Target:
     objective: Objective | None = None
     layer: Any = None
     n_calls: int = 0
+    scale_fn: Callable[[], NDArray] | None = None
+    _axis_scale: NDArray | None = field(default=None, init=False, repr=False)
+
+    def axis_scale(self) -> NDArray | None:
+        """Per-axis step divisors ``s_j >= 1`` (None: all 1), computed once.
+
+        For a network, entry ``(r, c)`` of a Dense layer's ``Theta`` moves pre-activation ``r`` by ``t x1[:, c]``,
+        so the cost varies along it on a length scale ``1 / max_i |x1[i, c]|``: with raw inputs (pixel values up
+        to 255, say) a step relative to ``max(1, |theta|)`` alone would leave a truncation error ``s^p`` times
+        larger than the error model assumes.  Dividing the step by ``s = max(1, max_i |x1[i, c]|)`` makes it
+        relative to the pre-activation it moves.
+        """
+        if self._axis_scale is None and self.scale_fn is not None:
+            self._axis_scale = self.scale_fn()
+        return self._axis_scale
 
     def cost(self, theta: NDArray) -> Any:
         """Cost only, at ``theta``."""
@@ -124,8 +142,22 @@ def network_target(net: Network, X: Any, y: Any, lambda_: float = 0.0) -> Target
     if not isinstance(net, Network):
         raise InputError("net", "a layerkit.Network", describe(net))
     obj = net.objective(X, y, lambda_)
-    return Target(obj, np.array(net.params, copy=True), net.layout, kind="network", cost_fn=obj.cost,
-                  context={"lambda_": obj.lambda_, "m": obj.m}, network=net, objective=obj)
+    x0 = np.array(net.params, copy=True)
+    return Target(obj, x0, net.layout, kind="network", cost_fn=obj.cost,
+                  context={"lambda_": obj.lambda_, "m": obj.m}, network=net, objective=obj,
+                  scale_fn=lambda: input_scales(net, obj.activations(x0)))
+
+
+def input_scales(net: Network, acts: list[NDArray]) -> NDArray:
+    """``s_j = max(1, max_i |F_ic|)`` for entry ``(r, c)`` of each Dense-like block (``param_inputs``), 1 for
+    other parameters; ``acts`` are the network's activations, input first.  Shape (P,)."""
+    s = np.ones(net.size)
+    views = net.layout.views(s)
+    for i, p, block in net._names:
+        layer = net.layers[i]
+        if provides(layer, "param_inputs") and views[block].ndim == 2 and i < len(acts):
+            views[block][...] = np.maximum(1.0, layer.param_inputs(p, acts[i]).abs_max())[None, :]
+    return s
 
 
 class _LayerFunction:

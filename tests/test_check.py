@@ -218,3 +218,28 @@ def test_a_step_below_the_dtype_resolution_is_refused():
         check_function(lambda x: (float(x @ x), 2 * x), x0, step=1e-12)
     with pytest.raises(InputError, match="step"):
         check_function(lambda x: (float(x @ x), 2 * x), x0, "richardson", step=1e-12)
+
+
+@pytest.mark.parametrize("method", ["forward", "central", "richardson"])
+@pytest.mark.parametrize("engine", ["structured", "generic"])
+def test_raw_inputs_raise_no_false_alarm_and_bugs_are_still_caught(method, engine):
+    """Inputs of up to 255 (raw pixel values): along Theta1[r, c] the cost varies on a length scale 1/|x_c|,
+    so steps are made relative to the pre-activation they move.  Without that, a correct network failed
+    Richardson on the example below (error 7.2e-10 against a tolerance of 1.6e-10)."""
+    from layerkit.testing import plant_gradient_error
+
+    rng = np.random.default_rng(1)
+    net = Network.from_sizes([3, 1], seed=1)
+    X, y = 30 * rng.standard_normal((1, 3)), rng.integers(0, 1, 1)
+    assert check_network(net, X, y, 1.0, method, engine=engine).passed
+    net = Network.from_sizes([20, 6, 4], seed=0)
+    X, y = 255 * rng.random((40, 20)), rng.integers(0, 4, 40)
+    assert check_network(net, X, y, 1.0, method, engine=engine).passed
+    # the weight of Theta1 on a raw column with the largest data gradient, made wrong by a relative amount
+    # a few times above each method's resolution there (forward ~1e-3, central ~2e-6, Richardson ~3e-8)
+    g = net.cost_and_gradient(X, y, 0.0)[1][:6 * 21].reshape(6, 21)
+    r, c = np.unravel_index(np.argmax(np.abs(g[:, 1:])), (6, 20))
+    entry = int(r * 21 + c + 1)
+    bad = plant_gradient_error(net, entry, {"forward": 1e-2, "central": 1e-4, "richardson": 1e-5}[method])
+    report = check_network(bad, X, y, 1.0, method, engine=engine)
+    assert not report.passed and report.worst[0].flat_index == entry
