@@ -294,11 +294,11 @@ from hypothesis import strategies as st  # noqa: E402
 @settings(max_examples=40, deadline=None)
 @given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=5), m=st.integers(1, 8),
        seed=st.integers(0, 2**16), method=st.sampled_from(["forward", "central", "richardson"]),
-       scale=st.sampled_from([0.1, 1.0, 30.0]))
-@example(sizes=[3, 1], m=1, seed=1, method="richardson", scale=30.0)  # was a false alarm before input scaling
-def test_series_engine_agrees_with_the_generic_loop_on_random_networks(sizes, m, seed, method, scale):
+       scale=st.sampled_from([0.1, 1.0, 30.0]), dtype=st.sampled_from([np.float32, np.float64]))
+@example(sizes=[3, 1], m=1, seed=1, method="richardson", scale=30.0, dtype=np.float64)  # was a false alarm before input scaling
+def test_series_engine_agrees_with_the_generic_loop_on_random_networks(sizes, m, seed, method, scale, dtype):
     rng = np.random.default_rng(seed)
-    net = Network.from_sizes(sizes, seed=seed)
+    net = Network.from_sizes(sizes, seed=seed, dtype=dtype)
     X, y = scale * rng.standard_normal((m, sizes[0])), rng.integers(0, sizes[-1], m)
     fast = check_network(net, X, y, 1.0, method, engine="structured", diagnose=False)
     naive = check_network(net, X, y, 1.0, method, engine="generic", diagnose=False)
