@@ -272,18 +272,21 @@ class SeriesBlock:
             self.rho[units] = np.where(reach, rho, 1.0)
             self.M[units] = np.where(reach, m_per_rho * self.rho[units], 0.0)
 
-    def power_sum(self, n: int) -> NDArray:
-        """A bound on ``sum_i |F_ic|^n`` (n >= 2) per column: ``max_i |F_ic|^(n-2) sum_i F_ic^2``."""
-        with np.errstate(over="ignore"):
-            return self.Fmax ** (n - 2) * self.F2
-
     def remainder(self, K: int, T: NDArray) -> NDArray:
         """Bound on the truncation error of ``K`` terms at steps of magnitude ``T`` (rows, cols)."""
+        C, q = self._tail(T)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return C * q ** (K - 1)
+
+    def _tail(self, T: NDArray) -> tuple[NDArray, NDArray]:
+        """``(C, q)`` with ``|R_K| <= C q^(K-1)``: the bound of the class docstring, with
+        ``ratio = T / rho`` and ``q = ratio max_i |F_ic|``, is ``M ratio^2 sum_i F_ic^2 / (1 - q)`` times
+        ``q^(K-1)``.  ``C`` is infinite where ``q >= 1`` (outside the radius: nothing is certified)."""
         ratio = T / self.rho[:, None]
         q = ratio * self.Fmax[None, :]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            bound = self.M[:, None] * ratio ** (K + 1) * self.power_sum(K + 1)[None, :] / (1 - q)
-        return np.where((q < 1) & ~np.isnan(bound), bound, np.inf)
+            C = self.M[:, None] * ratio**2 * self.F2[None, :] / (1 - q)
+        return np.where((q < 1) & ~np.isnan(C), C, np.inf), q
 
     def table(self, K: int) -> NDArray:
         """``T_1..T_K``, shape ``(K, rows, cols)`` (float64), computed once for the largest ``K`` asked."""
@@ -331,10 +334,12 @@ class SeriesBlock:
         S = steps.shape[0]
         t = np.asarray(steps, dtype=np.float64).reshape(S, self.rows, self.cols)
         T = np.max(np.abs(t), axis=0)
-        for K in range(1, MAX_SERIES_TERMS + 1):
-            ok = self.remainder(K, T) <= budget
-            if ok.all():
-                break
+        C, q = self._tail(T)  # independent of K: the loop only raises q to a power
+        with np.errstate(over="ignore", invalid="ignore"):
+            for K in range(1, MAX_SERIES_TERMS + 1):
+                ok = C * q ** (K - 1) <= budget
+                if ok.all():
+                    break
         if not ok.any():  # nothing to read off the tables (huge steps): leave it all to the exact path
             return ok.reshape(-1)
         tables = self.table(K)
