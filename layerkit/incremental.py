@@ -59,7 +59,7 @@ from .activations import sigmoid
 from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_series,
                       softplus_change)
 from .errors import InputError
-from .layers import STRIP, provides
+from .layers import provides, strip_limit
 from .network import Network, Objective
 from .probes import CoordinateProbe, scaled
 
@@ -147,8 +147,7 @@ class LossTerms:
         loss change of one example is at most ``M = c rho sum_k b_k`` with ``c = max |1 - y| + |y|`` (1 for
         targets in [0, 1]), since ``l' = sigmoid(z) - y = (1 - y) sigmoid(z) - y sigmoid(-z)`` and
         ``|sigmoid| <= 1`` in the strip ``|Im z| <= pi/2`` (``Re e^(-z) >= 0`` there)."""
-        with np.errstate(divide="ignore"):
-            return self.slope_bound * np.sum(b, axis=1), STRIP / np.max(b, axis=1, initial=0.0)
+        return self.slope_bound * np.sum(b, axis=1), strip_limit(b)
 
     def column(self, k: int, d: NDArray) -> NDArray:
         """Only logit column ``k`` changes, by ``d`` of shape ``(B, m)``: exact."""

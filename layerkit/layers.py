@@ -28,6 +28,13 @@ from .errors import InputError, NotBoundError, NotForwardedError
 STRIP = np.pi / 2
 
 
+def strip_limit(b: NDArray) -> NDArray:
+    """Largest ``rho`` per batch item for which changes bounded by ``rho b`` (``b`` of shape ``(B, n)``)
+    stay within the strip: ``(pi/2) / max_l b[B, l]`` (infinite where ``b`` is 0)."""
+    with np.errstate(divide="ignore"):
+        return STRIP / np.max(b, axis=1, initial=0.0)
+
+
 @runtime_checkable
 class Layer(Protocol):
     """What a layer must provide.
@@ -338,8 +345,7 @@ class Sigmoid:
         ``|v| <= pi/4``, so ``|sigmoid'| <= 1/2`` in the strip ``|Im z| <= pi/2``, and
         ``|sigmoid(x + d) - sigmoid(x)| <= |d| / 2`` for real ``x`` and ``|d| <= pi/2``: the bound halves,
         valid for ``rho <= (pi/2) / max_l b[B, l]``."""
-        with np.errstate(divide="ignore"):
-            return b / 2, STRIP / np.max(b, axis=1, initial=0.0)
+        return b / 2, strip_limit(b)
 
     def _slopes(self, x: NDArray, y: NDArray) -> tuple[NDArray, ...]:
         """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``, rows
