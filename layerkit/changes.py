@@ -223,11 +223,22 @@ def sigmoid_series(s: NDArray, sc: NDArray, D: NDArray | None, K: int | None = N
     assert K is not None
     shape, dtype = _series_shape(s, sc, *(() if D is None else (D[0],)))
     Y = np.empty((K,) + shape, dtype=dtype)
-    P = np.empty((K,) + shape, dtype=dtype)
-    tmp = np.empty(shape, dtype=dtype)
+    _sigmoid_into(s, sc, _weighted(D), Y)
+    return Y
+
+
+def _weighted(D: NDArray | None) -> list[NDArray] | None:
+    """``[j D_j for j = 1..K]`` (None for ``delta = tau``), the factors of :func:`_chain`."""
+    return None if D is None else [D[0]] + [j * D[j - 1] for j in range(2, D.shape[0] + 1)]
+
+
+def _sigmoid_into(s: NDArray, sc: NDArray, jD: list[NDArray] | None, Y: NDArray) -> None:
+    """The recurrence of :func:`sigmoid_series`, written into ``Y`` (shape ``(K, ...)``)."""
+    K, shape = Y.shape[0], Y.shape[1:]
+    P = np.empty_like(Y)
+    tmp = np.empty(shape, dtype=Y.dtype)
     np.multiply(s, sc, out=P[0])
     diff = sc - s
-    jD = None if D is None else [D[0]] + [j * D[j - 1] for j in range(2, K + 1)]
     for k in range(1, K + 1):
         _chain(jD, P, k, Y[k - 1], tmp)
         if k < K:
@@ -238,7 +249,6 @@ def sigmoid_series(s: NDArray, sc: NDArray, D: NDArray | None, K: int | None = N
                 if 2 * i != k:
                     tmp *= 2
                 pk -= tmp
-    return Y
 
 
 def loss_series(s: NDArray, sc: NDArray, y: NDArray, D: NDArray | None, K: int | None = None) -> NDArray:
@@ -252,13 +262,13 @@ def loss_series(s: NDArray, sc: NDArray, y: NDArray, D: NDArray | None, K: int |
         K = D.shape[0]
     assert K is not None
     shape, dtype = _series_shape(s, sc, y, *(() if D is None else (D[0],)))
+    jD = _weighted(D)
     Q = np.empty((K,) + shape, dtype=dtype)
     np.subtract(s * (1 - y), y * sc, out=Q[0])
-    if K > 1:
-        Q[1:] = sigmoid_series(s, sc, None if D is None else D[:K - 1], K - 1)
+    if K > 1:  # Y_1..Y_(K-1) need only the first K - 1 factors
+        _sigmoid_into(s, sc, None if jD is None else jD[:K - 1], Q[1:])
     out = np.empty((K,) + shape, dtype=dtype)
     tmp = np.empty(shape, dtype=dtype)
-    jD = None if D is None else [D[0]] + [j * D[j - 1] for j in range(2, K + 1)]
     for k in range(1, K + 1):
         _chain(jD, Q, k, out[k - 1], tmp)
     return out
