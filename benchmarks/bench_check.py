@@ -26,7 +26,7 @@ import numpy as np
 
 import layerkit
 from layerkit import Network, check_function, check_network
-from layerkit.targets import network_target
+from layerkit.check.subjects import network_target
 from layerkit.testing import plant_gradient_error
 
 ROWS: list[dict] = []
@@ -130,7 +130,7 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
         add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
         print(f"  layerkit {method}: {t:.3f} s", flush=True)
     if name == "course":  # the exact per-perturbation path, which user layers with only `propagate` take
-        import layerkit.incremental as inc
+        import layerkit.fast.probe as inc
 
         saved, inc.MAX_SERIES_TERMS = inc.MAX_SERIES_TERMS, 0
         try:
@@ -237,8 +237,8 @@ def bench_exactness(name, sizes, m, n=300):
     Both loops subtract two whole costs, so their own roundoff (~ eps |J| / h per entry) bounds how closely
     anything can agree with them; the accuracy of each side against the exact gradient is shown too.
     """
-    from layerkit.methods import Central
-    from layerkit.probes import CoordinateProbe
+    from layerkit.check.methods import Central
+    from layerkit.check.probes import CoordinateProbe
 
     net, X, y = problem(sizes, m)
     target = network_target(net, X, y, 1.0)

@@ -261,7 +261,7 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """Error of each method against the step h = 1e-1 ... 1e-12: is the step size the problem?"""
-    from layerkit.sweep import plot_sweep, sweep_steps
+    from layerkit.diagnosis.sweep import plot_sweep, sweep_steps
 
     problems = _library_call(_problems, target, layers, examples,
                              [lambda_] if target is None else None, dtype, seed)

@@ -10,17 +10,17 @@ The public API::
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .check import check_function, check_layer, check_network
-from .datasets import debug_data, debug_matrix
+from .api import check_function, check_layer, check_network
+from .nn.datasets import debug_data, debug_matrix
 from .errors import (ComplexEvaluationError, InputError, LayerkitError, NonFiniteError, NotBoundError,
                      NotForwardedError, TargetError, UnknownMethodError)
-from .layers import Dense, Layer, Sigmoid
-from .layout import Block, ParameterLayout
-from .methods import (Central, ComplexStep, Estimate, FiniteDifference, Forward, Method, Richardson, get_method,
+from .nn.layers import Dense, Layer, Sigmoid
+from .nn.layout import Block, ParameterLayout
+from .check.methods import (Central, ComplexStep, Estimate, FiniteDifference, Forward, Method, Richardson, get_method,
                       method_names, register_method)
-from .network import FitResult, Network, Objective
+from .nn.network import FitResult, Network, Objective
 from .problem import Problem
-from .report import BlockSummary, Entry, Finding, Report
+from .check.report import BlockSummary, Entry, Finding, Report
 
 try:
     __version__ = version("layerkit")

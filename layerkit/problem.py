@@ -16,11 +16,11 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from ._validate import describe
-from .check import check_function, check_network
-from .datasets import debug_data
+from .api import check_function, check_network
+from .nn.datasets import debug_data
 from .errors import InputError
-from .network import Network
-from .report import Report
+from .nn.network import Network
+from .check.report import Report
 
 
 @frozen(eq=False)

@@ -17,11 +17,11 @@ from typing import Any
 from numpy.typing import NDArray
 
 from ._validate import describe
-from .check import check_function, check_layer, check_network
+from .api import check_function, check_layer, check_network
 from .errors import InputError
-from .layers import Layer
-from .network import Network
-from .report import Report
+from .nn.layers import Layer
+from .nn.network import Network
+from .check.report import Report
 
 __all__ = ["assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
            "plant_gradient_error"]

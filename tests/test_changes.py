@@ -1,10 +1,10 @@
-"""Taylor-series arithmetic of :mod:`layerkit.changes` against closed forms."""
+"""Taylor-series arithmetic of :mod:`layerkit.fast.changes` against closed forms."""
 
 import numpy as np
 import pytest
 from numpy.polynomial import polynomial as poly
 
-from layerkit.changes import compose_series, loss_series, sigmoid_series
+from layerkit.fast.changes import compose_series, loss_series, sigmoid_series
 
 Z = np.array([-40.0, -3.0, -0.4, 0.0, 0.7, 2.0, 35.0])
 
@@ -81,7 +81,7 @@ def test_compose_series_against_polynomial_composition():
 
 
 def test_param_inputs_is_ones_then_x_without_building_it():
-    from layerkit.changes import ParamInputs
+    from layerkit.fast.changes import ParamInputs
 
     x = np.arange(12.0).reshape(4, 3) - 5
     F = ParamInputs(x, ones=1)

@@ -7,9 +7,9 @@ import pytest
 
 import layerkit
 from layerkit import Dense, Network, check_function, check_layer, check_network
-from layerkit.directional import Direction, _Directional
-from layerkit.methods import Central
-from layerkit.targets import function_target
+from layerkit.check.directional import Direction, _Directional
+from layerkit.check.methods import Central
+from layerkit.check.subjects import function_target
 from layerkit.testing import plant_gradient_error
 
 from helpers import CourseCost, rosen_pair

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from layerkit import Dense, Network, Sigmoid, check_network
-from layerkit.changes import ColumnChange, RankOneChange, sigmoid_change, softplus_change
-from layerkit.incremental import NetworkProbe
+from layerkit.fast.changes import ColumnChange, RankOneChange, sigmoid_change, softplus_change
+from layerkit.fast.probe import NetworkProbe
 
 
 def _agreement(net, X, y, lam, method):
@@ -103,7 +103,7 @@ def test_dense_turns_a_column_change_into_rank_one():
 
 
 def test_batches_stay_bounded(monkeypatch):
-    import layerkit.incremental as inc
+    import layerkit.fast.probe as inc
 
     monkeypatch.setattr(inc, "MAX_BATCH_ELEMENTS", 2000)
     monkeypatch.setattr(inc, "MAX_SERIES_TERMS", 0)  # the exact per-perturbation path
@@ -124,7 +124,7 @@ def test_batches_stay_bounded(monkeypatch):
 
 
 def test_series_batches_stay_bounded(monkeypatch):
-    import layerkit.incremental as inc
+    import layerkit.fast.probe as inc
 
     monkeypatch.setattr(inc, "MAX_BATCH_ELEMENTS", 2000)
     rng = np.random.default_rng(0)
@@ -144,7 +144,7 @@ def test_series_batches_stay_bounded(monkeypatch):
 
 
 def _probe(net, X, y, lam=1.0):
-    from layerkit.targets import network_target
+    from layerkit.check.subjects import network_target
 
     obj = network_target(net, X, y, lambda_=lam).objective
     x0 = net.params.copy()
@@ -152,7 +152,7 @@ def _probe(net, X, y, lam=1.0):
 
 
 def _exact_deltas(net, X, y, steps, monkeypatch, lam=1.0):
-    import layerkit.incremental as inc
+    import layerkit.fast.probe as inc
 
     with monkeypatch.context() as mp:
         mp.setattr(inc, "MAX_SERIES_TERMS", 0)
@@ -220,7 +220,7 @@ def test_cauchy_bound_on_the_complex_circle():
 
 
 def test_large_steps_fall_back_to_the_exact_path_for_uncertified_entries(monkeypatch):
-    import layerkit.incremental as inc
+    import layerkit.fast.probe as inc
 
     rng = np.random.default_rng(0)
     net = Network.from_sizes([5, 4, 3], seed=1)
@@ -266,7 +266,7 @@ def test_probe_reports_perturbations_as_evaluations(debug_problem):
 
 
 def test_steps_beyond_the_radius_leave_every_entry_to_the_exact_path(monkeypatch):
-    import layerkit.incremental as inc
+    import layerkit.fast.probe as inc
 
     rng = np.random.default_rng(2)
     net = Network.from_sizes([4, 5, 3], seed=2)

@@ -86,7 +86,7 @@ def test_custom_layer_follows_the_protocol():
 
 
 def test_sigmoid_series_of_a_rank_one_change_equals_the_dense_recurrence():
-    from layerkit.changes import SeriesChange, sigmoid_series
+    from layerkit.fast.changes import SeriesChange, sigmoid_series
 
     rng = np.random.default_rng(0)
     x = 3 * rng.standard_normal((7, 4))

@@ -7,8 +7,8 @@ from scipy.optimize import rosen, rosen_der
 
 import layerkit
 from layerkit import Central, FiniteDifference, Forward, Richardson, get_method, method_names
-from layerkit.activations import sigmoid, softplus
-from layerkit.probes import CoordinateProbe
+from layerkit.nn.activations import sigmoid, softplus
+from layerkit.check.probes import CoordinateProbe
 
 from helpers import RNG, XL, YL, quadratic  # noqa: E402
 
@@ -132,7 +132,7 @@ def test_user_strategy_in_a_few_lines():
     try:
         assert layerkit.check_function(fun, x0, "five-point", diagnose=False).passed
     finally:
-        from layerkit import methods
+        from layerkit.check import methods
 
         methods._REGISTRY.pop("five-point")
 

@@ -9,7 +9,7 @@ column 0).  Its gradient is the backprop average over ``m`` plus ``(lambda/m) W`
 :class:`~layerkit.Sigmoid`, the data term is computed from the logits in log-sigmoid form
 (:func:`~layerkit.losses.cross_entropy_from_logits`), finite even when ``h`` saturates to 0 or 1.
 
-The flat layout is defined in :mod:`layerkit.layout`.
+The flat layout is defined in :mod:`layerkit.nn.layout`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import scipy.optimize
 from attrs import frozen
 from numpy.typing import NDArray
 
-from ._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
+from .._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
 from .datasets import debug_matrix
-from .errors import InputError
+from ..errors import InputError
 from .layers import Dense, Layer, Sigmoid, _defined_in, epsilon_init
 from .layout import Block, Order, ParameterLayout
 from .losses import cross_entropy_from_logits, cross_entropy_from_probabilities

@@ -1,7 +1,7 @@
 """Numerical gradient strategies: :class:`Forward`, :class:`Central`, :class:`Richardson`, :class:`ComplexStep`.
 
 Every strategy is a frozen attrs value with one small protocol (:class:`Method`): given a
-:class:`~layerkit.probes.Probe` (which evaluates cost *changes* ``J(x + s e_j) - J(x)`` along axes ``j``),
+:class:`~layerkit.check.probes.Probe` (which evaluates cost *changes* ``J(x + s e_j) - J(x)`` along axes ``j``),
 return an :class:`Estimate` of the derivative along each axis.  Strategies never touch parameter vectors
 themselves, so the same strategy runs on a plain function, a Network's fast path, or random directions.
 
@@ -33,8 +33,8 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from ._validate import describe
-from .errors import InputError, UnknownMethodError
+from .._validate import describe
+from ..errors import InputError, UnknownMethodError
 from .probes import Probe
 
 Step = Union[float, str]

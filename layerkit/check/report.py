@@ -14,7 +14,7 @@ import numpy as np
 from attrs import evolve, field, frozen
 from numpy.typing import NDArray
 
-from .layout import ParameterLayout
+from ..nn.layout import ParameterLayout
 
 
 def _num(x: Any) -> Any:
@@ -38,7 +38,7 @@ def relative_difference(n: NDArray, a: NDArray) -> float:
 
 @frozen
 class Finding:
-    """One diagnosis of a mismatch, with a stable ``code`` (see :mod:`layerkit.doctor`)."""
+    """One diagnosis of a mismatch, with a stable ``code`` (see :mod:`layerkit.diagnosis.doctor`)."""
 
     code: str
     blocks: tuple[str, ...]

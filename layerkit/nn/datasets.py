@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from ._validate import positive_int
+from .._validate import positive_int
 
 
 def debug_matrix(shape: tuple[int, int], dtype: object = np.float64) -> NDArray:

@@ -1,7 +1,7 @@
 """The doctor: say where and why an analytic gradient disagrees with the numerical one.
 
-:func:`diagnose` reads a :class:`~layerkit.report.Report` (and, when something failed, runs a few cheap
-follow-up evaluations of the target) and adds :class:`~layerkit.report.Finding` values with these stable
+:func:`diagnose` reads a :class:`~layerkit.check.report.Report` (and, when something failed, runs a few cheap
+follow-up evaluations of the target) and adds :class:`~layerkit.check.report.Finding` values with these stable
 codes.  ``r = analytical - numerical`` is the residual, ``x`` the parameter values.
 
 =========================== ============================================================================
@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .layout import Block
-from .methods import Central, Richardson
-from .probes import CoordinateProbe
-from .report import Finding, Report
+from ..nn.layout import Block
+from ..check.methods import Central, Richardson
+from ..check.probes import CoordinateProbe
+from ..check.report import Finding, Report
 
 #: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
 FIT_TOL = 1e-3
@@ -472,7 +472,7 @@ class _Doctor:
 
     def taylor_along(self, j: int) -> dict[str, Any] | None:
         """The Taylor-remainder verdict along the worst entry's coordinate (13 evaluations)."""
-        from .directional import Direction, direction_probe, taylor_remainder
+        from ..check.directional import Direction, direction_probe, taylor_remainder
 
         try:
             probe = direction_probe(self.target, self.r.cost)
@@ -487,8 +487,8 @@ class _Doctor:
         target = self.target
         if target.kind != "network" or target.network is None:
             return
-        from .check import check_layer, run_check
-        from .targets import network_target
+        from ..api import check_layer, run_check
+        from ..check.subjects import network_target
 
         obj = target.objective
         mode = "directional" if self.directional else "full"

@@ -1,8 +1,8 @@
 """The public entry points: :func:`check_function`, :func:`check_network`, :func:`check_layer`.
 
 Each one compares the target's analytic gradient with a numerical estimate from a strategy
-(:mod:`layerkit.methods`), returns a :class:`~layerkit.report.Report`, and -- unless ``diagnose=False``
--- lets the doctor (:mod:`layerkit.doctor`) add findings that say where and why they disagree.
+(:mod:`layerkit.check.methods`), returns a :class:`~layerkit.check.report.Report`, and -- unless ``diagnose=False``
+-- lets the doctor (:mod:`layerkit.diagnosis.doctor`) add findings that say where and why they disagree.
 
 None of them changes the caller's vector or the network's parameters, even when the target raises.
 """
@@ -20,12 +20,12 @@ from numpy.typing import NDArray
 
 from ._validate import describe, positive_int
 from .errors import InputError
-from .layers import Layer
-from .methods import Step, get_method
-from .network import Network
-from .probes import CoordinateProbe
-from .report import Report
-from .targets import Target, function_target, layer_target, network_target
+from .nn.layers import Layer
+from .check.methods import Step, get_method
+from .nn.network import Network
+from .check.probes import CoordinateProbe
+from .check.report import Report
+from .check.subjects import Target, function_target, layer_target, network_target
 
 
 def resolve_method(method: Any, step: Step | None = None) -> Any:
@@ -54,8 +54,8 @@ def run_check(target: Target, method: Any = "central", *, step: Step | None = No
     """Check ``target`` with ``method``; the common engine behind the three entry points.
 
     ``probe_factory(target, f0)`` may supply a structured probe (the Network fast path); by default every
-    evaluation goes through ``target.cost`` on a :class:`~layerkit.probes.CoordinateProbe`.
-    ``mode="directional"`` runs :func:`layerkit.directional.run_directional` instead.
+    evaluation goes through ``target.cost`` on a :class:`~layerkit.check.probes.CoordinateProbe`.
+    ``mode="directional"`` runs :func:`layerkit.check.directional.run_directional` instead.
     """
     strategy = resolve_method(method, step)
     rtol_o, atol_o = _tolerance_override(rtol, "rtol"), _tolerance_override(atol, "atol")
@@ -63,7 +63,7 @@ def run_check(target: Target, method: Any = "central", *, step: Step | None = No
     if mode not in ("full", "directional"):
         raise InputError("mode", "'full' or 'directional'", repr(mode))
     if mode == "directional":
-        from .directional import DEFAULT_DIRECTIONS, run_directional
+        from .check.directional import DEFAULT_DIRECTIONS, run_directional
 
         if rtol_o is not None or atol_o is not None:
             raise InputError("rtol/atol", "no tolerance override in mode='directional' (it uses the error model)",
@@ -71,7 +71,7 @@ def run_check(target: Target, method: Any = "central", *, step: Step | None = No
         report = run_directional(target, strategy, n_directions=n_directions or DEFAULT_DIRECTIONS, seed=seed,
                                  executor=executor, top=top)
         if diagnose:
-            from .doctor import diagnose as run_doctor
+            from .diagnosis.doctor import diagnose as run_doctor
 
             report = run_doctor(report, target, strategy)
         return report
@@ -94,7 +94,7 @@ def run_check(target: Target, method: Any = "central", *, step: Step | None = No
         layout=target.layout, x=target.x0, cost=f0, n_evals=probe.n_evals + 1, seconds=seconds,
         error_estimate=est.error, top=top, context={"target": target.kind, **target.context})
     if diagnose:
-        from .doctor import diagnose as run_doctor
+        from .diagnosis.doctor import diagnose as run_doctor
 
         report = run_doctor(report, target, strategy)
     return report
@@ -120,7 +120,7 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
         How ``x0`` is made of blocks (in order, each unrolled in C order); sizes must sum to ``x0.size``.
         Without it the vector is one block named ``"x"``.
     step : "auto" or float, optional
-        Overrides the strategy's step (see :mod:`layerkit.methods` for the automatic rule).
+        Overrides the strategy's step (see :mod:`layerkit.check.methods` for the automatic rule).
     rtol, atol : float, optional
         Override the error-model tolerances: an entry passes when ``|n - a| <= rtol max(|n|,|a|) + atol``.
     top : int
@@ -134,7 +134,7 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
         names fitted factors such as ``lambda/m``.
     mode : "full" or "directional"
         ``"directional"`` compares derivatives along ``n_directions`` seeded (``seed``) random unit directions
-        and, when they disagree, localizes the wrong entries by group testing (:mod:`layerkit.directional`).
+        and, when they disagree, localizes the wrong entries by group testing (:mod:`layerkit.check.directional`).
     """
     target = function_target(fun, x0, blocks)
     if lambda_ is not None:
@@ -152,7 +152,7 @@ def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: An
     """Check a :class:`~layerkit.Network`'s backprop on ``(X, y)`` with regularization ``lambda_``.
 
     Blocks are the network's (``Theta1``, ``Theta2``, ...).  ``engine="auto"`` uses the structured fast path
-    of :mod:`layerkit.incremental` for real-valued finite differences and plain re-evaluation otherwise;
+    of :mod:`layerkit.fast.probe` for real-valued finite differences and plain re-evaluation otherwise;
     ``engine="generic"`` always re-evaluates the whole cost (the naive loop).  The network's parameters are
     never changed.  In ``mode="directional"`` the changes along each direction are propagated through
     the layers exactly.  Other arguments as in :func:`check_function`.
@@ -163,7 +163,7 @@ def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: An
     factory = None
     strategy = resolve_method(method, step)
     if engine != "generic" and getattr(strategy, "name", "") != "complex-step" and mode == "full":
-        from .incremental import structured_probe_factory
+        from .fast.probe import structured_probe_factory
 
         factory = structured_probe_factory(required=engine == "structured")
     return run_check(target, strategy, rtol=rtol, atol=atol, top=top, diagnose=diagnose, probe_factory=factory,

@@ -22,8 +22,8 @@ from typing import Literal
 import numpy as np
 from attrs import field, frozen
 
-from ._validate import describe
-from .errors import InputError
+from .._validate import describe
+from ..errors import InputError
 
 Order = Literal["C", "F"]
 

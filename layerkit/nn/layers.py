@@ -17,11 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from ._validate import describe, float_dtype, positive_int
+from .._validate import describe, float_dtype, positive_int
 from .activations import sigmoid
-from .changes import (Change, ColumnChange, ColumnsChange, DenseChange, ParamInputs, RankOneChange, SeriesChange,
+from ..fast.changes import (Change, ColumnChange, ColumnsChange, DenseChange, ParamInputs, RankOneChange, SeriesChange,
                       compose_series, sigmoid_change, sigmoid_series)
-from .errors import InputError, NotBoundError, NotForwardedError
+from ..errors import InputError, NotBoundError, NotForwardedError
 
 #: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
 #: (see :meth:`Sigmoid.series_bound`): the domain of the bounds that certify series truncations.
@@ -64,14 +64,14 @@ class Layer(Protocol):
         Like ``backward`` but writes only the parameter gradients; a network uses it for its first layer,
         whose input gradient nobody needs.
     propagate(x, y, change)
-        Exact propagation of a structured input change; see :mod:`layerkit.changes`.
+        Exact propagation of a structured input change; see :mod:`layerkit.fast.changes`.
     series(x, y, change), series_bound(b)
-        Propagation of a :class:`~layerkit.changes.SeriesChange` (Taylor coefficients in a scalar ``tau`` per
+        Propagation of a :class:`~layerkit.fast.changes.SeriesChange` (Taylor coefficients in a scalar ``tau`` per
         example), and of a bound on that change for complex ``tau`` (see :meth:`Dense.series_bound`); used to
         certify the truncation of the series.
     param_change(name, row, cols, steps, x), param_inputs(name, x)
         For Dense-like parameters, whose entry ``(r, c)`` moves only output column ``r``, by ``t F[:, c]``
-        (``param_inputs`` returns ``F`` as a :class:`~layerkit.changes.ParamInputs`).
+        (``param_inputs`` returns ``F`` as a :class:`~layerkit.fast.changes.ParamInputs`).
     """
 
     param_shapes: Mapping[str, tuple[int, ...]]
@@ -202,7 +202,7 @@ class Dense:
         g[:, 0] = dy.sum(axis=0)
         g[:, 1:] = dy.T @ x
 
-    # -- structured perturbations (layerkit.incremental) -------------------------------------------
+    # -- structured perturbations (layerkit.fast.probe) -------------------------------------------
     def param_change(self, name: str, row: int, cols: Any, steps: NDArray, x: NDArray) -> ColumnChange:
         """Output change of ``Theta[row, c] += steps[b]`` for the columns ``c`` in ``cols`` (a slice or an
         index array), at input ``x`` (m, n_in): only output column ``row`` moves, by ``steps[b] * x1[:, c]``
@@ -306,7 +306,7 @@ class Sigmoid:
         return dy * y * (1 - y)
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
-        """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.changes.sigmoid_change`);
+        """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.fast.changes.sigmoid_change`);
         a column change stays a column change."""
         slope = self._slopes(x, y)
         if isinstance(change, ColumnChange):
@@ -319,7 +319,7 @@ class Sigmoid:
 
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
         """Taylor coefficients of ``sigmoid(x + D(tau)) - sigmoid(x)`` from those of ``D`` (see
-        :func:`~layerkit.changes.sigmoid_series`); a column series stays a column series."""
+        :func:`~layerkit.fast.changes.sigmoid_series`); a column series stays a column series."""
         slope = self._slopes(x, y)
         if change.cols is not None:
             c = change.cols

@@ -14,7 +14,7 @@ complex ``tau`` (``series_bound``), and ``K`` is chosen so that it is ten times 
 summed cost, the same criterion as below; entries it cannot certify go to the exact path.
 
 **Exact per-perturbation path** (user layers with ``propagate``, or entries the tables cannot certify),
-batches of perturbations carried as structured changes (see :mod:`layerkit.changes`):
+batches of perturbations carried as structured changes (see :mod:`layerkit.fast.changes`):
 
 * ``Dense.param_change``: ``Theta[r, c] += s`` moves only output column ``r``, by ``s x1[:, c]``;
 * ``Dense.propagate``: a column change becomes rank one, ``outer(delta, W[:, r])``, and stays rank one;
@@ -35,7 +35,7 @@ The penalty change is exact too: ``lambda/(2m) s (2 theta + s)`` on penalized en
 Layers without any structured members (a user's own) get the generic path: their parameters are perturbed
 in a private clone and the layers from ``L`` on are re-run on the cached input.  A layer's structured
 members are used only when they are defined as far down its class hierarchy as its ``forward``
-(:func:`~layerkit.layers.provides`).
+(:func:`~layerkit.nn.layers.provides`).
 
 Work is split in batches bounded by ``MAX_BATCH_ELEMENTS`` per temporary (cache-sized, so memory stays a
 small multiple of one forward pass, never ``P x m x K``); the exact path spreads its batches over a
@@ -55,13 +55,13 @@ from numpy.typing import NDArray
 
 from attrs import define
 
-from .activations import sigmoid
+from ..nn.activations import sigmoid
 from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_series,
                       softplus_change)
-from .errors import InputError
-from .layers import provides, strip_limit
-from .network import Network, Objective
-from .probes import CoordinateProbe, scaled
+from ..errors import InputError
+from ..nn.layers import provides, strip_limit
+from ..nn.network import Network, Objective
+from ..check.probes import CoordinateProbe, scaled
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -122,7 +122,7 @@ class LossTerms:
 
     def series(self, change: SeriesChange) -> NDArray:
         """Per-example Taylor coefficients ``(K, B, m)`` of the summed loss change for a series change of
-        the logits (see :func:`~layerkit.changes.loss_series`)."""
+        the logits (see :func:`~layerkit.fast.changes.loss_series`)."""
         if change.cols is not None:
             c = change.cols
             return loss_series(self.S.T[c], self.Sc.T[c], self.Y.T[c], change.coeffs)
@@ -353,7 +353,7 @@ class SeriesBlock:
 
 
 class NetworkProbe:
-    """A :class:`~layerkit.probes.Probe` over all coordinates of a network's regularized cost."""
+    """A :class:`~layerkit.check.probes.Probe` over all coordinates of a network's regularized cost."""
 
     def __init__(self, obj: Objective, x0: NDArray, f0: float, workers: int | None = None,
                  axis_scale: NDArray | None = None) -> None:

@@ -10,7 +10,7 @@ vectors, a subset of them, or random directions).  Strategies only call:
 
 ``scale()`` is the length scale, per axis, that automatic steps are relative to: ``max(1, |x_j|) / s_j``,
 where the optional ``axis_scale`` ``s_j >= 1`` says how much faster the cost varies along axis ``j`` (see
-:meth:`layerkit.targets.Target.axis_scale`).
+:meth:`layerkit.check.subjects.Target.axis_scale`).
 
 The probe owns a private copy of ``x``; it perturbs that copy in place and restores each entry right
 after, so the caller's vector is never touched, even when the target raises.
@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ._validate import describe
-from .errors import ComplexEvaluationError, TargetError
+from .._validate import describe
+from ..errors import ComplexEvaluationError, TargetError
 
 CostFn = Callable[[NDArray], Any]
 

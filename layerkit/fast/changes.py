@@ -15,7 +15,7 @@ changes have structure that is far cheaper to carry than ``B`` dense ``(m, n)`` 
 
 Layers may implement ``propagate(x, y, change) -> change`` (exact: no linearization), ``series(x, y, change)``
 with ``series_bound(b)`` (Taylor coefficients, with a bound for the remainder), and a Dense-like layer
-``param_change(name, row, cols, steps, x)`` and ``param_inputs(name, x)``; see :mod:`layerkit.layers`.
+``param_change(name, row, cols, steps, x)`` and ``param_inputs(name, x)``; see :mod:`layerkit.nn.layers`.
 Propagation *consumes* a change: a layer may overwrite the arrays of the change it is given.
 """
 

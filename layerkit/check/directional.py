@@ -25,7 +25,7 @@ Evaluation engines
   ``log1p(s expm1(d)) - y d``: differences carry a rounding of only ``eps sum|terms|``, which the probe
   reports, so the step can be tiny (``sqrt(eps)``) and truncation negligible.
 
-Tolerance of one directional derivative (the error model of :mod:`layerkit.methods`, with the probe's own
+Tolerance of one directional derivative (the error model of :mod:`layerkit.check.methods`, with the probe's own
 roundoff): ``rtol max(|n|, |a|) + 16 (noise / h + h^p M)`` with ``M = max(|J|, |a|)``.
 """
 
@@ -41,13 +41,13 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from ._validate import describe, positive_int
-from .changes import ColumnsChange
-from .errors import InputError
-from .layers import provides
+from .._validate import describe, positive_int
+from ..fast.changes import ColumnsChange
+from ..errors import InputError
+from ..nn.layers import provides
 from .probes import as_scalar_cost
 from .report import BlockSummary, Entry, Report, relative_difference
-from .targets import Target
+from .subjects import Target
 
 #: Default number of random directions of the first, whole-vector check.
 DEFAULT_DIRECTIONS = 2
@@ -125,7 +125,7 @@ class NetworkDirections:
     exact = True
 
     def __init__(self, target: Target, f0: float) -> None:
-        from .incremental import NetworkState
+        from ..fast.probe import NetworkState
 
         state = NetworkState.at(target.objective, target.x0)
         self.x0, self.f0, self.dtype = target.x0, float(f0), target.x0.dtype

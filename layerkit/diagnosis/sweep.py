@@ -19,13 +19,13 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from .check import resolve_method
-from .errors import ComplexEvaluationError, InputError
-from .methods import ComplexStep, Richardson
-from .probes import CoordinateProbe
-from .problem import Problem
-from .report import _num
-from .targets import Target, function_target, network_target
+from ..api import resolve_method
+from ..errors import ComplexEvaluationError, InputError
+from ..check.methods import ComplexStep, Richardson
+from ..check.probes import CoordinateProbe
+from ..problem import Problem
+from ..check.report import _num
+from ..check.subjects import Target, function_target, network_target
 
 DEFAULT_STEPS = tuple(10.0 ** -k for k in range(1, 13))
 

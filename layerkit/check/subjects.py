@@ -14,11 +14,11 @@ import numpy as np
 from attrs import define, field
 from numpy.typing import NDArray
 
-from ._validate import describe
-from .errors import InputError, NonFiniteError, TargetError
-from .layers import Layer, provides
-from .layout import ParameterLayout
-from .network import Network, Objective
+from .._validate import describe
+from ..errors import InputError, NonFiniteError, TargetError
+from ..nn.layers import Layer, provides
+from ..nn.layout import ParameterLayout
+from ..nn.network import Network, Objective
 from .probes import as_scalar_cost
 
 
