@@ -62,7 +62,8 @@ def plant_gradient_error(net: Network, index: int, rel: float = 1e-4) -> Network
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < net.size:
         raise InputError("index", f"a flat parameter index in 0..{net.size - 1}", describe(index))
     twin = net.clone()
-    owner = [(i, p, twin.layout[b]) for i, p, b in twin._names if twin.layout[b].start <= index < twin.layout[b].stop]
+    owner = [(b.index, b.param, twin.layout[b.block]) for b in twin.bindings
+             if twin.layout[b.block].start <= index < twin.layout[b.block].stop]
     i, p, block = owner[0]
     layer = twin.layers[i]
     local = index - block.start

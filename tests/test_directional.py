@@ -7,9 +7,9 @@ import pytest
 
 import layerkit
 from layerkit import Dense, Network, check_function, check_layer, check_network
-from layerkit.check.directional import Direction, _Directional
+from layerkit.check.directional import Direction, FunctionDirections, _Directional
 from layerkit.check.methods import Central
-from layerkit.check.subjects import function_target
+from layerkit.check.subjects import function_subject
 from layerkit.testing import plant_gradient_error
 
 from helpers import CourseCost, rosen_pair
@@ -29,7 +29,10 @@ def test_correct_networks_pass_in_directional_mode(sizes, dtype):
         report = check_network(net, X, y, lam, mode="directional")
         assert report.passed, str(report)
         assert report.mode == "directional" and report.findings == ()
-        assert report.n_evals == 1 + 2 * 2  # analytic gradient + 2 evaluations per default direction
+        # two gradient evaluations, the engine's noise table and its check against the network's own cost,
+        # then 2 evaluations per default direction at two steps (the engine's truncation from their difference)
+        assert report.directional.evaluations == {"analytic": 2, "calibrate": 9, "verify": 1, "directions": 8}
+        assert report.n_evals == 2 + 9 + 1 + 2 * 2 * 2
 
 
 def test_one_wrong_entry_in_a_10k_network_is_found():
@@ -60,8 +63,9 @@ def test_evaluations_grow_with_log_p():
         counts[net.size] = report.context["evaluations"]["localize"]
     (p1, c1), (p2, c2) = sorted(counts.items())
     assert p2 > 12 * p1
-    # bisection: ~4 evaluations per halving, so 16x the parameters costs ~16 more, not 16x as many
-    assert c2 - c1 <= 4 * (np.log2(p2 / p1) + 2) and c2 < 2 * c1
+    # bisection: two half-ranges per halving, each at two steps of central differences with the engine (the
+    # second step measures the truncation): ~8 evaluations per halving, so 16x the parameters costs ~32 more
+    assert c2 - c1 <= 8 * (np.log2(p2 / p1) + 2) and c2 < 2 * c1
 
 
 def test_wrongly_regularized_bias_column_in_a_function():
@@ -95,9 +99,15 @@ def test_a_whole_wrong_block_stops_bisecting_and_is_diagnosed():
     assert "spread" in str(report)
 
 
+def _directional(fun, x0):
+    subject = function_subject(fun, x0)
+    f0, a = subject.evaluate()
+    return _Directional(subject, Central(), FunctionDirections(subject.value, subject.x0, f0), f0, a, 1, 0)
+
+
 def test_taylor_slope_is_two_for_a_right_gradient_and_one_for_a_wrong_one():
     x0 = np.random.default_rng(0).uniform(-1, 1, 12)
-    right = _Directional(function_target(rosen_pair, x0), Central(), 1, 0, None)
+    right = _directional(rosen_pair, x0)
     d = right.direction(0, 12)
     assert right.taylor(d)["slope"] > 1.8
 
@@ -105,7 +115,7 @@ def test_taylor_slope_is_two_for_a_right_gradient_and_one_for_a_wrong_one():
         c, g = rosen_pair(x)
         return c, g * (1 + 1e-3)
 
-    bad = _Directional(function_target(wrong, x0), Central(), 1, 0, None)
+    bad = _directional(wrong, x0)
     assert bad.taylor(Direction(0, 12, d.u))["slope"] < 1.2
 
 

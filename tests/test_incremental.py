@@ -9,10 +9,12 @@ from layerkit.fast.probe import NetworkProbe
 
 
 def _agreement(net, X, y, lam, method):
+    """Both engines, and how far apart they are in units of the naive loop's own tolerance: below 1 means
+    that the whole-cost loop, given its error model, cannot tell the engine's estimate from its own."""
     fast = check_network(net, X, y, lam, method, engine="structured", diagnose=False)
     naive = check_network(net, X, y, lam, method, engine="generic", diagnose=False)
-    rel = np.linalg.norm(fast.numerical - naive.numerical) / np.linalg.norm(naive.numerical)
-    return fast, naive, rel
+    apart = float(np.max(np.abs(fast.numerical - naive.numerical) / naive.tolerance))
+    return fast, naive, apart
 
 
 @pytest.mark.parametrize("sizes", [[3, 5, 3], [7, 6, 4], [6, 5, 4, 3], [5, 4, 6, 3, 2]])
@@ -22,10 +24,11 @@ def test_structured_equals_naive_at_any_depth(sizes, method, lam):
     rng = np.random.default_rng(len(sizes))
     net = Network.from_sizes(sizes, seed=3)
     X, y = rng.standard_normal((25, sizes[0])), rng.integers(0, sizes[-1], 25)
-    fast, naive, rel = _agreement(net, X, y, lam, method)
-    assert rel < 1e-9
+    fast, naive, apart = _agreement(net, X, y, lam, method)
+    assert apart < 1
+    _, g = net.cost_and_gradient(X, y, lam)
+    assert np.linalg.norm(fast.numerical - g) / np.linalg.norm(g) < 1e-11  # the engine differences exactly
     assert fast.passed == naive.passed
-    assert fast.n_evals == naive.n_evals
 
 
 def test_forward_method_also_agrees():
@@ -37,7 +40,7 @@ def test_forward_method_also_agrees():
     # is compared with the exact gradient instead, which it matches to the forward method's truncation
     _, g = net.cost_and_gradient(X, y, 1.0)
     assert np.linalg.norm(fast.numerical - g) / np.linalg.norm(g) < 1e-6
-    assert rel < 1e-6 and fast.passed and naive.passed
+    assert rel < 1 and fast.passed and naive.passed
 
 
 def test_custom_layers_take_the_generic_path():
@@ -48,7 +51,7 @@ def test_custom_layers_take_the_generic_path():
     net.init_random(2)
     X, y = rng.standard_normal((10, 4)), rng.integers(0, 3, 10)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
-    assert rel < 1e-9 and fast.passed
+    assert rel < 1 and fast.passed
 
 
 def test_structured_probe_catches_a_wrong_backward():
@@ -120,7 +123,7 @@ def test_batches_stay_bounded(monkeypatch):
 
     monkeypatch.setattr(inc.NetworkProbe, "_loss_change", spy)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
-    assert rel < 1e-9 and max(largest) <= 2000 * 3
+    assert rel < 1 and max(largest) <= 2000 * 3
 
 
 def test_series_batches_stay_bounded(monkeypatch):
@@ -140,15 +143,17 @@ def test_series_batches_stay_bounded(monkeypatch):
 
     monkeypatch.setattr(Sigmoid, "series", spy)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
-    assert rel < 1e-9 and largest and max(largest) <= 2000
+    assert rel < 1 and largest and max(largest) <= 2000
 
 
 def _probe(net, X, y, lam=1.0):
-    from layerkit.check.subjects import network_target
+    from layerkit.check.subjects import NetworkSubject
+    from layerkit.fast.probe import NetworkState
 
-    obj = network_target(net, X, y, lambda_=lam).objective
+    subject = NetworkSubject(net, X, y, lam)
     x0 = net.params.copy()
-    return NetworkProbe(obj, x0, obj.cost(x0))
+    state = NetworkState.at(net, subject.objective.X, subject.objective.Y, lam)
+    return NetworkProbe(state, x0, subject.value(x0))
 
 
 def _exact_deltas(net, X, y, steps, monkeypatch, lam=1.0):
@@ -184,8 +189,8 @@ def test_series_remainder_bound_holds(monkeypatch):
     probe = _probe(net, X, y, lam=0.0)
     h = 0.05  # large enough that low orders are visibly truncated
     exact = _exact_deltas(net, X, y, np.full((1, net.size), h), monkeypatch, lam=0.0)[0] * probe.m
-    for i, p, block in net._names:
-        b = net.layout[block]
+    for bd in net.bindings:
+        i, p, b = bd.index, bd.param, net.layout[bd.block]
         series = probe._series_block(i, p, b)
         T = np.full(b.shape, h)
         for K in range(1, 6):
@@ -204,8 +209,8 @@ def test_cauchy_bound_on_the_complex_circle():
     X, y = 3 * rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
     probe = _probe(net, X, y, lam=0.0)
     theta = net.params.astype(complex)
-    for i, p, block in net._names:
-        b = net.layout[block]
+    for bd in net.bindings:
+        i, p, b = bd.index, bd.param, net.layout[bd.block]
         series = probe._series_block(i, p, b)
         rows, cols = b.shape
         for r in range(rows):
@@ -255,13 +260,14 @@ def test_subclass_with_its_own_forward_is_not_evaluated_with_the_parents_math():
     net.init_random(0)
     X, y = rng.standard_normal((10, 4)), rng.integers(0, 3, 10)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
-    assert rel < 1e-9 and fast.passed and naive.passed
+    assert rel < 1 and fast.passed and naive.passed
 
 
 def test_probe_reports_perturbations_as_evaluations(debug_problem):
     net, X, y = debug_problem
     r = check_network(net, X, y, 3.0, "richardson", engine="structured")
-    assert r.n_evals == 4 * net.size + 1
+    # four perturbations per entry, two gradient evaluations and one verification per block
+    assert r.n_evals == 4 * net.size + 2 + 2
     assert isinstance(NetworkProbe, type)
 
 

@@ -153,7 +153,20 @@ def test_complex_step_refuses_functions_that_drop_the_imaginary_part():
 
 
 def test_tolerances_scale_with_the_dtype():
-    r64, a64 = Central().tolerances(np.float64, 1.0, 1.0, np.array([6e-6]))
-    r32, a32 = Central().tolerances(np.float32, 1.0, 1.0, np.array([5e-3]))
-    assert r64 < 1e-9 < r32 < 1e-2
+    from layerkit.check.noise import Noise
+    from layerkit.check.tolerance import tolerances
+
+    out = {}
+    for dt in (np.float64, np.float32):
+        x = np.array([0.7], dtype=dt)
+        f = lambda t: np.exp(t[0]).astype(dt)  # noqa: E731
+        noise = Noise.assumed(float(f(x)), dt)
+        probe = CoordinateProbe(f, x, f(x), noise_level=noise.level)
+        est = Central().estimate(probe)
+        out[dt] = tolerances(est, np.array([np.exp(0.7)]), dt)
+        # the tolerance bounds the estimate's true error, and not by much more than the safety factor
+        err = abs(est.values[0] - np.exp(0.7))
+        assert err <= out[dt][1][0] <= 1e4 * max(err, np.finfo(dt).eps)
+    (r64, a64), (r32, a32) = out[np.float64], out[np.float32]
+    assert r64 < 1e-13 < r32 < 1e-4
     assert a64[0] < 1e-8 < a32[0]

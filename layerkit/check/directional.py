@@ -16,17 +16,21 @@ checking every entry.  When that fails, the wrong entries are found without a fu
    ``h^2`` when the gradient is right and like ``h`` when it is wrong; its fitted slope is a verdict that
    needs no tolerance.
 
-Evaluation engines
-------------------
-* :class:`FunctionDirections` re-evaluates the cost (any target; optionally spread over an executor).
-  Roundoff of a cost difference is ``~ eps (|J(x)| + |J(x + h u)|)``.
-* :class:`NetworkDirections` propagates the change of a direction through a Network's layers exactly
-  (``Dense.direction_change``, ``propagate``) and sums the changed loss terms with the identity
-  ``log1p(s expm1(d)) - y d``: differences carry a rounding of only ``eps sum|terms|``, which the probe
-  reports, so the step can be tiny (``sqrt(eps)``) and truncation negligible.
+What a PASS guarantees: for each entry ``j``, an error of that entry alone larger than its reported
+tolerance ``min_k tau_k / |u_kj|`` (over the whole-vector directions ``k``) would have failed direction ``k``.
+Errors in several entries can cancel along a random direction only on a set of directions of measure zero.
 
-Tolerance of one directional derivative (the error model of :mod:`layerkit.check.methods`, with the probe's own
-roundoff): ``rtol max(|n|, |a|) + 16 (noise / h + h^p M)`` with ``M = max(|J|, |a|)``.
+Evaluators
+----------
+* :class:`FunctionDirections` re-evaluates the cost (any subject; optionally spread over an executor); each
+  difference carries twice the cost's measured noise.
+* :class:`~layerkit.fast.directions.NetworkDirections` propagates the change exactly through a network's
+  layers; its rounding is tiny, so the step can be ``sqrt(eps)``, once its own noise has been measured on a
+  difference table (a user's rule that cancels would be caught there).
+
+Tolerance of one directional derivative: the formula of :mod:`layerkit.check.tolerance`, with the stencil's
+noise (the evaluator's bound divided by the step) and its truncation from the model ``(h / l)^p V / l`` of
+:mod:`layerkit.check.methods` (``l = max(1, max |x|)`` on the direction's support).
 """
 
 from __future__ import annotations
@@ -38,31 +42,26 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
-from attrs import frozen
+from attrs import evolve, frozen
 from numpy.typing import NDArray
 
-from .._validate import describe, positive_int
-from ..fast.changes import ColumnsChange
-from ..errors import InputError
-from ..nn.layers import provides
+from ..fast.directions import Direction
+from .methods import machine_eps
+from .noise import Noise, noise_from_table
 from .probes import as_scalar_cost
-from .report import BlockSummary, Entry, Report, relative_difference
-from .subjects import Target
+from .refine import refine
+from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
+from .tolerance import directional_tolerance
 
 #: Default number of random directions of the first, whole-vector check.
 DEFAULT_DIRECTIONS = 2
 #: Guilty ranges at one bisection level beyond which the mismatch counts as spread over the block.
 MAX_SPREAD = 32
-SAFETY = 16.0
+#: A failing direction is measured again when it fails by less than this many times its tolerance.
+SECOND_LOOK = 100.0
 
-
-@frozen(eq=False)
-class Direction:
-    """A unit direction supported on the flat range ``[lo, hi)``: ``u`` has ``hi - lo`` entries."""
-
-    lo: int
-    hi: int
-    u: NDArray
+__all__ = ["DEFAULT_DIRECTIONS", "Direction", "DirectionalTest", "FunctionDirections", "run_directional",
+           "taylor_remainder"]
 
 
 @frozen(eq=False)
@@ -83,8 +82,12 @@ class DirectionalTest:
     def passed(self) -> bool:
         return bool(self.error <= self.tolerance)
 
+    def record(self, x: NDArray) -> DirectionRecord:
+        return DirectionRecord(self.numerical, self.analytical, self.tolerance,
+                               float(self.direction.u @ x[self.direction.lo:self.direction.hi]))
 
-# ---------------------------------------------------------------------- engines
+
+# ---------------------------------------------------------------------- evaluators
 def _cost_along(cost: Callable[[NDArray], Any], x0: NDArray, lo: int, hi: int, u: NDArray, s: float) -> Any:
     """``cost(x0 + s u)`` for ``u`` supported on ``[lo, hi)``; a picklable worker for executors."""
     x = np.array(x0, copy=True)
@@ -93,18 +96,20 @@ def _cost_along(cost: Callable[[NDArray], Any], x0: NDArray, lo: int, hi: int, u
 
 
 class FunctionDirections:
-    """Cost differences along directions by re-evaluating ``cost`` (optionally over an executor)."""
+    """Cost differences along directions by re-evaluating ``cost`` (optionally over an executor); each
+    carries twice the cost's noise ``noise_level``."""
 
     exact = False
 
     def __init__(self, cost: Callable[[NDArray], Any], x0: NDArray, f0: float,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, noise_level: float = 0.0) -> None:
         self.cost, self.x0, self.f0, self.executor = cost, x0, float(np.real(f0)), executor
         self.dtype = x0.dtype
         self.n_evals = 0
+        self.noise_level = noise_level
 
     def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
-        """``J(x0 + steps[s, k] u_k) - J(x0)`` and its rounding bound, both of shape ``(S, len(dirs))``."""
+        """``J(x0 + steps[s, k] u_k) - J(x0)`` and its noise bound, both of shape ``(S, len(dirs))``."""
         S = steps.shape[0]
         jobs = [(d.lo, d.hi, d.u, float(steps[s, k])) for s in range(S) for k, d in enumerate(dirs)]
         self.n_evals += len(jobs)
@@ -116,90 +121,28 @@ class FunctionDirections:
                 costs = [f.result() for f in futures]
         c = np.asarray([float(np.real(v)) for v in costs]).reshape(S, len(dirs))
         eps = float(np.finfo(self.dtype).eps)
-        return c - self.f0, eps * (np.abs(c) + abs(self.f0))
+        noise = np.maximum(2 * self.noise_level, eps * (np.abs(c) + abs(self.f0)))
+        return c - self.f0, noise
 
 
-class NetworkDirections:
-    """Exact cost differences along directions for a Network of layers with ``direction_change``."""
-
-    exact = True
-
-    def __init__(self, target: Target, f0: float) -> None:
-        from ..fast.probe import NetworkState
-
-        state = NetworkState.at(target.objective, target.x0)
-        self.x0, self.f0, self.dtype = target.x0, float(f0), target.x0.dtype
-        self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
-        self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
-        self.S = state.loss.S
-        # (layer index, param name, block) in flat order
-        self.owner: list[tuple[int, str, Any]] = [(i, p, self.net.layout[b]) for i, p, b in self.net._names]
-        self.n_evals = 0
-
-    @staticmethod
-    def supports(target: Target) -> bool:
-        net = target.network
-        if net is None or not net._fused_sigmoid:
-            return False
-        layers = net.layers[:-1]
-        with_params = [layer for layer in layers if layer.param_shapes]
-        return (all(provides(layer, "direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
-                and all(provides(layer, "propagate") for layer in layers)
-                and all(len(s) == 2 for layer in with_params for s in layer.param_shapes.values()))
-
-    def _batch(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
-        """Cost changes for directions sharing one support ``[lo, hi)``; ``steps`` is ``(S, k)``.  Returns
-        ``(S, k)`` changes and rounding bounds.  The batch axis is ``b = s k + j``."""
-        lo0, hi0 = dirs[0].lo, dirs[0].hi
-        S, k = steps.shape
-        flat_steps = steps.reshape(-1)
-        U = np.stack([d.u for d in dirs])  # (k, hi - lo)
-        change = None
-        touched = {}
-        for i, _, b in self.owner:
-            lo, hi = max(lo0, b.start), min(hi0, b.stop)
-            if lo >= hi:
-                continue
-            unit = np.zeros((k, b.size), dtype=np.result_type(self.dtype, U))
-            unit[:, lo - b.start: hi - b.start] = U[:, lo - lo0: hi - lo0]
-            cols = b.shape[1]
-            rows = slice((lo - b.start) // cols, (hi - 1 - b.start) // cols + 1)
-            touched[i] = (unit.reshape((k,) + b.shape), rows)
-        for li, layer in enumerate(self.layers):
-            if li in touched:
-                unit, rows = touched[li]
-                if change is None:  # linear in the step: one product per direction, then scaled
-                    base = layer.direction_change(self.acts[li], None, unit, rows).delta  # (k, m, c)
-                    change = ColumnsChange(rows, (steps[:, :, None, None] * base[None]).reshape((S * k,) + base.shape[1:]))
-                else:
-                    dth = (steps[:, :, None, None] * unit[None]).reshape((S * k,) + unit.shape[1:])
-                    change = layer.direction_change(self.acts[li], change, dth, rows)
-            elif change is not None:
-                change = layer.propagate(self.acts[li], self.acts[li + 1], change)
-        total, noise = self.loss.dense(change.dense(self.S.shape), with_noise=True)
-        total, noise = total / self.m, noise / self.m
-        if self.lambda_:
-            pen = self.penalized[lo0:hi0]
-            th = self.x0[lo0:hi0][pen].astype(np.float64)
-            su = flat_steps[:, None] * np.repeat(U[:, pen][None], S, axis=0).reshape(S * k, -1)
-            pterms = (self.lambda_ / (2 * self.m)) * su * (2 * th[None, :] + su)
-            total = total + pterms.sum(axis=1)
-            noise = noise + 4 * float(np.finfo(self.dtype).eps) * np.abs(pterms).sum(axis=1)
-        return total.reshape(S, k), noise.reshape(S, k)
-
-    def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
-        """``J(x0 + steps[s, k] u_k) - J(x0)`` (exact propagation) and its rounding bound, ``(S, len(dirs))``;
-        directions with the same support are evaluated as one batch."""
-        out = np.empty(steps.shape)
-        noise = np.empty(steps.shape)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for j, d in enumerate(dirs):
-            groups.setdefault((d.lo, d.hi), []).append(j)
-        with np.errstate(all="ignore"):
-            for idx in groups.values():
-                out[:, idx], noise[:, idx] = self._batch([dirs[j] for j in idx], steps[:, idx].astype(np.float64))
-        self.n_evals += steps.size
-        return out, noise
+def calibrate(probe: Any, x: NDArray, seed: int) -> float:
+    """The noise level of an exact evaluator, measured on its own difference table along a random direction
+    (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise."""
+    rng = np.random.default_rng(seed + 7)
+    u = rng.standard_normal(x.size)
+    d = Direction(0, x.size, u / np.linalg.norm(u))
+    scale = max(1.0, float(np.max(np.abs(x))))
+    delta = machine_eps(x.dtype) ** 0.25 / 10 * scale
+    for _ in range(3):
+        offsets = (np.arange(9) - 4) * delta
+        values, _ = probe.delta([d], offsets[:, None])
+        level, _, verdict = noise_from_table(values[:, 0], differences=True)
+        if verdict == "ok":
+            return level
+        if verdict == "too small":
+            return 0.0
+        delta /= 100
+    return 0.0
 
 
 def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dict[str, Any]:
@@ -232,60 +175,130 @@ def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dic
     return {**base, "slope": slope, "verdict": verdict, "h": hs[tail].tolist(), "remainder": r[tail].tolist()}
 
 
-def direction_probe(target: Target, f0: float, executor: Executor | None = None) -> Any:
-    """The exact network probe when the target allows it, else re-evaluation of the cost."""
-    if target.kind == "network" and NetworkDirections.supports(target):
-        return NetworkDirections(target, f0)
-    return FunctionDirections(target.cost, target.x0, f0, executor)
-
-
 # ---------------------------------------------------------------------- the directional check
+class _Axes:
+    """The minimal probe a stencil's ``plan`` needs along directions: steps are not snapped."""
+
+    def __init__(self, h: NDArray) -> None:
+        self.n_axes = h.size
+        self.dtype = h.dtype
+        self.real_dtype = h.dtype
+
+    def snap(self, h: NDArray) -> NDArray:
+        return h
+
+
+class _AlongDirections:
+    """The probe protocol over directions instead of coordinates, for :func:`~layerkit.check.refine.refine`:
+    ``delta(steps)`` is the evaluator's change along each direction."""
+
+    cheap = False
+    noise_excess = 1.0
+
+    def __init__(self, probe: Any, dirs: list[Direction], lengths: NDArray, dtype: Any) -> None:
+        self.probe, self.dirs, self.lengths = probe, dirs, lengths
+        self.n_axes = len(dirs)
+        self.dtype = self.real_dtype = np.dtype(dtype)
+        self._noise: tuple[NDArray, NDArray] | None = None
+
+    def scale(self) -> NDArray:
+        return self.lengths
+
+    def snap(self, h: NDArray) -> NDArray:
+        return h
+
+    def delta(self, steps: NDArray) -> NDArray:
+        d, noise = self.probe.delta(self.dirs, np.asarray(steps, dtype=np.float64))
+        self._noise = (steps, noise)
+        return d
+
+    def noise(self, steps: NDArray) -> NDArray:
+        if self._noise is None or self._noise[0] is not steps:
+            self.delta(steps)
+        assert self._noise is not None
+        return self._noise[1]
+
+
 class _Directional:
-    def __init__(self, target: Target, strategy: Any, n_directions: int, seed: int,
-                 executor: Executor | None) -> None:
-        if not hasattr(strategy, "plan"):
-            raise InputError("method", "a finite-difference method with a stencil (forward, central, or a "
-                             "FiniteDifference) for mode='directional'", repr(getattr(strategy, "name", strategy)))
-        self.target, self.strategy = target, strategy
-        self.n_directions = positive_int(n_directions, "n_directions")
+    def __init__(self, subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, n_directions: int,
+                 seed: int) -> None:
+        self.subject, self.strategy, self.probe = subject, strategy, probe
+        self.n_directions = n_directions
         self.rng = np.random.default_rng(seed)
-        self.t0 = time.perf_counter()
-        self.f0, self.a = target.evaluate()
-        self.f0 = float(np.real(self.f0))
-        self.x = target.x0
-        self.layout = target.layout
-        self.eps = float(np.finfo(self.x.dtype).eps)
-        self.probe: Any = direction_probe(target, self.f0, executor)
-        self.rtol = strategy.tolerances(self.x.dtype, self.f0, 1.0, np.ones(1))[0]
-        self.evals = {"analytic": 1}
+        self.f0, self.a = float(np.real(f0)), a
+        self.x = subject.x0
+        self.layout = subject.layout
+        self.eps = machine_eps(self.x.dtype)
+        self.evals: dict[str, int] = {"analytic": 2}
+        self.tiny_steps = bool(getattr(probe, "exact", False))
+        if self.tiny_steps:
+            probe.noise_floor = calibrate(probe, self.x, seed)
+            self.evals["calibrate"] = 9
+            # a noise above the rounding bound of exact propagation means a rule that cancels: normal steps
+            self.tiny_steps = probe.noise_floor <= 64 * self.eps * max(abs(self.f0), 1e-300)
 
     def direction(self, lo: int, hi: int) -> Direction:
         u = self.rng.standard_normal(hi - lo)
         return Direction(lo, hi, u / np.linalg.norm(u))
 
+    def length(self, d: Direction) -> float:
+        return max(1.0, float(np.max(np.abs(self.x[d.lo:d.hi]))))
+
     def step(self, d: Direction) -> float:
-        scale = max(1.0, float(np.max(np.abs(self.x[d.lo:d.hi]))))
-        if self.probe.exact:  # roundoff ~ eps sum|terms| does not grow as h shrinks: take h small
-            return math.sqrt(self.eps) * scale
-        return self.strategy.base_step(self.x.dtype) * scale if self.strategy.step == "auto" \
-            else float(self.strategy.step)
+        if self.strategy.step != "auto":
+            return float(self.strategy.step)
+        if self.tiny_steps:  # roundoff ~ eps sum|terms| does not grow as h shrinks: take h small
+            return math.sqrt(self.eps) * self.length(d)
+        excess = max(1.0, float(getattr(self.probe, "noise_excess", 1.0)))
+        return self.strategy.base_step(self.x.dtype, excess) * self.length(d)
 
     def run_tests(self, dirs: list[Direction], stage: str) -> list[DirectionalTest]:
         hs = np.array([self.step(d) for d in dirs])
-        steps, finish = self.strategy.plan(_Axes(hs), hs)
+        steps, coef = self.strategy.plan(_Axes(hs), hs)
         d, noise = self.probe.delta(dirs, steps)
-        n = finish(d)
-        weights = np.sum(np.abs(steps), axis=0) / hs  # sum |c_s| of the stencil
-        noise_term = np.max(noise, axis=0) * weights / hs
+        n = np.einsum("sn,sn->n", coef, d)
+        noise_term = np.einsum("sn,sn->n", np.abs(coef), noise)
         order = getattr(self.strategy, "order", 2)
+        used = steps.size
+        if getattr(self.probe, "exact", False):  # a cheap evaluator: the truncation from a second step
+            steps2, coef2 = self.strategy.plan(_Axes(hs / 2), hs / 2)
+            d2, _ = self.probe.delta(dirs, steps2)
+            trunc = np.abs(n - np.einsum("sn,sn->n", coef2, d2)) / (1 - 2.0**-order)
+            used += steps2.size
+        else:
+            length = np.array([self.length(di) for di in dirs])
+            V = np.abs(n) * length
+            if steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1]):
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    V = np.maximum(V, np.nan_to_num(np.abs(d[0] + d[1]) / hs**2) * length**2)
+            trunc = (hs / length) ** order * V / length
         out = []
         for k, di in enumerate(dirs):
             a = float(self.a[di.lo:di.hi] @ di.u)
-            M = max(abs(self.f0), abs(a))
-            trunc = hs[k] ** order * M
-            tol = self.rtol * max(abs(n[k]), abs(a)) + SAFETY * (noise_term[k] + trunc)
+            tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.x.dtype)
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k])))
-        self.evals[stage] = self.evals.get(stage, 0) + steps.size
+        self.evals[stage] = self.evals.get(stage, 0) + used
+        return self.second_look(out, stage)
+
+    def second_look(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+        """Measure failing directions again over a ladder of steps (:mod:`layerkit.check.refine`), when they
+        fail by less than ``SECOND_LOOK`` times their tolerance (a model that misjudged the truncation; a wrong
+        gradient fails by far more) and the step was automatic."""
+        if self.strategy.step != "auto":
+            return tests
+        again = [k for k, t in enumerate(tests) if not t.passed and t.error < SECOND_LOOK * t.tolerance]
+        if not again:
+            return tests
+        dirs = [tests[k].direction for k in again]
+        est = refine(_AlongDirections(self.probe, dirs, np.array([self.length(d) for d in dirs]), self.x.dtype))
+        self.evals[stage] = self.evals.get(stage, 0) + 12 * len(dirs)
+        out = list(tests)
+        for i, k in enumerate(again):
+            t = tests[k]
+            n = float(est.values[i])
+            tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
+                                        self.x.dtype)
+            out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]))
         return out
 
     # -- group testing -------------------------------------------------------------------------------
@@ -298,7 +311,7 @@ class _Directional:
             for a, b in level:
                 mid = (a + b) // 2
                 halves += [(a, mid), (mid, b)]
-            tests = self.run_tests([self.direction(a, b) for a, b in halves], "localize")
+            tests = self.run_tests([self.direction(a, b) for a, b in halves if b > a], "localize")
             guilty = [t for t in tests if not t.passed]
             leaves += [t for t in guilty if t.direction.hi - t.direction.lo == 1]
             level = [(t.direction.lo, t.direction.hi) for t in guilty if t.direction.hi - t.direction.lo > 1]
@@ -313,7 +326,8 @@ class _Directional:
         return out
 
     # -- assembly --------------------------------------------------------------------------------------
-    def run(self, top: int) -> Report:
+    def run(self) -> tuple[list[DirectionalTest], dict[str, list[DirectionalTest]], list[DirectionalTest],
+                           list[str], dict[str, Any] | None, bool]:
         P = self.x.size
         first = self.run_tests([self.direction(0, P) for _ in range(self.n_directions)], "directions")
         block_tests: dict[str, list[DirectionalTest]] = {}
@@ -341,78 +355,60 @@ class _Directional:
             ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
             candidates = leaves or [t for tests in block_tests.values() for t in tests if not t.passed] or first
             taylor = self.taylor(max(candidates, key=ratio).direction)
-        return self.report(first, block_tests, leaves, spread, taylor, passed, top)
+        return first, block_tests, leaves, spread, taylor, passed
 
-    def report(self, first: list[DirectionalTest], block_tests: dict[str, list[DirectionalTest]],
-               leaves: list[DirectionalTest], spread: list[str], taylor: dict[str, Any] | None, passed: bool,
-               top: int) -> Report:
-        P = self.x.size
-        numerical = np.full(P, np.nan)
-        tolerance = np.full(P, np.nan)
-        measured = np.zeros(P, dtype=bool)
-        for t in leaves:
-            j, u = t.direction.lo, float(t.direction.u[0])
-            numerical[j], tolerance[j], measured[j] = t.numerical / u, t.tolerance, True
-        analytical = self.a.astype(np.float64)
-        blocks = []
-        for b in self.layout.blocks:
-            tests = block_tests.get(b.name)
-            ok = True if tests is None else all(t.passed for t in tests)
-            nb = np.array([t.numerical for t in tests]) if tests else np.zeros(0)
-            ab = np.array([t.analytical for t in tests]) if tests else np.zeros(0)
-            n_bad = int(np.sum(measured[b.slice])) if not ok else 0
-            blocks.append(BlockSummary(b.name, b.shape, relative_difference(nb, ab) if tests else 0.0,
-                                       float(np.max(np.abs(nb - ab), initial=0.0)), n_bad, ok))
-        order = sorted(leaves, key=lambda t: -t.error / max(t.tolerance, 1e-300))[:top]
-        worst = tuple(Entry(*self.layout.locate(t.direction.lo), t.direction.lo,
-                            float(numerical[t.direction.lo]), float(analytical[t.direction.lo]),
-                            abs(float(numerical[t.direction.lo]) - float(analytical[t.direction.lo])),
-                            float(tolerance[t.direction.lo])) for t in order)
-        nf = np.array([t.numerical for t in first])
-        af = np.array([t.analytical for t in first])
-        err = np.abs(nf - af)
-        context: dict[str, Any] = {
-            "target": self.target.kind, **self.target.context, "mode": "directional",
-            "n_directions": len(first), "evaluations": dict(self.evals),
-            "directional": [{"numerical": t.numerical, "analytical": t.analytical, "tolerance": t.tolerance,
-                             "passed": t.passed} for t in first],
-            "localized": [self.layout.label(t.direction.lo) for t in leaves],
-            "spread_blocks": spread,
-        }
-        if taylor is not None:
-            context["taylor"] = taylor
-        evidence = {name: [{"numerical": t.numerical, "analytical": t.analytical, "tolerance": t.tolerance,
-                            "u_dot_x": float(t.direction.u @ self.x[t.direction.lo:t.direction.hi])}
-                           for t in tests] for name, tests in block_tests.items()}
-        context["block_directions"] = evidence
-        h0 = float(np.median([t.step for t in first]))
-        return Report(
-            method=self.strategy.name, step=h0, step_rule="auto" if self.strategy.step == "auto" else "fixed",
-            dtype=str(self.x.dtype), passed=passed, relative_difference=relative_difference(nf, af),
-            max_abs_error=float(err.max(initial=0.0)),
-            max_rel_error=float(np.max(err / np.maximum(np.maximum(np.abs(nf), np.abs(af)), 1e-300), initial=0.0)),
-            numerical=numerical, analytical=analytical, tolerance=tolerance, error_estimate=None, rtol=self.rtol,
-            blocks=tuple(blocks), worst=worst, n_evals=sum(self.evals.values()),
-            seconds=time.perf_counter() - self.t0, layout=self.layout, x=np.array(self.x, copy=True),
-            cost=self.f0, context=context, measured=measured)
+    def detectable(self, first: list[DirectionalTest]) -> NDArray:
+        """Per entry, the smallest error of that entry alone that one of the whole-vector directions detects:
+        ``min_k (tau_k + |n_k - a_k|) / |u_kj|`` (``inf`` where every direction misses the entry)."""
+        out = np.full(self.x.size, np.inf)
+        for t in first:
+            with np.errstate(divide="ignore"):
+                out = np.minimum(out, (t.tolerance + t.error) / np.abs(t.direction.u))
+        return out
 
 
-class _Axes:
-    """The minimal probe a stencil's ``plan`` needs along directions: steps are not snapped."""
-
-    def __init__(self, h: NDArray) -> None:
-        self.n_axes = h.size
-        self.dtype = h.dtype
-        self.real_dtype = h.dtype
-
-    def snap(self, h: NDArray) -> NDArray:
-        return h
-
-
-def run_directional(target: Target, strategy: Any, *, n_directions: int = DEFAULT_DIRECTIONS, seed: int = 0,
-                    executor: Executor | None = None, top: int = 5) -> Report:
-    """The directional check of ``target`` (see the module docstring); returns a Report whose
-    ``context["mode"]`` is ``"directional"`` and whose ``measured`` mask marks the localized entries."""
-    if isinstance(n_directions, bool) or not isinstance(n_directions, int):
-        raise InputError("n_directions", "a positive integer", describe(n_directions))
-    return _Directional(target, strategy, n_directions, seed, executor).run(top)
+def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, *,
+                    n_directions: int = DEFAULT_DIRECTIONS, seed: int = 0, top: int = 5, t0: float | None = None,
+                    extra_evals: int = 0, noise: Noise | None = None, evaluator: str = "cost") -> Report:
+    """The directional check of ``subject`` with evaluator ``probe`` (module docstring); the analytic gradient
+    ``a`` and cost ``f0`` at ``x0`` are already known.  Returns a Report whose ``directional`` field holds the
+    evidence and whose ``measured`` mask marks the localized entries."""
+    t0 = time.perf_counter() if t0 is None else t0
+    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed)
+    first, block_tests, leaves, spread, taylor, passed = run.run()
+    x, layout = run.x, run.layout
+    P = x.size
+    numerical = np.full(P, np.nan)
+    tolerance = run.detectable(first)
+    measured = np.zeros(P, dtype=bool)
+    for t in leaves:
+        j, u = t.direction.lo, float(t.direction.u[0])
+        numerical[j], tolerance[j], measured[j] = t.numerical / u, t.tolerance / abs(u), True
+    blocks = []
+    for b in layout.blocks:
+        tests = block_tests.get(b.name)
+        ok = True if tests is None else all(t.passed for t in tests)
+        nb = np.array([t.numerical for t in tests]) if tests else np.zeros(0)
+        ab = np.array([t.analytical for t in tests]) if tests else np.zeros(0)
+        n_bad = int(np.sum(measured[b.slice])) if not ok else 0
+        blocks.append(BlockSummary(b.name, b.shape, relative_difference(nb, ab) if tests else 0.0,
+                                   float(np.max(np.abs(nb - ab), initial=0.0)), n_bad, ok))
+    evidence = DirectionalEvidence(
+        n_directions=len(first), tests=tuple(t.record(x) for t in first),
+        block_tests={name: tuple(t.record(x) for t in tests) for name, tests in block_tests.items()},
+        localized=tuple(layout.label(t.direction.lo) for t in leaves), spread_blocks=tuple(spread),
+        evaluations={**run.evals, **({"verify": extra_evals - 2} if extra_evals > 2 else {})}, taylor=taylor)
+    h0 = float(np.median([t.step for t in first]))
+    report = Report.build(
+        method=strategy.name, step=h0, step_rule="auto" if strategy.step == "auto" else "fixed", dtype=x.dtype,
+        numerical=numerical, analytical=a, rtol=0.0, atol=tolerance, layout=layout, x=x, cost=f0,
+        n_evals=sum(run.evals.values()) + max(extra_evals - 2, 0), seconds=time.perf_counter() - t0, top=top,
+        measured=measured, blocks=tuple(blocks), passed=passed, subject=subject.kind, lambda_=subject.lambda_,
+        m=subject.m, mode="directional", evaluator=evaluator, noise=noise, directional=evidence)
+    # the summary numbers of a directional check are those of its whole-vector directions
+    nf = np.array([t.numerical for t in first])
+    af = np.array([t.analytical for t in first])
+    err = np.abs(nf - af)
+    return evolve(report, relative_difference=relative_difference(nf, af), max_abs_error=float(err.max(initial=0.0)),
+                  max_rel_error=float(np.max(err / np.maximum(np.maximum(np.abs(nf), np.abs(af)), 1e-300),
+                                              initial=0.0)))

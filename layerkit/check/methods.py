@@ -2,31 +2,39 @@
 
 Every strategy is a frozen attrs value with one small protocol (:class:`Method`): given a
 :class:`~layerkit.check.probes.Probe` (which evaluates cost *changes* ``J(x + s e_j) - J(x)`` along axes ``j``),
-return an :class:`Estimate` of the derivative along each axis.  Strategies never touch parameter vectors
+return an :class:`Estimate` of the derivative along each axis, with the two parts of its error separated:
+the *noise* part (the error of the cost differences, which the probe reports, divided by the step) and the
+*truncation* part (the neglected terms of the Taylor expansion).  Strategies never touch parameter vectors
 themselves, so the same strategy runs on a plain function, a Network's fast path, or random directions.
+The tolerance built from an estimate lives in :mod:`layerkit.check.tolerance`.
 
-Error model of a difference rule of order ``p`` with step ``h`` on a cost of magnitude ``|J|``::
+Error model of a difference rule of order ``p`` with step ``h`` along an axis of length scale ``l``::
 
-    error ~  C_t h^p |J^(p+1)|     (truncation)   +   C_r eps |J| / h     (roundoff in the cost difference)
+    error ~  (h / l)^p V / l     (truncation)   +   W sigma / h     (noise in the cost differences)
 
-The sum is smallest when both terms balance, at ``h ~ eps^(1/(p+1))`` (for unit derivatives), where the
-error is ``~ eps^(p/(p+1))``.  The automatic step is that ``h``, multiplied by ``max(1, |x_j|)`` so that it
-stays relative for large coordinates, divided by the target's axis scale ``s_j >= 1`` when it has one (for
-a network's Dense weight, the largest ``|input|`` the weight multiplies: the cost varies along that weight on
-a length scale ``1 / s_j``, so ``J^(p+1)`` grows like ``s_j^(p+1)``), and snapped so that ``x_j + h`` is
-exactly representable (``h = (x_j + h) - x_j``), which makes the denominator exact.  ``eps`` is the machine epsilon of the
-*target's* dtype (float32: 1.19e-7, float64: 2.22e-16).
+where ``V`` is how much the cost varies over the length scale, ``sigma`` the noise of one cost difference and
+``W = sum |w_s|`` the stencil's weight.  With ``sigma = eps_f V`` (``eps_f``: the cost's relative noise, the
+machine epsilon ``eps`` of the target's dtype when the cost carries nothing but its own rounding) both terms
+balance at ``h / l = eps_f^(1/(p+1))``, where the error is ``~ eps_f^(p/(p+1)) V / l``.  The automatic step is
+that ``h``: ``eps^(1/(p+1))`` times the probe's *noise excess* ``eps_f / eps`` (1 unless the cost is
+measurably noisier than its rounding, see :mod:`layerkit.check.noise`) to the power ``1/(p+1)``, times the
+length scale ``l_j = max(1, |x_j|) / s_j`` (``s_j``: the target's axis scale; for a network's Dense weight the
+largest ``|input|`` the weight multiplies, since the cost varies along that weight on a length scale
+``1 / s_j``), never below 64 units in the last place of ``x_j``, and snapped so that ``x_j + h`` is exactly
+representable (``h = (x_j + h) - x_j``), which makes the denominator exact.
 
-The default tolerance follows from the same model (see :meth:`FiniteDifference.tolerances`).
+Truncation is estimated per entry, never from the size of the whole cost (a large penalty term must not hide
+a data-term error): from two steps ``h`` and ``h/2`` when the probe is cheap (``|D(h) - D(h/2)| / (1 - 2^-p)``),
+from the extrapolation itself for :class:`Richardson` (``|R - R'|``), and otherwise from the model above with
+``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (the curvature from the same evaluations when the stencil is symmetric).
 
 To add a strategy, subclass :class:`FiniteDifference` with a stencil (see its docstring) or write any frozen
-class with ``name``, ``estimate`` and ``tolerances``, and :func:`register_method` it for the CLI.
+class with ``name``, ``step`` and ``estimate``, and :func:`register_method` it for the CLI.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 import numpy as np
@@ -39,8 +47,8 @@ from .probes import Probe
 
 Step = Union[float, str]
 
-#: Safety factor between the error model's prediction and the default tolerance.
-SAFETY = 16.0
+#: Smallest automatic step, in units in the last place of ``x_j``: the step is then represented to 1/64.
+MIN_STEP_ULPS = 64.0
 
 
 def _check_step(instance: Any, attribute: Any, value: Step) -> None:
@@ -61,13 +69,22 @@ class Estimate:
         Estimated directional derivatives (the numerical gradient for coordinate axes).
     step : NDArray, shape (n,)
         The (largest) step used on each axis, in the units of ``x``.
+    noise : NDArray, shape (n,) or None
+        Bound on the part of each value's error that comes from the error of the cost differences.
+    truncation : NDArray, shape (n,) or None
+        Estimate of the part that comes from the neglected terms of the Taylor expansion.
     error : NDArray, shape (n,) or None
-        An estimate of each value's absolute error, when the strategy can give one (Richardson).
+        Richardson's own error estimate ``|R - R'|`` (also its truncation), when the strategy gives one.
+    relative : float
+        The relative rounding of the values themselves (the complex step's only error).
     """
 
     values: NDArray
     step: NDArray
+    noise: NDArray | None = None
+    truncation: NDArray | None = None
     error: NDArray | None = None
+    relative: float = 0.0
 
 
 @runtime_checkable
@@ -81,26 +98,45 @@ class Method(Protocol):
         """Estimate the derivative along each of the probe's axes."""
         ...
 
-    def tolerances(self, dtype: np.dtype, cost: float, scale: float, step: NDArray) -> tuple[float, NDArray]:
-        """``(rtol, atol)``: an entry passes when ``|n - a| <= rtol * max(|n|, |a|) + atol``.
-
-        ``cost`` is ``|J(x)|``, ``scale`` the largest ``|analytical|`` entry, ``step`` the per-axis step.
-        """
-        ...
-
 
 def nonzero_steps(h: NDArray, step: Any, probe: Probe) -> NDArray:
-    """``h``, unless a snapped step is zero: ``x_j + h`` rounds back to ``x_j`` in the probe's dtype."""
+    """``h``, unless a snapped step is zero (``x_j + h`` rounds back to ``x_j`` in the probe's dtype) or
+    not finite (``x_j + h`` overflows)."""
     if np.any(h == 0):
         j = int(np.flatnonzero(h == 0)[0])
         raise InputError("step", f"a step large enough to change every parameter in {np.dtype(probe.dtype)}",
                          f"{step!r}, which rounds to no change at axis {j} ({int(np.sum(h == 0))} axes in all)")
+    if not np.all(np.isfinite(h)):
+        j = int(np.flatnonzero(~np.isfinite(h))[0])
+        raise InputError("step", f"a step that keeps every parameter finite in {np.dtype(probe.dtype)}",
+                         f"{step!r}, which overflows at axis {j}")
     return h
 
 
 def machine_eps(dtype: Any) -> float:
     """Machine epsilon of a real or complex dtype's real part."""
     return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def auto_steps(probe: Probe, relative: float) -> NDArray:
+    """The automatic per-axis step: ``relative`` times the probe's length scale, at least
+    :data:`MIN_STEP_ULPS` units in the last place of ``x_j``, snapped."""
+    h = relative * np.asarray(probe.scale(), dtype=np.float64)
+    x = getattr(probe, "x", None)
+    axes = getattr(probe, "axes", None)
+    if x is not None:
+        xj = np.abs(np.asarray(x)[axes] if axes is not None else np.asarray(x)).astype(np.float64)
+        h = np.maximum(h, MIN_STEP_ULPS * machine_eps(probe.dtype) * xj)
+    return probe.snap(h.astype(probe.real_dtype))
+
+
+def _noise_excess(probe: Probe) -> float:
+    return max(1.0, float(getattr(probe, "noise_excess", 1.0)))
+
+
+def _combine(coef: NDArray, d: NDArray) -> NDArray:
+    """``sum_s coef[s] d[s]`` (both ``(S, n)``), in float64."""
+    return np.einsum("sn,sn->n", coef, np.asarray(d, dtype=np.float64))
 
 
 @frozen
@@ -123,9 +159,9 @@ class FiniteDifference:
     Attributes
     ----------
     step : "auto" or float
-        ``"auto"``: ``h_j = eps^(1/(p+1)) * max(1, |x_j|) / s_j`` (``s_j``: the probe's axis scale, 1 for a
-        plain function), snapped.  A float is used as the absolute step
-        on every axis (snapped too), as in course code's ``epsilon = 1e-4``.
+        ``"auto"``: ``h_j = (eps e)^(1/(p+1)) max(1, |x_j|) / s_j`` (``e``: the probe's noise excess, ``s_j``: its
+        axis scale), snapped (see the module docstring).  A float is used as the absolute step on every axis
+        (snapped too), as in course code's ``epsilon = 1e-4``.
     """
 
     name: ClassVar[str] = "finite-difference"
@@ -136,9 +172,9 @@ class FiniteDifference:
 
     step: Step = field(default="auto", validator=_check_step)
 
-    def base_step(self, dtype: Any) -> float:
-        """The relative step ``eps^(1/(p+1))`` that balances truncation ``h^p`` and roundoff ``eps/h``."""
-        return machine_eps(dtype) ** (1.0 / (self.order + 1))
+    def base_step(self, dtype: Any, noise_excess: float = 1.0) -> float:
+        """The relative step ``(eps e)^(1/(p+1))`` that balances truncation ``h^p`` and noise ``eps e / h``."""
+        return (machine_eps(dtype) * max(1.0, noise_excess)) ** (1.0 / (self.order + 1))
 
     def steps(self, probe: Probe, step: Step | None = None) -> NDArray:
         """Per-axis step: from ``step`` (default: this strategy's), scaled and snapped by the probe.
@@ -147,46 +183,51 @@ class FiniteDifference:
         """
         step = self.step if step is None else step
         if step == "auto":
-            return nonzero_steps(probe.snap(self.base_step(probe.dtype) * probe.scale()), step, probe)
+            return nonzero_steps(auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe))), step, probe)
         return nonzero_steps(probe.snap(np.full(probe.n_axes, float(step), dtype=probe.real_dtype)), step, probe)
 
-    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, Callable[[NDArray], NDArray]]:
-        """The stencil at steps ``h``: ``(steps, finish)`` where ``steps`` has shape ``(S, n)`` and
-        ``finish(probe.delta(steps))`` returns the estimates.  Lets a wrapper batch several rules."""
-        offsets = np.asarray(self.offsets, dtype=h.dtype)
-        weights = np.asarray(self.weights)
-        return offsets[:, None] * h[None, :], lambda d: weights @ d / h
+    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, NDArray]:
+        """The stencil at steps ``h``: ``(steps, coef)``, both of shape ``(S, n)``; the estimate is
+        ``sum_s coef[s] * probe.delta(steps)[s]``.  Lets a wrapper batch and combine several rules."""
+        offsets = np.asarray(self.offsets, dtype=np.float64)
+        weights = np.asarray(self.weights, dtype=np.float64)
+        steps = offsets[:, None] * h[None, :].astype(np.float64)
+        return steps.astype(h.dtype), weights[:, None] / h[None, :].astype(np.float64)
 
     def estimate(self, probe: Probe, h: NDArray | None = None) -> Estimate:
         h = self.steps(probe) if h is None else h
-        steps, finish = self.plan(probe, h)
-        return Estimate(finish(probe.delta(steps)), h)
+        steps, coef = self.plan(probe, h)
+        d = probe.delta(steps)
+        values = _combine(coef, d)
+        noise = _combine(np.abs(coef), probe.noise(steps))
+        if getattr(probe, "cheap", False):
+            h2 = nonzero_steps(probe.snap(h / 2), self.step, probe)
+            steps2, coef2 = self.plan(probe, h2)
+            values2 = _combine(coef2, probe.delta(steps2))
+            truncation = np.abs(values - values2) / (1 - 2.0 ** -self.order)
+        else:
+            truncation = self.truncation_model(probe, h, d, values)
+        return Estimate(values, h, noise=noise, truncation=truncation)
 
-    def tolerances(self, dtype: Any, cost: float, scale: float, step: NDArray) -> tuple[float, NDArray]:
-        """Default ``rtol = 16 * eps^(p/(p+1))`` and ``atol_j = 16 * (roundoff_j + truncation_j)``.
-
-        * roundoff: ``eps * |J| * sum|w_s| / h_j`` -- the rounding of each cost, divided by the step;
-        * truncation: ``(h_j s_j / max(1, |x_j|))^p * M``, with the unknown ``(p+1)``-th derivative taken at the
-          scale ``M = max(|J|, max|a|)`` of the problem.
-
-        At the automatic step both terms are ``~ eps^(p/(p+1)) M``: about 6e-11 M (central, float64),
-        3e-5 M (central, float32), 1.5e-8 M (forward, float64).  ``safety = 16`` absorbs the constants of
-        the model and the rounding of sums over many examples.
-        """
-        eps = machine_eps(dtype)
-        rtol = SAFETY * eps ** (self.order / (self.order + 1))
-        M = max(abs(cost), scale, np.finfo(np.float64).tiny)
-        w = float(np.sum(np.abs(self.weights)))
-        h0 = self.base_step(dtype) if self.step == "auto" else float(self.step)
-        atol = SAFETY * (eps * M * w / step + h0 ** self.order * M)
-        return rtol, atol
+    def truncation_model(self, probe: Probe, h: NDArray, d: NDArray, values: NDArray) -> NDArray:
+        """``(h_j / l_j)^p V_j / l_j`` with ``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (module docstring); the
+        curvature comes from the offsets ``+1`` and ``-1`` when the stencil has both."""
+        scale = np.asarray(probe.scale(), dtype=np.float64)
+        hs = np.abs(h.astype(np.float64))
+        V = np.abs(values) * scale
+        offs = list(self.offsets)
+        if 1.0 in offs and -1.0 in offs:
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                curv = np.abs(np.asarray(d[offs.index(1.0)], dtype=np.float64) + d[offs.index(-1.0)]) / (hs * hs)
+            V = np.maximum(V, np.nan_to_num(curv) * scale * scale)
+        return (hs / scale) ** self.order * V / scale
 
 
 @frozen
 class Forward(FiniteDifference):
     """Forward difference ``[J(x + h e_j) - J(x)] / h``: 1 evaluation per entry.
 
-    Truncation ``h |J''| / 2`` (order 1), roundoff ``2 eps |J| / h``; optimal ``h ~ sqrt(eps)``
+    Truncation ``h |f''| / 2`` (order 1), noise ``sigma / h``; optimal ``h ~ sqrt(eps)``
     (1.5e-8 in float64, 3.5e-4 in float32), leaving an error ``~ sqrt(eps)``.
     """
 
@@ -201,9 +242,9 @@ class Forward(FiniteDifference):
 class Central(FiniteDifference):
     """Central difference ``[J(x + h e_j) - J(x - h e_j)] / (2h)``: 2 evaluations per entry.
 
-    Truncation ``h^2 |J'''| / 6`` (order 2, even expansion), roundoff ``eps |J| / h``; optimal
-    ``h ~ eps^(1/3)`` (6.1e-6 in float64, 4.9e-3 in float32), leaving an error ``~ eps^(2/3)``
-    (3.7e-11 relative in float64).  Both sides are snapped, so the denominator ``h+ + h-`` is exact.
+    Truncation ``h^2 |f'''| / 6`` (order 2, even expansion), noise ``sigma / h``; optimal ``h ~ eps^(1/3)``
+    (6.1e-6 in float64, 4.9e-3 in float32), leaving an error ``~ eps^(2/3)`` (3.7e-11 relative in float64).
+    Both sides are snapped, so the denominator ``h+ + h-`` is exact.
     """
 
     name: ClassVar[str] = "central"
@@ -212,9 +253,10 @@ class Central(FiniteDifference):
     order: ClassVar[int] = 2
     order_step: ClassVar[int] = 2
 
-    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, Callable[[NDArray], NDArray]]:
+    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, NDArray]:
         hm = probe.snap(-h)
-        return np.stack([h, hm]), lambda d: (d[0] - d[1]) / (h - hm)
+        width = (h.astype(np.float64) - hm.astype(np.float64))
+        return np.stack([h, hm]), np.stack([1 / width, -1 / width])
 
 
 def _resolve(method: Any) -> Any:
@@ -230,11 +272,11 @@ class Richardson:
     cancels the ``h^q`` term.  One level on central differences gives order 4 (weights ``-1/3, 4/3``),
     at 4 evaluations per entry.
 
-    The automatic step balances the extrapolated truncation ``h^(p + levels k)`` against the roundoff
+    The automatic step balances the extrapolated truncation ``h^(p + levels k)`` against the noise
     ``eps / h``: ``h ~ eps^(1/(p + levels k + 1))`` (7.4e-4 in float64 for one level on central).
 
     The error estimate of each entry is ``|R - R'|``, where ``R`` is the final extrapolation and ``R'`` the
-    best estimate one level below it: a conservative bound on the error of ``R``.
+    best estimate one level below it: a conservative estimate of the truncation of ``R`` (it is that of ``R'``).
     """
 
     name: ClassVar[str] = "richardson"
@@ -251,84 +293,96 @@ class Richardson:
     def order(self) -> int:
         return self.base.order + self.levels * self.base.order_step
 
-    def base_step(self, dtype: Any) -> float:
-        return machine_eps(dtype) ** (1.0 / (self.order + 1))
+    def base_step(self, dtype: Any, noise_excess: float = 1.0) -> float:
+        return (machine_eps(dtype) * max(1.0, noise_excess)) ** (1.0 / (self.order + 1))
 
     def steps(self, probe: Probe) -> NDArray:
         """The largest per-axis step ``h`` (the levels use ``h / 2^l``), scaled and snapped by the probe."""
         if self.step == "auto":
-            return probe.snap(self.base_step(probe.dtype) * probe.scale())
-        return probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype))
+            return nonzero_steps(auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe))), "auto",
+                                 probe)
+        return nonzero_steps(probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype)),
+                             self.step, probe)
 
-    def estimate(self, probe: Probe) -> Estimate:
-        h = self.steps(probe)
+    def _plans(self, probe: Probe, h: NDArray) -> tuple[list[NDArray], list[NDArray]]:
         levels = [h] + [probe.snap(h / 2**level) for level in range(1, self.levels + 1)]
         for hl in levels:
             nonzero_steps(hl, self.step, probe)
-        # every level's stencil in one batch of evaluations
-        parts, finishes = zip(*(self.base.plan(probe, hl) for hl in levels))
-        sizes = [len(steps) for steps in parts]
-        steps = np.concatenate(parts)
-        del parts  # S x n values: keep one copy only
+        parts = [self.base.plan(probe, hl) for hl in levels]
+        return [p[0] for p in parts], [p[1] for p in parts]
+
+    def weights(self) -> list[float]:
+        """Coefficient of each level's base estimate in the final extrapolation (``-1/3, 4/3`` for one level
+        on central)."""
+        n = self.levels + 1
+        w = [np.eye(n)[i] for i in range(n)]
+        for level in range(1, self.levels + 1):
+            f = 2.0 ** (self.base.order + (level - 1) * self.base.order_step)
+            w = [(f * w[i + 1] - w[i]) / (f - 1) for i in range(len(w) - 1)]
+        return [float(v) for v in w[0]]
+
+    def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, NDArray]:
+        """Every level's stencil in one batch: ``(steps, coef)`` of the final extrapolation."""
+        steps, coefs = self._plans(probe, h)
+        return np.concatenate(steps), np.concatenate([w * c for w, c in zip(self.weights(), coefs)])
+
+    def estimate(self, probe: Probe) -> Estimate:
+        h = self.steps(probe)
+        steps_l, coefs = self._plans(probe, h)
+        sizes = [len(s) for s in steps_l]
+        steps = np.concatenate(steps_l)
+        del steps_l  # S x n values: keep one copy only
         d = probe.delta(steps)
         table, row = [], 0
-        for size, finish in zip(sizes, finishes):
-            table.append(finish(d[row: row + size]))
+        for size, coef in zip(sizes, coefs):
+            table.append(_combine(coef, d[row: row + size]))
             row += size
+        del d
         prev = table
         for level in range(1, self.levels + 1):
             q = self.base.order + (level - 1) * self.base.order_step
             f = 2.0**q
             prev, below = [(f * prev[i + 1] - prev[i]) / (f - 1) for i in range(len(prev) - 1)], prev
         best = prev[0]
-        return Estimate(best, h, error=np.abs(best - below[-1]))
-
-    def tolerances(self, dtype: Any, cost: float, scale: float, step: NDArray) -> tuple[float, NDArray]:
-        """As :meth:`FiniteDifference.tolerances` with the extrapolated order ``p + levels k``; roundoff is
-        amplified by the extrapolation weights (``sum |w| = 5/3`` for one level), counted in the factor."""
-        eps = machine_eps(dtype)
-        q = self.order
-        rtol = SAFETY * eps ** (q / (q + 1))
-        M = max(abs(cost), scale, np.finfo(np.float64).tiny)
-        h0 = self.base_step(dtype) if self.step == "auto" else float(self.step)
-        amplification = 2.0**self.levels
-        atol = SAFETY * (amplification * eps * M / step + h0**q * M)
-        return rtol, atol
+        error = np.abs(best - below[-1])
+        sigma = probe.noise(steps)
+        noise = np.zeros(h.shape, dtype=np.float64)
+        row = 0
+        for w, size, coef in zip(self.weights(), sizes, coefs):
+            noise += abs(w) * _combine(np.abs(coef), sigma[row: row + size])
+            row += size
+        return Estimate(best, h, noise=noise, truncation=error, error=error)
 
 
 @frozen
 class ComplexStep:
     """Complex-step derivative ``Im J(x + i h e_j) / h``: 1 complex evaluation per entry.
 
-    Truncation ``h^2 |J'''| / 6`` and *no* subtractive cancellation, so ``h`` can be tiny: the automatic
+    Truncation ``h^2 |f'''| / 6`` and *no* subtractive cancellation, so ``h`` can be tiny: the automatic
     step is ``eps^2 * max(1, |x_j|)`` (4.9e-32 in float64), which makes the truncation negligible and
-    leaves only the rounding of the evaluation itself, ``~ eps`` relative.  No snapping is needed: the
-    real part of ``x`` is not changed.  The target must be analytic and accept complex parameters
-    (``abs``, comparisons and ``np.real`` break it).
+    leaves only the rounding of the evaluation itself, ``~ eps`` relative (:attr:`Estimate.relative` is
+    ``64 eps``: the evaluation's rounding amplified by the conditioning of the cost).  No snapping is needed:
+    the real part of ``x`` is not changed.  The target must be analytic and accept complex parameters
+    (``abs``, comparisons and ``np.real`` break it); a check confirms it first along a random direction.
     """
 
     name: ClassVar[str] = "complex-step"
     step: Step = field(default="auto", validator=_check_step)
 
-    def base_step(self, dtype: Any) -> float:
+    def base_step(self, dtype: Any, noise_excess: float = 1.0) -> float:
         return machine_eps(dtype) ** 2
 
     def steps(self, probe: Probe) -> NDArray:
         """Per-axis imaginary step (not snapped: the real part of ``x`` does not move)."""
         if self.step == "auto":
-            return self.base_step(probe.dtype) * probe.scale()
+            return self.base_step(probe.dtype) * np.asarray(probe.scale(), dtype=probe.real_dtype)
         return np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype)
 
     def estimate(self, probe: Probe) -> Estimate:
         h = self.steps(probe)
-        return Estimate(probe.imag(h) / h, h)
-
-    def tolerances(self, dtype: Any, cost: float, scale: float, step: NDArray) -> tuple[float, NDArray]:
-        """``rtol = 64 eps`` (the evaluation's own rounding, amplified by the conditioning of the cost) and
-        ``atol = 64 eps max(|J|, max|a|)``."""
-        eps = machine_eps(dtype)
-        M = max(abs(cost), scale, np.finfo(np.float64).tiny)
-        return 4 * SAFETY * eps, np.full(step.shape, 4 * SAFETY * eps * M)
+        values = probe.imag(h) / h
+        zeros = np.zeros(h.shape)
+        return Estimate(values, h, noise=zeros, truncation=zeros, relative=64 * machine_eps(probe.dtype))
 
 
 # ---------------------------------------------------------------------- registry

@@ -5,15 +5,19 @@ vectors, a subset of them, or random directions).  Strategies only call:
 
 * ``probe.delta(steps)``: ``steps`` has shape ``(S, n_axes)``; returns ``J(x + steps[s, k] e_k) - f0`` with
   the same shape (NaN where the cost was not finite);
+* ``probe.noise(steps)``: a bound on the error of each of those differences, same shape: for a probe that
+  re-evaluates the cost, twice its measured noise level (:mod:`layerkit.check.noise`); an engine that computes
+  differences without cancellation reports its own, much smaller, rounding;
 * ``probe.imag(h)``: ``Im J(x + i h_k e_k)`` for each axis (complex step);
-* ``probe.snap(h)``, ``probe.scale()``, ``probe.dtype``.
+* ``probe.snap(h)``, ``probe.scale()``, ``probe.dtype``, and ``probe.cheap``: whether an evaluation costs far
+  less than one of the cost (then strategies afford a second step to measure their truncation).
 
 ``scale()`` is the length scale, per axis, that automatic steps are relative to: ``max(1, |x_j|) / s_j``,
 where the optional ``axis_scale`` ``s_j >= 1`` says how much faster the cost varies along axis ``j`` (see
 :meth:`layerkit.check.subjects.Target.axis_scale`).
 
-The probe owns a private copy of ``x``; it perturbs that copy in place and restores each entry right
-after, so the caller's vector is never touched, even when the target raises.
+The probe owns a private copy of ``x`` and hands the cost a fresh copy of it, perturbed, at every
+evaluation: the caller's vector is never touched, even when the cost raises or writes into its argument.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import ComplexEvaluationError, TargetError
+from ..fast.probe import scaled
 
 CostFn = Callable[[NDArray], Any]
 
@@ -37,20 +42,17 @@ class Probe(Protocol):
     real_dtype: np.dtype
     n_axes: int
     n_evals: int
+    cheap: bool
 
     def delta(self, steps: NDArray) -> NDArray: ...
+
+    def noise(self, steps: NDArray) -> NDArray: ...
 
     def imag(self, h: NDArray) -> NDArray: ...
 
     def snap(self, h: NDArray) -> NDArray: ...
 
     def scale(self) -> NDArray: ...
-
-
-def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:
-    """The length scale of each axis that automatic steps are relative to: ``max(1, |x_j|) / s_j``."""
-    out = np.maximum(1.0, magnitude)
-    return out if axis_scale is None else out / axis_scale
 
 
 def as_scalar_cost(value: Any, where: str) -> Any:
@@ -62,16 +64,12 @@ def as_scalar_cost(value: Any, where: str) -> Any:
 
 
 def _costs_at(cost: CostFn, x: NDArray, axes: Sequence[int], steps: Sequence[Any]) -> list[Any]:
-    """Costs at ``x + steps[k] e_{axes[k]}``, perturbing a private copy of ``x`` (picklable worker)."""
-    x = np.array(x, copy=True)
+    """Costs at ``x + steps[k] e_{axes[k]}``, each on a fresh copy of ``x`` (picklable worker)."""
     out = []
     for j, s in zip(axes, steps):
-        old = x[j]
-        x[j] = old + s
-        try:
-            out.append(as_scalar_cost(cost(x), f"at {j} perturbed"))
-        finally:
-            x[j] = old
+        xj = np.array(x, copy=True)
+        xj[j] = xj[j] + s
+        out.append(as_scalar_cost(cost(xj), f"at {j} perturbed"))
     return out
 
 
@@ -91,10 +89,17 @@ class CoordinateProbe:
     executor : concurrent.futures.Executor, optional
         Spread evaluations over it in chunks; results are identical to the serial run because every
         evaluation sees bit-identical inputs.  ``cost`` must then be picklable for process pools.
+    axis_scale : NDArray, optional
+        Per-axis step divisors ``s_j >= 1`` (see :func:`scaled`).
+    noise_level : float
+        The noise of one cost evaluation (:class:`~layerkit.check.noise.Noise`); a difference carries twice it.
     """
 
+    cheap = False
+
     def __init__(self, cost: CostFn, x0: NDArray, f0: float, axes: Sequence[int] | None = None,
-                 executor: Executor | None = None, axis_scale: NDArray | None = None) -> None:
+                 executor: Executor | None = None, axis_scale: NDArray | None = None,
+                 noise_level: float = 0.0) -> None:
         self.cost = cost
         self.x = np.array(x0, copy=True)
         self.f0 = f0
@@ -105,6 +110,18 @@ class CoordinateProbe:
         self.n_axes = int(self.axes.size)
         self.n_evals = 0
         self.executor = executor
+        self.noise_level = float(noise_level)
+
+    def subset(self, axes: Sequence[int]) -> CoordinateProbe:
+        """The same probe restricted to ``axes`` (positions among this probe's axes)."""
+        sub = CoordinateProbe(self.cost, self.x, self.f0, self.axes[np.asarray(axes, dtype=np.int64)],
+                              self.executor, None, self.noise_level)
+        if self.axis_scale is not None:
+            sub.axis_scale = self.axis_scale[np.asarray(axes, dtype=np.int64)]
+        return sub
+
+    def noise(self, steps: NDArray) -> NDArray:
+        return np.full(np.shape(np.atleast_2d(steps)), 2.0 * self.noise_level)
 
     def scale(self) -> NDArray:
         return scaled(np.abs(self.x[self.axes]), self.axis_scale).astype(self.real_dtype)

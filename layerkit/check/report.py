@@ -15,6 +15,7 @@ from attrs import evolve, field, frozen
 from numpy.typing import NDArray
 
 from ..nn.layout import ParameterLayout
+from .noise import Noise
 
 
 def _num(x: Any) -> Any:
@@ -28,9 +29,18 @@ def _num(x: Any) -> Any:
 
 
 def relative_difference(n: NDArray, a: NDArray) -> float:
-    """``||n - a|| / ||n + a||`` (2-norms), 0 when both are zero; the classic course criterion."""
-    den = float(np.linalg.norm(n + a))
-    num = float(np.linalg.norm(n - a))
+    """``||n - a|| / ||n + a||`` (2-norms), 0 when both are zero; the classic course criterion.
+
+    Computed on the vectors divided by their largest magnitude, so that entries near the top of the float
+    range do not overflow the squares; NaN when an entry is not finite."""
+    n, a = np.asarray(n, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    if not (np.all(np.isfinite(n)) and np.all(np.isfinite(a))):
+        return math.nan
+    scale = max(float(np.max(np.abs(n), initial=0.0)), float(np.max(np.abs(a), initial=0.0)))
+    if scale == 0:
+        return 0.0
+    den = float(np.linalg.norm(n / scale + a / scale))
+    num = float(np.linalg.norm(n / scale - a / scale))
     if den == 0:
         return 0.0 if num == 0 else math.inf
     return num / den
@@ -62,6 +72,62 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (int, float, np.number, bool, np.bool_)):
         return _num(obj)
     return str(obj)
+
+
+@frozen
+class DirectionRecord:
+    """One directional derivative of a directional check: ``numerical`` (finite differences of the cost along
+    a unit direction ``u``), ``analytical`` (``u . g``), its tolerance, and ``u . x`` (for penalty fits)."""
+
+    numerical: float
+    analytical: float
+    tolerance: float
+    u_dot_x: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(abs(self.numerical - self.analytical) <= self.tolerance)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"numerical": _num(self.numerical), "analytical": _num(self.analytical),
+                "tolerance": _num(self.tolerance), "passed": self.passed, "u_dot_x": _num(self.u_dot_x)}
+
+
+@frozen(eq=False)
+class DirectionalEvidence:
+    """What a directional check measured (see :mod:`layerkit.check.directional`).
+
+    Attributes
+    ----------
+    n_directions : int
+        Random directions of the first, whole-vector test.
+    tests : tuple of DirectionRecord
+        Those directions.
+    block_tests : dict block name -> tuple of DirectionRecord
+        Directions restricted to each block (only when the first test failed).
+    localized : tuple of str
+        Labels of the entries found wrong by bisection.
+    spread_blocks : tuple of str
+        Blocks whose mismatch was too spread out to bisect.
+    evaluations : dict stage -> int
+        Cost evaluations per stage (``analytic``, ``directions``, ``blocks``, ``localize``, ``taylor``, ...).
+    taylor : dict or None
+        The Taylor-remainder fit along the most telling direction (slope, verdict, ...).
+    """
+
+    n_directions: int
+    tests: tuple[DirectionRecord, ...] = ()
+    block_tests: dict[str, tuple[DirectionRecord, ...]] = field(factory=dict)
+    localized: tuple[str, ...] = ()
+    spread_blocks: tuple[str, ...] = ()
+    evaluations: dict[str, int] = field(factory=dict)
+    taylor: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_directions": self.n_directions, "directional": [t.to_dict() for t in self.tests],
+                "block_directions": {k: [t.to_dict() for t in v] for k, v in self.block_tests.items()},
+                "localized": list(self.localized), "spread_blocks": list(self.spread_blocks),
+                "evaluations": dict(self.evaluations), "taylor": _jsonable(self.taylor)}
 
 
 @frozen
@@ -119,12 +185,14 @@ class Report:
     dtype : str
         dtype of the target's parameters (``"float64"`` or ``"float32"``).
     passed : bool
-        Every entry within ``rtol * max(|n|, |a|) + atol``.
+        Every measured entry within ``rtol * max(|n|, |a|) + atol``, everything finite, and the gradient the
+        same on a second evaluation.
     relative_difference, max_abs_error, max_rel_error : float
-        Over all entries; ``max_rel_error = max |n - a| / max(|n|, |a|)``.
+        Over all (measured) entries; ``max_rel_error = max |n - a| / max(|n|, |a|)``.
     numerical, analytical : NDArray, shape (P,)
     tolerance : NDArray, shape (P,)
-        Per-entry pass threshold.
+        Per-entry pass threshold.  In directional mode, for entries not measured one by one: the smallest
+        error of that entry alone that one of the random directions would have detected.
     error_estimate : NDArray or None
         Per-entry error estimate of the numerical gradient (Richardson), if any.
     rtol : float
@@ -132,14 +200,15 @@ class Report:
     worst : tuple of Entry
         The ``top`` entries with the largest error relative to tolerance, worst first.
     n_evals : int
-        Cost evaluations used (for structured Network checks: perturbations evaluated).
+        Cost evaluations used (for engine checks: perturbations evaluated).
     seconds : float
     findings : tuple of Finding
-        Diagnoses added by the doctor (empty when nothing is wrong).
+        Diagnoses added by the doctor.
     step_verdict : str
         The doctor's answer to "could the step size be the cause?" (empty without the doctor).
     notes : tuple of str
-        Further plain-language lines from the doctor (follow-up experiments, the Taylor verdict).
+        Further plain-language lines: follow-up experiments, the engine's verification, entries measured
+        again.
     measured : NDArray of bool or None
         For directional checks: the entries whose numerical derivative was measured (the localized ones);
         ``numerical`` is NaN elsewhere.  None for full checks (every entry measured).
@@ -148,8 +217,24 @@ class Report:
         The point the gradient was checked at (a copy).
     cost : float
         ``J(x)``.
-    context : dict
-        What the doctor may use: ``lambda_``, ``m``, ``target`` kind, and notes.
+    subject : str
+        ``"function"``, ``"network"`` or ``"layer"``.
+    lambda_, m : float or None, int or None
+        The regularization and number of examples, when known.
+    mode : str
+        ``"full"`` or ``"directional"``.
+    evaluator : str
+        What computed the cost changes: ``"cost"`` (the subject's own cost, re-evaluated) or ``"engine"``
+        (the network engine, verified against the network's own cost first).
+    noise : Noise or None
+        The noise of the cost that steps and tolerances were derived from.
+    directional : DirectionalEvidence or None
+        What a directional check measured.
+    refined : NDArray of bool or None
+        Entries that failed at the first step and were measured again (:mod:`layerkit.check.refine`).
+    model_tolerance : NDArray or None
+        The tolerance the error model gives each entry (equal to ``tolerance`` unless ``rtol`` or ``atol``
+        were given): what the numerical estimate itself can resolve.
     """
 
     method: str
@@ -173,42 +258,64 @@ class Report:
     x: NDArray
     cost: float
     findings: tuple[Finding, ...] = ()
-    context: dict[str, Any] = field(factory=dict)
     step_verdict: str = ""
     notes: tuple[str, ...] = ()
     measured: NDArray | None = None
+    subject: str = "function"
+    lambda_: float | None = None
+    m: int | None = None
+    mode: str = "full"
+    evaluator: str = "cost"
+    noise: Noise | None = None
+    directional: DirectionalEvidence | None = None
+    refined: NDArray | None = None
+    model_tolerance: NDArray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, *, method: str, step: float, step_rule: str, dtype: Any, numerical: NDArray,
               analytical: NDArray, rtol: float, atol: NDArray, layout: ParameterLayout, x: NDArray, cost: float,
               n_evals: int, seconds: float, error_estimate: NDArray | None = None, top: int = 5,
-              context: dict[str, Any] | None = None) -> Report:
+              measured: NDArray | None = None, blocks: tuple[BlockSummary, ...] | None = None,
+              passed: bool | None = None, **fields: Any) -> Report:
+        """Compare ``numerical`` with ``analytical`` entry by entry (only the ``measured`` ones, when given)
+        and summarize per block; ``blocks`` and ``passed`` override the entry-based summary (directional
+        checks judge blocks by their directions).  ``fields`` are the remaining typed attributes."""
         n = np.asarray(numerical, dtype=np.float64)
         a = np.asarray(analytical, dtype=np.float64)
-        err = np.abs(n - a)
-        tol = rtol * np.maximum(np.abs(n), np.abs(a)) + np.asarray(atol, dtype=np.float64)
-        bad = ~np.isfinite(n) | ~np.isfinite(a)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ok = (err <= tol) & ~bad
+        known = np.ones(n.shape, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.abs(n - a)
+            tol = rtol * np.maximum(np.abs(n), np.abs(a)) + np.asarray(atol, dtype=np.float64)
+        bad = (~np.isfinite(n) | ~np.isfinite(a) | ~np.isfinite(tol)) & known
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ok = ((err <= tol) & ~bad) | ~known
             rel = np.where(err == 0, 0.0, err / np.maximum(np.maximum(np.abs(n), np.abs(a)), np.finfo(float).tiny))
-        blocks = []
-        for b in layout.blocks:
-            s = b.slice
-            blocks.append(BlockSummary(b.name, b.shape, relative_difference(n[s], a[s]),
-                                       float(np.max(err[s], initial=0.0)), int(np.sum(~ok[s])), bool(ok[s].all())))
+        if blocks is None:
+            summaries = []
+            for b in layout.blocks:
+                s = b.slice
+                k = known[s]
+                summaries.append(BlockSummary(b.name, b.shape, relative_difference(n[s][k], a[s][k]),
+                                              float(np.nanmax(err[s][k], initial=0.0)), int(np.sum(~ok[s])),
+                                              bool(ok[s].all())))
+            blocks = tuple(summaries)
         with np.errstate(invalid="ignore", divide="ignore"):
             badness = np.where(bad, np.inf, err / np.maximum(tol, np.finfo(float).tiny))
+        badness = np.where(known, np.nan_to_num(badness, nan=np.inf), -np.inf)
         order = np.argsort(-badness, kind="stable")[: max(int(top), 0)]
         worst = tuple(Entry(*layout.locate(int(j)), int(j), float(n[j]), float(a[j]), float(err[j]), float(tol[j]))
-                      for j in order)
+                      for j in order if known[j])
+        kn = known & np.isfinite(err)
         return cls(method=method, step=float(step), step_rule=step_rule, dtype=str(np.dtype(dtype)),
-                   passed=bool(ok.all()), relative_difference=relative_difference(n, a),
-                   max_abs_error=float(np.max(err, initial=0.0)), max_rel_error=float(np.max(rel, initial=0.0)),
+                   passed=bool(ok.all()) if passed is None else bool(passed),
+                   relative_difference=relative_difference(n[known], a[known]),
+                   max_abs_error=float(np.max(err[kn], initial=0.0)) if not bad.any() else math.nan,
+                   max_rel_error=float(np.max(rel[kn], initial=0.0)),
                    numerical=n, analytical=a, tolerance=tol, error_estimate=error_estimate, rtol=float(rtol),
-                   blocks=tuple(blocks), worst=worst, n_evals=int(n_evals), seconds=float(seconds),
+                   blocks=blocks, worst=worst, n_evals=int(n_evals), seconds=float(seconds),
                    layout=layout, x=np.array(x, copy=True), cost=float(np.real(cost)),
-                   context=dict(context or {}))
+                   measured=None if measured is None else known, **fields)
 
     def with_findings(self, findings: list[Finding] | tuple[Finding, ...], step_verdict: str | None = None,
                       notes: list[str] | tuple[str, ...] | None = None) -> Report:
@@ -234,9 +341,21 @@ class Report:
         return bad if self.measured is None else bad & self.measured
 
     @property
-    def mode(self) -> str:
-        """``"full"`` or ``"directional"``."""
-        return str(self.context.get("mode", "full"))
+    def context(self) -> dict[str, Any]:
+        """A plain-dict view of the typed fields (what ``to_dict()["context"]`` holds): ``target``,
+        ``lambda_``, ``m``, ``mode``, ``evaluator``, ``noise`` and, for directional checks, ``n_directions``,
+        ``directional``, ``block_directions``, ``localized``, ``spread_blocks``, ``evaluations`` and
+        ``taylor``."""
+        c: dict[str, Any] = {"target": self.subject, "mode": self.mode, "evaluator": self.evaluator}
+        if self.lambda_ is not None:
+            c["lambda_"] = self.lambda_
+        if self.m is not None:
+            c["m"] = self.m
+        if self.noise is not None:
+            c["noise"] = self.noise.to_dict()
+        if self.directional is not None:
+            c.update(self.directional.to_dict())
+        return c
 
     def codes(self) -> list[str]:
         """Codes of the findings, in order."""
@@ -257,7 +376,7 @@ class Report:
         state = "PASSED" if self.passed else "FAILED"
         failed = self.failed_blocks
         where = "" if self.passed else f"; mismatch in {', '.join(failed) if failed else 'no block'}"
-        lam = self.context.get("lambda_")
+        lam = self.lambda_
         lam_s = f", lambda={lam:g}" if isinstance(lam, (int, float)) else ""
         how = f"{self.method}, directional" if self.mode == "directional" else self.method
         return (f"{state}  {how} ({self.dtype}{lam_s}, step {self.step_rule} {self.step:.2g}): "
@@ -321,13 +440,13 @@ class Report:
             lines.append(f"  step: {self.step_verdict}")
         for note in self.notes:
             lines.append(f"  note: {note}")
-        if self.mode == "directional":
-            c = self.context
-            loc = c.get("localized", [])
-            lines.insert(1, f"  directional: {c.get('n_directions')} random directions"
+        if self.directional is not None:
+            d = self.directional
+            loc = d.localized
+            lines.insert(1, f"  directional: {d.n_directions} random directions"
                          + (f"; localized {len(loc)} entr{'y' if len(loc) == 1 else 'ies'}" if loc else "")
-                         + (f"; spread over {', '.join(c['spread_blocks'])}" if c.get("spread_blocks") else "")
-                         + f" (evaluations: {', '.join(f'{k} {v}' for k, v in c.get('evaluations', {}).items())})")
+                         + (f"; spread over {', '.join(d.spread_blocks)}" if d.spread_blocks else "")
+                         + f" (evaluations: {', '.join(f'{k} {v}' for k, v in d.evaluations.items())})")
         lines.append(f"  {self.n_evals} evaluations in {self.seconds * 1e3:.1f} ms")
         return "\n".join(lines)
 

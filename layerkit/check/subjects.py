@@ -1,24 +1,32 @@
-"""Targets: what a check evaluates, built from a plain function, a Network or a single layer.
+"""Subjects: what a check evaluates -- a plain function, a Network or a single layer -- as the caller's own.
 
-A :class:`Target` bundles ``fun(theta) -> (cost, grad)``, a cost-only function, the point ``x0`` and the
-block layout, plus what the doctor may use for follow-up experiments (the network and data, or the layer).
-Building a target validates the caller's input; evaluating it never changes the caller's arrays.
+A subject offers the point ``x0`` (a private copy), its block layout, ``value(theta)`` (the cost) and
+``evaluate(fresh)`` (cost and gradient at ``x0``), and a ``session()`` inside which a check runs.  A network
+or a layer is evaluated *in place*: its own buffer takes the parameter values, its own class and layer
+objects compute, ties and bindings stay what they are.  The session restores everything on every exit path
+(see :meth:`~layerkit.Network.preserved`), so a check leaves the caller's parameters, gradients, bindings and
+attributes as it found them, even when the code under check raises or the user interrupts it.
+A function is handed a fresh copy of the point at every call, so the caller's ``x0`` is never touched.
+
+``evaluate(fresh=True)`` starts from zeroed gradient buffers, ``evaluate(fresh=False)`` reuses whatever the
+previous evaluation left there: a check evaluates both and compares, which exposes gradients that
+accumulate (``g += ...``) or depend on the call history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from typing import Any, ContextManager
 
 import numpy as np
-from attrs import define, field
 from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import InputError, NonFiniteError, TargetError
 from ..nn.layers import Layer, provides
 from ..nn.layout import ParameterLayout
-from ..nn.network import Network, Objective
+from ..nn.network import Network, Objective, preserving
 from .probes import as_scalar_cost
 
 
@@ -37,92 +45,280 @@ def _as_point(x0: Any) -> NDArray:
     return np.array(x, copy=True)
 
 
-@define
-class Target:
-    """A ``(cost, grad)`` function at a point, with its block layout.
+def _gradient(grad: Any, P: int, where: str) -> NDArray:
+    g = np.asarray(grad)
+    if g.shape not in ((P,), (P, 1), (1, P)):
+        raise TargetError(f"the gradient returned by the target {where} has shape {g.shape}; expected ({P},) "
+                          f"to match x0 (a ({P}, 1) column is accepted too)")
+    if np.iscomplexobj(g) or not np.issubdtype(g.dtype, np.number):
+        raise TargetError(f"the gradient returned by the target must be real; got {describe(g)}")
+    return g.reshape(P).astype(np.float64 if g.dtype not in (np.float32, np.float64) else g.dtype)
+
+
+class Subject:
+    """Base of the three subjects (module docstring).
 
     Attributes
     ----------
-    fun : callable
-        ``fun(theta) -> (cost, grad)``.
+    kind : str
+        ``"function"``, ``"network"`` or ``"layer"``.
     x0 : NDArray, shape (P,)
         A private copy of the point.
     layout : ParameterLayout
-    kind : str
-        ``"function"``, ``"network"`` or ``"layer"``.
-    cost_fn : callable or None
-        ``theta -> cost`` when cheaper than ``fun(theta)[0]``.
-    context : dict
-        ``lambda_`` and ``m`` for networks, and anything else reports should carry.
-    network, objective, layer : optional
-        For follow-up experiments.
-    scale_fn : callable or None
-        ``() -> s`` (shape (P,), entries >= 1): how much faster than its own magnitude suggests the cost
-        varies along each axis; automatic steps are divided by it (see :meth:`axis_scale`).
+    lambda_, m : float or None, int or None
+        The regularization and the number of examples, when known (the doctor names factors with them).
+    n_calls : int
+        Evaluations of the cost so far.
     """
 
-    fun: Callable[[NDArray], Any]
-    x0: NDArray
-    layout: ParameterLayout
-    kind: str = "function"
-    cost_fn: Callable[[NDArray], Any] | None = None
-    context: dict[str, Any] = field(factory=dict)
-    network: Network | None = None
-    objective: Objective | None = None
-    layer: Any = None
-    n_calls: int = 0
-    scale_fn: Callable[[], NDArray] | None = None
-    _axis_scale: NDArray | None = field(default=None, init=False, repr=False)
+    kind = "subject"
 
-    def axis_scale(self) -> NDArray | None:
-        """Per-axis step divisors ``s_j >= 1`` (None: all 1), computed once.
+    def __init__(self, x0: NDArray, layout: ParameterLayout, lambda_: float | None = None,
+                 m: int | None = None) -> None:
+        self.x0, self.layout, self.lambda_, self.m = x0, layout, lambda_, m
+        self.n_calls = 0
+        self._axis_scale: NDArray | None = None
 
-        For a network, entry ``(r, c)`` of a Dense layer's ``Theta`` moves pre-activation ``r`` by ``t x1[:, c]``,
-        so the cost varies along it on a length scale ``1 / max_i |x1[i, c]|``: with raw inputs (pixel values up
-        to 255, say) a step relative to ``max(1, |theta|)`` alone would leave a truncation error ``s^p`` times
-        larger than the error model assumes.  Dividing the step by ``s = max(1, max_i |x1[i, c]|)`` makes it
-        relative to the pre-activation it moves.
-        """
-        if self._axis_scale is None and self.scale_fn is not None:
-            self._axis_scale = self.scale_fn()
-        return self._axis_scale
+    def session(self) -> ContextManager[Any]:
+        return nullcontext()
 
-    def cost(self, theta: NDArray) -> Any:
-        """Cost only, at ``theta``."""
-        self.n_calls += 1
-        if self.cost_fn is not None:
-            return self.cost_fn(theta)
-        return self._unpack(self.fun(theta), "at a perturbed point")[0]
+    def value(self, theta: NDArray) -> Any:
+        """The cost at ``theta`` (a scalar; complex for a complex ``theta``)."""
+        raise NotImplementedError
 
-    def _unpack(self, out: Any, where: str) -> tuple[Any, Any]:
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise TargetError(f"the target must return a (cost, grad) pair; {where} it returned {describe(out)}")
-        return out[0], out[1]
-
-    def evaluate(self) -> tuple[Any, NDArray]:
+    def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
         """Cost and analytic gradient at ``x0`` as ``(scalar, float array of shape (P,))``.
 
         Raises NonFiniteError for a non-finite cost and TargetError for a gradient of the wrong size or shape.
         """
+        raise NotImplementedError
+
+    def axis_scale(self) -> NDArray | None:
+        """Per-axis step divisors ``s_j >= 1`` (None: all 1); see :mod:`layerkit.check.methods`."""
+        return None
+
+    def _checked_cost(self, cost: Any, where: str) -> Any:
+        cost = as_scalar_cost(cost, where)
+        if not np.isfinite(cost):
+            raise NonFiniteError("cost at x0", cost)
+        return cost
+
+
+class FunctionSubject(Subject):
+    """A hand-written ``fun(theta) -> (cost, grad)``."""
+
+    kind = "function"
+
+    def __init__(self, fun: Callable[[NDArray], Any], x0: NDArray, layout: ParameterLayout,
+                 lambda_: float | None = None, m: int | None = None) -> None:
+        super().__init__(x0, layout, lambda_, m)
+        self.fun = fun
+
+    @staticmethod
+    def _unpack(out: Any, where: str) -> tuple[Any, Any]:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TargetError(f"the target must return a (cost, grad) pair; {where} it returned {describe(out)}")
+        return out[0], out[1]
+
+    def value(self, theta: NDArray) -> Any:
+        self.n_calls += 1
+        return self._unpack(self.fun(np.array(theta, copy=True)), "at a perturbed point")[0]
+
+    def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
         self.n_calls += 1
         with np.errstate(all="ignore"):
             cost, grad = self._unpack(self.fun(np.array(self.x0, copy=True)), "at x0")
-        cost = as_scalar_cost(cost, "at x0")
-        if not np.isfinite(cost):
-            raise NonFiniteError("cost at x0", cost)
-        g = np.asarray(grad)
-        P = self.layout.size
-        ok_shape = g.shape in ((P,), (P, 1), (1, P))
-        if not ok_shape:
-            raise TargetError(f"the gradient returned by the target has shape {g.shape}; expected ({P},) "
-                              f"to match x0 (a ({P}, 1) column is accepted too)")
-        if np.iscomplexobj(g) or not np.issubdtype(g.dtype, np.number):
-            raise TargetError(f"the gradient returned by the target must be real; got {describe(g)}")
-        return cost, g.reshape(P).astype(np.float64 if g.dtype not in (np.float32, np.float64) else g.dtype)
+        return self._checked_cost(cost, "at x0"), _gradient(grad, self.layout.size, "at x0")
 
 
-def function_target(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None) -> Target:
-    """Target for a user's ``fun(theta) -> (cost, grad)`` at ``x0``, with optional ``blocks`` (name -> shape,
+class NetworkSubject(Subject):
+    """A :class:`~layerkit.Network`'s regularized cost on ``(X, y)``, evaluated on the network itself."""
+
+    kind = "network"
+
+    def __init__(self, net: Network, X: Any, y: Any, lambda_: float = 0.0) -> None:
+        if not isinstance(net, Network):
+            raise InputError("net", "a layerkit.Network", describe(net))
+        self.network = net
+        self.objective = Objective(net, X, y, lambda_)
+        super().__init__(np.array(net.params, copy=True), net.layout, self.objective.lambda_, self.objective.m)
+        self._depth = 0
+        self._acts: list[NDArray] | None = None
+
+    @contextmanager
+    def _session(self) -> Iterator[NetworkSubject]:
+        with self.network.preserved():
+            self._depth += 1
+            try:
+                self.network.params[...] = self.x0
+                yield self
+            finally:
+                self._depth -= 1
+
+    def session(self) -> ContextManager[Any]:
+        return self._session()
+
+    def _in_place(self, theta: NDArray, with_grad: bool, record: list[NDArray] | None = None) -> Any:
+        """Evaluate at ``theta`` in the network's buffer, then put ``x0`` back (inside a session)."""
+        if self._depth == 0:  # called outside a check's session: guard this one call
+            with self._session():
+                return self._in_place(theta, with_grad, record)
+        try:
+            return self.objective.evaluate_in_place(theta, with_grad, record)
+        finally:
+            if with_grad:
+                self._last_grad = self.network.grads.copy()
+            self.network._use_dtype(self.x0.dtype)
+            self.network.params[...] = self.x0
+
+    def value(self, theta: NDArray) -> Any:
+        self.n_calls += 1
+        return self._in_place(theta, with_grad=False)
+
+    def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
+        self.n_calls += 1
+        if self._depth == 0:
+            with self._session():
+                return self.evaluate(fresh)
+        if fresh:
+            self.network.grads[...] = 0
+        record: list[NDArray] = []
+        with np.errstate(all="ignore"):
+            cost = self._in_place(self.x0, True, record)
+        if fresh and record:
+            self._acts = record
+        return self._checked_cost(cost, "at x0"), _gradient(self._last_grad, self.layout.size, "at x0")
+
+    def activations(self) -> list[NDArray]:
+        """The input and every layer's output up to the logits at ``x0`` (inside a session), as the first
+        evaluation recorded them when it could."""
+        if self._acts is None:
+            self._acts = self.network.activations(self.objective.inputs(self.network.params.dtype))
+        return self._acts
+
+    def axis_scale(self) -> NDArray | None:
+        """For entry ``(r, c)`` of a Dense-like block, ``s = max(1, max_i |F_ic|)`` (``F = [1, x]``, the layer's
+        ``param_inputs``): the weight moves pre-activation ``r`` by ``t F[:, c]``, so the cost varies along it
+        on a length scale ``1 / s``.  1 for other parameters."""
+        if self._axis_scale is None:
+            with self.session():
+                acts = self.activations()
+                s = np.ones(self.network.size)
+                for b in self.network.bindings:
+                    block = self.network.layout[b.block]
+                    layer = self.network.layers[b.index]
+                    if provides(layer, "param_inputs") and len(block.shape) == 2 and b.index < len(acts):
+                        F = layer.param_inputs(b.param, acts[b.index])
+                        s[block.slice] = np.broadcast_to(np.maximum(1.0, F.abs_max())[None, :],
+                                                         block.shape).ravel()
+            self._axis_scale = s
+        return self._axis_scale
+
+
+class _LayerSession:
+    """Evaluation of ``sum(layer.forward(x) * r)`` in the layer's own arrays (private ones for another dtype)."""
+
+    def __init__(self, layer: Layer, x_shape: tuple[int, ...], r: NDArray, layout: ParameterLayout) -> None:
+        self.layer, self.x_shape, self.r, self.layout = layer, x_shape, r, layout
+        self.nx = int(np.prod(x_shape))
+        self.names = list(layer.param_shapes)
+
+    def bind_for(self, dtype: np.dtype) -> None:
+        """Make the layer's bound arrays writable arrays of ``dtype``: its own when they are, else private
+        copies bound in their place (the session restores the original bindings)."""
+        arrays = [self.layer.params.get(n) for n in self.names]
+        grads = [(self.layer.grads or {}).get(n) for n in self.names]
+        own = all(isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.writeable for a in arrays + grads)
+        if own:
+            return
+        sub = ParameterLayout.from_shapes(dict(self.layer.param_shapes))
+        p, g = np.zeros(sub.size, dtype), np.zeros(sub.size, dtype)
+        self.layer.bind(sub.views(p), sub.views(g))
+
+    def write(self, theta: NDArray) -> NDArray:
+        self.bind_for(theta.dtype)
+        offset = self.nx
+        for n in self.names:
+            a = self.layer.params[n]
+            a[...] = theta[offset: offset + a.size].reshape(a.shape)
+            offset += a.size
+        return theta[: self.nx].reshape(self.x_shape)
+
+    def forward(self, theta: NDArray) -> tuple[Any, Any]:
+        x = self.write(np.asarray(theta))
+        y = self.layer.forward(x)
+        if np.shape(y) != self.r.shape:
+            raise TargetError(f"{self.layer!r}.forward returned shape {np.shape(y)}; expected {self.r.shape}")
+        r = self.r.astype(np.asarray(y).dtype)
+        return np.sum(y * r), r
+
+    def gradient(self, r: NDArray) -> NDArray:
+        dx = np.asarray(self.layer.backward(r))
+        if dx.shape != self.x_shape:
+            raise TargetError(f"{self.layer!r}.backward returned shape {dx.shape}; expected {self.x_shape} (x's)")
+        grads = [np.asarray(self.layer.grads[n]).ravel() for n in self.names]
+        return np.concatenate([dx.ravel()] + grads)
+
+
+class LayerSubject(Subject):
+    """One layer through ``sum(forward(x) * r)`` with a seeded random upstream gradient ``r``.
+
+    Blocks: ``"x"`` (the input) then the layer's parameters by name.  The layer computes with its own bound
+    arrays, which take the parameter values of each evaluation; the session restores their values, the
+    layer's bindings and its attributes.
+    """
+
+    kind = "layer"
+
+    def __init__(self, layer: Layer, x: Any, seed: int = 0) -> None:
+        if not isinstance(layer, Layer):
+            raise InputError("layer", "a Layer (param_shapes, params, grads, bind, forward, backward)",
+                             describe(layer))
+        xa = np.asarray(x)
+        if xa.ndim != 2 or xa.size == 0:
+            raise InputError("x", "a non-empty 2-D input batch (m, n_in)", describe(x))
+        xa = _as_point(xa.ravel()).reshape(xa.shape)
+        if "x" in layer.param_shapes:
+            raise InputError("layer.param_shapes", "no parameter named 'x' (reserved for the input)", "'x'")
+        missing = [k for k in layer.param_shapes if k not in (layer.params or {})]
+        if missing:
+            raise InputError("layer", f"bound parameters {list(layer.param_shapes)}", f"none bound for {missing}")
+        shapes = {"x": xa.shape, **{k: tuple(v) for k, v in layer.param_shapes.items()}}
+        layout = ParameterLayout.from_shapes(shapes)
+        theta0 = np.concatenate([xa.ravel()] + [np.asarray(layer.params[k], dtype=xa.dtype).ravel()
+                                                 for k in layer.param_shapes])
+        super().__init__(theta0, layout)
+        self.layer = layer
+        with self.session(), np.errstate(all="ignore"):
+            y = layer.forward(xa)
+        r = np.random.default_rng(seed).standard_normal(np.shape(y)).astype(xa.dtype)
+        self._eval = _LayerSession(layer, xa.shape, r, layout)
+
+    def session(self) -> ContextManager[Any]:
+        arrays = [a for a in list((self.layer.params or {}).values()) + list((self.layer.grads or {}).values())
+                  if isinstance(a, np.ndarray) and a.flags.writeable]
+        return preserving([self.layer], arrays)
+
+    def value(self, theta: NDArray) -> Any:
+        self.n_calls += 1
+        return self._eval.forward(theta)[0]
+
+    def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
+        self.n_calls += 1
+        with np.errstate(all="ignore"):
+            x = self._eval.write(self.x0)
+            if fresh:
+                for n in self._eval.names:
+                    self.layer.grads[n][...] = 0
+            cost, r = self._eval.forward(self.x0)
+            del x
+            grad = self._eval.gradient(r)
+        return self._checked_cost(cost, "at x0"), _gradient(grad, self.layout.size, "at x0")
+
+
+def function_subject(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None,
+                     lambda_: float | None = None, m: int | None = None) -> FunctionSubject:
+    """Subject for a user's ``fun(theta) -> (cost, grad)`` at ``x0``, with optional ``blocks`` (name -> shape,
     laid out in order, each in C order; their sizes must sum to ``x0.size``)."""
     if not callable(fun):
         raise InputError("fun", "a callable theta -> (cost, grad)", describe(fun))
@@ -134,100 +330,4 @@ def function_target(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str,
         if layout.size != x.size:
             sizes = ", ".join(f"{b.name}={b.size}" for b in layout.blocks)
             raise InputError("blocks", f"block sizes summing to x0.size = {x.size}", f"{layout.size} ({sizes})")
-    return Target(fun, x, layout, kind="function")
-
-
-def network_target(net: Network, X: Any, y: Any, lambda_: float = 0.0) -> Target:
-    """Target for a Network's regularized cost on ``(X, y)``; evaluated on a clone, never on ``net``."""
-    if not isinstance(net, Network):
-        raise InputError("net", "a layerkit.Network", describe(net))
-    obj = net.objective(X, y, lambda_)
-    x0 = np.array(net.params, copy=True)
-    return Target(obj, x0, net.layout, kind="network", cost_fn=obj.cost,
-                  context={"lambda_": obj.lambda_, "m": obj.m}, network=net, objective=obj,
-                  scale_fn=lambda: input_scales(net, obj.activations(x0)))
-
-
-def input_scales(net: Network, acts: list[NDArray]) -> NDArray:
-    """``s_j = max(1, max_i |F_ic|)`` for entry ``(r, c)`` of each Dense-like block (``param_inputs``), 1 for
-    other parameters; ``acts`` are the network's activations, input first.  Shape (P,)."""
-    s = np.ones(net.size)
-    views = net.layout.views(s)
-    for i, p, block in net._names:
-        layer = net.layers[i]
-        if provides(layer, "param_inputs") and views[block].ndim == 2 and i < len(acts):
-            views[block][...] = np.maximum(1.0, layer.param_inputs(p, acts[i]).abs_max())[None, :]
-    return s
-
-
-class _LayerFunction:
-    """``theta = [x.ravel(), params...] -> (sum(forward(x) * r), grad)`` on private buffers."""
-
-    def __init__(self, layer: Layer, x: NDArray, r: NDArray, layout: ParameterLayout) -> None:
-        self.layer, self.x_shape, self.r, self.layout = layer, x.shape, r, layout
-        self.nx = int(np.prod(x.shape))
-        self._buffers: dict[np.dtype, tuple[NDArray, NDArray]] = {}
-
-    def _bind(self, dtype: np.dtype) -> tuple[NDArray, NDArray]:
-        bufs = self._buffers.get(dtype)
-        if bufs is None:
-            n = self.layout.size - self.nx
-            bufs = self._buffers[dtype] = (np.zeros(n, dtype), np.zeros(n, dtype))
-        sub = ParameterLayout.from_shapes(dict(self.layer.param_shapes))
-        if sub.size:
-            self.layer.bind(sub.views(bufs[0]), sub.views(bufs[1]))
-        return bufs
-
-    def __call__(self, theta: NDArray) -> tuple[Any, NDArray]:
-        theta = np.asarray(theta)
-        p, g = self._bind(theta.dtype)
-        p[...] = theta[self.nx:]
-        g[...] = 0  # a gradient the layer never writes shows up as zero
-        x = theta[: self.nx].reshape(self.x_shape)
-        y = self.layer.forward(x)
-        if y.shape != self.r.shape:
-            raise TargetError(f"{self.layer!r}.forward returned shape {y.shape}; expected {self.r.shape}")
-        r = self.r.astype(y.dtype)
-        cost = np.sum(y * r)
-        dx = np.asarray(self.layer.backward(r))
-        if dx.shape != self.x_shape:
-            raise TargetError(f"{self.layer!r}.backward returned shape {dx.shape}; expected {self.x_shape} (x's)")
-        return cost, np.concatenate([dx.ravel(), g])
-
-
-def layer_target(layer: Layer, x: Any, seed: int = 0) -> tuple[Target, Callable[[], None]]:
-    """Target for one layer through ``sum(forward(x) * r)`` with a seeded random ``r``.
-
-    Blocks: ``"x"`` (the input) then the layer's parameters by name.  Returns the target and a ``restore``
-    callable that re-binds the layer to its original arrays (call it when done).
-    """
-    if not isinstance(layer, Layer):
-        raise InputError("layer", "a Layer (param_shapes, params, grads, bind, forward, backward)", describe(layer))
-    xa = np.asarray(x)
-    if xa.ndim != 2 or xa.size == 0:
-        raise InputError("x", "a non-empty 2-D input batch (m, n_in)", describe(x))
-    xa = _as_point(xa.ravel()).reshape(xa.shape)
-    dtype = xa.dtype
-    shapes = {"x": xa.shape, **{k: tuple(v) for k, v in layer.param_shapes.items()}}
-    if "x" in layer.param_shapes:
-        raise InputError("layer.param_shapes", "no parameter named 'x' (reserved for the input)", "'x'")
-    layout = ParameterLayout.from_shapes(shapes)
-    orig_params, orig_grads = dict(layer.params), dict(getattr(layer, "grads", {}) or {})
-    missing = [k for k in layer.param_shapes if k not in orig_params]
-    if missing:
-        raise InputError("layer", f"bound parameters {list(layer.param_shapes)}", f"none bound for {missing}")
-    theta0 = np.concatenate([xa.ravel()] + [np.asarray(orig_params[k], dtype=dtype).ravel()
-                                             for k in layer.param_shapes])
-
-    def restore() -> None:
-        if layer.param_shapes:
-            layer.bind(orig_params, orig_grads)
-
-    with np.errstate(all="ignore"):
-        try:
-            y = layer.forward(xa)
-        finally:
-            restore()
-    r = np.random.default_rng(seed).standard_normal(np.shape(y)).astype(dtype)
-    fun = _LayerFunction(layer, xa, r, layout)
-    return Target(fun, theta0, layout, kind="layer", layer=layer), restore
+    return FunctionSubject(fun, x, layout, lambda_, m)

@@ -11,6 +11,7 @@ code                        meaning
 ``nondeterministic-cost``   re-evaluating the cost at the same point gave different values
 ``precision-limited``       the mismatch is at the level the dtype's roundoff (and the step) predict
 ``nonsmooth``               one-sided differences of an entry disagree at every step (a kink, e.g. ReLU at 0)
+``stateful-gradient``       the gradient at the same point differed between two calls (found by the check)
 ``zero-gradient``           analytical is exactly zero where numerical is not (a block never written)
 ``sign-flip``               analytical = -numerical on a block or overall
 ``scale-mismatch``          analytical = c * numerical on a block or overall (c named: m, 1/m, 2, 1/2)
@@ -23,11 +24,15 @@ code                        meaning
 =========================== ============================================================================
 
 It also always gives two verdicts: whether the step size could be the cause (the mismatch compared with
-an estimate of the numerical error), and which blocks are right.
+the numerical error the tolerance was built from), and which blocks are right.  A cost measurably noisier
+than its own rounding gets a ``precision-limited`` finding even when the check passed, naming the usual
+cause (cancellation) and its cure.
 
-Follow-up experiments (re-evaluations, one-sided differences, Richardson on the worst entries, and for
-networks a re-check at lambda = 0 and ``check_layer`` on every layer) run only when the check failed, so
-a passing check pays nothing but a few array operations.
+The doctor fits patterns to the report and runs experiments only through the
+:class:`~layerkit.api.Experiments` runner the check hands it, within its budget of evaluations: one-sided
+differences, the Taylor remainder along the worst entry, and for networks the gradient at lambda = 0 and a
+directional check of every layer.  They run only when the check failed; a request beyond the budget is
+skipped with a note.
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..nn.layout import Block
-from ..check.methods import Central, Richardson
-from ..check.probes import CoordinateProbe
+from ..check.directional import Direction, taylor_remainder
+from ..check.methods import Central
 from ..check.report import Finding, Report
+from ..check.tolerance import SAFETY
+from ..nn.layout import Block
 
 #: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
 FIT_TOL = 1e-3
@@ -98,23 +104,35 @@ def _region(block: Block, local: NDArray) -> str:
 
 # ---------------------------------------------------------------------- the doctor
 class _Doctor:
-    def __init__(self, report: Report, target: Any, strategy: Any) -> None:
+    def __init__(self, report: Report, subject: Any, strategy: Any, experiments: Any = None) -> None:
         self.r = report
-        self.target = target
+        self.subject = subject
         self.strategy = strategy
+        self.experiments = experiments
         self.n = report.numerical
         self.a = report.analytical
         self.tol = report.tolerance
         self.x = report.x.astype(np.float64)
         self.bad = report.mismatch
-        self.lam = report.context.get("lambda_")
-        self.m = report.context.get("m")
-        self.findings: list[Finding] = []
+        self.lam = report.lambda_
+        self.m = report.m
+        self.findings: list[Finding] = [f for f in report.findings]
         self.notes: list[str] = []
         self.explained = np.zeros(self.n.size, dtype=bool)
         self.directional = report.mode == "directional"
         self.known = report.measured if report.measured is not None else np.ones(self.n.size, dtype=bool)
-        self.evidence = report.context.get("block_directions", {})
+        d = report.directional
+        self.evidence = {} if d is None else d.block_tests
+
+    def attempt(self, what: str, fn: Any) -> Any:
+        """Run one follow-up; a budget overrun or a failure of the target far from ``x0`` becomes a note."""
+        if self.experiments is None:
+            return None
+        try:
+            return fn()
+        except Exception as exc:  # extra evidence must never hide the report
+            self.notes.append(f"{what} was skipped: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            return None
 
     def add(self, code: str, blocks: list[str], message: str, **evidence: Any) -> None:
         self.findings.append(Finding(code, tuple(blocks), message, evidence))
@@ -139,41 +157,33 @@ class _Doctor:
         return True
 
     def nondeterministic(self) -> bool:
-        x0 = self.target.x0
-        with np.errstate(all="ignore"):
-            costs = [float(np.real(self.target.cost(np.array(x0, copy=True)))) for _ in range(2)]
-        costs.append(self.r.cost)
-        spread = max(costs) - min(costs)
-        eps = float(np.finfo(x0.dtype).eps)
-        if spread > 4 * eps * max(abs(self.r.cost), np.finfo(float).tiny):
-            self.add("nondeterministic-cost", [],
-                     f"the cost at the same point came out as {costs[2]:.17g}, {costs[0]:.17g} and {costs[1]:.17g} "
-                     f"(spread {spread:.2e}): the target is not a deterministic function of its parameters "
-                     "(random sampling, dropout, a global counter?), so numerical gradients cannot be trusted",
-                     costs=costs, spread=spread)
-            return True
-        return False
+        """Found by the check itself (two evaluations at ``x0``); nothing else can be concluded then."""
+        return "nondeterministic-cost" in self.r.codes()
+
+    def noisy_cost(self) -> None:
+        """A deterministic cost far noisier than its own rounding: name the cancellation (also on a pass)."""
+        noise = self.r.noise
+        if noise is None or not noise.measured or not noise.deterministic or noise.excess < 100:
+            return
+        self.add("precision-limited", [],
+                 f"the cost carries noise of {noise.level:.2e}, {noise.excess:.0f} times the rounding of its value "
+                 f"({noise.floor:.1e}): cancellation in the cost, e.g. log(1 - sigmoid(z)) or log(1 - h) at large "
+                 "z, or 1 - h formed by subtraction.  Compute it stably from the logits: -log(sigmoid(z)) = "
+                 "np.logaddexp(0, -z) and -log(1 - sigmoid(z)) = np.logaddexp(0, z).  Steps and tolerances were "
+                 "derived from the measured noise", noise=noise.level, excess=noise.excess, cause="cancellation")
 
     def precision_limited(self) -> bool:
         bad = np.flatnonzero(self.bad & ~self.explained)
         if not bad.size:
             return False
-        # The default error model at the step that was used: the tolerance the check would have had.
-        scale = float(np.max(np.abs(self.a[np.isfinite(self.a)]), initial=0.0))
-        step = np.asarray(self.strategy.steps(CoordinateProbe(lambda t: 0.0, self.target.x0, 0.0,
-                                                              axis_scale=self.target.axis_scale()))) \
-            if hasattr(self.strategy, "steps") else None
-        if step is None:
-            return False
-        rtol, atol = self.strategy.tolerances(self.target.x0.dtype, self.r.cost, scale, step)
-        model = rtol * np.maximum(np.abs(self.n), np.abs(self.a)) + atol
         err = np.abs(self.n - self.a)
-        ratio = float(np.max(err[bad] / model[bad]))
+        model = self.tol if self.r.model_tolerance is None else self.r.model_tolerance
+        ratio = float(np.max(err[bad] / np.maximum(model[bad], np.finfo(float).tiny)))
         if ratio <= 4:
             dt = self.r.dtype
             self.add("precision-limited", self.blocks_of(bad),
-                     f"the mismatch is at the level that {dt} roundoff with this step predicts "
-                     f"(the largest error is {ratio:.2g} of what the dtype's error model allows): "
+                     f"the mismatch is at the level that {dt} rounding with this step predicts "
+                     f"(the largest error is {ratio:.2g} times its error-model tolerance): "
                      + ("use float64 or a larger step" if dt == "float32" else
                         "use a larger step (or the default 'auto') or a tolerance from the error model"),
                      ratio_to_model=ratio, dtype=dt)
@@ -186,14 +196,21 @@ class _Doctor:
         if not bad.size:
             return
         worst = bad[np.argsort(-np.abs(self.n - self.a)[bad])][:MAX_PROBED]
-        probe = CoordinateProbe(self.target.cost, self.target.x0, self.r.cost, axes=worst)
-        h = Central().steps(probe) * 1e2
-        jumps = []
-        for scale in (1.0, 1e-2):
-            hp = probe.snap(h * scale)
-            hm = probe.snap(-h * scale)
-            d = probe.delta(np.stack([hp, hm]))
-            jumps.append(np.abs(d[0] / hp - d[1] / hm))  # forward minus backward one-sided slopes
+
+        def slopes() -> list[NDArray]:
+            probe = self.experiments.probe(worst)
+            h = Central().steps(probe) * 1e2
+            jumps = []
+            for scale in (1.0, 1e-2):
+                hp = probe.snap(h * scale)
+                hm = probe.snap(-h * scale)
+                d = probe.delta(np.stack([hp, hm]))
+                jumps.append(np.abs(d[0] / hp - d[1] / hm))  # forward minus backward one-sided slopes
+            return jumps
+
+        jumps = self.attempt("the test for kinks", slopes)
+        if jumps is None:
+            return
         j_big, j_small = jumps
         with np.errstate(invalid="ignore", divide="ignore"):
             kink = (j_small > 0.5 * j_big) & (j_small > 1e-3 * np.maximum(np.abs(self.n[worst]), np.abs(self.a[worst]))) \
@@ -209,7 +226,7 @@ class _Doctor:
 
     # -------------------------------------------------------------- block patterns
     def block_patterns(self) -> None:
-        spread = set(self.r.context.get("spread_blocks", []))
+        spread = set(self.r.directional.spread_blocks) if self.r.directional is not None else set()
         for block in self.r.layout.blocks:
             s = block.slice
             bad = np.flatnonzero(self.bad[s] & ~self.explained[s])
@@ -242,9 +259,9 @@ class _Doctor:
         ev = self.evidence.get(block.name, [])
         if len(ev) < 2:
             return
-        n = np.array([e["numerical"] for e in ev])
-        a = np.array([e["analytical"] for e in ev])
-        ux = np.array([e["u_dot_x"] for e in ev])
+        n = np.array([e.numerical for e in ev])
+        a = np.array([e.analytical for e in ev])
+        ux = np.array([e.u_dot_x for e in ev])
         note = f" (from {len(ev)} random directions restricted to {block.name}; the mismatch is spread over many entries)"
         if np.all(a == 0) and np.any(n != 0):
             self.add("zero-gradient", [block.name], f"analytical is exactly 0 along every direction in {block.name}: "
@@ -306,7 +323,8 @@ class _Doctor:
             for src, dst, how in (("C", "F", "Fortran (column-major) order"),
                                   ("F", "C", "C (row-major) order where Fortran order was expected")):
                 perm = n.reshape(shape, order=src).ravel(order=dst)
-                if _close(a, perm, 4 * tol):
+                perm_tol = tol.reshape(shape, order=src).ravel(order=dst)  # the error of n where it lands
+                if _close(a, perm, 4 * np.maximum(tol, perm_tol)):
                     self.add("layout-mismatch", [block.name],
                              f"analytical matches numerical after re-unrolling {block.name} as a "
                              f"{shape[0]}x{shape[1]} matrix in {how}: the gradient was unrolled in the wrong order "
@@ -419,9 +437,10 @@ class _Doctor:
 
     # -------------------------------------------------------------- verdicts and follow-ups
     def directional_verdict(self) -> str:
-        tests = self.r.context.get("directional", [])
-        ratios = [abs(t["numerical"] - t["analytical"]) / max(t["tolerance"], 1e-300) for t in tests]
-        taylor = self.r.context.get("taylor")
+        d = self.r.directional
+        tests = [] if d is None else list(d.tests)
+        ratios = [abs(t.numerical - t.analytical) / max(t.tolerance, 1e-300) for t in tests]
+        taylor = None if d is None else d.taylor
         if self.r.passed:
             return (f"no mismatch: every directional derivative is within {max(ratios, default=0):.2g} of its "
                     "error-model tolerance")
@@ -438,95 +457,88 @@ class _Doctor:
             return self.directional_verdict()
         err = np.abs(self.n - self.a)
         bad = np.flatnonzero(self.bad & np.isfinite(err))
+        ratio_all = err / np.maximum(self.tol, np.finfo(float).tiny)
         if not bad.size:
             if self.r.error_estimate is not None and np.isfinite(self.r.error_estimate).all():
                 return (f"no mismatch: largest error {float(np.max(err, initial=0)):.1e}, Richardson's numerical "
                         f"error estimate {float(np.max(self.r.error_estimate, initial=0)):.1e}")
-            ratio = float(np.max(err / np.maximum(self.tol, np.finfo(float).tiny), initial=0.0))
-            return f"no mismatch: every entry is within {ratio:.2g} of its error-model tolerance"
-        worst = bad[np.argsort(-err[bad])][:MAX_PROBED]
-        if self.r.error_estimate is not None:
-            ne = np.abs(self.r.error_estimate[worst])
-            ref = self.n[worst]
-        else:
-            probe = CoordinateProbe(self.target.cost, self.target.x0, self.r.cost, axes=worst)
-            est = Richardson(Central()).estimate(probe)
-            ref = est.values
-            ne = np.abs(self.n[worst] - ref) + np.abs(est.error)
-        mismatch = np.abs(self.a[worst] - ref)
-        floor = float(np.finfo(self.target.x0.dtype).eps) * max(abs(self.r.cost), 1e-300)
-        numerr = float(max(np.max(ne), floor))
-        mm = float(np.max(mismatch))
-        ratio = mm / numerr
+            return f"no mismatch: every entry is within {float(np.max(ratio_all, initial=0.0)):.2g} of its " \
+                   "error-model tolerance"
+        j = int(bad[np.argmax(ratio_all[bad])])
+        mm = float(err[j])
+        numerr = float(self.tol[j]) / SAFETY  # the tolerance is SAFETY times the estimate's error
+        ratio = mm / max(numerr, np.finfo(float).tiny)
+        again = " (measured again over a ladder of steps)" if self.r.refined is not None and self.r.refined[j] else ""
         if ratio >= 100:
             text = (f"the mismatch ({mm:.2e}) is 10^{int(math.log10(ratio))} times larger than the numerical "
-                    f"error ({numerr:.1e}): the step size is not the cause; the analytic gradient is wrong")
+                    f"error ({numerr:.1e}{again}): the step size is not the cause; the analytic gradient is wrong")
         elif ratio >= 5:
-            text = (f"the mismatch ({mm:.2e}) is only {ratio:.0f} times the numerical error ({numerr:.1e}): "
+            text = (f"the mismatch ({mm:.2e}) is only {ratio:.0f} times the numerical error ({numerr:.1e}{again}): "
                     "probably a real error, but re-check with method='richardson' or another step")
         else:
-            text = (f"the mismatch ({mm:.2e}) is comparable to the numerical error ({numerr:.1e}): the step size "
-                    "or the precision could be the cause")
-        taylor = self.taylor_along(int(worst[0]))
+            text = (f"the mismatch ({mm:.2e}) is comparable to the numerical error ({numerr:.1e}{again}): the step "
+                    "size or the precision could be the cause")
+        taylor = self.taylor_along(j)
         return text + ("; " + taylor["verdict"] if taylor else "")
 
     def taylor_along(self, j: int) -> dict[str, Any] | None:
         """The Taylor-remainder verdict along the worst entry's coordinate (13 evaluations)."""
-        from ..check.directional import Direction, direction_probe, taylor_remainder
-
-        try:
-            probe = direction_probe(self.target, self.r.cost)
-            out = taylor_remainder(probe, self.target.x0, self.a, Direction(j, j + 1, np.ones(1)))
-        except Exception as exc:  # extra evidence: a target failing far from x0 must not hide the report
-            self.notes.append(f"the Taylor test along {self.r.layout.label(j)} was skipped: "
-                              f"{type(exc).__name__}: {exc}")
-            return None
-        return out
+        label = self.r.layout.label(j)
+        return self.attempt(f"the Taylor test along {label}", lambda: taylor_remainder(
+            self.experiments.directions(), self.r.x.astype(self.subject.x0.dtype), self.a,
+            Direction(j, j + 1, np.ones(1))))
 
     def network_followups(self) -> None:
-        target = self.target
-        if target.kind != "network" or target.network is None:
+        if self.experiments is None or self.r.subject != "network":
             return
-        from ..api import check_layer, run_check
-        from ..check.subjects import network_target
-
-        obj = target.objective
-        mode = "directional" if self.directional else "full"
         if self.lam:
-            r0 = run_check(network_target(target.network, obj.X, obj.Y, 0.0), self.strategy, diagnose=False,
-                           mode=mode)
-            self.notes.append("with lambda = 0 the check " + ("passes: the mismatch comes from the regularization "
-                                                              "term" if r0.passed else
-                                                              "still fails: the data term (backprop) is wrong too"))
-        twin = target.network.clone()
-        twin._params[...] = target.x0
-        a = obj.X[: min(obj.m, 4)]
-        for k, layer in enumerate(twin.layers):
-            rep = check_layer(layer, a, self.strategy, diagnose=False, mode=mode)
-            if not rep.passed:
-                names = {p: block for i, p, block in target.network._names if i == k}
-                self.add("layer-mismatch", [names[b] for b in rep.failed_blocks if b in names] or [f"layer {k}"],
-                         f"layer {k} ({layer!r}) fails its own check_layer: its backward is wrong "
-                         f"(input gradient {'wrong' if 'x' in rep.failed_blocks else 'right'}; "
-                         f"relative difference {rep.relative_difference:.2e})", layer=k, layer_repr=repr(layer))
-            a = layer.forward(a)
+            def at_zero() -> None:
+                pen = self.experiments.penalty_gradient()
+                a0 = self.experiments.gradient(0.0)
+                if pen is None or a0 is None:
+                    return
+                n0 = self.n - pen
+                ok = np.abs(n0 - a0) <= self.tol
+                if self.directional:
+                    ok = ok | ~self.known
+                self.notes.append("with lambda = 0 the check " + (
+                    "passes: the mismatch comes from the regularization term" if ok.all() else
+                    "still fails: the data term (backprop) is wrong too"))
+            self.attempt("the re-check at lambda = 0", at_zero)
+        results = self.attempt("the check of each layer", self.experiments.check_layers) or []
+        names = {}
+        for b in getattr(self.subject.network, "bindings", ()):
+            names.setdefault(b.index, {})[b.param] = b.block
+        for k, layer, rep in results:
+            if rep.passed:
+                continue
+            mine = names.get(k, {})
+            self.add("layer-mismatch", [mine[b] for b in rep.failed_blocks if b in mine] or [f"layer {k}"],
+                     f"layer {k} ({layer!r}) fails its own check_layer: its backward is wrong "
+                     f"(input gradient {'wrong' if 'x' in rep.failed_blocks else 'right'}; "
+                     f"relative difference {rep.relative_difference:.2e})", layer=k, layer_repr=repr(layer))
 
     def run(self) -> Report:
+        self.noisy_cost()
         if self.r.passed:
-            return self.r.with_findings([], step_verdict=self.step_verdict())
+            return self.r.with_findings(self.findings, step_verdict=self.step_verdict(),
+                                        notes=list(self.r.notes) + self.notes)
         self.non_finite()
         if self.nondeterministic():
             return self.r.with_findings(self.findings, step_verdict="the cost is not deterministic: no step can "
-                                        "give a reliable numerical gradient", notes=self.notes)
+                                        "give a reliable numerical gradient", notes=list(self.r.notes) + self.notes)
         if not self.precision_limited():
             self.nonsmooth()
             self.block_patterns()
             self.merge_overall()
             self.network_followups()
         verdict = self.step_verdict()
-        return self.r.with_findings(self.findings, step_verdict=verdict, notes=self.notes)
+        return self.r.with_findings(self.findings, step_verdict=verdict, notes=list(self.r.notes) + self.notes)
 
 
-def diagnose(report: Report, target: Any, strategy: Any) -> Report:
-    """Return ``report`` with findings, the step verdict and notes added (see the module docstring)."""
-    return _Doctor(report, target, strategy).run()
+def diagnose(report: Report, subject: Any, strategy: Any, experiments: Any = None) -> Report:
+    """Return ``report`` with findings, the step verdict and notes added (see the module docstring).
+
+    ``experiments`` (an :class:`~layerkit.api.Experiments`) is what the doctor may run; without it only the
+    patterns in the report are fitted."""
+    return _Doctor(report, subject, strategy, experiments).run()

@@ -6,11 +6,13 @@ bottom of the V is at the automatic step.  A wrong analytic gradient shows up as
 bottom of every V: no step can close it.
 
 Errors are measured against the best available reference: the complex step when the target accepts
-complex parameters (error ~ eps), else Richardson extrapolation at its automatic step.
+complex parameters and is analytic (confirmed along a random direction, see
+:mod:`layerkit.check.applicability`; error ~ eps), else Richardson extrapolation at its automatic step.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,13 +21,13 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from ..api import resolve_method
-from ..errors import ComplexEvaluationError, InputError
-from ..check.methods import ComplexStep, Richardson
+from ..check.applicability import confirm_analytic
+from ..check.methods import ComplexStep, Richardson, get_method
+from ..check.noise import measure_noise, step_excess
 from ..check.probes import CoordinateProbe
-from ..problem import Problem
 from ..check.report import _num
-from ..check.subjects import Target, function_target, network_target
+from ..check.subjects import NetworkSubject, Subject, function_subject
+from ..errors import ComplexEvaluationError, InputError
 
 DEFAULT_STEPS = tuple(10.0 ** -k for k in range(1, 13))
 
@@ -114,33 +116,49 @@ class SweepResult:
                 "step_is_the_problem": self.step_is_the_problem, "verdict": self.verdict()}
 
 
-def _target_of(problem: Problem | Target) -> Target:
-    if isinstance(problem, Target):
+def _subject_of(problem: Any) -> Subject:
+    if isinstance(problem, Subject):
         return problem
     if problem.kind == "network":
-        return network_target(problem.network, problem.X, problem.y, problem.lambda_ or 0.0)
-    return function_target(problem.fun, problem.x0, problem.blocks)
+        return NetworkSubject(problem.network, problem.X, problem.y, problem.lambda_ or 0.0)
+    return function_subject(problem.fun, problem.x0, problem.blocks)
 
 
-def sweep_steps(problem: Problem | Target, methods: Sequence[Any] = ("forward", "central", "richardson"),
+def _strategy(method: Any) -> Any:
+    return get_method(method) if isinstance(method, str) else method
+
+
+def sweep_steps(problem: Any, methods: Sequence[Any] = ("forward", "central", "richardson"),
                 steps: Sequence[float] = DEFAULT_STEPS) -> SweepResult:
-    """Sweep absolute steps ``steps`` for each of ``methods`` on a problem (see the module docstring)."""
+    """Sweep absolute steps ``steps`` for each of ``methods`` on a problem (a :class:`~layerkit.Problem` or a
+    subject; see the module docstring).  A network is evaluated in place and left as it was."""
     if not steps or any(not (isinstance(h, (int, float)) and 0 < h < np.inf) for h in steps):
         raise InputError("steps", "a non-empty sequence of positive floats", repr(steps))
-    target = _target_of(problem)
-    f0, analytical = target.evaluate()
-    # Whole-cost re-evaluation, as a hand-written loop does it, so that roundoff shows (the structured
-    # network probe differences costs exactly and would hide the left arm of the V).
-    probe = CoordinateProbe(target.cost, target.x0, f0, axis_scale=target.axis_scale())  # auto steps as check's
+    subject = _subject_of(problem)
+    with subject.session():
+        return _sweep(subject, methods, steps)
+
+
+def _sweep(subject: Subject, methods: Sequence[Any], steps: Sequence[float]) -> SweepResult:
+    f0, analytical = subject.evaluate()
+    noise = measure_noise(subject.value, subject.x0, float(np.real(f0)))
+    # Whole-cost re-evaluation, as a hand-written loop does it, so that roundoff shows (the network engine
+    # differences costs exactly and would hide the left arm of the V).
+    probe = CoordinateProbe(subject.value, subject.x0, f0, axis_scale=subject.axis_scale(),
+                            noise_level=noise.level)
+    probe.noise_excess = step_excess(noise)  # type: ignore[attr-defined]
     try:
-        ref = ComplexStep().estimate(CoordinateProbe(target.cost, target.x0, f0)).values
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            confirm_analytic(subject.value, subject.x0, noise.level, noise.excess)
+            ref = ComplexStep().estimate(CoordinateProbe(subject.value, subject.x0, f0)).values
         reference = "complex-step"
-    except ComplexEvaluationError:
+    except (ComplexEvaluationError, np.exceptions.ComplexWarning, TypeError, ValueError):
         ref = Richardson().estimate(probe).values
         reference = "richardson"
-    strategies = [resolve_method(m) for m in methods]
+    strategies = [_strategy(m) for m in methods]
     errors, block_errors, auto_steps, auto_errors, best = {}, {}, {}, {}, {}
-    nan = np.full(target.x0.size, np.nan)
+    nan = np.full(subject.x0.size, np.nan)
     for s in strategies:
         est = []
         for h in steps:
@@ -150,13 +168,13 @@ def sweep_steps(problem: Problem | Target, methods: Sequence[Any] = ("forward", 
                 est.append(nan)
         errors[s.name] = np.array([_rel(e, ref) for e in est])
         block_errors[s.name] = {b.name: np.array([_rel(e[b.slice], ref[b.slice]) for e in est])
-                                for b in target.layout.blocks}
+                                for b in subject.layout.blocks}
         auto = attrs.evolve(s, step="auto")
-        auto_steps[s.name] = float(auto.base_step(target.x0.dtype))
+        auto_steps[s.name] = float(auto.base_step(subject.x0.dtype, step_excess(noise)))
         auto_errors[s.name] = _rel(auto.estimate(probe).values, ref)
         best[s.name] = float(steps[int(np.nanargmin(errors[s.name]))])
     return SweepResult(tuple(float(h) for h in steps), errors, block_errors, auto_steps, auto_errors, best,
-                       _rel(analytical, ref), reference, str(target.x0.dtype))
+                       _rel(analytical, ref), reference, str(subject.x0.dtype))
 
 
 def plot_sweep(result: SweepResult, path: str) -> None:

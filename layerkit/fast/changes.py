@@ -129,6 +129,11 @@ class ParamInputs:
         out[:, k:] = self.x[:, max(c0, self.ones) - self.ones:c1 - self.ones]
         return out
 
+    def matvec(self, s: NDArray) -> NDArray:
+        """``F @ s`` (shape (m,)) for ``s`` of shape (n_cols,), without forming ``F``."""
+        s = np.asarray(s)
+        return self.x @ s[self.ones:] + s[:self.ones].sum()
+
     def abs_max(self) -> NDArray:
         """``max_i |F_ic|`` per column (float64)."""
         x = self.x

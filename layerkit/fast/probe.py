@@ -53,15 +53,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from attrs import define
+from attrs import define, frozen
 
+from ..errors import InputError
 from ..nn.activations import sigmoid
+from ..nn.layers import provides, strip_limit
+from ..nn.network import Binding, Network, evaluation_overrides
 from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_series,
                       softplus_change)
-from ..errors import InputError
-from ..nn.layers import provides, strip_limit
-from ..nn.network import Network, Objective
-from ..check.probes import CoordinateProbe, scaled
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -73,9 +72,10 @@ MAX_SERIES_TERMS = 8
 _D5_BOUND = 0.25
 
 
-def supports_structure(net: Network) -> bool:
-    """Whether the structured probe applies: the network ends with a Sigmoid fused into the cost."""
-    return bool(net._fused_sigmoid)
+def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:
+    """The length scale of each axis that automatic steps are relative to: ``max(1, |x_j|) / s_j``."""
+    out = np.maximum(1.0, magnitude)
+    return out if axis_scale is None else out / axis_scale
 
 
 class LossTerms:
@@ -196,9 +196,10 @@ class LossTerms:
 
 @define
 class NetworkState:
-    """What the structured probes need of a network at a point: a private twin bound to the point, its
-    layers up to the logits, their activations (input first), the targets, the loss terms at the logits,
-    ``m``, ``lambda`` and the penalized mask."""
+    """What the engine needs of a network at a point, read from the caller's network itself: its layers up
+    to the logits, their activations (input first), the targets, the loss terms at the logits, ``m``,
+    ``lambda``, the penalized mask and the bindings.  Built while the caller holds
+    :meth:`~layerkit.Network.preserved` with the parameters at the point."""
 
     net: Network
     layers: list[Any]
@@ -208,15 +209,34 @@ class NetworkState:
     m: int
     lambda_: float
     penalized: NDArray
+    bindings: tuple[Binding, ...]
 
     @classmethod
-    def at(cls, obj: Objective, x0: NDArray) -> NetworkState:
-        net = obj._twin(np.dtype(x0.dtype))
-        net._params[...] = x0
-        acts = obj.activations(x0)
-        Y = obj.Y.astype(x0.dtype)
-        return cls(net, net.layers[:-1], acts, Y, LossTerms(acts[-1], Y), acts[0].shape[0], obj.lambda_,
-                   net.penalized_mask())
+    def at(cls, net: Network, X: NDArray, Y: NDArray, lambda_: float,
+           acts: list[NDArray] | None = None) -> NetworkState:
+        """``acts``: the activations at the current parameters, when already recorded."""
+        acts = net.activations(X) if acts is None else acts
+        Y = Y.astype(X.dtype)
+        return cls(net, net.layers[:-1], acts, Y, LossTerms(acts[-1], Y), X.shape[0], lambda_,
+                   net.penalized_mask(), net.bindings)
+
+
+def magnitudes(state: NetworkState) -> list[NDArray | None]:
+    """Backprop run on magnitudes: for each layer ``k``, ``A_k`` (m, width of its output), the scale of the
+    terms that make up ``dL/d output`` -- ``|s| + |y|`` at the logits, where backprop forms ``s - y``, then each
+    layer's ``magnitude`` member on the way down.  None from the first layer without one on.  A gradient
+    entry ``(r, c)`` of a Dense-like block is a sum of ``m`` products ``A_ir F_ic / m``, which rounds to about
+    ``eps sqrt(sum_i (A_ir F_ic)^2) / m`` (rounding errors add like random signs): its rounding scale
+    ``R_j`` (see :meth:`SeriesBlock.table` and :meth:`NetworkProbe.rounding`)."""
+    out: list[NDArray | None] = [None] * len(state.layers)
+    A = (np.abs(state.loss.S) + np.abs(state.Y)).astype(np.float64)
+    for k in range(len(state.layers) - 1, -1, -1):
+        out[k] = A
+        layer = state.layers[k]
+        if k == 0 or not provides(layer, "magnitude"):
+            break
+        A = np.asarray(layer.magnitude(state.acts[k], state.acts[k + 1], A), dtype=np.float64)
+    return out
 
 
 class SeriesBlock:
@@ -254,6 +274,10 @@ class SeriesBlock:
         self.Fmax = self.F.abs_max()
         self.F2 = self.F.sum_squares()
         self.tables: NDArray | None = None
+        self.R: NDArray | None = None  # rounding scale of each entry, computed with the tables
+        A = probe.magnitude[i]
+        self.A2T = None if A is None else np.ascontiguousarray((A * A).T)
+        self.confirmed = False  # the tables agreed with the exact path at the check's steps
         self.rho, self.M = np.empty(self.rows), np.empty(self.rows)
         widest = max([probe.acts[k + 1].shape[1] for k in range(i, len(probe.layers))], default=1)
         batch = max(1, MAX_BATCH_ELEMENTS // widest)
@@ -277,14 +301,19 @@ class SeriesBlock:
         with np.errstate(over="ignore", invalid="ignore"):
             return C * q ** (K - 1)
 
-    def _tail(self, T: NDArray) -> tuple[NDArray, NDArray]:
+    def _tail(self, T: NDArray, rows: Any = slice(None), cols: Any = slice(None)) -> tuple[NDArray, NDArray]:
         """``(C, q)`` with ``|R_K| <= C q^(K-1)``: the bound of the class docstring, with
         ``ratio = T / rho`` and ``q = ratio max_i |F_ic|``, is ``M ratio^2 sum_i F_ic^2 / (1 - q)`` times
-        ``q^(K-1)``.  ``C`` is infinite where ``q >= 1`` (outside the radius: nothing is certified)."""
-        ratio = T / self.rho[:, None]
-        q = ratio * self.Fmax[None, :]
+        ``q^(K-1)``.  ``C`` is infinite where ``q >= 1`` (outside the radius: nothing is certified).  ``T`` is
+        ``(rows, cols)`` for the whole block, or ``(k,)`` with ``rows`` and ``cols`` index arrays of entries."""
+        if isinstance(rows, slice):
+            rho, M, Fmax, F2 = self.rho[:, None], self.M[:, None], self.Fmax[None, :], self.F2[None, :]
+        else:
+            rho, M, Fmax, F2 = self.rho[rows], self.M[rows], self.Fmax[cols], self.F2[cols]
+        ratio = T / rho
+        q = ratio * Fmax
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            C = self.M[:, None] * ratio**2 * self.F2[None, :] / (1 - q)
+            C = M * ratio**2 * F2 / (1 - q)
         return np.where((q < 1) & ~np.isnan(C), C, np.inf), q
 
     def table(self, K: int) -> NDArray:
@@ -294,6 +323,7 @@ class SeriesBlock:
             tables = np.empty((K, self.rows, self.cols))
             m = self.F.shape[0]
             width = max(1, MAX_BATCH_ELEMENTS // m)  # columns of F per pass: F^k stays cache-sized
+            R = np.full((self.rows, self.cols), np.nan) if self.R is None and self.A2T is not None else None
             with np.errstate(over="ignore", invalid="ignore"):
                 for c0 in range(0, self.cols, width):
                     Fc = self.F.columns(c0, min(c0 + width, self.cols), G.dtype)
@@ -302,6 +332,12 @@ class SeriesBlock:
                         if k:
                             Fk *= Fc
                         tables[k, :, c0:c0 + width] = G[k] @ Fk
+                        if k == 1 and R is not None:  # F^2 is at hand: the rounding scale costs one product
+                            R[:, c0:c0 + width] = self.A2T @ Fk
+                    if K == 1 and R is not None:
+                        R[:, c0:c0 + width] = self.A2T @ (Fc * Fc)
+            if R is not None:
+                self.R = np.sqrt(R.astype(np.float64)).ravel() / self.probe.m
             self.tables = tables
         return self.tables[:K]
 
@@ -327,18 +363,22 @@ class SeriesBlock:
             G[:, lo:lo + len(units)] = probe.loss.series(change)
         return G
 
-    def evaluate(self, steps: NDArray, budget: float, out: NDArray) -> NDArray:
-        """Write the summed data-term changes for steps ``(S, rows * cols)`` into ``out`` (same shape, float64)
-        and return which entries' remainder is certified below ``budget`` (the others are to be replaced)."""
-        S = steps.shape[0]
-        t = np.asarray(steps, dtype=np.float64).reshape(S, self.rows, self.cols)
-        T = np.max(np.abs(t), axis=0)
-        C, q = self._tail(T)  # independent of K: the loop only raises q to a power
+    def _terms(self, C: NDArray, q: NDArray, budget: float) -> tuple[int, NDArray]:
+        """The fewest terms ``K`` certifying every entry, or ``MAX_SERIES_TERMS`` and which are certified."""
         with np.errstate(over="ignore", invalid="ignore"):
             for K in range(1, MAX_SERIES_TERMS + 1):
                 ok = C * q ** (K - 1) <= budget
                 if ok.all():
                     break
+        return K, ok
+
+    def evaluate(self, steps: NDArray, budget: float, out: NDArray) -> NDArray:
+        """Write the summed data-term changes for steps ``(S, rows * cols)`` into ``out`` (same shape, float64)
+        and return which entries' remainder is certified below ``budget`` (the others are to be replaced)."""
+        S = steps.shape[0]
+        t = np.asarray(steps, dtype=np.float64).reshape(S, self.rows, self.cols)
+        C, q = self._tail(np.max(np.abs(t), axis=0))  # independent of K: the loop only raises q to a power
+        K, ok = self._terms(C, q, budget)
         if not ok.any():  # nothing to read off the tables (huge steps): leave it all to the exact path
             return ok.reshape(-1)
         tables = self.table(K)
@@ -351,13 +391,67 @@ class SeriesBlock:
                 acc *= t
         return ok.reshape(-1)
 
+    def evaluate_entries(self, steps: NDArray, local: NDArray, budget: float) -> tuple[NDArray, NDArray]:
+        """As :meth:`evaluate` for the entries ``local`` (flat positions in the block) only: ``(values (S, k),
+        certified (k,))``."""
+        rows, cols = local // self.cols, local % self.cols
+        t = np.asarray(steps, dtype=np.float64)
+        C, q = self._tail(np.max(np.abs(t), axis=0), rows, cols)
+        K, ok = self._terms(C, q, budget)
+        values = np.zeros(t.shape)
+        if not ok.any():
+            return values, ok
+        T = self.table(K)[:, rows, cols]
+        with np.errstate(over="ignore", invalid="ignore"):
+            values[...] = T[K - 1] * t
+            for k in range(K - 2, -1, -1):
+                values += T[k]
+                values *= t
+        return values, ok
+
+
+@frozen
+class BlockCheck:
+    """One comparison of the engine's prediction with the network's own cost along a random direction in a
+    block: ``|predicted - real| <= threshold`` (``threshold`` from the noise of both)."""
+
+    block: str
+    step: float
+    predicted: float
+    real: float
+    threshold: float
+
+    @property
+    def difference(self) -> float:
+        return abs(self.predicted - self.real)
+
+    @property
+    def agrees(self) -> bool:
+        return bool(np.isfinite(self.difference) and self.difference <= self.threshold)
+
+
+#: How many times the combined noise of a prediction and a real evaluation they may differ by.
+AGREEMENT = 64.0
+#: Relative rounding of one engine term, before the factor that sums of ``m`` of them add.
+NOISE_C = 4.0
+
 
 class NetworkProbe:
-    """A :class:`~layerkit.check.probes.Probe` over all coordinates of a network's regularized cost."""
+    """A :class:`~layerkit.check.probes.Probe` over the coordinates of a network's regularized cost, computing
+    each cost change from the perturbation's effect alone (module docstring).
 
-    def __init__(self, obj: Objective, x0: NDArray, f0: float, workers: int | None = None,
+    Built from a :class:`NetworkState` of the caller's own network; its generic path perturbs that network's
+    buffer in place and restores every entry (the caller holds :meth:`~layerkit.Network.preserved`).
+    ``noise(steps)`` bounds each change's rounding: ``4 eps |t| R_j`` (see :func:`magnitudes`) for the
+    table and exact paths, plus the cancellation ``4 eps sum |l'(z)| |z| / m`` of the generic path.
+    """
+
+    cheap = True
+    noise_excess = 1.0
+
+    def __init__(self, state: NetworkState, x0: NDArray, f0: float, workers: int | None = None,
                  axis_scale: NDArray | None = None) -> None:
-        self.obj = obj
+        self.state = state
         self.axis_scale = axis_scale
         self.x = np.array(x0, copy=True)
         self.f0 = f0
@@ -367,11 +461,18 @@ class NetworkProbe:
         self.n_evals = 0
         self.axes = np.arange(self.x.size)
         self.workers = workers or min(2, os.cpu_count() or 1)
-        state = NetworkState.at(obj, self.x)
         self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
         self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
         self.Z, self.S = state.acts[-1], state.loss.S
+        self.eps = float(np.finfo(self.dtype).eps)
+        self.magnitude = magnitudes(state)
+        self.R = np.full(self.x.size, np.nan)
+        self._rounded: set[str] = set()
+        # the generic path differences whole re-run outputs: d = a - Z carries eps |Z| per logit
+        self.generic_noise = NOISE_C * self.eps * float(np.sum(np.abs(self.loss.L[0]) * (np.abs(self.Z) + 1))) / self.m
         self._series: dict[tuple[int, str], SeriesBlock | None] = {}
+        self._noise: tuple[NDArray, NDArray] | None = None
+        self.notes: list[str] = []
 
     # ------------------------------------------------------------------ probe protocol
     def scale(self) -> NDArray:
@@ -383,22 +484,65 @@ class NetworkProbe:
     def imag(self, h: NDArray) -> NDArray:
         raise InputError("method", "a real finite-difference method for the structured probe", "complex-step")
 
-    def delta(self, steps: NDArray) -> NDArray:
+    def subset(self, axes: Any) -> _Subset:
+        """The probe restricted to the coordinates ``axes``."""
+        return _Subset(self, np.asarray(axes, dtype=np.int64))
+
+    def noise(self, steps: NDArray, axes: NDArray | None = None) -> NDArray:
+        cached = self._noise
+        if cached is not None and cached[0] is steps:
+            return cached[1]
+        self.delta(steps, axes)
+        assert self._noise is not None
+        return self._noise[1]
+
+    def delta(self, steps: NDArray, axes: NDArray | None = None) -> NDArray:
+        """``J(x + steps[s, k] e_{axes[k]}) - J(x)`` for all coordinates (``axes=None``) or the given ones."""
+        given = steps
         steps = np.atleast_2d(np.asarray(steps, dtype=self.dtype))
-        out = np.empty(steps.shape, dtype=np.float64)
-        tasks = []
-        for i, p, block in self.net._names:
-            b = self.net.layout[block]
-            rest = None
-            series = self._series_block(i, p, b)
-            if series is not None:  # every perturbation of the block from its Taylor tables
-                ok = series.evaluate(steps[:, b.start:b.stop], self.loss.budget(), out[:, b.start:b.stop])
-                out[:, b.start:b.stop] /= self.m
-                if ok.all():
+        S = steps.shape[0]
+        positions = self.axes if axes is None else np.asarray(axes, dtype=np.int64)
+        out = np.empty((S, positions.size), dtype=np.float64)
+        noise = np.empty((S, positions.size), dtype=np.float64)
+        exact_jobs = []
+        for b in self.state.bindings:
+            block = self.net.layout[b.block]
+            if axes is None:
+                cols_out = np.arange(block.start, block.stop)
+            else:
+                cols_out = np.flatnonzero((positions >= block.start) & (positions < block.stop))
+                if not cols_out.size:
                     continue
-                rest = np.flatnonzero(~ok)  # the remainder is not certified: evaluate these exactly
-            for s in range(steps.shape[0]):
-                tasks += self._block_tasks(i, p, b, steps[s], out[s], rest)
+            local = positions[cols_out] - block.start
+            st = steps[:, cols_out]
+            series = self._series_block(b.index, b.param, block)
+            rest = local
+            if series is not None:
+                if axes is None:
+                    ok = series.evaluate(st, self.loss.budget(), out[:, block.start:block.stop])
+                else:
+                    vals, ok = series.evaluate_entries(st, local, self.loss.budget())
+                    out[:, cols_out] = vals
+                out[:, cols_out] /= self.m
+                if ok.all():
+                    rest = local[:0]
+                else:
+                    rest = local[~ok]
+                if not self._tables_agree(series, b, block, st, local, out[:, cols_out]):
+                    rest = local
+            if rest.size:
+                where = cols_out if rest.size == local.size else cols_out[np.isin(local, rest)]
+                exact_jobs.append((b, block, rest, steps[:, where], where))
+            R = self.rounding(b, block)[local]
+            noise[:, cols_out] = NOISE_C * self.eps * np.abs(st.astype(np.float64)) * np.nan_to_num(R, nan=0.0)
+        # the generic path first (it writes into the network's buffer), then the structured one (threads)
+        tasks = []
+        for b, block, rest, st, where in exact_jobs:
+            if self._structured(b.index, block):
+                tasks += self._exact_tasks(b, block, rest, st, out, where)
+            else:
+                out[:, where] = self._generic(b, block, rest, st)
+                noise[:, where] += self.generic_noise
         if self.workers > 1 and len(tasks) > 1 and self.Z.shape[0] * self.x.size > 1 << 20:
             with ThreadPoolExecutor(self.workers) as pool:
                 list(pool.map(lambda t: t(), tasks))
@@ -406,16 +550,137 @@ class NetworkProbe:
             for t in tasks:
                 t()
         self.n_evals += steps.size
-        # the exact penalty change on penalized entries
         if self.lambda_:
-            pen = self.penalized
-            th2 = 2 * self.x[pen].astype(np.float64)
-            for s in range(steps.shape[0]):  # a row at a time: temporaries of P entries, not S x P
+            pen = self.penalized[positions]
+            th2 = 2 * self.x[positions][pen].astype(np.float64)
+            for s in range(S):  # a row at a time: temporaries of P entries, not S x P
                 sp = steps[s, pen].astype(np.float64)
                 out[s, pen] += (self.lambda_ / (2 * self.m)) * sp * (th2 + sp)
+        self._noise = (given, noise)
         return out
 
+    def rounding(self, b: Binding, block: Any) -> NDArray:
+        """The rounding scale ``R_j`` of the block's entries (see :func:`magnitudes`); NaN where unknown."""
+        if b.block not in self._rounded:
+            series = self._series.get((b.index, b.param))
+            if series is not None and series.R is not None:
+                self.R[block.slice] = series.R
+                self._rounded.add(b.block)
+            else:
+                A = self.magnitude[b.index] if b.index < len(self.magnitude) else None
+                layer = self.layers[b.index] if b.index < len(self.layers) else None
+                if A is not None and provides(layer, "param_inputs") and len(block.shape) == 2:
+                    F = layer.param_inputs(b.param, self.acts[b.index])
+                    cols = F.columns(0, F.shape[1], np.float64)
+                    self.R[block.slice] = (np.sqrt((A * A).T @ (cols * cols)) / self.m).ravel()
+                self._rounded.add(b.block)
+        return self.R[block.slice]
+
+    # ------------------------------------------------------------------ verification
+    def _tables_agree(self, series: SeriesBlock, b: Binding, block: Any, st: NDArray, local: NDArray,
+                      values: NDArray) -> bool:
+        """Compare the tables with the exact path on a few entries at the same steps (once per block); on
+        disagreement the block's tables are dropped and a note says so."""
+        key = (b.index, b.param)
+        if series.confirmed:
+            return True
+        rng = np.random.default_rng(block.start)
+        pick = rng.choice(local.size, size=min(8, local.size), replace=False)
+        exact = np.empty((st.shape[0], pick.size))
+        if self._structured(b.index, block):
+            F = self.layers[b.index].param_inputs(b.param, self.acts[b.index])
+            cols = block.shape[1]
+            for k, j in enumerate(local[pick]):
+                column = F.columns(int(j % cols), int(j % cols) + 1)[:, 0]
+                change = ColumnChange(int(j // cols), st[:, pick[k]][:, None] * column[None, :])
+                exact[:, k] = self._finish(change, b.index + 1) / self.m
+        else:
+            exact[...] = self._generic(b, block, local[pick], st[:, pick])
+        tnoise = NOISE_C * self.eps * np.abs(st[:, pick]).astype(np.float64) * np.nan_to_num(
+            self.rounding(b, block)[local[pick]], nan=0.0)
+        allowed = AGREEMENT * (2 * tnoise + self.loss.budget() / self.m) + 1e-300
+        if not self._structured(b.index, block):
+            allowed = allowed + AGREEMENT * self.generic_noise
+        if np.all(np.abs(exact - values[:, pick]) <= allowed):
+            series.confirmed = True
+            return True
+        self._series[key] = None
+        self.notes.append(f"the Taylor tables of {b.block} disagreed with the exact path of the same engine "
+                          f"(by {float(np.max(np.abs(exact - values[:, pick]))):.2e}): its layers' series and "
+                          "propagate rules are not consistent; the exact path was used")
+        return False
+
+    def predict(self, flat: NDArray, values: NDArray) -> tuple[float, float]:
+        """The engine's cost change for ``theta[flat] += values`` (entries of one block, in one row of a
+        Dense-like block when the structured path is used), and a bound on its rounding."""
+        b = next(bd for bd in self.state.bindings if self.net.layout[bd.block].start <= flat[0]
+                 < self.net.layout[bd.block].stop)
+        block = self.net.layout[b.block]
+        local = flat - block.start
+        vals = np.asarray(values, dtype=np.float64)
+        one_row = len(block.shape) == 2 and np.unique(local // block.shape[1]).size == 1
+        if one_row and self._structured(b.index, block):
+            layer = self.layers[b.index]
+            F = layer.param_inputs(b.param, self.acts[b.index])
+            s = np.zeros(block.shape[1], dtype=self.dtype)
+            s[local % block.shape[1]] = vals
+            change: Change = ColumnChange(int(local[0] // block.shape[1]), F.matvec(s)[None, :])
+            for k in range(b.index + 1, len(self.layers)):
+                change = self.layers[k].propagate(self.acts[k], self.acts[k + 1], change)
+            total, rounding = self.loss.dense(change.dense(self.Z.shape), with_noise=True)
+            data, noise = float(total[0]) / self.m, float(rounding[0]) / self.m
+        else:
+            data = self._perturbed_loss(b, block, local, vals.astype(self.dtype))
+            noise = self.generic_noise + NOISE_C * self.eps * abs(data)
+        if self.lambda_:
+            pen = self.penalized[flat]
+            th = self.x[flat][pen].astype(np.float64)
+            data += float(np.sum((self.lambda_ / (2 * self.m)) * vals[pen] * (2 * th + vals[pen])))
+        return data, noise
+
+    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0) -> list[BlockCheck]:
+        """Compare, per block, the engine's change of the cost along a random direction in one row with the
+        change of the network's own cost (``real_cost``, which evaluates the caller's network): one real
+        evaluation per block.  The step moves the pre-activations by at most 0.1, so that a different model
+        (another cost, another layer's math, a tie the engine does not see) shows far above the noise."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for b in self.state.bindings:
+            block = self.net.layout[b.block]
+            if len(block.shape) == 2:
+                r = int(rng.integers(block.shape[0]))
+                local = r * block.shape[1] + np.arange(block.shape[1])
+            else:
+                local = np.sort(rng.choice(block.size, size=min(64, block.size), replace=False))
+            flat = block.start + local
+            u = rng.standard_normal(local.size)
+            u /= np.linalg.norm(u)
+            t = self._verification_step(b, block, local, u)
+            s = (t * u).astype(self.dtype)
+            predicted, pnoise = self.predict(flat, s)
+            theta = np.array(self.x, copy=True)
+            theta[flat] += s
+            real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - float(np.real(self.f0))
+            out.append(BlockCheck(b.block, t, predicted, real, AGREEMENT * (2 * noise_level + pnoise)))
+        return out
+
+    def _verification_step(self, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
+        layer = self.layers[b.index] if b.index < len(self.layers) else None
+        if len(block.shape) == 2 and provides(layer, "param_inputs"):
+            F = layer.param_inputs(b.param, self.acts[b.index])
+            s = np.zeros(block.shape[1], dtype=self.dtype)
+            s[local % block.shape[1]] = u
+            reach = float(np.max(np.abs(F.matvec(s)), initial=0.0))
+            if reach > 0:
+                return 0.1 / reach
+        return 1e-2 * float(np.min(self.scale()[block.start + local]))
+
     # ------------------------------------------------------------------ work items
+    def _structured(self, i: int, block: Any) -> bool:
+        layer = self.layers[i] if i < len(self.layers) else None
+        return (provides(layer, "param_change", "param_inputs") and len(block.shape) == 2
+                and all(provides(d, "propagate") for d in self.layers[i + 1:]))
+
     def _series_block(self, i: int, p: str, b: Any) -> SeriesBlock | None:
         """The Taylor tables of a block, when its layer and every layer after it support series."""
         if (i, p) not in self._series:
@@ -425,32 +690,30 @@ class NetworkProbe:
             self._series[i, p] = SeriesBlock(self, i, p, b.shape) if ok else None
         return self._series[i, p]
 
-    def _block_tasks(self, i: int, p: str, b: Any, steps: NDArray, out: NDArray,
-                     rest: NDArray | None = None) -> list[Callable[[], None]]:
-        """Work items for the entries of a block (all, or the flat positions ``rest`` within it)."""
-        layer = self.layers[i] if i < len(self.layers) else None
-        downstream = self.layers[i + 1:]
-        structured = (provides(layer, "param_change") and len(b.shape) == 2
-                      and all(provides(d, "propagate") for d in downstream))
-        if not structured:
-            return [lambda: self._generic_block(i, p, b, steps, out, rest)]
-        rows, cols = b.shape
+    def _exact_tasks(self, b: Binding, block: Any, local: NDArray, steps: NDArray, out: NDArray,
+                     where: NDArray) -> list[Callable[[], None]]:
+        """Work items writing ``out[:, where]`` for the entries ``local`` of a block at ``steps`` (S, k)."""
+        i, p = b.index, b.param
+        layer = self.layers[i]
+        cols = block.shape[1]
         # Cache blocking: a task covers the columns of one row whose (B, m) temporaries fit in
         # MAX_BATCH_ELEMENTS, so that the elementwise passes run from cache rather than memory.
         width = max(1, min(cols, MAX_BATCH_ELEMENTS // self.m))
+        rows = local // cols
+        tasks = []
 
-        def task(r: int, idx: NDArray) -> Callable[[], None]:
+        def task(s: int, r: int, sel: NDArray) -> Callable[[], None]:
             def run() -> None:
-                flat = b.start + r * cols + idx
-                change = layer.param_change(p, r, idx, steps[flat], self.acts[i])
-                out[flat] = self._finish(change, i + 1) / self.m
+                change = layer.param_change(p, r, local[sel] % cols, steps[s, sel], self.acts[i])
+                out[s, where[sel]] = self._finish(change, i + 1) / self.m
             return run
 
-        if rest is None:
-            per_row = [(r, np.arange(cols)) for r in range(rows)]
-        else:
-            per_row = [(r, rest[rest // cols == r] % cols) for r in np.unique(rest // cols)]
-        return [task(int(r), idx[lo:lo + width]) for r, idx in per_row for lo in range(0, len(idx), width)]
+        for r in np.unique(rows):
+            idx = np.flatnonzero(rows == r)
+            for lo in range(0, idx.size, width):
+                for s in range(steps.shape[0]):
+                    tasks.append(task(s, int(r), idx[lo:lo + width]))
+        return tasks
 
     def _finish(self, change: Change, start: int) -> NDArray:
         """Summed data-term change for a batch ``change`` of the output of layer ``start - 1``.
@@ -477,36 +740,66 @@ class NetworkProbe:
             return self.loss.rank_one(change.u, change.v)
         return self.loss.dense(change.dense(self.Z.shape))
 
-    def _generic_block(self, i: int, p: str, b: Any, steps: NDArray, out: NDArray,
-                       rest: NDArray | None = None) -> None:
-        """Perturb each entry of a block in a private clone and re-run the layers from ``i`` on."""
-        twin = self.net.clone()
-        layers = twin.layers[:-1]
-        flat = twin._params
-        for j in (range(b.start, b.stop) if rest is None else b.start + rest):
-            old = flat[j]
-            flat[j] = old + steps[j]
-            try:
-                a = self.acts[i]
-                for layer in layers[i:]:
-                    a = layer.forward(a)
-            finally:
-                flat[j] = old
-            d = a - self.Z
-            out[j] = float(np.sum(softplus_change(self.S, d) - self.Y * d)) / self.m
+    def _perturbed_loss(self, b: Binding, block: Any, local: NDArray, values: NDArray) -> float:
+        """Data-term change when ``theta[block][local] += values`` (all at once), by re-running the layers
+        from the block's own on the cached input, in the network's buffer (restored)."""
+        flat = self.net.params
+        idx = block.start + local
+        old = flat[idx].copy()
+        flat[idx] = old + values
+        try:
+            a = self.acts[b.index]
+            for layer in self.layers[b.index:]:
+                a = layer.forward(a)
+        finally:
+            flat[idx] = old
+        d = a - self.Z
+        return float(np.sum(softplus_change(self.S, d) - self.Y * d)) / self.m
+
+    def _generic(self, b: Binding, block: Any, local: NDArray, steps: NDArray) -> NDArray:
+        """Each entry perturbed alone in the network's buffer, the layers from the block's own re-run."""
+        out = np.empty(steps.shape)
+        with np.errstate(all="ignore"):
+            for k, j in enumerate(local):
+                for s in range(steps.shape[0]):
+                    out[s, k] = self._perturbed_loss(b, block, np.array([j]), steps[s, k:k + 1])
+        return out
 
 
-def structured_probe_factory(required: bool = False) -> Callable[[Any, float], Any]:
-    """A ``probe_factory`` for :func:`layerkit.check.run_check`: the structured probe when the network allows
-    it, else (unless ``required``) the plain coordinate probe."""
+class _Subset:
+    """A :class:`NetworkProbe` restricted to some coordinates (the probe protocol over those axes only)."""
 
-    def make(target: Any, f0: float) -> Any:
-        net = target.network
-        if net is not None and supports_structure(net):
-            return NetworkProbe(target.objective, target.x0, f0, axis_scale=target.axis_scale())
-        if required:
-            raise InputError("engine", "a network whose last layer is a Sigmoid for engine='structured'",
-                             repr(net))
-        return CoordinateProbe(target.cost, target.x0, f0, axis_scale=target.axis_scale())
+    cheap = True
+    noise_excess = 1.0
 
-    return make
+    def __init__(self, parent: NetworkProbe, axes: NDArray) -> None:
+        self.parent, self.axes = parent, axes
+        self.x = parent.x
+        self.dtype, self.real_dtype = parent.dtype, parent.real_dtype
+        self.n_axes = int(axes.size)
+
+    @property
+    def n_evals(self) -> int:
+        return self.parent.n_evals
+
+    def scale(self) -> NDArray:
+        return self.parent.scale()[self.axes]
+
+    def snap(self, h: NDArray) -> NDArray:
+        x = self.x[self.axes]
+        return ((x + h.astype(self.dtype)) - x).astype(self.dtype)
+
+    def delta(self, steps: NDArray) -> NDArray:
+        return self.parent.delta(steps, self.axes)
+
+    def noise(self, steps: NDArray) -> NDArray:
+        return self.parent.noise(steps, self.axes)
+
+    def imag(self, h: NDArray) -> NDArray:
+        return self.parent.imag(h)
+
+
+def supports_engine(net: Network) -> bool:
+    """Whether the engine applies: the network ends with a Sigmoid fused into the cost, and its class does not
+    redefine how the cost is evaluated (see :func:`~layerkit.nn.network.evaluation_overrides`)."""
+    return bool(net.fused_sigmoid) and not evaluation_overrides(net)

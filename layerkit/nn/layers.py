@@ -229,6 +229,11 @@ class Dense:
             return SeriesChange(change.coeffs, v=change.v @ W.T)
         return SeriesChange(change.coeffs @ W.T)
 
+    def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
+        """Backprop on magnitudes: ``A |W|`` for output magnitudes ``A`` (m, n_out); gives the scale of the
+        rounding of gradients (see :func:`layerkit.fast.probe.rounding_scales`)."""
+        return A @ np.abs(self.params["Theta"][:, 1:])
+
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """Bound propagation for complex ``tau``: if ``|dx[i, l]| <= rho b[B, l]`` for every example, then
         ``|dy[i, j]| <= rho (|W| b)[B, j]``, for any ``rho`` (no limit: the layer is linear).  ``b`` is
@@ -346,6 +351,10 @@ class Sigmoid:
         ``|sigmoid(x + d) - sigmoid(x)| <= |d| / 2`` for real ``x`` and ``|d| <= pi/2``: the bound halves,
         valid for ``rho <= (pi/2) / max_l b[B, l]``."""
         return b / 2, strip_limit(b)
+
+    def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
+        """Backprop on magnitudes: ``A sigmoid'(x)``, formed as ``A s sigmoid(-x)``."""
+        return A * self._slopes(x, y)[3]
 
     def _slopes(self, x: NDArray, y: NDArray) -> tuple[NDArray, ...]:
         """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``, rows

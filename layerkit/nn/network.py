@@ -15,12 +15,14 @@ The flat layout is defined in :mod:`layerkit.nn.layout`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
 import scipy.optimize
-from attrs import frozen
+from attrs import field, frozen
 from numpy.typing import NDArray
 
 from .._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
@@ -44,14 +46,60 @@ class FitResult:
     message: str
 
 
-def _block_names(layers: Sequence[Layer]) -> list[tuple[int, str, str]]:
-    """``(layer index, parameter name, block name)``; block names number the layers with parameters from 1."""
+@frozen
+class Binding:
+    """Which block of the flat vector a layer's parameter is bound to.
+
+    Attributes
+    ----------
+    index : int
+        Position of the layer in :attr:`Network.layers`.
+    layer : Layer
+        The layer object itself (the same object may appear at several positions).
+    param : str
+        The parameter's name in the layer's ``param_shapes``, e.g. ``"Theta"``.
+    block : str
+        The block's name in the network's layout, e.g. ``"Theta2"``.
+    """
+
+    index: int
+    layer: Any = field(eq=False, repr=False)
+    param: str
+    block: str
+
+
+def _bindings(layers: Sequence[Layer]) -> tuple[Binding, ...]:
+    """One Binding per layer parameter; block names number the layers with parameters from 1."""
     out, k = [], 0
     for i, layer in enumerate(layers):
         if layer.param_shapes:
             k += 1
-            out += [(i, p, f"{p}{k}") for p in layer.param_shapes]
-    return out
+            out += [Binding(i, layer, p, f"{p}{k}") for p in layer.param_shapes]
+    return tuple(out)
+
+
+def _penalized_entries(layer: Any, param: str, shape: tuple[int, ...], who: str) -> NDArray:
+    """Flat positions inside a block that ``layer.penalized`` selects (empty when it has none).
+
+    ``penalized(name, array)`` is called on an array of entry *positions*, so that any selection works: a view
+    (``array[:, 1:]``) as well as a copy made by fancy indexing (``array[:, [1, 3]]``).
+    """
+    pen = getattr(layer, "penalized", None)
+    if pen is None:
+        return np.zeros(0, dtype=np.int64)
+    size = int(np.prod(shape, dtype=np.int64))
+    positions = np.arange(size, dtype=np.int64).reshape(shape)
+    sel = np.asarray(pen(param, positions))
+    if sel.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if sel.dtype != np.int64 or np.any((sel < 0) | (sel >= size)):
+        raise InputError(f"{who}.penalized({param!r}, array)", "a selection of the array's entries (a view such as "
+                         "array[:, 1:] or an indexed copy such as array[:, [1, 3]])", describe(sel))
+    flat = np.unique(sel.ravel())
+    if flat.size != sel.size:
+        raise InputError(f"{who}.penalized({param!r}, array)", "each entry selected at most once",
+                         f"{sel.size - flat.size} entries selected twice")
+    return flat
 
 
 def _params_only(layer: Layer) -> Callable[[NDArray], None] | None:
@@ -93,26 +141,73 @@ class Network:
                                  describe(layer))
         self.layers = layers
         self.dtype = np.dtype(dtype) if np.dtype(dtype).kind == "c" else float_dtype(dtype)
-        self._names = _block_names(layers)
+        self._bindings = _bindings(layers)
         self.layout = ParameterLayout.from_shapes(
-            {block: layers[i].param_shapes[p] for i, p, block in self._names})
+            {b.block: b.layer.param_shapes[b.param] for b in self._bindings})
         self._params = np.zeros(self.layout.size, self.dtype)
         self._grads = np.zeros(self.layout.size, self.dtype)
         views = self.layout.views(self._params)
-        for i, p, block in self._names:
-            current = layers[i].params.get(p) if layers[i].params else None
+        for b in self._bindings:
+            current = b.layer.params.get(b.param) if b.layer.params else None
             if current is not None:
-                views[block][...] = current
+                views[b.block][...] = current
         self._bind_layers()
         self._fused_sigmoid = isinstance(layers[-1], Sigmoid)
+        self._mask: NDArray | None = None
+        self._lock = threading.RLock()
 
     def _bind_layers(self) -> None:
         """Bind every layer with parameters to views of this network's ``params`` and ``grads`` buffers."""
         views, gviews = self.layout.views(self._params), self.layout.views(self._grads)
         for i, layer in enumerate(self.layers):
-            mine = [(p, block) for j, p, block in self._names if j == i]
+            mine = [(b.param, b.block) for b in self._bindings if b.index == i]
             if mine:
                 layer.bind({p: views[b] for p, b in mine}, {p: gviews[b] for p, b in mine})
+
+    @property
+    def bindings(self) -> tuple[Binding, ...]:
+        """Which block each layer parameter is bound to, in flat order (see :class:`Binding`)."""
+        return self._bindings
+
+    @property
+    def fused_sigmoid(self) -> bool:
+        """Whether the last layer is a :class:`~layerkit.Sigmoid` whose input (the logits) the cost is computed
+        from, in log-sigmoid form."""
+        return self._fused_sigmoid
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while an evaluation has parameter values other than the network's own in its buffer (see
+        :meth:`preserved`): objectives and checks of one network never interleave."""
+        return self._lock
+
+    @contextmanager
+    def preserved(self) -> Iterator[Network]:
+        """Restore this network exactly as it was when the block is left, however it is left.
+
+        On exit (normal, an exception, or a KeyboardInterrupt) the values of :attr:`params` and :attr:`grads`,
+        the network's own attributes and every layer's attributes are put back: attributes that were rebound
+        get their old objects, attributes that are dicts (a layer's ``params`` and ``grads`` bindings) get their
+        old contents.  Arrays a layer mutates in place other than through the network's buffers (a running
+        statistic, say) are not copied.  Checks and objectives evaluate the caller's network in place inside
+        this block, so that what is checked is the network itself: its class, its layer objects, their ties
+        and their bindings.  Holds :attr:`lock` meanwhile.
+        """
+        with self._lock, preserving([self] + self.layers, [self._params, self._grads]):
+            yield self
+
+    def _use_dtype(self, dtype: Any) -> None:
+        """Rebind the layers to new buffers of ``dtype`` (complex, for the complex step) holding the current
+        values.  Only inside :meth:`preserved`, which restores the original buffers and bindings."""
+        dt = np.dtype(dtype)
+        if dt == self._params.dtype:
+            return
+        params = np.zeros(self.layout.size, dt)
+        params[...] = self._params if dt.kind == "c" else self._params.real
+        self._params = params
+        self._grads = np.zeros(self.layout.size, dt)
+        self.dtype = dt
+        self._bind_layers()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -187,13 +282,13 @@ class Network:
 
     def penalized_mask(self) -> NDArray:
         """Boolean mask, shape (P,), of the entries the L2 penalty applies to (each layer's ``penalized``)."""
-        mask = np.zeros(self.layout.size, dtype=bool)
-        views = self.layout.views(mask)
-        for i, p, block in self._names:
-            pen = getattr(self.layers[i], "penalized", None)
-            if pen is not None:
-                pen(p, views[block])[...] = True
-        return mask
+        if self._mask is None:
+            mask = np.zeros(self.layout.size, dtype=bool)
+            for b in self._bindings:
+                block = self.layout[b.block]
+                mask[block.start + _penalized_entries(b.layer, b.param, block.shape, repr(b.layer))] = True
+            self._mask = mask
+        return self._mask
 
     def get_params(self, order: Order = "C") -> NDArray:
         """A copy of the parameters unrolled block by block in ``order`` (``"F"`` for MATLAB's ``Theta(:)``)."""
@@ -280,25 +375,40 @@ class Network:
         return a
 
     def _penalty(self, lambda_: float, m: int, with_grad: bool) -> Any:
-        total = 0.0
         if lambda_ == 0:
-            return total
-        views = self.layout.views(self._params)
-        gviews = self.layout.views(self._grads)
-        for i, p, block in self._names:
-            pen = getattr(self.layers[i], "penalized", None)
-            if pen is None:
-                continue
-            W = pen(p, views[block])
-            total = total + np.sum(W * W) * (lambda_ / (2 * m))
-            if with_grad:
-                pen(p, gviews[block])[...] += (lambda_ / m) * W
+            return 0.0
+        mask = self.penalized_mask()
+        W = self._params[mask]
+        total = np.sum(W * W) * (lambda_ / (2 * m))
+        if with_grad:
+            self._grads[mask] += (lambda_ / m) * W
         return total
+
+    def prepare(self, X: Any, y: Any) -> tuple[NDArray, NDArray]:
+        """Validate data once: ``X`` as an ``(m, n_inputs)`` array of this network's dtype and ``y`` as the
+        ``(m, K)`` target matrix (see :meth:`targets`), for repeated :meth:`evaluate` calls."""
+        X = self._check_X(X)
+        return X, self.targets(y, X.shape[0])
+
+    def activations(self, X: NDArray) -> list[NDArray]:
+        """The input and every layer's output up to the logits (the last layer's input when the cost is fused
+        with a final Sigmoid), at the current parameters; ``X`` as returned by :meth:`prepare`."""
+        record: list[NDArray] = []
+        self._run(X, record)
+        return record
+
+    def evaluate(self, X: NDArray, Y: NDArray, lambda_: float, with_grad: bool,
+                 record: list[NDArray] | None = None) -> Any:
+        """Cost at the current parameters on data validated by :meth:`prepare` (no checks here); with
+        ``with_grad`` the gradient is written into :attr:`grads`; ``record`` collects the activations (as
+        :meth:`activations` returns them).  :meth:`cost` and :meth:`cost_and_gradient` call it, so a subclass
+        that overrides it changes both."""
+        return self._cost(X, Y, lambda_, with_grad, record)
 
     def _evaluate(self, X: Any, y: Any, lambda_: float, with_grad: bool) -> Any:
         lambda_ = nonnegative_float(lambda_, "lambda_")
-        X = self._check_X(X)
-        return self._cost(X, self.targets(y, X.shape[0]), lambda_, with_grad)
+        X, Y = self.prepare(X, y)
+        return self.evaluate(X, Y, lambda_, with_grad)
 
     def _cost(self, X: NDArray, Y: NDArray, lambda_: float, with_grad: bool,
               record: list[NDArray] | None = None) -> Any:
@@ -336,19 +446,12 @@ class Network:
         return cost, self._grads.copy()
 
     def clone(self, dtype: Any = None) -> Network:
-        """A network with copies of the layers, its own buffers (of ``dtype``, default this one's) and
-        the same parameter values.  ``dtype`` may be complex, for complex-step evaluation."""
-        dt = self.dtype if dtype is None else np.dtype(dtype)
-        layers = [copy.copy(layer) for layer in self.layers]
-        twin = Network.__new__(Network)
-        twin.layers = layers
-        twin.dtype = dt
-        twin._names = self._names
-        twin.layout = self.layout
-        twin._params = self._params.astype(dt)
-        twin._grads = np.zeros(self.layout.size, dt)
-        twin._bind_layers()
-        twin._fused_sigmoid = self._fused_sigmoid
+        """A deep copy: the same class, copies of the layers (a layer used twice stays one object, layers that
+        refer to each other keep referring to each other's copies), its own buffers (of ``dtype``, default this
+        one's; complex is allowed) and the same parameter values."""
+        twin = copy.deepcopy(self)
+        if dtype is not None:
+            twin._use_dtype(dtype)
         return twin
 
     def objective(self, X: Any, y: Any, lambda_: float = 0.0) -> Objective:
@@ -378,9 +481,15 @@ class Network:
         return FitResult(cost=float(res.fun), n_iter=int(res.nit), n_evals=int(res.nfev),
                          success=bool(res.success), message=str(res.message))
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Pickling turns views into copies; re-bind the layers to views of the restored buffers.
+        # Pickling and deep copies turn views into copies; re-bind the layers to views of the restored buffers.
         self.__dict__.update(state)
+        self._lock = threading.RLock()
         self._bind_layers()
 
     def __repr__(self) -> str:
@@ -388,54 +497,82 @@ class Network:
         return f"Network([{inner}]; {self.size} params, {self.dtype})"
 
 
-class Objective:
-    """``theta -> (cost, grad)`` for one network and data set, evaluated on a private clone.
+#: Members whose override in a Network subclass changes what the cost is (see :func:`evaluation_overrides`).
+EVALUATION_MEMBERS = ("cost", "cost_and_gradient", "evaluate", "prepare", "activations", "targets", "_evaluate",
+                      "_cost", "_run", "_penalty", "penalized_mask")
 
-    Calling it never changes the network it was made from.  ``theta`` is a 1-D vector of ``P`` entries;
-    a real ``theta`` is computed in the network's dtype, a complex one in the matching complex dtype (so that
-    the complex-step check works).  Returns ``(float or complex, grad of shape (P,))``.  Not thread-safe:
-    give each thread its own objective.
+
+def evaluation_overrides(net: Network) -> list[str]:
+    """The members of :data:`EVALUATION_MEMBERS` that ``net``'s class or the instance itself redefines."""
+    cls = type(net)
+    return [name for name in EVALUATION_MEMBERS
+            if name in vars(net) or getattr(cls, name, None) is not getattr(Network, name, None)]
+
+
+class Objective:
+    """``theta -> (cost, grad)`` for one network and data set, evaluated on the network itself.
+
+    A call writes ``theta`` into the network's buffer, evaluates, and restores the network exactly as it was
+    (:meth:`Network.preserved`): calling it never changes the network.  It evaluates what the network *is*:
+    a subclass's ``cost_and_gradient``, tied or shared layers, user layers.  ``theta`` is a 1-D vector of ``P``
+    entries; a real ``theta`` is computed in the network's dtype, a complex one in the matching complex dtype
+    (so that the complex-step check works).  Returns ``(float or complex, grad of shape (P,))``.  Calls from
+    several threads are serialized by the network's lock.
     """
 
     def __init__(self, net: Network, X: Any, y: Any, lambda_: float) -> None:
         self.lambda_ = nonnegative_float(lambda_, "lambda_")
-        self.X = net._check_X(X)
-        self.Y = net.targets(y, self.X.shape[0])
+        self.X, self.Y = net.prepare(X, y)
         self.network = net
-        self._twins: dict[np.dtype, Network] = {}
+        self._data = (X, y)  # as given, for a subclass's own cost methods
         self._inputs: dict[np.dtype, NDArray] = {self.X.dtype: self.X}
-        self._last: tuple[NDArray, list[NDArray]] | None = None
+        overrides = evaluation_overrides(net)
+        self._public_grad = "cost_and_gradient" in overrides
+        self._public_cost = "cost" in overrides
 
     @property
     def m(self) -> int:
         """Number of examples."""
         return self.X.shape[0]
 
-    def _twin(self, dtype: np.dtype) -> Network:
-        twin = self._twins.get(dtype)
-        if twin is None:
-            twin = self._twins[dtype] = self.network.clone(dtype)
-        return twin
+    def _dtype(self, theta: NDArray) -> np.dtype:
+        real = np.dtype(self.network.dtype).type(0).real.dtype
+        return np.dtype(np.result_type(real, np.complex64) if np.iscomplexobj(theta) else real)
 
-    def __call__(self, theta: Any) -> tuple[Any, NDArray]:
+    def _check(self, theta: Any) -> NDArray:
         theta = np.asarray(theta)
         if theta.ndim != 1 or theta.size != self.network.size:
             raise InputError("theta", f"a 1-D vector of {self.network.size} entries", describe(theta))
-        real = self.network.dtype
-        dtype = np.result_type(real, np.complex64) if np.iscomplexobj(theta) else real
-        twin = self._twin(np.dtype(dtype))
-        twin._params[...] = theta
-        X = self.inputs(np.dtype(dtype))
-        acts: list[NDArray] = []
-        cost = twin._cost(X, self.Y, self.lambda_, with_grad=True, record=acts)
-        self._last = (np.array(theta, copy=True), acts)
-        return cost, twin._grads.copy()
+        return theta
 
-    def cost(self, theta: NDArray) -> Any:
-        """The cost alone at ``theta`` (no gradient, no recorded activations); same dtype rules as a call."""
-        twin = self._twin(np.dtype(theta.dtype))
-        twin._params[...] = theta
-        return twin._cost(self.inputs(np.dtype(theta.dtype)), self.Y, self.lambda_, with_grad=False)
+    def evaluate_in_place(self, theta: NDArray, with_grad: bool, record: list[NDArray] | None = None) -> Any:
+        """Write ``theta`` into the network's buffer and evaluate there, leaving both changed: for callers
+        that already hold :meth:`Network.preserved` (a check), and restore the network themselves.  Returns
+        the cost, the gradient being in ``network.grads``."""
+        net = self.network
+        net._use_dtype(self._dtype(theta))
+        net.params[...] = theta
+        if with_grad:
+            if self._public_grad:
+                return net.cost_and_gradient(*self._data, self.lambda_)[0]
+            return net.evaluate(self.inputs(net.params.dtype), self.Y, self.lambda_, True, record)
+        if self._public_cost:
+            return net.cost(*self._data, self.lambda_)
+        if self._public_grad:
+            return net.cost_and_gradient(*self._data, self.lambda_)[0]
+        return net.evaluate(self.inputs(net.params.dtype), self.Y, self.lambda_, False)
+
+    def __call__(self, theta: Any) -> tuple[Any, NDArray]:
+        theta = self._check(theta)
+        with self.network.preserved():
+            cost = self.evaluate_in_place(theta, with_grad=True)
+            return cost, self.network.grads.copy()
+
+    def cost(self, theta: Any) -> Any:
+        """The cost alone at ``theta``; same dtype rules as a call."""
+        theta = self._check(theta)
+        with self.network.preserved():
+            return self.evaluate_in_place(theta, with_grad=False)
 
     def inputs(self, dtype: np.dtype) -> NDArray:
         """``X`` in ``dtype`` (converted once)."""
@@ -444,17 +581,63 @@ class Objective:
             X = self._inputs[dtype] = self.X.astype(dtype)
         return X
 
-    def activations(self, theta: NDArray) -> list[NDArray]:
-        """The input and every layer's output (up to the logits) at ``theta``; reuses the last call's when it
-        was at the same point."""
-        last = self._last
-        if last is not None and last[0].dtype == theta.dtype and np.array_equal(last[0], theta):
-            return last[1]
-        twin = self._twin(np.dtype(theta.dtype))
-        twin._params[...] = theta
-        acts: list[NDArray] = []
-        twin._run(self.inputs(np.dtype(theta.dtype)), acts)
-        return acts
-
     def __repr__(self) -> str:
         return f"Objective({self.network!r}, m={self.m}, lambda_={self.lambda_})"
+
+
+@contextmanager
+def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = ()) -> Iterator[None]:
+    """Put ``objects`` (and layers they refer to by attribute) and the values of ``arrays`` back as they were
+    when the block is left, however it is left: rebound attributes get their old objects, dict-valued
+    attributes their old contents, and each array its old values (written in place, after the attributes)."""
+    state = _snapshot(list(objects) + _attached(objects))
+    saved = [(a, a.copy()) for a in arrays]
+    try:
+        yield
+    finally:
+        _restore(state)
+        for a, values in saved:
+            a[...] = values
+
+
+def _attached(layers: Sequence[Any]) -> list[Any]:
+    """Objects the layers refer to by attribute that are layers themselves (a tied layer's partner) and are
+    not in ``layers``."""
+    seen = {id(layer) for layer in layers}
+    out = []
+    for layer in layers:
+        for value in getattr(layer, "__dict__", {}).values():
+            if isinstance(value, Layer) and id(value) not in seen:
+                seen.add(id(value))
+                out.append(value)
+    return out
+
+
+def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]:
+    """Each distinct object's attributes (shallow) and the contents of its dict-valued attributes."""
+    out, seen = [], set()
+    for obj in objects:
+        if id(obj) in seen or not hasattr(obj, "__dict__"):
+            continue
+        seen.add(id(obj))
+        attrs = dict(vars(obj))
+        dicts = [(v, dict(v)) for v in attrs.values() if type(v) is dict]
+        out.append((obj, attrs, dicts))
+    return out
+
+
+def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]) -> None:
+    for obj, attrs, dicts in state:
+        current = vars(obj)
+        if not _same(current, attrs):
+            current.clear()
+            current.update(attrs)
+        for d, contents in dicts:
+            if not _same(d, contents):
+                d.clear()
+                d.update(contents)
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Whether two dicts hold the same keys bound to the same objects (identity, never ``==``)."""
+    return len(a) == len(b) and all(k in a and a[k] is v for k, v in b.items())

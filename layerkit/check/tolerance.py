@@ -1,0 +1,63 @@
+"""The tolerance of a compared entry: one formula for every method, mode and probe.
+
+An entry passes when ``|n - a| <= rtol max(|n|, |a|) + atol``, where ``n`` is the numerical estimate and
+``a`` the analytic gradient.  The two terms bound the two sources of honest disagreement:
+
+* ``atol_j = SAFETY (noise_j + truncation_j) + floor``: the error of the numerical estimate, from its
+  :class:`~layerkit.check.methods.Estimate` (the noise of the cost differences divided by the step, and the
+  truncation, each per entry), times a safety factor of 16 that absorbs the constants of the model;
+* ``rtol = max(32 eps, estimate.relative)``: the analytic gradient's own rounding, relative (a float64
+  backprop agrees with the exact gradient to a few ``eps``; the complex step adds its ``64 eps``).
+
+``floor = 32 eps max |a|`` keeps entries whose gradient is exactly zero from demanding an exact zero of the
+estimate; it is proportional to ``eps``, so even a gradient dominated by a large penalty keeps its small
+entries checked to about ``1e-14`` relative of the largest.
+
+A failing entry gets a second look (:mod:`layerkit.check.refine`) before it is reported, so a tolerance
+that is too tight costs evaluations, never a false alarm; one that is too loose would pass a wrong
+gradient, so nothing here is inflated by the size of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .methods import Estimate, machine_eps
+
+#: Safety factor between the estimated error of a numerical derivative and its tolerance.
+SAFETY = 16.0
+#: The analytic gradient's relative rounding, in units of ``eps``.
+ANALYTIC_ROUNDING = 32.0
+
+
+def floor(analytical: NDArray, dtype: Any) -> float:
+    """``32 eps max |a|`` over the finite entries of the whole analytic gradient."""
+    a = np.asarray(analytical, dtype=np.float64)
+    return ANALYTIC_ROUNDING * machine_eps(dtype) * float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0))
+
+
+def tolerances(estimate: Estimate, analytical: NDArray, dtype: Any, scale: NDArray | None = None
+               ) -> tuple[float, NDArray]:
+    """``(rtol, atol)`` for the entries of ``estimate`` against ``analytical`` (both shape (n,)); the floor
+    comes from ``scale`` (the whole analytic gradient) when the entries are a part of it."""
+    n = estimate.values.shape
+    noise = np.zeros(n) if estimate.noise is None else np.asarray(estimate.noise, dtype=np.float64)
+    trunc = np.zeros(n) if estimate.truncation is None else np.asarray(estimate.truncation, dtype=np.float64)
+    eps = machine_eps(dtype)
+    low = floor(analytical if scale is None else scale, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        atol = SAFETY * (noise + trunc) + low
+    rtol = max(ANALYTIC_ROUNDING * eps, float(estimate.relative))
+    return rtol, atol
+
+
+def directional_tolerance(numerical: float, analytical: float, noise: float, truncation: float, dtype: Any,
+                          relative: float = 0.0) -> float:
+    """The same formula for one directional derivative ``u . g``."""
+    eps = machine_eps(dtype)
+    rtol = max(ANALYTIC_ROUNDING * eps, relative)
+    return rtol * max(abs(numerical), abs(analytical)) + SAFETY * (noise + truncation) \
+        + ANALYTIC_ROUNDING * eps * abs(analytical)

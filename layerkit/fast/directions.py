@@ -1,0 +1,134 @@
+"""Exact cost changes of a network along directions, for directional checks.
+
+A direction ``u`` (supported on a flat range ``[lo, hi)``) moves the parameters of several layers at once.
+The change it makes to the first layer it touches is ``Dense.direction_change`` (exact: the layer is
+linear), and from there it is carried through the layers with their ``propagate`` rules, layers it touches
+adding their own parameter change; the changed loss terms are summed with the cancellation-free identity
+``log1p(s expm1(d)) - y d``, so each difference carries a rounding of only ``eps sum |terms|``, which
+:meth:`NetworkDirections.delta` reports.  :meth:`NetworkDirections.verify` compares the predictions with the
+network's own cost before a check relies on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from attrs import frozen
+from numpy.typing import NDArray
+
+from ..nn.layers import provides
+from ..nn.network import Network
+from .changes import ColumnsChange
+from .probe import AGREEMENT, BlockCheck, NetworkState
+
+
+@frozen(eq=False)
+class Direction:
+    """A unit direction supported on the flat range ``[lo, hi)``: ``u`` has ``hi - lo`` entries."""
+
+    lo: int
+    hi: int
+    u: NDArray
+
+
+class NetworkDirections:
+    """Exact cost differences along directions for a network of layers with ``direction_change``.
+
+    ``noise_floor`` (0 until set) is a measured noise level of the engine itself, which ``delta`` reports
+    when it exceeds the rounding bound (a user's ``propagate`` written as ``f(x + d) - f(x)`` cancels).
+    """
+
+    exact = True
+
+    def __init__(self, state: NetworkState, x0: NDArray, f0: float) -> None:
+        self.x0, self.f0, self.dtype = x0, float(np.real(f0)), x0.dtype
+        self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
+        self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
+        self.S = state.loss.S
+        self.owner: list[tuple[int, str, Any]] = [(b.index, b.param, self.net.layout[b.block])
+                                                  for b in state.bindings]
+        self.n_evals = 0
+        self.noise_floor = 0.0
+
+    @staticmethod
+    def supports(net: Network) -> bool:
+        if not net.fused_sigmoid:
+            return False
+        layers = net.layers[:-1]
+        with_params = [layer for layer in layers if layer.param_shapes]
+        return (all(provides(layer, "direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
+                and all(provides(layer, "propagate") for layer in layers)
+                and all(len(s) == 2 for layer in with_params for s in layer.param_shapes.values()))
+
+    def _batch(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
+        """Cost changes for directions sharing one support ``[lo, hi)``; ``steps`` is ``(S, k)``.  Returns
+        ``(S, k)`` changes and rounding bounds.  The batch axis is ``b = s k + j``."""
+        lo0, hi0 = dirs[0].lo, dirs[0].hi
+        S, k = steps.shape
+        flat_steps = steps.reshape(-1)
+        U = np.stack([d.u for d in dirs])  # (k, hi - lo)
+        change = None
+        touched = {}
+        for i, _, b in self.owner:
+            lo, hi = max(lo0, b.start), min(hi0, b.stop)
+            if lo >= hi:
+                continue
+            unit = np.zeros((k, b.size), dtype=np.result_type(self.dtype, U))
+            unit[:, lo - b.start: hi - b.start] = U[:, lo - lo0: hi - lo0]
+            cols = b.shape[1]
+            rows = slice((lo - b.start) // cols, (hi - 1 - b.start) // cols + 1)
+            touched[i] = (unit.reshape((k,) + b.shape), rows)
+        for li, layer in enumerate(self.layers):
+            if li in touched:
+                unit, rows = touched[li]
+                if change is None:  # linear in the step: one product per direction, then scaled
+                    base = layer.direction_change(self.acts[li], None, unit, rows).delta  # (k, m, c)
+                    change = ColumnsChange(rows, (steps[:, :, None, None] * base[None]).reshape(
+                        (S * k,) + base.shape[1:]))
+                else:
+                    dth = (steps[:, :, None, None] * unit[None]).reshape((S * k,) + unit.shape[1:])
+                    change = layer.direction_change(self.acts[li], change, dth, rows)
+            elif change is not None:
+                change = layer.propagate(self.acts[li], self.acts[li + 1], change)
+        total, noise = self.loss.dense(change.dense(self.S.shape), with_noise=True)
+        total, noise = total / self.m, noise / self.m
+        if self.lambda_:
+            pen = self.penalized[lo0:hi0]
+            th = self.x0[lo0:hi0][pen].astype(np.float64)
+            su = flat_steps[:, None] * np.repeat(U[:, pen][None], S, axis=0).reshape(S * k, -1)
+            pterms = (self.lambda_ / (2 * self.m)) * su * (2 * th[None, :] + su)
+            total = total + pterms.sum(axis=1)
+            noise = noise + 4 * float(np.finfo(self.dtype).eps) * np.abs(pterms).sum(axis=1)
+        return total.reshape(S, k), noise.reshape(S, k)
+
+    def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
+        """``J(x0 + steps[s, k] u_k) - J(x0)`` (exact propagation) and its rounding bound, ``(S, len(dirs))``;
+        directions with the same support are evaluated as one batch."""
+        out = np.empty(steps.shape)
+        noise = np.empty(steps.shape)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for j, d in enumerate(dirs):
+            groups.setdefault((d.lo, d.hi), []).append(j)
+        with np.errstate(all="ignore"):
+            for idx in groups.values():
+                out[:, idx], noise[:, idx] = self._batch([dirs[j] for j in idx], steps[:, idx].astype(np.float64))
+        self.n_evals += steps.size
+        return out, np.maximum(noise, 2 * self.noise_floor)
+
+    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0) -> list[BlockCheck]:
+        """Compare the change along one random whole-vector direction with the network's own cost (one real
+        evaluation), at a step that moves the pre-activations noticeably (module docstring)."""
+        rng = np.random.default_rng(seed)
+        P = self.x0.size
+        u = rng.standard_normal(P)
+        u /= np.linalg.norm(u)
+        d = Direction(0, P, u)
+        t = 1e-2 * max(1.0, float(np.max(np.abs(self.x0))))
+        predicted, noise = self.delta([d], np.array([[t]]))
+        theta = np.array(self.x0, copy=True)
+        theta += (t * u).astype(self.dtype)
+        real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - self.f0
+        return [BlockCheck("every block", t, float(predicted[0, 0]), real,
+                           AGREEMENT * (2 * noise_level + float(noise[0, 0])))]
