@@ -14,6 +14,7 @@ line on stderr, never a traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -177,15 +178,24 @@ def _run_checks(problems: list[layerkit.Problem], methods: list[str], options: d
 
 
 def _library_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call into the library, turning input and target errors into one-line usage errors."""
+    """Call into the library, turning input and target errors into one-line usage errors.
+
+    Whatever the target prints goes to stderr, so that ``--json`` stays one document on stdout; a target that
+    calls ``sys.exit`` or raises KeyboardInterrupt ends the command with exit code 2 and a one-line message
+    (the library restores the caller's objects on the way out)."""
     try:
-        return fn(*args, **kwargs)
+        with contextlib.redirect_stdout(sys.stderr):
+            return fn(*args, **kwargs)
     except (UsageError, ProblemLoadError) as exc:
         _fail(str(exc))
     except LayerkitError as exc:
         _fail(str(exc))
     except typer.Exit:
         raise
+    except SystemExit as exc:
+        _fail(f"the target called sys.exit({exc.code!r}) during the check")
+    except KeyboardInterrupt:
+        _fail("the check was interrupted (KeyboardInterrupt) while the target ran")
     except Exception as exc:  # the user's own function raised
         _fail(f"the target raised {type(exc).__name__}: {' '.join(str(exc).split())}")
 

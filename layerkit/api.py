@@ -10,7 +10,8 @@ A check, in order:
    predictions it first compares with the network's own cost along a random direction in every block; on
    disagreement the engine is not used and the report's notes say why;
 3. for the complex step, confirms that the cost is analytic along a random direction (else the method is
-   not applicable, :class:`~layerkit.errors.ComplexEvaluationError`);
+   not applicable, :class:`~layerkit.errors.ComplexEvaluationError`); its tolerances are then never
+   tighter than that confirmation could resolve (a non-analytic part below it would go unseen);
 4. estimates the numerical gradient and builds every tolerance from the estimate's own error
    (:mod:`layerkit.check.tolerance`);
 5. measures the failing entries again over a ladder of steps (:mod:`layerkit.check.refine`), within a budget;
@@ -43,16 +44,19 @@ from .check.probes import CoordinateProbe
 from .check.refine import refine
 from .check.report import Finding, Report
 from .check.subjects import LayerSubject, NetworkSubject, Subject, function_subject
-from .check.tolerance import SAFETY, tolerances
+from .check.tolerance import SAFETY, floor, tolerances
 from .diagnosis.doctor import diagnose as run_doctor
 from .errors import ComplexEvaluationError, InputError
 from .fast.directions import NetworkDirections
-from .fast.probe import NetworkProbe, NetworkState, supports_engine
+from .fast.probe import AGREEMENT, NOISE_C, NetworkProbe, NetworkState, rounding_scales, supports_engine
 from .nn.layers import Layer
 from .nn.network import Network
 
 #: Engines a network check may ask for.
 ENGINES = ("auto", "generic", "structured")
+#: The doctor's follow-ups may spend twice the check's evaluations, and at least this many: enough for the
+#: kink test on 24 entries (96), the Taylor fit (13) and a directional check of a few layers.
+DOCTOR_BUDGET = 256
 
 
 def resolve_method(method: Any, step: Step | None = None) -> Any:
@@ -122,9 +126,12 @@ class Experiments:
         return self._check.subject
 
     def probe(self, axes: NDArray) -> Any:
-        """The check's evaluator restricted to the coordinates ``axes`` (charged per evaluation it makes)."""
-        self._charge(0)
-        return _Charged(self._check.probe.subset(axes), self)
+        """The check's evaluator restricted to the coordinates ``axes`` (charged per evaluation it makes);
+        after a directional check, the subject's own cost."""
+        check = self._check
+        if check.probe is None:
+            check.probe = check.cost_probe()
+        return _Charged(check.probe.subset(axes), self)
 
     def directions(self) -> Any:
         """The check's direction evaluator (for Taylor-remainder fits), charged per evaluation."""
@@ -208,6 +215,8 @@ class _Check:
         self.probe: Any = None
         self.evaluator = "cost"
         self._directions: Any = None
+        self._rounding: NDArray | float | None = None
+        self.analytic_resolution = 0.0
 
     # ------------------------------------------------------------------ shared steps
     def analytic(self) -> None:
@@ -250,6 +259,13 @@ class _Check:
             self.noise = measure_noise(self.subject.value, self.subject.x0, float(np.real(self.f0)), scale=scale,
                                        seed=self.seed, f_again=self.f1)
             self.real_evals += self.noise.n_evals
+            if not self.noise.deterministic and "nondeterministic-cost" not in [f.code for f in self.findings]:
+                self.findings.append(Finding(
+                    "nondeterministic-cost", (),
+                    f"the cost at the same points came out differently on two passes (noise "
+                    f"{self.noise.level:.2e}): the target is not a deterministic function of its parameters "
+                    "(random sampling, dropout, a call counter?), so no numerical gradient of it can be trusted",
+                    {"noise": self.noise.level, "spread": self.noise.level}))
         return self.noise
 
     def assumed_noise(self) -> Noise:
@@ -282,14 +298,21 @@ class _Check:
         return probe
 
     def verified(self, checks: list[Any], probe: Any, what: str) -> bool:
-        """Whether every prediction agreed with the real cost; measures the noise before concluding that
-        they do not, and writes a note either way it matters."""
+        """Whether every prediction agreed with the real cost within the noise; the noise is measured along
+        the direction of a disagreement before concluding that they do not agree (a float32 cost can be flat
+        along one unit's weights and smooth elsewhere).  A note says why the engine was not used."""
         self.real_evals += len(checks)
         if all(c.agrees for c in checks):
             return True
-        noise = self.measured_noise()
-        checks = [attrs.evolve(c, threshold=max(c.threshold, SAFETY * 8 * noise.level)) for c in checks]
-        bad = [c for c in checks if not c.agrees]
+        settled = []
+        for c in checks:
+            if not c.agrees and c.direction is not None:
+                noise = measure_noise(self.subject.value, self.subject.x0, float(np.real(self.f0)),
+                                      direction=c.direction, f_again=self.f1)
+                self.real_evals += noise.n_evals
+                c = attrs.evolve(c, threshold=max(c.threshold, AGREEMENT * 2 * noise.level))
+            settled.append(c)
+        bad = [c for c in settled if not c.agrees]
         if not bad:
             return True
         worst = max(bad, key=lambda c: c.difference / max(c.threshold, 1e-300))
@@ -311,8 +334,11 @@ class _Check:
                 state = NetworkState.at(s.network, obj.inputs(s.network.params.dtype), obj.Y, obj.lambda_,
                                         s.activations())
                 probe = NetworkDirections(state, s.x0, self.f0)
-                if not self.verified(probe.verify(s.value, self.assumed_noise().level, self.seed), probe,
-                                     "direction engine"):
+                if not probe.confirmed():
+                    self.notes.extend(probe.rules.notes)
+                    probe = None
+                elif not self.verified(probe.verify(s.value, self.assumed_noise().level, self.seed), probe,
+                                       "direction engine"):
                     probe = None
                 else:
                     self.evaluator = "engine"
@@ -322,17 +348,22 @@ class _Check:
         return self._directions
 
     def strategy_for_layers(self) -> Any:
-        return self.strategy if hasattr(self.strategy, "plan") else get_method("central")
+        """The check's method at its automatic step (a step fixed for the network says nothing of a layer)."""
+        return attrs.evolve(self.strategy, step="auto") if hasattr(self.strategy, "plan") else get_method("central")
 
     # ------------------------------------------------------------------ complex step
     def confirm_analytic(self) -> None:
-        """Compare the complex step with real differences along one random direction (step 3)."""
+        """Compare the complex step with real differences along one random direction (step 3); not needed for
+        a network of layerkit's own layers, which are analytic."""
+        if getattr(self.subject, "known_analytic", False):
+            return
         noise = self.measured_noise()
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)
             try:
-                self.real_evals += confirm_analytic(self.subject.value, self.subject.x0, noise.level,
-                                                    noise.excess, self.seed)
+                evals, self.analytic_resolution = confirm_analytic(self.subject.value, self.subject.x0,
+                                                                   noise.level, noise.excess, self.seed)
+                self.real_evals += evals
             except np.exceptions.ComplexWarning as exc:
                 raise ComplexEvaluationError(
                     f"the target cannot be evaluated at complex parameters: it discards the imaginary part "
@@ -359,6 +390,9 @@ class _Check:
             rtol, atol = strategy.tolerances(s.x0.dtype, float(np.real(self.f0)), scale, est.step)
         else:
             rtol, atol = tolerances(est, self.a, s.x0.dtype)
+            atol = atol + self.analytic_rounding(probe)
+            # the complex step is no more precise than the real differences that confirmed the cost analytic
+            atol = np.maximum(atol, self.analytic_resolution)
         self.model_rtol = rtol
         model = np.broadcast_to(atol, self.a.shape).astype(np.float64)
         rtol = rtol if self.rtol_o is None else self.rtol_o
@@ -378,11 +412,62 @@ class _Check:
             top=self.top, subject=s.kind, lambda_=s.lambda_, m=s.m, mode="full", evaluator=self.evaluator,
             noise=self.noise, refined=refined,
             model_tolerance=self.model_rtol * np.maximum(np.abs(values), np.abs(self.a)) + model)
+        if not getattr(probe, "cheap", False):
+            self.unresolved(report, model - floor(self.a, s.x0.dtype))
         return self.finish(report)
+
+    def unresolved(self, report: Report, bound: NDArray) -> None:
+        """When the estimate's own error bound (noise and truncation, without the floor) is as large as the
+        gradient itself, ``||bound|| >= ||a||``, an error as large as the gradient would pass: a check that
+        found no mismatch is then inconclusive (a precision-limited finding, and no PASS).  Blocks resolved
+        that poorly in an otherwise resolved check (saturated units, whose gradient is tiny) get a note."""
+        a = np.abs(self.a.astype(np.float64))
+        if float(np.max(a, initial=0.0)) <= floor(self.a, self.subject.x0.dtype):
+            return
+        weak = [(b, float(np.linalg.norm(bound[b.slice]) / max(np.linalg.norm(a[b.slice]), 1e-300)))
+                for b in self.subject.layout.blocks]
+        weak = [(b, r) for b, r in weak if r >= 1]
+        if not weak or report.mismatch.any():
+            return
+        names = ", ".join(f"{b.name} (error bound {r:.2g} times its gradient's size)" for b, r in weak)
+        if np.linalg.norm(bound) < np.linalg.norm(a):
+            self.notes.append(f"the numerical derivative resolves {names} only poorly: an error of the size of "
+                              "those blocks' gradients would not be seen there")
+            return
+        noise = self.noise
+        cause = (f"the cost's noise ({noise.level:.1e}, {noise.excess:.0f} times its rounding) divided by the step"
+                 if noise is not None and noise.excess > 4 else "the rounding of the cost divided by the step")
+        self.findings.append(Finding(
+            "precision-limited", tuple(b.name for b, _ in weak),
+            f"inconclusive: the numerical derivative cannot resolve the gradient ({names}), so an error as "
+            f"large as the gradient itself would pass unnoticed.  The cause is {cause}"
+            + ("; use float64, or check the network with its engine (engine='auto')"
+               if self.subject.x0.dtype == np.float32 else
+               "; make the cost less noisy (a stable formula), or use a method of higher order"),
+            {"blocks": [b.name for b, _ in weak], "ratios": [r for _, r in weak], "unresolved": True}))
+
+    def analytic_rounding(self, probe: Any) -> NDArray | float:
+        """``SAFETY 4 eps R_j``: the rounding of a network's backprop gradient entries (see
+        :func:`~layerkit.fast.probe.rounding_scales`), which the engine's noise already counts and a
+        re-evaluated cost does not; 0 when unknown (functions, layers, layers without ``magnitude``)."""
+        s = self.subject
+        if self._rounding is not None:
+            return self._rounding
+        self._rounding = 0.0
+        if isinstance(probe, NetworkProbe) or not isinstance(s, NetworkSubject) or not s.network.fused_sigmoid:
+            return self._rounding
+        obj = s.objective
+        state = NetworkState.at(s.network, obj.inputs(s.network.params.dtype), obj.Y, obj.lambda_, s.activations())
+        R = np.nan_to_num(rounding_scales(state), nan=0.0)
+        self._rounding = SAFETY * NOISE_C * machine_eps(s.x0.dtype) * R
+        return self._rounding
 
     def second_look(self, values: NDArray, atol: NDArray, rtol: float, error: NDArray | None, probe: Any,
                     model: NDArray) -> NDArray | None:
-        """Measure the failing entries again (step 5) and keep the better estimate where it passes."""
+        """Measure the failing entries again (step 5).  The new estimate replaces the first where the two
+        differ by more than the first tolerance (the first was off: a model that misjudged the truncation or
+        the noise); where it confirms the first estimate the failure stands, so that re-measuring never
+        loosens what the first step established."""
         if getattr(self.strategy, "name", "") == "complex-step" or not hasattr(probe, "subset") \
                 or self.strategy.step != "auto":  # a step the user fixed is the step the report is about
             return None
@@ -395,30 +480,38 @@ class _Check:
             return None
         if getattr(probe, "cheap", False):
             budget = failing.size
-        else:  # at most about twice the first pass: 12 evaluations per entry
-            budget = max(16, int(2 * probe.n_evals) // 12)
+        else:  # at most about twice the first pass: 16 evaluations per entry
+            budget = max(16, int(2 * probe.n_evals) // 16)
         chosen = failing[np.argsort(badness[failing], kind="stable")][:budget]
         est = refine(probe.subset(chosen))
         m_rtol, m_atol = tolerances(est, self.a[chosen], self.subject.x0.dtype, scale=self.a)
+        rounding = self.analytic_rounding(probe)
+        if not np.isscalar(rounding):
+            m_atol = m_atol + rounding[chosen]
         r_rtol = m_rtol if self.rtol_o is None else self.rtol_o
         r_atol = m_atol if self.atol_o is None else np.full(chosen.size, self.atol_o)
         big = np.maximum(np.abs(est.values), np.abs(self.a[chosen]))
         with np.errstate(invalid="ignore"):
             ok = np.abs(est.values - self.a[chosen]) <= r_rtol * big + r_atol
+        # The new estimate replaces the first only where it discredits it (they differ by more than the first
+        # tolerance); where it confirms the first estimate, the first verdict stands.
+        with np.errstate(invalid="ignore"):
+            first_tol = (rtol * np.maximum(np.abs(values[chosen]), np.abs(self.a[chosen])) + atol[chosen])
+            discredited = ~(np.abs(est.values - values[chosen]) <= first_tol)
+        ok &= discredited
+        take = chosen[discredited]
         mask = np.zeros(values.size, dtype=bool)
-        mask[chosen] = True
-        # every re-measured entry takes its better estimate and tolerance, whether it passes or not; the
-        # report's single rtol is folded into the entry's atol so that rtol max(|n|,|a|) + atol is unchanged
-        values[chosen] = est.values
-        atol[chosen] = r_atol + (r_rtol - rtol) * big
-        model[chosen] = m_atol + (m_rtol - self.model_rtol) * big
+        mask[take] = True
+        values[take] = est.values[discredited]
+        atol[take] = (r_atol + (r_rtol - rtol) * big)[discredited]
+        model[take] = (m_atol + (m_rtol - self.model_rtol) * big)[discredited]
         if error is not None:
-            error[chosen] = est.truncation
+            error[take] = est.truncation[discredited]
         n_ok = int(np.sum(ok))
         self.notes.append(
             f"{chosen.size} entr{'y' if chosen.size == 1 else 'ies'} failed at the first step and "
             f"{'was' if chosen.size == 1 else 'were'} measured again over a ladder of steps: {n_ok} agree "
-            "with the analytic gradient there"
+            "with the analytic gradient there (the first step's estimate was off)"
             + ("" if failing.size == chosen.size else
                f"; {failing.size - chosen.size} more failing entries were not measured again (budget)"))
         return mask
@@ -462,12 +555,14 @@ def run_check(subject: Subject, method: Any = "central", *, step: Step | None = 
                              "richardson or a FiniteDifference) for mode='directional'",
                              repr(getattr(strategy, "name", strategy)))
         directions = DEFAULT_DIRECTIONS if n_directions is None else positive_int(n_directions, "n_directions")
-    with subject.session():
+    # Floating-point warnings are silenced inside a check (the target's included): what overflows or turns
+    # into NaN is reported, entry by entry, as a non-finite finding instead.
+    with subject.session(), np.errstate(all="ignore"):
         check = _Check(subject, strategy, engine=engine, executor=executor, seed=seed, top=top, rtol=rtol_o,
                        atol=atol_o)
         report = check.directional(directions) if mode == "directional" else check.full()
         if diagnose:
-            budget = max(64, 2 * report.n_evals)
+            budget = max(DOCTOR_BUDGET, 2 * report.n_evals)
             report = run_doctor(report, subject, strategy, Experiments(check, budget))
     return report
 

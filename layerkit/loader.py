@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -36,26 +37,33 @@ def load_problem(spec: str) -> Problem:
         path = Path(where)
         if not path.is_file():
             raise ProblemLoadError(f"target {spec!r}: no such file: {where}")
-        mod_name = f"_layerkit_target_{abs(hash(str(path.resolve())))}"
+        # registered under its own name, as ``python file.py`` would not but ``import file`` would: dataclasses,
+        # pickling (process pools) and relative imports of sibling modules then work
+        mod_name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else \
+            f"_layerkit_target_{abs(hash(str(path.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(mod_name, path)
         if module_spec is None or module_spec.loader is None:
             raise ProblemLoadError(f"target {spec!r}: cannot import {where}")
         module = importlib.util.module_from_spec(module_spec)
-        sys.path.insert(0, str(path.resolve().parent))
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        sys.modules[mod_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:  # the user's file failed at import: report their message
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the user's file failed: report their message
+            sys.modules.pop(mod_name, None)
             raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
-        finally:
-            sys.path.remove(str(path.resolve().parent))
     else:
+        if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` would: the current directory
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(where)
         except ModuleNotFoundError as exc:
             if exc.name and where.startswith(exc.name):
                 raise ProblemLoadError(f"target {spec!r}: no module named {where!r}") from None
             raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
     if not hasattr(module, name):
         raise ProblemLoadError(f"target {spec!r}: {where} has no attribute {name!r}")
@@ -66,7 +74,7 @@ def load_problem(spec: str) -> Problem:
         except TypeError as exc:
             raise ProblemLoadError(f"target {spec!r}: {name} must be a Problem or a callable with no arguments "
                                    f"returning one ({_one_line(exc)})") from None
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ProblemLoadError(f"target {spec!r}: calling {name}() failed: {_one_line(exc)}") from None
     try:
         return Problem.coerce(obj, name=name)

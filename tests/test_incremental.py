@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from layerkit import Dense, Network, Sigmoid, check_network
-from layerkit.fast.changes import ColumnChange, RankOneChange, sigmoid_change, softplus_change
+from layerkit.fast.changes import ColumnChange, RankOneChange, loss_change, sigmoid_change, softplus_change
 from layerkit.fast.probe import NetworkProbe
 
 
@@ -67,8 +67,9 @@ def test_structured_probe_catches_a_wrong_backward():
 
 
 def test_change_identities_are_exact():
-    z = np.array([-40.0, -3.0, 0.0, 2.0, 35.0])
-    d = np.array([1e-7, -2e-3, 0.5, -1e-9, 3.0])
+    # small changes (the identities) and large ones of saturated units (differences on the small side)
+    z = np.array([-40.0, -3.0, 0.0, 2.0, 35.0, 30.0, 30.0, -30.0, 20.0, -3.0])
+    d = np.array([1e-7, -2e-3, 0.5, -1e-9, 3.0, -3.0, -40.0, 25.0, -0.9, 7.0])
     s, sc = 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(z))
     L = np.longdouble
 
@@ -83,9 +84,15 @@ def test_change_identities_are_exact():
             ref.append(float(1 / (1 + np.exp(zi)) - 1 / (1 + np.exp(zi + di))))
         else:
             ref.append(float(sig_ld(zi + di) - sig_ld(zi)))
-    np.testing.assert_allclose(sigmoid_change(s, s * sc, d), ref, rtol=1e-9)
+    np.testing.assert_allclose(sigmoid_change(s, s * sc, d, z=z), ref, rtol=1e-9)
     sp = [float(np.log1p(np.exp(L(zi) + L(di))) - np.log1p(np.exp(L(zi)))) for zi, di in zip(z, d)]
-    np.testing.assert_allclose(softplus_change(s, d), sp, rtol=1e-9)
+    np.testing.assert_allclose(softplus_change(z, s, d), sp, rtol=1e-9)
+    # the loss change of a confident right prediction hardly changes: no cancellation against y d
+    for y in (0.0, 1.0, 0.25):
+        ref_l = [float(y * (np.log1p(np.exp(-L(zi) - L(di))) - np.log1p(np.exp(-L(zi))))
+                       + (1 - y) * (np.log1p(np.exp(L(zi) + L(di))) - np.log1p(np.exp(L(zi)))))
+                 for zi, di in zip(z, d)]
+        np.testing.assert_allclose(loss_change(z, s, sc, np.full(z.shape, y), d), ref_l, rtol=1e-9)
 
 
 def test_dense_turns_a_column_change_into_rank_one():
@@ -308,6 +315,8 @@ def test_series_engine_agrees_with_the_generic_loop_on_random_networks(sizes, m,
     X, y = scale * rng.standard_normal((m, sizes[0])), rng.integers(0, sizes[-1], m)
     fast = check_network(net, X, y, 1.0, method, engine="structured", diagnose=False)
     naive = check_network(net, X, y, 1.0, method, engine="generic", diagnose=False)
-    assert fast.passed and naive.passed
+    # the whole-cost loop may be unable to resolve a float32 gradient (forward differences at raw inputs):
+    # it then says so (inconclusive), never that the gradient is wrong
+    assert fast.passed and (naive.passed or naive.inconclusive)
     # both estimate the same differences; the generic loop's roundoff is what separates them
     assert np.all(np.abs(fast.numerical - naive.numerical) <= naive.tolerance)

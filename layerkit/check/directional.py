@@ -267,11 +267,11 @@ class _Directional:
             used += steps2.size
         else:
             length = np.array([self.length(di) for di in dirs])
-            V = np.abs(n) * length
-            if steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1]):
-                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                V = np.abs(n) * length
+                if steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1]):
                     V = np.maximum(V, np.nan_to_num(np.abs(d[0] + d[1]) / hs**2) * length**2)
-            trunc = (hs / length) ** order * V / length
+                trunc = (hs / length) ** order * V / length
         out = []
         for k, di in enumerate(dirs):
             a = float(self.a[di.lo:di.hi] @ di.u)
@@ -281,21 +281,28 @@ class _Directional:
         return self.second_look(out, stage)
 
     def second_look(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
-        """Measure failing directions again over a ladder of steps (:mod:`layerkit.check.refine`), when they
-        fail by less than ``SECOND_LOOK`` times their tolerance (a model that misjudged the truncation; a wrong
-        gradient fails by far more) and the step was automatic."""
+        """Measure failing directions again over a ladder of steps (:mod:`layerkit.check.refine`), when the step
+        was automatic: every failing direction of the first two stages, and during bisection those that fail
+        by less than ``SECOND_LOOK`` times their tolerance (a model that misjudged the truncation; a wrong
+        gradient fails by far more).  The new estimate replaces the first only when it discredits it (they
+        differ by more than the first's tolerance); one that confirms it leaves the failure standing."""
         if self.strategy.step != "auto":
             return tests
-        again = [k for k, t in enumerate(tests) if not t.passed and t.error < SECOND_LOOK * t.tolerance]
+        # the few first directions decide the verdict: those always get a second look; bisection's many ranges
+        # only when they fail by little
+        always = stage != "localize"
+        again = [k for k, t in enumerate(tests) if not t.passed and (always or t.error < SECOND_LOOK * t.tolerance)]
         if not again:
             return tests
         dirs = [tests[k].direction for k in again]
         est = refine(_AlongDirections(self.probe, dirs, np.array([self.length(d) for d in dirs]), self.x.dtype))
-        self.evals[stage] = self.evals.get(stage, 0) + 12 * len(dirs)
+        self.evals[stage] = self.evals.get(stage, 0) + 16 * len(dirs)
         out = list(tests)
         for i, k in enumerate(again):
             t = tests[k]
             n = float(est.values[i])
+            if not abs(n - t.numerical) > t.tolerance:  # it confirms the first estimate: the failure stands
+                continue
             tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
                                         self.x.dtype)
             out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]))

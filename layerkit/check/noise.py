@@ -15,10 +15,15 @@ evaluate ``f`` at ``n + 1`` equally spaced points ``x + (i - n/2) delta u`` alon
 
 The level is accepted at the first order ``k`` where three consecutive estimates agree within a factor of 4
 and the ``k``-th differences change sign (noise does; a smooth trend does not).  When every value is equal
-``delta`` is too small, when no order qualifies it is too large; it is then moved by a factor of 100 and the
-table is rebuilt (at most twice).
+``delta`` is too small, when no order qualifies it is too large; it is then moved by a factor of 10 and the
+table is rebuilt (at most 5 tables).
 
 The level is never reported below the rounding of the value itself, ``eps |f(x)| / 2`` (the *floor*).
+
+A table that shows noise above :data:`EXCESS_THRESHOLD` times the floor is followed by two more: the same
+points again (a cost that differs at the same point is not deterministic: a random sample, a call counter),
+and points on one side of ``x`` only (a kink at ``x``, ``|x_j|`` or a ReLU at exactly 0, reads as noise in a
+centered table but not in a one-sided one; the smaller level is kept).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from numpy.typing import NDArray
 N_POINTS = 8
 #: Highest difference order formed.
 MAX_ORDER = 6
+#: Tables tried, the spacing moving by a factor of 10 between them.
+MAX_TABLES = 5
 
 
 @frozen
@@ -58,6 +65,9 @@ class Noise:
         The relative spacing ``delta`` of the accepted table (0 when none).
     order : int
         Difference order at which the level was accepted (0 when none).
+    kink : bool
+        Whether a centered table read as noise what a table on one side of ``x0`` does not show: a kink at
+        ``x0`` (then :attr:`level` is the one-sided table's).
     """
 
     level: float
@@ -67,6 +77,7 @@ class Noise:
     n_evals: int = 0
     spacing: float = 0.0
     order: int = 0
+    kink: bool = False
 
     @property
     def excess(self) -> float:
@@ -82,7 +93,7 @@ class Noise:
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "floor": self.floor, "measured": self.measured,
                 "deterministic": self.deterministic, "n_evals": self.n_evals, "spacing": self.spacing,
-                "order": self.order}
+                "order": self.order, "kink": self.kink}
 
 
 #: Noise excess below which a cost counts as carrying its own rounding only (a sum of many terms rounds to a
@@ -131,43 +142,64 @@ def noise_from_table(values: NDArray, differences: bool = False) -> tuple[float,
 
 
 def measure_noise(cost: Callable[[NDArray], Any], x0: NDArray, f0: float, *, scale: NDArray | None = None,
-                  seed: int = 0, f_again: float | None = None) -> Noise:
+                  seed: int = 0, f_again: float | None = None, direction: NDArray | None = None) -> Noise:
     """Estimate the noise of ``cost`` at ``x0`` (``f0 = cost(x0)``) from difference tables (module docstring).
 
     ``scale`` (shape (P,)) is each coordinate's length scale (default ``max(1, |x0|)``): the direction is
-    ``u * scale`` normalized, so that the points move every coordinate relative to its own scale.
-    ``f_again``, a second evaluation at ``x0``, tells whether the cost is deterministic.  Costs 8 evaluations
-    per table, at most 3 tables.
+    ``u * scale`` normalized, so that the points move every coordinate relative to its own scale; or
+    ``direction`` itself when given (noise can depend on the direction: a float32 sigmoid that rounds to 1
+    is flat along its own unit's weights only).  ``f_again``, a second evaluation at ``x0``, tells whether the
+    cost is deterministic.  Costs 8 evaluations per table, at most 5 tables (and 17 more for a noisy cost).
     """
     dtype = x0.dtype
     eps = float(np.finfo(dtype).eps)
     floor = rounding_floor(f0, dtype)
     deterministic = f_again is None or f_again == f0
-    rng = np.random.default_rng(seed)
-    u = rng.standard_normal(x0.size) * (np.maximum(1.0, np.abs(x0)) if scale is None else scale)
-    u /= max(float(np.max(np.abs(u))), np.finfo(float).tiny)  # the largest coordinate moves by delta scale_j
+    if direction is None:
+        rng = np.random.default_rng(seed)
+        u = rng.standard_normal(x0.size) * (np.maximum(1.0, np.abs(x0)) if scale is None else scale)
+    else:
+        u = np.asarray(direction, dtype=np.float64)
+    u = u / max(float(np.max(np.abs(u))), np.finfo(float).tiny)  # the largest coordinate moves by delta scale
     delta = eps ** 0.25 / 10  # small enough that 4th..6th differences of a smooth cost vanish below eps |f|
     n_evals = 0
     half = N_POINTS // 2
-    for _ in range(3):
-        values = np.empty(N_POINTS + 1)
-        values[half] = f0
-        for i in range(N_POINTS + 1):
-            if i == half:
+
+    def table(offsets: NDArray, spacing: float) -> NDArray:
+        nonlocal n_evals
+        values = np.empty(offsets.size)
+        for i, k in enumerate(offsets):
+            if k == 0:
+                values[i] = f0
                 continue
             x = np.array(x0, copy=True)
-            x += ((i - half) * delta * u).astype(dtype)
+            x += (k * spacing * u).astype(dtype)
             with np.errstate(all="ignore"):
                 values[i] = float(np.real(np.asarray(cost(x)).reshape(-1)[0]))
             n_evals += 1
+        return values
+
+    centered = np.arange(N_POINTS + 1) - half
+    for _ in range(MAX_TABLES):
+        values = table(centered, delta)
         if not np.all(np.isfinite(values)):
             break
         level, order, verdict = noise_from_table(values)
         if verdict == "ok":
+            kink = False
+            if level > EXCESS_THRESHOLD * floor:
+                # A cost noisier than its rounding: is it the same at every call (else it is not a function of
+                # its parameters), and is it noise at all, or a kink at x0 (|x| or ReLU at 0) that a centered
+                # table reads as noise?  The same points again, then a table that stays on one side of x0.
+                if deterministic and not np.array_equal(table(centered, delta), values):
+                    deterministic = False
+                side, _, verdict_side = noise_from_table(table(np.arange(1, N_POINTS + 2), delta))
+                if verdict_side in ("ok", "too small") and side * EXCESS_THRESHOLD < level:
+                    level, kink = side, True
             if not deterministic and f_again is not None:
                 level = max(level, abs(float(f_again) - f0) / math.sqrt(2))
             return Noise(max(level, floor), floor, measured=True, deterministic=deterministic, n_evals=n_evals,
-                         spacing=delta, order=order)
-        delta = delta * 100 if verdict == "too small" else delta / 100
+                         spacing=delta, order=order, kink=kink)
+        delta = delta * 10 if verdict == "too small" else delta / 10
     level = floor if deterministic or f_again is None else max(floor, abs(float(f_again) - f0) / math.sqrt(2))
     return Noise(level, floor, measured=False, deterministic=deterministic, n_evals=n_evals)

@@ -3,14 +3,20 @@
 A check's first estimate uses one step per entry, from an error model.  When the model misjudges an entry
 (a saturated unit whose cost bends within the step, a cost noisier than assumed), the entry fails although
 the gradient is right.  Before such an entry is reported it is measured again, the way numdifftools does
-it: central differences at six steps ``h_k = 4 h, h, h/4, ..., h/256`` (``h``: Richardson's automatic
-step), their Richardson extrapolations ``R_k = (16 D_(k+1) - D_k) / 15``, and for each entry the candidate
+it: central differences at eight steps ``h_k = 4 h, h, h/4, ..., h/4096`` (``h``: Richardson's automatic
+step; the lower rungs reach the cost's own length scale when a saturated unit bends it much faster than the
+parameter's size suggests), their Richardson extrapolations ``R_k = (16 D_(k+1) - D_k) / 15``, and for each entry the candidate
 whose estimated error is smallest, with the error estimated from the data, not assumed:
 
-* ``D_(k+1)``: truncation ``|D_k - D_(k+1)| / 15`` (``D_k`` has 16 times its ``h^2`` error);
-* ``R_k``: truncation ``|R_k - R_(k+1)|`` (``R_(k+1)`` has 1/256 of its ``h^4`` error);
+* ``D_k``: truncation ``|D_(k-1) - D_k| / 15`` (``D_(k-1)`` has 16 times its ``h^2`` error), or
+  ``16 |D_k - D_(k+1)| / 15`` if that is larger;
+* ``R_k``: truncation ``|R_(k-1) - R_k| / 255`` or ``|R_k - R_(k+1)|`` (``R_(k+1)`` has 1/256 of its ``h^4``
+  error), whichever is larger;
 
-each plus its noise, the probe's bound on the cost differences divided by the step.  12 evaluations per
+each judged against both neighbours, so that two estimates far off but close by chance cannot pass for an
+accurate one;
+
+and each plus its noise, the probe's bound on the cost differences divided by the step.  16 evaluations per
 entry; the tolerance is then built as for any estimate (:mod:`layerkit.check.tolerance`).
 """
 
@@ -24,7 +30,7 @@ from numpy.typing import NDArray
 from .methods import Estimate, auto_steps, machine_eps
 
 #: Steps in the ladder, and the ratio between consecutive ones.
-LADDER = 6
+LADDER = 8
 RATIO = 4.0
 
 
@@ -59,15 +65,15 @@ def refine(probe: Any) -> Estimate:
     candidates_v, candidates_e, candidates_n = [], [], []
     f = RATIO**2
     with np.errstate(invalid="ignore"):
-        for k in range(LADDER - 1):
-            candidates_v.append(D[k + 1])
-            candidates_e.append(np.abs(D[k] - D[k + 1]) / (f - 1))
-            candidates_n.append(N[k + 1])
+        for k in range(1, LADDER - 1):  # D_k, judged against both neighbours
+            candidates_v.append(D[k])
+            candidates_e.append(np.maximum(np.abs(D[k - 1] - D[k]) / (f - 1), np.abs(D[k] - D[k + 1]) * f / (f - 1)))
+            candidates_n.append(N[k])
         R = [(f * D[k + 1] - D[k]) / (f - 1) for k in range(LADDER - 1)]
         NR = [(f * N[k + 1] + N[k]) / (f - 1) for k in range(LADDER - 1)]
-        for k in range(LADDER - 2):
+        for k in range(1, LADDER - 2):
             candidates_v.append(R[k])
-            candidates_e.append(np.abs(R[k] - R[k + 1]))
+            candidates_e.append(np.maximum(np.abs(R[k - 1] - R[k]) / (f * f - 1), np.abs(R[k] - R[k + 1])))
             candidates_n.append(NR[k])
     V, E, NN = np.array(candidates_v), np.array(candidates_e), np.array(candidates_n)
     total = np.where(np.isfinite(V) & np.isfinite(E), E + NN, np.inf)
@@ -76,6 +82,7 @@ def refine(probe: Any) -> Estimate:
     values = V[best, cols]
     err = E[best, cols]
     noise = NN[best, cols]
-    step = np.where(best < LADDER - 1, H[np.minimum(best + 1, LADDER - 1), cols], H[np.minimum(best - (LADDER - 1),
-                                                                                               LADDER - 1), cols])
+    n_d = LADDER - 2  # the first candidates are the D_k, k = 1..LADDER-2, then the R_k, k = 1..LADDER-3
+    rung = np.where(best < n_d, best + 1, np.minimum(best - n_d + 2, LADDER - 1))
+    step = H[rung, cols]
     return Estimate(np.nan_to_num(values, nan=np.nan), step, noise=noise, truncation=err, error=err)

@@ -286,7 +286,8 @@ class Report:
         known = np.ones(n.shape, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
         with np.errstate(invalid="ignore", over="ignore"):
             err = np.abs(n - a)
-            tol = rtol * np.maximum(np.abs(n), np.abs(a)) + np.asarray(atol, dtype=np.float64)
+            # fmax: an entry that was not measured (NaN numerical) keeps the tolerance of its analytic value
+            tol = rtol * np.fmax(np.abs(n), np.abs(a)) + np.asarray(atol, dtype=np.float64)
         bad = (~np.isfinite(n) | ~np.isfinite(a) | ~np.isfinite(tol)) & known
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             ok = ((err <= tol) & ~bad) | ~known
@@ -372,8 +373,15 @@ class Report:
         return f"correct: {right}; wrong: {', '.join(bad)}"
 
     @property
+    def inconclusive(self) -> bool:
+        """Not passed, yet no entry beyond its tolerance: the check could not resolve some entries (a
+        ``precision-limited`` finding says which and why)."""
+        return not self.passed and not self.mismatch.any() and any(
+            f.evidence.get("unresolved") for f in self.findings)
+
+    @property
     def verdict(self) -> str:
-        state = "PASSED" if self.passed else "FAILED"
+        state = "PASSED" if self.passed else "INCONCLUSIVE" if self.inconclusive else "FAILED"
         failed = self.failed_blocks
         where = "" if self.passed else f"; mismatch in {', '.join(failed) if failed else 'no block'}"
         lam = self.lambda_

@@ -189,6 +189,16 @@ class NetworkSubject(Subject):
             self._acts = record
         return self._checked_cost(cost, "at x0"), _gradient(self._last_grad, self.layout.size, "at x0")
 
+    @property
+    def known_analytic(self) -> bool:
+        """Whether the cost is known to be analytic in the parameters: a plain Network (no evaluation member
+        redefined) of layerkit's own Dense and Sigmoid layers, none patched on the instance."""
+        from ..nn.layers import Dense, Sigmoid
+        from ..nn.network import evaluation_overrides
+
+        return not evaluation_overrides(self.network) and all(
+            type(layer) in (Dense, Sigmoid) and "forward" not in vars(layer) for layer in self.network.layers)
+
     def activations(self) -> list[NDArray]:
         """The input and every layer's output up to the logits at ``x0`` (inside a session), as the first
         evaluation recorded them when it could."""

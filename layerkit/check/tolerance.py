@@ -9,9 +9,10 @@ An entry passes when ``|n - a| <= rtol max(|n|, |a|) + atol``, where ``n`` is th
 * ``rtol = max(32 eps, estimate.relative)``: the analytic gradient's own rounding, relative (a float64
   backprop agrees with the exact gradient to a few ``eps``; the complex step adds its ``64 eps``).
 
-``floor = 32 eps max |a|`` keeps entries whose gradient is exactly zero from demanding an exact zero of the
-estimate; it is proportional to ``eps``, so even a gradient dominated by a large penalty keeps its small
-entries checked to about ``1e-14`` relative of the largest.
+``floor = max(32 eps max |a|, sqrt(tiny))`` keeps entries whose gradient is exactly zero from demanding an
+exact zero of the estimate; it is proportional to ``eps``, so even a gradient dominated by a large penalty
+keeps its small entries checked to about ``1e-14`` relative of the largest.  ``sqrt(tiny)`` (1.1e-19 in
+float32, 1.5e-154 in float64) is where the products a gradient entry is made of start to underflow.
 
 A failing entry gets a second look (:mod:`layerkit.check.refine`) before it is reported, so a tolerance
 that is too tight costs evaluations, never a false alarm; one that is too loose would pass a wrong
@@ -34,9 +35,12 @@ ANALYTIC_ROUNDING = 32.0
 
 
 def floor(analytical: NDArray, dtype: Any) -> float:
-    """``32 eps max |a|`` over the finite entries of the whole analytic gradient."""
+    """``32 eps max |a|`` over the finite entries of the whole analytic gradient, and at least ``sqrt(tiny)``
+    of the dtype (1.1e-19 in float32): a gradient entry smaller than that is made of products that underflow."""
     a = np.asarray(analytical, dtype=np.float64)
-    return ANALYTIC_ROUNDING * machine_eps(dtype) * float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0))
+    info = np.finfo(np.dtype(dtype))
+    return max(ANALYTIC_ROUNDING * float(info.eps) * float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0)),
+               float(np.sqrt(info.tiny)))
 
 
 def tolerances(estimate: Estimate, analytical: NDArray, dtype: Any, scale: NDArray | None = None

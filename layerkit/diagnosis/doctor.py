@@ -53,6 +53,8 @@ from ..nn.layout import Block
 FIT_TOL = 1e-3
 #: Most entries the follow-up evaluations look at.
 MAX_PROBED = 24
+#: Noise excess (noise over the cost's own rounding) beyond which a failure is not blamed on the gradient.
+NOISY = 1e4
 
 
 # ---------------------------------------------------------------------- helpers
@@ -465,6 +467,11 @@ class _Doctor:
             return f"no mismatch: every entry is within {float(np.max(ratio_all, initial=0.0)):.2g} of its " \
                    "error-model tolerance"
         j = int(bad[np.argmax(ratio_all[bad])])
+        noise = self.r.noise
+        if noise is not None and noise.measured and noise.excess >= NOISY:
+            return (f"inconclusive: the cost is {noise.excess:.0f} times noisier than its own rounding, and at that "
+                    "level finite differences cannot tell a wrong gradient from the cost's cancellation; compute "
+                    "the cost stably (see the precision-limited finding) and check again")
         mm = float(err[j])
         numerr = float(self.tol[j]) / SAFETY  # the tolerance is SAFETY times the estimate's error
         ratio = mm / max(numerr, np.finfo(float).tiny)

@@ -27,6 +27,8 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
+from ..nn.activations import sigmoid, softplus
+
 
 @frozen(eq=False)
 class ColumnChange:
@@ -169,25 +171,61 @@ class SeriesChange:
 Change = Union[ColumnChange, ColumnsChange, RankOneChange, DenseChange]
 
 
-def sigmoid_change(s: NDArray, s_sc: NDArray, delta: NDArray, overwrite: bool = False) -> NDArray:
-    """Exact ``sigmoid(z + delta) - sigmoid(z)`` from ``s = sigmoid(z)`` and ``s_sc = s (1 - s)``.
+def sigmoid_change(s: NDArray, s_sc: NDArray, delta: NDArray, overwrite: bool = False,
+                   z: NDArray | None = None) -> NDArray:
+    """``sigmoid(z + delta) - sigmoid(z)`` to full relative accuracy, from ``s = sigmoid(z)`` and
+    ``s_sc = s (1 - s)`` (computed as ``sigmoid(z) sigmoid(-z)``).
 
-    Uses the identity ``s (1 - s) expm1(delta) / (1 + s expm1(delta))``, which has no cancellation: the
-    difference of two nearly equal sigmoids is never formed.  ``s_sc`` should be computed as
-    ``sigmoid(z) * sigmoid(-z)`` (no cancellation when ``s`` is near 1).  Shapes broadcast against
-    ``delta``; with ``overwrite=True`` the result is written into ``delta``.
+    For ``|delta| <= 1`` the identity ``s (1 - s) expm1(delta) / (1 + s expm1(delta))``: the difference of two
+    nearly equal sigmoids is never formed, and the denominator is at least ``1 - (1 - 1/e) = 0.37``.  For larger
+    steps (which need ``z``) the difference of the two sigmoids on the side of 0 where they are small:
+    ``sigmoid(-z) - sigmoid(-z - delta)`` when both arguments are positive, ``sigmoid(z + delta) - sigmoid(z)``
+    otherwise; they then differ by a factor of at least ``e``, so nothing cancels.  (The identity alone is not
+    enough there: for ``delta`` large and negative at a saturated unit its denominator is ``1 - s``.)
+    Shapes broadcast against ``delta``; with ``overwrite=True`` the result is written into ``delta``.
     """
+    big = None
+    if z is not None:
+        big = np.abs(delta) > 1
+        if big.any():
+            z0 = np.broadcast_to(z, delta.shape)[big]
+            z1 = z0 + delta[big]
+            pos = (z0 >= 0) & (z1 >= 0)
+            far = np.where(pos, sigmoid(-z0) - sigmoid(-z1), sigmoid(z1) - sigmoid(z0))
+        else:
+            big = None
     e = np.expm1(delta, out=delta if overwrite else None)
     t = s * e
     t += 1
     e *= s_sc
     e /= t
+    if big is not None:
+        e[big] = far
     return e
 
 
-def softplus_change(s: NDArray, delta: NDArray) -> NDArray:
-    """Exact ``softplus(z + delta) - softplus(z) = log1p(s expm1(delta))`` with ``s = sigmoid(z)``."""
-    return np.log1p(s * np.expm1(delta))
+def softplus_change(z: NDArray, s: NDArray, delta: NDArray) -> NDArray:
+    """``softplus(z + delta) - softplus(z)`` to full relative accuracy, with ``s = sigmoid(z)``: the identity
+    ``log1p(s expm1(delta))`` for ``|delta| <= 1`` (its argument stays above ``-0.64``), the difference of the
+    two softplus values beyond (they then differ by at least ``log1p(...)`` of a quantity of order one)."""
+    out = np.log1p(s * np.expm1(delta))
+    big = np.abs(delta) > 1
+    if big.any():
+        z0 = np.broadcast_to(z, out.shape)[big]
+        d = np.broadcast_to(delta, out.shape)[big]
+        out[big] = softplus(z0 + d) - softplus(z0)
+    return out
+
+
+def loss_change(z: NDArray, s: NDArray, sc: NDArray, y: NDArray, delta: NDArray) -> NDArray:
+    """Change of the sigmoid cross-entropy ``l(z) = y softplus(-z) + (1 - y) softplus(z)`` when the logit
+    moves by ``delta``, elementwise: ``y [softplus(-z - delta) - softplus(-z)] + (1 - y) [softplus(z + delta)
+    - softplus(z)]``, each part by :func:`softplus_change` (``sc = sigmoid(-z)``).  Written this way nothing
+    cancels: ``softplus(z + delta) - softplus(z) - y delta`` would subtract two numbers near ``delta`` for a
+    confident right prediction, whose loss hardly changes."""
+    out = (1 - y) * softplus_change(z, s, delta)
+    out += y * softplus_change(-z, sc, -delta)
+    return out
 
 
 def _series_shape(*arrays: Any) -> tuple[tuple[int, ...], np.dtype]:

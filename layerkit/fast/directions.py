@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from ..nn.layers import provides
 from ..nn.network import Network
 from .changes import ColumnsChange
+from .confirm import Rules
 from .probe import AGREEMENT, BlockCheck, NetworkState
 
 
@@ -51,6 +52,13 @@ class NetworkDirections:
                                                   for b in state.bindings]
         self.n_evals = 0
         self.noise_floor = 0.0
+        self.rules = Rules(self.layers, self.acts, state.bindings, self.net.params, self.net.layout)
+
+    def confirmed(self) -> bool:
+        """Whether every rule the propagation uses agrees with its layer's forward (see
+        :mod:`layerkit.fast.confirm`); ``rules.notes`` says which does not."""
+        return all(self.rules.ok(k, "direction_change" if layer.param_shapes else "propagate")
+                   for k, layer in enumerate(self.layers))
 
     @staticmethod
     def supports(net: Network) -> bool:
@@ -131,4 +139,4 @@ class NetworkDirections:
         theta += (t * u).astype(self.dtype)
         real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - self.f0
         return [BlockCheck("every block", t, float(predicted[0, 0]), real,
-                           AGREEMENT * (2 * noise_level + float(noise[0, 0])))]
+                           AGREEMENT * (2 * noise_level + float(noise[0, 0])), t * u)]

@@ -53,14 +53,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 
 from ..errors import InputError
 from ..nn.activations import sigmoid
 from ..nn.layers import provides, strip_limit
 from ..nn.network import Binding, Network, evaluation_overrides
-from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_series,
-                      softplus_change)
+from .confirm import Rules
+from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_change,
+                      loss_series)
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -149,16 +150,20 @@ class LossTerms:
         ``|sigmoid| <= 1`` in the strip ``|Im z| <= pi/2`` (``Re e^(-z) >= 0`` there)."""
         return self.slope_bound * np.sum(b, axis=1), strip_limit(b)
 
+    def change(self, d: NDArray, k: Any = slice(None)) -> NDArray:
+        """Elementwise loss changes for a change ``d`` of the logits (of column ``k`` only, when given)."""
+        return loss_change(self.Z[:, k], self.S[:, k], self.Sc[:, k], self.Y[:, k], d)
+
     def column(self, k: int, d: NDArray) -> NDArray:
         """Only logit column ``k`` changes, by ``d`` of shape ``(B, m)``: exact."""
-        return np.sum(softplus_change(self.S[:, k], d) - self.Y[:, k] * d, axis=1)
+        return np.sum(self.change(d, k), axis=1)
 
     def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
         """The logits change by ``outer(u[b], v)``."""
         # remainder bound from sum_ik |u_bi v_k|^(N+1) <= m max|u|^(N+1) sum_k |v_k|^(N+1)
         umax = max(float(np.max(u, initial=0.0)), -float(np.min(u, initial=0.0)))
         av = np.abs(v)
-        order = self.taylor_order(lambda n: u.shape[1] * umax ** (n + 1) * float(np.sum(av ** (n + 1))))
+        order = self.taylor_order(lambda n: u.shape[1] * np.float64(umax) ** (n + 1) * float(np.sum(av ** (n + 1))))
         if not order:
             return self.dense(u[:, :, None] * v[None, None, :])
         total = u @ (self.L[0] @ v)
@@ -176,7 +181,7 @@ class LossTerms:
         """Any change ``d`` of shape ``(B, m, K)``; with ``with_noise`` also a bound on the rounding of each
         sum: ``4 eps sum|terms|`` (exact identity) or ``4 eps max|d| sum|l'|`` (expansion)."""
         dmax = max(float(np.max(d, initial=0.0)), -float(np.min(d, initial=0.0)))
-        order = self.taylor_order(lambda n: d[0].size * dmax ** (n + 1))
+        order = self.taylor_order(lambda n: d[0].size * np.float64(dmax) ** (n + 1))
         if order:
             coef = [self.L[n] / math.factorial(n + 1) for n in range(order)]
             poly = coef[-1] * d
@@ -187,7 +192,7 @@ class LossTerms:
             if with_noise:
                 return total, np.full(total.shape, 4 * self.eps * dmax * self.absL1)
             return total
-        terms = softplus_change(self.S, d) - self.Y * d
+        terms = self.change(d)
         total = np.sum(terms, axis=(1, 2))
         if with_noise:
             return total, 4 * self.eps * np.sum(np.abs(terms), axis=(1, 2))
@@ -223,13 +228,14 @@ class NetworkState:
 
 def magnitudes(state: NetworkState) -> list[NDArray | None]:
     """Backprop run on magnitudes: for each layer ``k``, ``A_k`` (m, width of its output), the scale of the
-    terms that make up ``dL/d output`` -- ``|s| + |y|`` at the logits, where backprop forms ``s - y``, then each
-    layer's ``magnitude`` member on the way down.  None from the first layer without one on.  A gradient
+    terms that make up ``dL/d output`` -- ``(1 - y) s + y sigmoid(-z)`` at the logits, the two terms a
+    Network's backprop forms, then each layer's ``magnitude`` member on the way down.  None from the first layer without one on.  A gradient
     entry ``(r, c)`` of a Dense-like block is a sum of ``m`` products ``A_ir F_ic / m``, which rounds to about
     ``eps sqrt(sum_i (A_ir F_ic)^2) / m`` (rounding errors add like random signs): its rounding scale
     ``R_j`` (see :meth:`SeriesBlock.table` and :meth:`NetworkProbe.rounding`)."""
     out: list[NDArray | None] = [None] * len(state.layers)
-    A = (np.abs(state.loss.S) + np.abs(state.Y)).astype(np.float64)
+    Y = state.Y.astype(np.float64)
+    A = np.abs(1 - Y) * state.loss.S + np.abs(Y) * state.loss.Sc
     for k in range(len(state.layers) - 1, -1, -1):
         out[k] = A
         layer = state.layers[k]
@@ -237,6 +243,23 @@ def magnitudes(state: NetworkState) -> list[NDArray | None]:
             break
         A = np.asarray(layer.magnitude(state.acts[k], state.acts[k + 1], A), dtype=np.float64)
     return out
+
+
+def rounding_scales(state: NetworkState) -> NDArray:
+    """``R_j`` for every entry (see :func:`magnitudes`): ``sqrt(sum_i (A_ir F_ic)^2) / m`` for entry ``(r, c)``
+    of a Dense-like block; NaN where a layer on the way down has no ``magnitude`` member.  A backprop
+    gradient entry rounds to about ``eps R_j``."""
+    R = np.full(state.net.size, np.nan)
+    A = magnitudes(state)
+    for b in state.bindings:
+        block = state.net.layout[b.block]
+        layer = state.layers[b.index] if b.index < len(state.layers) else None
+        Ak = A[b.index] if b.index < len(A) else None
+        if Ak is not None and provides(layer, "param_inputs") and len(block.shape) == 2:
+            F = layer.param_inputs(b.param, state.acts[b.index])
+            cols = F.columns(0, F.shape[1], np.float64)
+            R[block.slice] = (np.sqrt((Ak * Ak).T @ (cols * cols)) / state.m).ravel()
+    return R
 
 
 class SeriesBlock:
@@ -420,6 +443,7 @@ class BlockCheck:
     predicted: float
     real: float
     threshold: float
+    direction: NDArray | None = field(default=None, eq=False, repr=False)
 
     @property
     def difference(self) -> float:
@@ -472,7 +496,13 @@ class NetworkProbe:
         self.generic_noise = NOISE_C * self.eps * float(np.sum(np.abs(self.loss.L[0]) * (np.abs(self.Z) + 1))) / self.m
         self._series: dict[tuple[int, str], SeriesBlock | None] = {}
         self._noise: tuple[NDArray, NDArray] | None = None
-        self.notes: list[str] = []
+        self.rules = Rules(self.layers, self.acts, state.bindings, self.net.params, self.net.layout)
+        self._notes: list[str] = []
+
+    @property
+    def notes(self) -> list[str]:
+        """What the engine refused to use, and why."""
+        return self.rules.notes + self._notes
 
     # ------------------------------------------------------------------ probe protocol
     def scale(self) -> NDArray:
@@ -497,7 +527,12 @@ class NetworkProbe:
         return self._noise[1]
 
     def delta(self, steps: NDArray, axes: NDArray | None = None) -> NDArray:
-        """``J(x + steps[s, k] e_{axes[k]}) - J(x)`` for all coordinates (``axes=None``) or the given ones."""
+        """``J(x + steps[s, k] e_{axes[k]}) - J(x)`` for all coordinates (``axes=None``) or the given ones
+        (NaN or inf where a change overflows: huge steps)."""
+        with np.errstate(all="ignore"):
+            return self._delta(steps, axes)
+
+    def _delta(self, steps: NDArray, axes: NDArray | None) -> NDArray:
         given = steps
         steps = np.atleast_2d(np.asarray(steps, dtype=self.dtype))
         S = steps.shape[0]
@@ -605,7 +640,7 @@ class NetworkProbe:
             series.confirmed = True
             return True
         self._series[key] = None
-        self.notes.append(f"the Taylor tables of {b.block} disagreed with the exact path of the same engine "
+        self._notes.append(f"the Taylor tables of {b.block} disagreed with the exact path of the same engine "
                           f"(by {float(np.max(np.abs(exact - values[:, pick]))):.2e}): its layers' series and "
                           "propagate rules are not consistent; the exact path was used")
         return False
@@ -661,7 +696,9 @@ class NetworkProbe:
             theta = np.array(self.x, copy=True)
             theta[flat] += s
             real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - float(np.real(self.f0))
-            out.append(BlockCheck(b.block, t, predicted, real, AGREEMENT * (2 * noise_level + pnoise)))
+            direction = np.zeros(self.x.size)
+            direction[flat] = s
+            out.append(BlockCheck(b.block, t, predicted, real, AGREEMENT * (2 * noise_level + pnoise), direction))
         return out
 
     def _verification_step(self, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
@@ -677,16 +714,15 @@ class NetworkProbe:
 
     # ------------------------------------------------------------------ work items
     def _structured(self, i: int, block: Any) -> bool:
-        layer = self.layers[i] if i < len(self.layers) else None
-        return (provides(layer, "param_change", "param_inputs") and len(block.shape) == 2
-                and all(provides(d, "propagate") for d in self.layers[i + 1:]))
+        return (i < len(self.layers) and len(block.shape) == 2 and self.rules.ok(i, "param_change")
+                and all(self.rules.ok(k, "propagate") for k in range(i + 1, len(self.layers))))
 
     def _series_block(self, i: int, p: str, b: Any) -> SeriesBlock | None:
         """The Taylor tables of a block, when its layer and every layer after it support series."""
         if (i, p) not in self._series:
-            layer = self.layers[i] if i < len(self.layers) else None
-            ok = (MAX_SERIES_TERMS > 0 and provides(layer, "param_inputs") and len(b.shape) == 2
-                  and all(provides(d, "series", "series_bound") for d in self.layers[i + 1:]))
+            ok = (MAX_SERIES_TERMS > 0 and i < len(self.layers) and len(b.shape) == 2
+                  and self.rules.ok(i, "param_inputs")
+                  and all(self.rules.ok(k, "series") for k in range(i + 1, len(self.layers))))
             self._series[i, p] = SeriesBlock(self, i, p, b.shape) if ok else None
         return self._series[i, p]
 
@@ -753,8 +789,7 @@ class NetworkProbe:
                 a = layer.forward(a)
         finally:
             flat[idx] = old
-        d = a - self.Z
-        return float(np.sum(softplus_change(self.S, d) - self.Y * d)) / self.m
+        return float(np.sum(self.loss.change(a - self.Z))) / self.m
 
     def _generic(self, b: Binding, block: Any, local: NDArray, steps: NDArray) -> NDArray:
         """Each entry perturbed alone in the network's buffer, the layers from the block's own re-run."""

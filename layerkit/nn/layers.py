@@ -96,9 +96,13 @@ def _defined_in(cls: type, name: str) -> int:
 def provides(layer: Any, *members: str) -> bool:
     """Whether ``layer`` has every member, each defined at least as far down its class hierarchy as its
     ``forward``: a subclass that redefines ``forward`` but inherits, say, ``series`` would be evaluated
-    with its parent's math, so it takes the generic path instead."""
+    with its parent's math, so it takes the generic path instead.  A ``forward`` set on the instance itself
+    counts as the most specialized of all."""
     if layer is None:
         return False
+    own = getattr(layer, "__dict__", {})
+    if "forward" in own:
+        return all(name in own for name in members)
     cls = type(layer)
     return all(hasattr(layer, name) and _defined_in(cls, name) <= _defined_in(cls, "forward") for name in members)
 
@@ -279,7 +283,9 @@ class Sigmoid:
 
     Notes
     -----
-    Caches only its output: ``dL/dx = dy * y * (1 - y)``.  The dtype of ``x`` is preserved.  When it is the
+    ``dL/dx = dy * y * (1 - y)``, computed as ``dy * y * sigmoid(-x)``: ``1 - y`` formed by subtraction keeps
+    only the rounding of ``y`` when the unit saturates (``y`` within a few ``eps`` of 1), so the input is kept
+    (a reference, no copy) next to the output.  The dtype of ``x`` is preserved.  When it is the
     last layer of a :class:`~layerkit.Network`, the network computes the cost from its *input* (the logits)
     in log-sigmoid form, so saturation does not make the cost infinite.
     """
@@ -289,6 +295,7 @@ class Sigmoid:
     grads: Mapping[str, NDArray] = {}
 
     def __init__(self) -> None:
+        self._x: NDArray | None = None
         self._y: NDArray | None = None
         self._slope: tuple[NDArray, ...] | None = None
         self._taylor_memo: tuple[NDArray, NDArray] | None = None
@@ -300,15 +307,16 @@ class Sigmoid:
         x = np.asarray(x)
         if x.ndim != 2:
             raise InputError("Sigmoid.forward(x)", "a 2-D array (m, n)", describe(x))
+        self._x = x
         self._y = sigmoid(x)
         return self._y
 
     def backward(self, dy: NDArray) -> NDArray:
-        if self._y is None:
+        if self._y is None or self._x is None:
             raise NotForwardedError("Sigmoid.backward was called before Sigmoid.forward: there is no output to differentiate at")
         y = self._y
         dy = _check_dy(dy, y.shape, "Sigmoid")
-        return dy * y * (1 - y)
+        return dy * y * sigmoid(-self._x)
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.fast.changes.sigmoid_change`);
@@ -316,11 +324,12 @@ class Sigmoid:
         slope = self._slopes(x, y)
         if isinstance(change, ColumnChange):
             c = change.col
-            return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True))
+            return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True, z=x[:, c]))
         if isinstance(change, ColumnsChange):
             c = change.cols
-            return ColumnsChange(c, sigmoid_change(y[:, c], slope[3][:, c], change.delta, overwrite=True))
-        return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True))
+            return ColumnsChange(c, sigmoid_change(y[:, c], slope[3][:, c], change.delta, overwrite=True,
+                                                   z=x[:, c]))
+        return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True, z=x))
 
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
         """Taylor coefficients of ``sigmoid(x + D(tau)) - sigmoid(x)`` from those of ``D`` (see

@@ -18,12 +18,16 @@ def cross_entropy_from_logits(z: NDArray, Y: NDArray) -> tuple[NDArray, NDArray]
     -------
     total : scalar array
         ``sum_ik [ -Y log s - (1 - Y) log(1 - s) ]`` with ``s = sigmoid(z)``, computed as
-        ``sum_ik [ softplus(z) - Y z ]`` so that it stays finite when ``s`` rounds to 0 or 1.
+        ``sum_ik [ Y softplus(-z) + (1 - Y) softplus(z) ]``: finite when ``s`` rounds to 0 or 1, and without
+        the cancellation of the equal ``softplus(z) - Y z``, which for ``z = 13``, ``Y = 1`` subtracts two
+        numbers near 13 to get 2e-6 and keeps only a few bits of it in float32.
     dz : NDArray, shape (m, K)
-        ``sigmoid(z) - Y``.
+        ``sigmoid(z) - Y``, formed as ``(1 - Y) sigmoid(z) - Y sigmoid(-z)``: for 0/1 targets one term is
+        zero and the other is computed to full relative accuracy, where ``sigmoid(z) - 1`` would keep only the
+        rounding of ``sigmoid(z)`` near 1.
     """
-    total = np.sum(softplus(z) - Y * z)
-    return total, sigmoid(z) - Y
+    total = np.sum(Y * softplus(-z) + (1 - Y) * softplus(z))
+    return total, (1 - Y) * sigmoid(z) - Y * sigmoid(-z)
 
 
 def cross_entropy_from_probabilities(h: NDArray, Y: NDArray) -> tuple[NDArray, NDArray]:

@@ -600,38 +600,78 @@ def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = ()) -> Iterat
             a[...] = values
 
 
-def _attached(layers: Sequence[Any]) -> list[Any]:
-    """Objects the layers refer to by attribute that are layers themselves (a tied layer's partner) and are
-    not in ``layers``."""
-    seen = {id(layer) for layer in layers}
-    out = []
-    for layer in layers:
-        for value in getattr(layer, "__dict__", {}).values():
-            if isinstance(value, Layer) and id(value) not in seen:
-                seen.add(id(value))
-                out.append(value)
+def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:
+    """Layers reachable from ``objects`` through attributes, and through lists, tuples and dicts held in
+    attributes, ``depth`` levels down (a layer that wraps another, a block of layers kept in a list, a tied
+    layer's partner), that are not among ``objects`` themselves."""
+    seen = {id(o) for o in objects}
+    out: list[Any] = []
+    frontier = list(objects)
+    for _ in range(depth):
+        found = []
+        for obj in frontier:
+            for value in _attribute_values(obj):
+                items = list(value.values()) if isinstance(value, dict) else \
+                    list(value) if isinstance(value, (list, tuple)) else [value]
+                for item in items:
+                    if isinstance(item, Layer) and not isinstance(item, type) and id(item) not in seen:
+                        seen.add(id(item))
+                        found.append(item)
+        out += found
+        frontier = found
+        if not frontier:
+            break
     return out
 
 
+def _slots(obj: Any) -> list[str]:
+    names: list[str] = []
+    for klass in type(obj).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
+    return names
+
+
+def _attribute_values(obj: Any) -> list[Any]:
+    values = list(getattr(obj, "__dict__", {}).values())
+    for name in _slots(obj):
+        if hasattr(obj, name):
+            values.append(getattr(obj, name))
+    return values
+
+
+_MISSING = object()
+
+
 def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]:
-    """Each distinct object's attributes (shallow) and the contents of its dict-valued attributes."""
+    """Each distinct object's attributes (shallow; ``__slots__`` too) and the contents of its dict-valued
+    attributes."""
     out, seen = [], set()
     for obj in objects:
-        if id(obj) in seen or not hasattr(obj, "__dict__"):
+        if id(obj) in seen:
             continue
         seen.add(id(obj))
-        attrs = dict(vars(obj))
-        dicts = [(v, dict(v)) for v in attrs.values() if type(v) is dict]
-        out.append((obj, attrs, dicts))
+        attrs = dict(getattr(obj, "__dict__", {}))
+        slots = {name: getattr(obj, name, _MISSING) for name in _slots(obj)}
+        dicts = [(v, dict(v)) for v in list(attrs.values()) + list(slots.values()) if type(v) is dict]
+        out.append((obj, {"__dict__": attrs, "__slots__": slots}, dicts))
     return out
 
 
 def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]) -> None:
-    for obj, attrs, dicts in state:
-        current = vars(obj)
-        if not _same(current, attrs):
-            current.clear()
-            current.update(attrs)
+    for obj, saved, dicts in state:
+        attrs = saved["__dict__"]
+        if hasattr(obj, "__dict__"):
+            current = vars(obj)
+            if not _same(current, attrs):
+                current.clear()
+                current.update(attrs)
+        for name, value in saved["__slots__"].items():
+            if value is _MISSING:
+                if hasattr(obj, name):
+                    delattr(obj, name)
+            elif getattr(obj, name, _MISSING) is not value:
+                setattr(obj, name, value)
         for d, contents in dicts:
             if not _same(d, contents):
                 d.clear()

@@ -1,0 +1,214 @@
+"""Confirm a layer's fast-path rules against its own ``forward`` before the engine relies on them.
+
+A rule (``propagate``, ``series``, ``param_inputs``, ``param_change``, ``direction_change``) restates a layer's
+math for the engine.  If it does not say what ``forward`` computes -- a subclass changed ``forward`` and not
+the rule, ``forward`` was replaced on the instance, a user's rule is simply wrong -- the engine would check the
+rule instead of the layer.  :class:`Rules` answers "may the engine use rule R of layer k?" by comparing, the
+first time it is asked, the rule's prediction with the layer's own ``forward`` under a dense random change
+that moves every unit at once (a change confined to one unit is caught as surely as one spread over all),
+on a random subset of at most :data:`SUBSET` examples (layers act on examples one by one).
+
+The change moves every input or parameter by 10% of its size (plus 0.1), so that a rule that says something
+else than ``forward`` differs from it by a sizeable fraction of the change, while the rounding of forming
+``forward(x + D) - forward(x)`` (at most ``eps`` times the sum of the magnitudes a layer adds up, typically a
+few hundred ``eps`` of the change) stays far below ``sqrt(eps)`` of it: the comparison allows ``sqrt(eps)``
+of the largest change (1.5e-8 in float64, 3.5e-4 in float32), plus ``AGREEMENT eps`` of each value, and for
+``series`` the truncation after 4 terms at ``tau = 1e-3``, about ``1e-12`` of the change.
+A rule that disagrees is not used, and a note says so; the engine then takes a path that calls ``forward``.
+Parameters are moved in the network's own buffer and put back (the caller holds
+:meth:`~layerkit.Network.preserved`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..nn.layers import provides
+from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange
+
+#: Examples a rule is confirmed on (a random subset when there are more).
+SUBSET = 256
+#: Allowed disagreement, in units of ``eps`` times the size of the values compared.
+AGREEMENT = 64.0
+
+#: The members each rule consists of.
+MEMBERS = {"propagate": ("propagate",), "series": ("series", "series_bound"),
+           "param_inputs": ("param_inputs",), "param_change": ("param_change", "param_inputs"),
+           "direction_change": ("direction_change",)}
+
+
+def _close(predicted: NDArray, actual: NDArray, scale: NDArray, eps: float) -> bool:
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(np.asarray(predicted, dtype=np.float64) - np.asarray(actual, dtype=np.float64))
+        allowed = AGREEMENT * eps * np.asarray(scale, dtype=np.float64) \
+            + np.sqrt(eps) * float(np.max(np.abs(actual), initial=0.0))
+    return bool(np.all(np.isfinite(diff)) and np.all(diff <= allowed))
+
+
+class Rules:
+    """Which rules of which layers the engine may use (module docstring); ``notes`` say what was refused."""
+
+    def __init__(self, layers: list[Any], acts: list[NDArray], bindings: Any, params: NDArray, layout: Any,
+                 seed: int = 0) -> None:
+        self.layers, self.acts, self.params, self.layout = layers, acts, params, layout
+        self.bindings = {b.index: b for b in bindings}
+        self.rng = np.random.default_rng(seed)
+        m = acts[0].shape[0]
+        self.rows = np.sort(self.rng.choice(m, size=min(m, SUBSET), replace=False))
+        self._known: dict[tuple[int, str], bool] = {}
+        self.notes: list[str] = []
+
+    def ok(self, k: int, rule: str) -> bool:
+        """Whether layer ``k`` has rule ``rule`` and it agrees with the layer's ``forward``."""
+        key = (k, rule)
+        if key not in self._known:
+            layer = self.layers[k] if 0 <= k < len(self.layers) else None
+            agrees = provides(layer, *MEMBERS[rule])
+            if not agrees and layer is not None and "forward" in getattr(layer, "__dict__", {}) \
+                    and all(hasattr(type(layer), name) for name in MEMBERS[rule]):
+                self.notes.append(f"layer {k} ({layer!r}) has a forward of its own, set on the instance: its "
+                                  f"class's {rule} rule is not used; the engine calls that forward instead")
+            if agrees:
+                try:
+                    with np.errstate(all="ignore"):
+                        agrees = getattr(self, "_" + rule)(k, layer)
+                except (NotImplementedError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                    # a rule that cannot handle a kind of change it may be given is not used; any other
+                    # exception is the layer's own failure and reaches the caller
+                    agrees = False
+                    self.notes.append(f"the {rule} rule of layer {k} ({layer!r}) raised {type(exc).__name__}: "
+                                      f"{exc}; the engine calls its forward instead")
+                else:
+                    if not agrees:
+                        self.notes.append(f"the {rule} rule of layer {k} ({layer!r}) does not agree with its "
+                                          "forward; the engine calls its forward instead")
+            self._known[key] = agrees
+        return self._known[key]
+
+    # ------------------------------------------------------------------ one comparison per rule
+    def _io(self, k: int) -> tuple[NDArray, NDArray, float]:
+        x, y = self.acts[k][self.rows], self.acts[k + 1][self.rows]
+        return x, y, float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
+
+    def _forward(self, layer: Any, x: NDArray) -> NDArray:
+        return np.asarray(layer.forward(np.ascontiguousarray(x)))
+
+    def _change(self, x: NDArray) -> NDArray:
+        return (0.1 * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
+
+    def _propagate(self, k: int, layer: Any) -> bool:
+        x, y, eps = self._io(k)
+        m, n = x.shape
+        D = self._change(x)
+        c = int(self.rng.integers(n))
+        u = D[:, c].copy()
+        v = self.rng.standard_normal(n).astype(x.dtype)
+        cols = slice(0, max(1, n // 2))
+        changes = [
+            (DenseChange(D[None].copy()), D),
+            (ColumnChange(c, u[None].copy()), np.where(np.arange(n) == c, u[:, None], 0).astype(x.dtype)),
+            (RankOneChange(u[None].copy(), v.copy()), np.outer(u, v).astype(x.dtype)),
+            (ColumnsChange(cols, D[None, :, cols].copy()),
+             np.where((np.arange(n) >= cols.start) & (np.arange(n) < cols.stop), D, 0).astype(x.dtype)),
+        ]
+        for change, dense in changes:
+            predicted = layer.propagate(x, y, change).dense(y.shape)[0]
+            after = self._forward(layer, x + dense)
+            if not _close(predicted, after - y, np.abs(after) + np.abs(y), eps):
+                return False
+        return True
+
+    def _series(self, k: int, layer: Any) -> bool:
+        x, y, eps = self._io(k)
+        m, n = x.shape
+        K, tau = 4, 1e-3
+        coeffs = (self.rng.standard_normal((K, 1, m, n)) * (1 + np.abs(x))).astype(x.dtype)
+        c = int(self.rng.integers(n))
+        v = self.rng.standard_normal((1, n)).astype(x.dtype)
+        variants = [
+            (SeriesChange(coeffs.copy()), coeffs[:, 0]),
+            (SeriesChange(coeffs[:, :, :, c].copy(), np.array([c])),
+             np.where(np.arange(n) == c, coeffs[:, 0, :, c][..., None], 0)),
+            (SeriesChange(coeffs[:, :, :, c].copy(), v=v.copy()), coeffs[:, 0, :, c][..., None] * v[0]),
+        ]
+        powers = tau ** np.arange(1, K + 1)
+        for change, dense in variants:
+            out = layer.series(x, y, change)
+            predicted = np.tensordot(powers, out_dense(out, y.shape), axes=1)
+            D = np.tensordot(powers, dense, axes=1).astype(x.dtype)
+            after = self._forward(layer, x + D)
+            if not _close(predicted, after - y, np.abs(after) + np.abs(y), eps):
+                return False
+        return True
+
+    def _perturbed(self, k: int, layer: Any, dtheta: NDArray, x: NDArray) -> NDArray:
+        """``forward(x)`` with the layer's (only Dense-like) parameter moved by ``dtheta``, then put back."""
+        b = self.bindings[k]
+        block = self.layout[b.block]
+        view = self.params[block.slice]
+        old = view.copy()
+        view += dtheta.ravel().astype(view.dtype)
+        try:
+            return self._forward(layer, x)
+        finally:
+            view[...] = old
+
+    def _param_inputs(self, k: int, layer: Any) -> bool:
+        if k not in self.bindings:
+            return False
+        x, y, eps = self._io(k)
+        b = self.bindings[k]
+        shape = self.layout[b.block].shape
+        theta = self.params[self.layout[b.block].slice].reshape(shape)
+        dtheta = (0.1 * (1 + np.abs(theta)) * self.rng.standard_normal(shape)).astype(theta.dtype)
+        F = layer.param_inputs(b.param, x)
+        predicted = F.columns(0, F.shape[1], np.float64) @ dtheta.T.astype(np.float64)
+        after = self._perturbed(k, layer, dtheta, x)
+        return _close(predicted, after - y, np.abs(after) + np.abs(y), eps)
+
+    def _param_change(self, k: int, layer: Any) -> bool:
+        if not self._param_inputs(k, layer):
+            return False
+        x, y, eps = self._io(k)
+        b = self.bindings[k]
+        rows, cols = self.layout[b.block].shape
+        r = int(self.rng.integers(rows))
+        idx = np.sort(self.rng.choice(cols, size=min(cols, 8), replace=False))
+        steps = (0.1 * self.rng.standard_normal(idx.size)).astype(y.dtype)
+        change = layer.param_change(b.param, r, idx, steps, x)
+        F = layer.param_inputs(b.param, x)
+        expect = np.stack([steps[i] * F.columns(int(c), int(c) + 1, np.float64)[:, 0] for i, c in enumerate(idx)])
+        got = change.dense(y.shape)[:, :, r]
+        return _close(got, expect, np.abs(expect), eps)
+
+    def _direction_change(self, k: int, layer: Any) -> bool:
+        if k not in self.bindings:
+            return False
+        x, y, eps = self._io(k)
+        b = self.bindings[k]
+        shape = self.layout[b.block].shape
+        theta = self.params[self.layout[b.block].slice].reshape(shape)
+        dtheta = (0.1 * (1 + np.abs(theta)) * self.rng.standard_normal(shape)).astype(theta.dtype)
+        D = self._change(x)
+        rows = slice(0, shape[0])
+        with_input = layer.direction_change(x, DenseChange(D[None].copy()), dtheta[None].copy(), rows)
+        alone = layer.direction_change(x, None, dtheta[None].copy(), rows)
+        after = self._perturbed(k, layer, dtheta, x + D)
+        after_alone = self._perturbed(k, layer, dtheta, x)
+        return (_close(with_input.dense(y.shape)[0], after - y, np.abs(after) + np.abs(y), eps)
+                and _close(alone.dense(y.shape)[0], after_alone - y, np.abs(after_alone) + np.abs(y), eps))
+
+
+def out_dense(change: SeriesChange, shape: tuple[int, int]) -> NDArray:
+    """The coefficients of a series change as ``(K, m, n)`` arrays (batch item 0)."""
+    K = change.coeffs.shape[0]
+    if change.cols is not None:
+        out = np.zeros((K,) + shape, dtype=change.coeffs.dtype)
+        out[:, :, int(change.cols[0])] = change.coeffs[:, 0]
+        return out
+    if change.v is not None:
+        return change.coeffs[:, 0][..., None] * change.v[0]
+    return change.coeffs[:, 0]

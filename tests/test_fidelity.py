@@ -1,0 +1,428 @@
+"""A check evaluates the caller's own objects, never passes a wrong gradient it could have seen, raises no
+false alarm on a correct one, and leaves everything as it found it.  One test per way this went wrong."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import (ComplexEvaluationError, Dense, Network, Sigmoid, check_function, check_layer,
+                      check_network)
+from layerkit.fast.changes import DenseChange, SeriesChange
+from layerkit.testing import plant_gradient_error
+
+RNG = np.random.default_rng(0)
+XS, YS = RNG.standard_normal((20, 4)), RNG.integers(0, 3, 20)
+
+
+def _state(net):
+    """Everything a check must leave alone: values of the buffers, and each layer's attributes and bindings
+    by identity."""
+    layers = {id(layer): layer for layer in net.layers}.values()
+    return (net.params.copy(), net.grads.copy(), net.params, net.grads,
+            [(layer, dict(vars(layer)), {k: v for k, v in (layer.params or {}).items()},
+              {k: v for k, v in (layer.grads or {}).items()}) for layer in layers])
+
+
+def _unchanged(net, before):
+    p, g, pbuf, gbuf, layers = before
+    assert net.params is pbuf and net.grads is gbuf
+    assert np.array_equal(net.params, p) and np.array_equal(net.grads, g)
+    for layer, attrs, params, grads in layers:
+        assert vars(layer).keys() == attrs.keys() and all(vars(layer)[k] is v for k, v in attrs.items())
+        assert all((layer.params or {})[k] is v for k, v in params.items())
+        assert all((layer.grads or {})[k] is v for k, v in grads.items())
+
+
+# ---------------------------------------------------------------------- false passes
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+def test_float32_sign_flip_on_a_mid_sized_entry_is_not_passed(engine):
+    net = Network.from_sizes([20, 15, 5], seed=0, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(0, 255, (100, 20)).astype(np.float32), rng.integers(0, 5, 100)
+    g = net.cost_and_gradient(X, y, 0.0)[1][:15 * 21]
+    entry = int(np.argsort(np.abs(g))[len(g) // 2])
+    report = check_network(plant_gradient_error(net, entry, rel=-2.0), X, y, 0.0, engine=engine)
+    assert not report.passed
+    if engine == "auto":  # the engine resolves float32 gradients: the entry itself is named
+        assert report.worst[0].flat_index == entry
+    else:  # the whole-cost loop cannot resolve this gradient in float32, and says so instead of passing
+        assert report.inconclusive and "precision-limited" in report.codes()
+
+
+def test_float32_tolerances_are_within_100x_of_the_estimates_true_error():
+    net = Network.from_sizes([20, 15, 5], seed=0, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(0, 255, (100, 20)).astype(np.float32), rng.integers(0, 5, 100)
+    report = check_network(net, X, y, 0.0)
+    exact = Network.from_sizes([20, 15, 5], seed=0)
+    exact.set_params(net.params.astype(np.float64))
+    g = exact.cost_and_gradient(X.astype(np.float64), y, 0.0)[1]
+    err = np.abs(report.numerical - g)
+    assert report.passed and np.all(err <= report.tolerance)
+    # Entries of saturated units are below float32's resolution relative to the largest entry: their
+    # tolerance is the floor 32 eps max|a|, which the analytic gradient's own rounding reaches there (up to
+    # 1.4 times it at raw inputs).  Everywhere else the tolerance comes from the estimate's error.
+    from layerkit.check.tolerance import floor
+
+    above = report.tolerance > 2 * floor(report.analytical, np.float32)
+    assert above.sum() > 100
+    assert np.median(report.tolerance[above] / err[above]) <= 100
+
+
+class _Elastic(Network):
+    """A subclass with its own cost: an elastic term whose gradient is 34% off."""
+
+    def cost(self, X, y, lambda_=0.0):
+        return super().cost(X, y, lambda_) + 0.5 * float(np.sum(self.params ** 2))
+
+    def cost_and_gradient(self, X, y, lambda_=0.0):
+        J, g = super().cost_and_gradient(X, y, lambda_)
+        return J + 0.5 * float(np.sum(self.params ** 2)), g + 0.66 * self.params
+
+
+def test_a_network_subclass_is_checked_as_itself():
+    net = _Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net.init_random(1)
+    report = check_network(net, XS, YS, 0.5)
+    assert not report.passed and report.evaluator == "cost"
+    assert report.cost == net.cost(XS, YS, 0.5)
+
+
+def test_a_layer_used_twice_is_checked_as_one_tied_layer_and_grads_are_left_alone():
+    d = Dense(3, 3)
+    net = Network([d, Sigmoid(), d, Sigmoid()])
+    net.init_random(0)
+    net.grads[...] = 7.0
+    before = _state(net)
+    X, y = RNG.standard_normal((10, 3)), RNG.integers(0, 3, 10)
+    report = check_network(net, X, y, 0.0)
+    assert not report.passed  # each use overwrites the other's gradient: the tied gradient is wrong
+    _unchanged(net, before)
+
+
+class _TiedDecoder:
+    """Uses another layer's weights, transposed, and forgets their gradient."""
+
+    param_shapes, params, grads = {}, {}, {}
+
+    def __init__(self, other):
+        self.other = other
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        return x @ self.other.Theta[:, 1:]
+
+    def backward(self, dy):
+        return dy @ self.other.Theta[:, 1:].T
+
+
+def test_tied_weights_are_checked_through_the_tie():
+    enc = Dense(4, 3)
+    net = Network([enc, Sigmoid(), _TiedDecoder(enc), Dense(4, 2), Sigmoid()])
+    net.init_random(2)
+    before = _state(net)
+    X, y = RNG.standard_normal((10, 4)), RNG.integers(0, 2, 10)
+    assert not check_network(net, X, y, 0.0).passed
+    _unchanged(net, before)
+
+
+class _DictDense(Dense):
+    """A user layer whose bind updates its own dicts in place."""
+
+    def bind(self, params, grads):
+        self.params.update(params)
+        self.grads.update(grads)
+
+
+def test_a_layer_binding_in_place_stays_bound_to_the_callers_buffer():
+    layer = _DictDense(4, 3)
+    net = Network([layer, Sigmoid()])
+    net.init_random(0)
+    view = layer.params["Theta"]
+    y = RNG.integers(0, 3, 20)
+    net.objective(XS, y, 0.0)(net.params + 0.1)
+    assert layer.params["Theta"] is view and np.shares_memory(view, net.params)
+    before = _state(net)
+    assert check_network(net, XS, y, 0.0).passed
+    _unchanged(net, before)
+    assert layer.params["Theta"] is view
+
+
+def test_a_forward_replaced_on_the_instance_is_what_is_checked():
+    net = Network.from_sizes([4, 5, 3], seed=3)
+    layer = net.layers[2]
+    original = layer.forward
+    layer.forward = lambda x: original(x) * 1.5
+    report = check_network(net, XS, YS, 0.0)
+    assert not report.passed
+    assert any("set on the instance" in n for n in report.notes)
+
+
+class _PickDense(Dense):
+    def penalized(self, name, array):
+        return array[:, [1, 3]]  # a copy (fancy indexing), not a view
+
+
+def test_a_penalized_selection_that_is_a_copy_is_regularized_right():
+    net = Network([_PickDense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net.init_random(4)
+    J0, g0 = net.cost_and_gradient(XS, YS, 0.0)
+    J, g = net.cost_and_gradient(XS, YS, 2.0)
+    T1 = net.layers[0].Theta
+    pen = np.zeros_like(g)
+    pen[:T1.size].reshape(T1.shape)[:, [1, 3]] = 2.0 / 20 * T1[:, [1, 3]]
+    pen[T1.size:] = (2.0 / 20 * np.pad(net.layers[2].Theta[:, 1:], ((0, 0), (1, 0)))).ravel()
+    np.testing.assert_allclose(g - g0, pen, rtol=1e-12, atol=1e-15)
+    assert J - J0 == pytest.approx(1.0 / 20 * (np.sum(T1[:, [1, 3]] ** 2) + np.sum(net.layers[2].Theta[:, 1:] ** 2)))
+    assert check_network(net, XS, YS, 2.0).passed
+
+
+class _ScaledSigmoid(Sigmoid):
+    """A wrong backward, and fast-path rules made wrong the same way: the engine would agree with it."""
+
+    def backward(self, dy):
+        return super().backward(dy) * 1.3
+
+    def propagate(self, x, y, change):
+        return DenseChange(super().propagate(x, y, change).dense(x.shape) * 1.3)
+
+    def series(self, x, y, change):
+        out = super().series(x, y, change)
+        return SeriesChange(out.coeffs * 1.3, out.cols, out.v)
+
+
+def test_a_layers_own_rules_are_confirmed_against_its_forward():
+    net = Network([Dense(4, 5), _ScaledSigmoid(), Dense(5, 3), Sigmoid()])
+    net.init_random(5)
+    report = check_network(net, XS, YS, 0.0)
+    assert not report.passed
+    assert any("rule of layer 1" in n and "does not agree with its forward" in n for n in report.notes)
+
+
+class _HalfPatched(Sigmoid):
+    """forward gained a gain on unit 0; backward and the rules, defined in the same class, were not updated:
+    only unit 0 differs, so a check of one random row would likely miss it."""
+
+    def forward(self, x):
+        y = super().forward(x).copy()
+        y[:, 0] *= 1.5
+        return y
+
+    def propagate(self, x, y, change):
+        return Sigmoid.propagate(self, x, y, change)
+
+    def series(self, x, y, change):
+        return Sigmoid.series(self, x, y, change)
+
+    def series_bound(self, b):
+        return Sigmoid.series_bound(self, b)
+
+
+def test_a_rule_that_differs_from_forward_on_one_unit_only_is_refused():
+    net = Network([Dense(6, 8), _HalfPatched(), Dense(8, 3), Sigmoid()])
+    net.init_random(7)
+    rng = np.random.default_rng(7)
+    X, y = rng.standard_normal((30, 6)), rng.integers(0, 3, 30)
+    for method in ("central", "richardson", "forward"):
+        report = check_network(net, X, y, 0.0, method)
+        assert not report.passed, method
+        assert any("does not agree with its forward" in n for n in report.notes), method
+    assert not check_network(net, X, y, 0.0, mode="directional").passed
+
+
+def test_huge_lambda_cannot_hide_a_bias_error():
+    net = Network.from_sizes([4, 5, 3], seed=6)
+    bias = net.layout["Theta2"].start  # Theta2[0, 0], not penalized
+    report = check_network(plant_gradient_error(net, bias, rel=0.01), XS, YS, 1e6)
+    assert not report.passed and report.worst[0].flat_index == bias
+    assert check_network(net, XS, YS, 1e6).passed
+
+
+def test_astronomical_lambda_reports_finite_numbers():
+    net = Network.from_sizes([4, 5, 3], seed=6)
+    report = check_network(net, XS, YS, 1e300)
+    assert np.isfinite(report.relative_difference) and np.isfinite(report.max_abs_error)
+    assert report.passed == (report.relative_difference < 1e-6)
+
+
+def _softsign_cost(t):
+    """A softsign layer with the classic slip: the derivative 1 / (1 + |z|) instead of its square."""
+    X = np.linspace(-1, 1, 12).reshape(6, 2)
+    z = X @ t.reshape(2, 2)
+    s = z / (1 + np.abs(z))
+    return np.sum(s ** 2), (X.T @ (2 * s / (1 + np.abs(z)))).ravel()
+
+
+def test_complex_step_through_abs_is_not_applicable_and_sweep_falls_back():
+    x0 = np.array([0.3, -0.2, 0.5, 0.1])
+    with pytest.raises(ComplexEvaluationError, match="not applicable"):
+        check_function(_softsign_cost, x0, "complex-step")
+    from layerkit.diagnosis.sweep import sweep_steps
+
+    result = sweep_steps(layerkit.Problem.from_function(_softsign_cost, x0))
+    assert result.reference == "richardson" and not result.step_is_the_problem
+
+
+class _Accumulating(Dense):
+    def backward_params(self, dy):
+        g = self.grads["Theta"]
+        g[:, 0] += dy.sum(axis=0)
+        g[:, 1:] += dy.T @ self._x
+
+
+def test_a_backward_that_accumulates_fails_as_stateful():
+    net = Network([_Accumulating(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    report = check_network(net, XS, YS, 0.0)
+    assert not report.passed and "stateful-gradient" in report.codes()
+    report = check_layer(_Accumulating(4, 3, seed=0), XS[:5])
+    assert not report.passed and "stateful-gradient" in report.codes()
+    assert "accumulates" in [f for f in report.findings if f.code == "stateful-gradient"][0].message
+
+
+def test_the_cli_turns_a_target_that_exits_into_a_usage_error(tmp_path):
+    (tmp_path / "exiter.py").write_text(
+        "import sys, numpy as np, layerkit\n"
+        "calls = [0]\n"
+        "def f(t):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] > 3:\n"
+        "        sys.exit(0)\n"
+        "    return float(t @ t), 2 * t\n"
+        "problem = layerkit.Problem.from_function(f, np.ones(3))\n")
+    out = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", "exiter.py:problem"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == "error: the target called sys.exit(0) during the check"
+
+
+# ---------------------------------------------------------------------- false alarms
+@pytest.mark.parametrize("method", ["forward", "central", "richardson", "complex-step"])
+def test_saturated_networks_raise_no_false_alarm(method):
+    for seed in range(10):
+        net = Network.from_sizes([4, 6, 6, 3], seed=seed)
+        net.set_params(net.params * 50)
+        rng = np.random.default_rng(seed)
+        X, y = rng.standard_normal((40, 4)), rng.integers(0, 3, 40)
+        for engine in ("auto", "generic"):
+            assert check_network(net, X, y, 0.0, method, engine=engine, diagnose=False).passed, (seed, engine)
+        if method != "complex-step":
+            assert check_network(net, X, y, 0.0, method, mode="directional", diagnose=False).passed, seed
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_float32_with_a_feature_near_a_million(mode):
+    net = Network.from_sizes([5, 4, 3], seed=0, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 5)).astype(np.float32)
+    X[:, 2] = 1e6 + rng.standard_normal(30)
+    report = check_network(net, X, rng.integers(0, 3, 30), 0.0, mode=mode)
+    assert report.passed
+    assert not np.isnan(report.numerical[report.measured if report.measured is not None else slice(None)]).any()
+
+
+class _CancellingTanh:
+    """A correct layer whose propagate rule differences two outputs: it cancels."""
+
+    param_shapes, params, grads = {}, {}, {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y ** 2)
+
+    def propagate(self, x, y, change):
+        d = change.dense(x.shape)
+        return DenseChange(np.tanh(x + d) - np.tanh(x))
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_a_correct_rule_that_cancels_raises_no_alarm_in_directional_mode(lam):
+    net = Network([Dense(6, 8), _CancellingTanh(), Dense(8, 3), Sigmoid()])
+    net.init_random(0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((50, 6)), rng.integers(0, 3, 50)
+    assert check_network(net, X, y, lam, mode="directional").passed
+    assert check_network(net, X, y, lam).passed
+
+
+def _logistic_problem():
+    """The classic regularized logistic regression on ex2data2-like data (degree-6 features of points within
+    radius 1.2), at theta = ones: z reaches 14, where log(1 - sigmoid(z)) cancels."""
+    rng = np.random.default_rng(1)
+    m = 118
+    angle, radius = rng.uniform(0, 2 * np.pi, m), 1.2 * np.sqrt(rng.uniform(0, 1, m))
+    u, v = radius * np.cos(angle), radius * np.sin(angle)
+    X = np.stack([u ** (i - j) * v ** j for i in range(7) for j in range(i + 1)], axis=1)
+    y = (u ** 2 + v ** 2 < 0.5).astype(float)
+
+    def cost(t, lam=10.0):
+        h = 1 / (1 + np.exp(-X @ t))
+        J = -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m + lam / (2 * m) * np.sum(t[1:] ** 2)
+        g = X.T @ (h - y) / m
+        g[1:] += lam / m * t[1:]
+        return J, g
+
+    return cost, np.ones(X.shape[1])
+
+
+@pytest.mark.parametrize("method", ["forward", "central", "richardson"])
+def test_a_noisy_but_correct_cost_is_not_failed_and_the_cancellation_is_named(method):
+    cost, theta = _logistic_problem()
+    report = check_function(cost, theta, method, lambda_=10.0, m=118)
+    assert report.passed
+    f = [f for f in report.findings if f.code == "precision-limited"][0]
+    assert "cancellation" in f.message and "logaddexp" in f.message
+    assert report.noise.excess > 100
+
+
+# ---------------------------------------------------------------------- nothing is lost
+class _Interrupting(Sigmoid):
+    def __init__(self, after):
+        super().__init__()
+        self.calls, self.after = 0, after
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("after", [0, 1, 3, 40])
+def test_an_interrupt_inside_the_network_leaves_it_exactly_as_it_was(after):
+    stop = _Interrupting(after)
+    net = Network([Dense(4, 5), stop, Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    net.grads[...] = 3.0
+    before = _state(net)
+    stop.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        check_network(net, XS, YS, 1.0, engine="generic")
+    stop.calls = 0  # the one attribute the interrupting layer changes on purpose
+    _unchanged(net, before)
+
+
+def test_a_function_that_writes_into_its_argument_cannot_change_x0_or_the_estimate():
+    calls = []
+
+    def vandal(t):
+        calls.append(1)
+        J, g = float(t @ t), 2 * t
+        t *= 10  # the caller's array, if it were handed over
+        return J, g
+
+    x0 = np.linspace(-1, 1, 5)
+    keep = x0.copy()
+    report = check_function(vandal, x0)
+    assert report.passed and np.array_equal(x0, keep) and len(calls) > 10
