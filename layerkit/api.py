@@ -210,7 +210,7 @@ class _Check:
         self.t0 = time.perf_counter()
         self.notes: list[str] = []
         self.findings: list[Finding] = []
-        self.real_evals = 0
+        self.evals: dict[str, int] = {}  # evaluations of the subject's cost, by purpose
         self.noise: Noise | None = None
         self.probe: Any = None
         self.evaluator = "cost"
@@ -219,13 +219,21 @@ class _Check:
         self.analytic_resolution = 0.0
 
     # ------------------------------------------------------------------ shared steps
+    def count(self, purpose: str, n: int) -> None:
+        self.evals[purpose] = self.evals.get(purpose, 0) + int(n)
+
     def analytic(self) -> None:
-        """The gradient twice: fresh buffers, then reused ones (module docstring, step 1)."""
+        """The gradient twice: fresh buffers, then reused ones (module docstring, step 1).  A network of
+        layerkit's own layers is stateless by construction; it is evaluated once."""
         s = self.subject
         self.f0, self.a = s.evaluate(fresh=True)
+        if getattr(s, "known_stateless", False):
+            self.f1 = float(np.real(self.f0))
+            self.count("analytic", 1)
+            return
         f1, a1 = s.evaluate(fresh=False)
         self.f1 = float(np.real(f1))
-        self.real_evals += 2
+        self.count("analytic", 2)
         f0 = float(np.real(self.f0))
         if abs(self.f1 - f0) > 4 * machine_eps(s.x0.dtype) * abs(f0):
             self.findings.append(Finding(
@@ -258,7 +266,7 @@ class _Check:
                 scale = scale / axis
             self.noise = measure_noise(self.subject.value, self.subject.x0, float(np.real(self.f0)), scale=scale,
                                        seed=self.seed, f_again=self.f1)
-            self.real_evals += self.noise.n_evals
+            self.count("noise", self.noise.n_evals)
             if not self.noise.deterministic and "nondeterministic-cost" not in [f.code for f in self.findings]:
                 self.findings.append(Finding(
                     "nondeterministic-cost", (),
@@ -301,7 +309,7 @@ class _Check:
         """Whether every prediction agreed with the real cost within the noise; the noise is measured along
         the direction of a disagreement before concluding that they do not agree (a float32 cost can be flat
         along one unit's weights and smooth elsewhere).  A note says why the engine was not used."""
-        self.real_evals += len(checks)
+        self.count("verify", len(checks))
         if all(c.agrees for c in checks):
             return True
         settled = []
@@ -309,7 +317,7 @@ class _Check:
             if not c.agrees and c.direction is not None:
                 noise = measure_noise(self.subject.value, self.subject.x0, float(np.real(self.f0)),
                                       direction=c.direction, f_again=self.f1)
-                self.real_evals += noise.n_evals
+                self.count("verify", noise.n_evals)
                 c = attrs.evolve(c, threshold=max(c.threshold, AGREEMENT * 2 * noise.level))
             settled.append(c)
         bad = [c for c in settled if not c.agrees]
@@ -363,7 +371,7 @@ class _Check:
             try:
                 evals, self.analytic_resolution = confirm_analytic(self.subject.value, self.subject.x0,
                                                                    noise.level, noise.excess, self.seed)
-                self.real_evals += evals
+                self.count("analyticity", evals)
             except np.exceptions.ComplexWarning as exc:
                 raise ComplexEvaluationError(
                     f"the target cannot be evaluated at complex parameters: it discards the imaginary part "
@@ -404,7 +412,7 @@ class _Check:
             self.notes.extend(probe.notes)
         h0 = strategy.base_step(s.x0.dtype, getattr(probe, "noise_excess", 1.0)) if strategy.step == "auto" \
             else float(strategy.step)
-        n_evals = probe.n_evals + self.real_evals
+        n_evals = probe.n_evals + sum(self.evals.values())
         report = Report.build(
             method=strategy.name, step=h0, step_rule="auto" if strategy.step == "auto" else "fixed",
             dtype=s.x0.dtype, numerical=values, analytical=self.a, rtol=rtol, atol=atol, layout=s.layout,
@@ -528,7 +536,7 @@ class _Check:
         self.analytic()
         probe = self.direction_probe()
         report = run_directional(self.subject, self.strategy, probe, self.f0, self.a, n_directions=n_directions,
-                                 seed=self.seed, top=self.top, t0=self.t0, extra_evals=self.real_evals,
+                                 seed=self.seed, top=self.top, t0=self.t0, evaluations=self.evals,
                                  noise=self.noise or self.assumed_noise(), evaluator=self.evaluator)
         return self.finish(report)
 

@@ -221,7 +221,7 @@ class _AlongDirections:
 
 class _Directional:
     def __init__(self, subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, n_directions: int,
-                 seed: int) -> None:
+                 seed: int, evaluations: dict[str, int] | None = None) -> None:
         self.subject, self.strategy, self.probe = subject, strategy, probe
         self.n_directions = n_directions
         self.rng = np.random.default_rng(seed)
@@ -229,7 +229,7 @@ class _Directional:
         self.x = subject.x0
         self.layout = subject.layout
         self.eps = machine_eps(self.x.dtype)
-        self.evals: dict[str, int] = {"analytic": 2}
+        self.evals: dict[str, int] = dict(evaluations or {"analytic": 1})
         self.tiny_steps = bool(getattr(probe, "exact", False))
         if self.tiny_steps:
             probe.noise_floor = calibrate(probe, self.x, seed)
@@ -376,12 +376,13 @@ class _Directional:
 
 def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, *,
                     n_directions: int = DEFAULT_DIRECTIONS, seed: int = 0, top: int = 5, t0: float | None = None,
-                    extra_evals: int = 0, noise: Noise | None = None, evaluator: str = "cost") -> Report:
+                    evaluations: dict[str, int] | None = None, noise: Noise | None = None,
+                    evaluator: str = "cost") -> Report:
     """The directional check of ``subject`` with evaluator ``probe`` (module docstring); the analytic gradient
-    ``a`` and cost ``f0`` at ``x0`` are already known.  Returns a Report whose ``directional`` field holds the
+    ``a`` and cost ``f0`` at ``x0`` are already known, and ``evaluations`` (by purpose) were spent on them.  Returns a Report whose ``directional`` field holds the
     evidence and whose ``measured`` mask marks the localized entries."""
     t0 = time.perf_counter() if t0 is None else t0
-    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed)
+    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed, evaluations)
     first, block_tests, leaves, spread, taylor, passed = run.run()
     x, layout = run.x, run.layout
     P = x.size
@@ -404,12 +405,12 @@ def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray
         n_directions=len(first), tests=tuple(t.record(x) for t in first),
         block_tests={name: tuple(t.record(x) for t in tests) for name, tests in block_tests.items()},
         localized=tuple(layout.label(t.direction.lo) for t in leaves), spread_blocks=tuple(spread),
-        evaluations={**run.evals, **({"verify": extra_evals - 2} if extra_evals > 2 else {})}, taylor=taylor)
+        evaluations=dict(run.evals), taylor=taylor)
     h0 = float(np.median([t.step for t in first]))
     report = Report.build(
         method=strategy.name, step=h0, step_rule="auto" if strategy.step == "auto" else "fixed", dtype=x.dtype,
         numerical=numerical, analytical=a, rtol=0.0, atol=tolerance, layout=layout, x=x, cost=f0,
-        n_evals=sum(run.evals.values()) + max(extra_evals - 2, 0), seconds=time.perf_counter() - t0, top=top,
+        n_evals=sum(run.evals.values()), seconds=time.perf_counter() - t0, top=top,
         measured=measured, blocks=tuple(blocks), passed=passed, subject=subject.kind, lambda_=subject.lambda_,
         m=subject.m, mode="directional", evaluator=evaluator, noise=noise, directional=evidence)
     # the summary numbers of a directional check are those of its whole-vector directions

@@ -189,15 +189,37 @@ class NetworkSubject(Subject):
             self._acts = record
         return self._checked_cost(cost, "at x0"), _gradient(self._last_grad, self.layout.size, "at x0")
 
-    @property
-    def known_analytic(self) -> bool:
-        """Whether the cost is known to be analytic in the parameters: a plain Network (no evaluation member
-        redefined) of layerkit's own Dense and Sigmoid layers, none patched on the instance."""
+    def _builtin(self, *members: str) -> bool:
+        """Whether the network is a plain Network (no evaluation member redefined) whose layers all take
+        ``members`` from layerkit's own Dense or Sigmoid, none of them set on the instance."""
         from ..nn.layers import Dense, Sigmoid
         from ..nn.network import evaluation_overrides
 
-        return not evaluation_overrides(self.network) and all(
-            type(layer) in (Dense, Sigmoid) and "forward" not in vars(layer) for layer in self.network.layers)
+        if evaluation_overrides(self.network):
+            return False
+        for layer in self.network.layers:
+            for name in members:
+                if name in vars(layer) or not any(getattr(type(layer), name, None) is getattr(base, name, None)
+                                                   for base in (Dense, Sigmoid)):
+                    return False
+        return True
+
+    @property
+    def known_analytic(self) -> bool:
+        """Whether the cost is known to be analytic in the parameters: every layer's forward is layerkit's own
+        (Dense or Sigmoid) and the network's cost is Network's."""
+        return self._builtin("forward")
+
+    @property
+    def known_stateless(self) -> bool:
+        """Whether the gradient is known to be a function of the parameters alone: every layer's forward,
+        backward and backward_params are layerkit's own and the network's cost is Network's."""
+        from ..nn.layers import Dense
+
+        return self._builtin("forward", "backward") and all(
+            "backward_params" not in vars(layer)
+            and getattr(type(layer), "backward_params", Dense.backward_params) is Dense.backward_params
+            for layer in self.network.layers)
 
     def activations(self) -> list[NDArray]:
         """The input and every layer's output up to the logits at ``x0`` (inside a session), as the first

@@ -64,4 +64,4 @@ def directional_tolerance(numerical: float, analytical: float, noise: float, tru
     eps = machine_eps(dtype)
     rtol = max(ANALYTIC_ROUNDING * eps, relative)
     return rtol * max(abs(numerical), abs(analytical)) + SAFETY * (noise + truncation) \
-        + ANALYTIC_ROUNDING * eps * abs(analytical)
+        + max(ANALYTIC_ROUNDING * eps * abs(analytical), float(np.sqrt(np.finfo(np.dtype(dtype)).tiny)))

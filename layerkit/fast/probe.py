@@ -93,7 +93,9 @@ class LossTerms:
         self.Sc = Sc = sigmoid(-Z)
         v = self.S * Sc
         # derivatives of l at Z, from l' = s - y: s (1 - s), s (1 - s)(1 - 2 s), s (1 - s)(1 - 6 s (1 - s))
-        self.L = (self.S - Y, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
+        # l' = s - y formed as (1 - y) s - y sigmoid(-z): s - y would be exactly 0 for a confident right
+        # prediction (s rounds to 1), where the true slope is e^-z
+        self.L = ((1 - Y) * self.S - Y * Sc, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
         self.absL1 = float(np.sum(np.abs(self.L[0])))
         # sum_ik l(z_ik) >= sum_ik softplus(-|z|): the summed cost, whose rounding is ~ eps times it
         self.cost_sum = float(np.sum(np.logaddexp(0, -np.abs(Z))))
@@ -117,9 +119,11 @@ class LossTerms:
         return 0
 
     def budget(self) -> float:
-        """Largest truncation error allowed in one cost change: ``0.1 eps max(sum l, 1)``, ten times below
-        the rounding of the summed cost that a re-evaluation of the whole cost would carry."""
-        return 1e-1 * self.eps * max(self.cost_sum, 1.0)
+        """Largest truncation error allowed in one cost change: ``0.1 eps sum l``, ten times below the rounding
+        of the summed cost that a re-evaluation of the whole cost would carry.  Relative to the cost, however
+        small: a network that fits its data to 1e-45 has cost changes of that size, which an absolute budget
+        would let a truncated series get wrong."""
+        return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
 
     def series(self, change: SeriesChange) -> NDArray:
         """Per-example Taylor coefficients ``(K, B, m)`` of the summed loss change for a series change of
