@@ -41,7 +41,7 @@ from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_direc
 from .check.methods import ComplexStep, Estimate, Step, get_method, machine_eps
 from .check.noise import Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
-from .check.refine import refine
+from .check.refine import confirms, refine
 from .check.report import Finding, Report
 from .check.subjects import LayerSubject, NetworkSubject, Subject, function_subject
 from .check.tolerance import SAFETY, floor, tolerances
@@ -393,6 +393,7 @@ class _Check:
                 probe = self.cost_probe()
         self.probe = probe
         est = strategy.estimate(probe)
+        self._steps = np.asarray(est.step, dtype=np.float64)
         if est.noise is None and hasattr(strategy, "tolerances"):  # a user strategy with its own model
             scale = float(np.max(np.abs(self.a[np.isfinite(self.a)]), initial=0.0))
             rtol, atol = strategy.tolerances(s.x0.dtype, float(np.real(self.f0)), scale, est.step)
@@ -491,6 +492,17 @@ class _Check:
         else:  # at most about twice the first pass: 16 evaluations per entry
             budget = max(16, int(2 * probe.n_evals) // 16)
         chosen = failing[np.argsort(badness[failing], kind="stable")][:budget]
+        with np.errstate(invalid="ignore"):
+            first = rtol * np.maximum(np.abs(values[chosen]), np.abs(self.a[chosen])) + atol[chosen]
+        steps = np.asarray(getattr(self, "_steps", np.zeros(values.size)))[chosen]
+        if np.all(steps > 0):  # a first estimate confirmed at a quarter of its step stands as it is
+            confirmed = confirms(probe.subset(chosen), values[chosen], steps, first)
+            chosen = chosen[~confirmed]
+            if not chosen.size:
+                self.notes.append(f"{failing.size} failing entr{'y was' if failing.size == 1 else 'ies were'} "
+                                  "measured again at a quarter of the step: the same values (the step is not "
+                                  "the cause)")
+                return None
         est = refine(probe.subset(chosen))
         m_rtol, m_atol = tolerances(est, self.a[chosen], self.subject.x0.dtype, scale=self.a)
         rounding = self.analytic_rounding(probe)
@@ -519,7 +531,7 @@ class _Check:
         self.notes.append(
             f"{chosen.size} entr{'y' if chosen.size == 1 else 'ies'} failed at the first step and "
             f"{'was' if chosen.size == 1 else 'were'} measured again over a ladder of steps: {n_ok} agree "
-            "with the analytic gradient there (the first step's estimate was off)"
+            "with the analytic gradient there (the first step's estimate was off at those)"
             + ("" if failing.size == chosen.size else
                f"; {failing.size - chosen.size} more failing entries were not measured again (budget)"))
         return mask

@@ -49,7 +49,7 @@ from ..fast.directions import Direction
 from .methods import machine_eps
 from .noise import Noise, noise_from_table
 from .probes import as_scalar_cost
-from .refine import refine
+from .refine import confirms, refine
 from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
 from .tolerance import directional_tolerance
 
@@ -292,6 +292,14 @@ class _Directional:
         # only when they fail by little
         always = stage != "localize"
         again = [k for k, t in enumerate(tests) if not t.passed and (always or t.error < SECOND_LOOK * t.tolerance)]
+        if not again:
+            return tests
+        line = _AlongDirections(self.probe, [tests[k].direction for k in again],
+                                np.array([self.length(tests[k].direction) for k in again]), self.x.dtype)
+        confirmed = confirms(line, [tests[k].numerical for k in again], [tests[k].step for k in again],
+                             [tests[k].tolerance for k in again])
+        self.evals[stage] = self.evals.get(stage, 0) + 2 * len(again)
+        again = [k for k, c in zip(again, confirmed) if not c]  # the others: the step is not the cause
         if not again:
             return tests
         dirs = [tests[k].direction for k in again]

@@ -18,6 +18,11 @@ accurate one;
 
 and each plus its noise, the probe's bound on the cost differences divided by the step.  16 evaluations per
 entry; the tolerance is then built as for any estimate (:mod:`layerkit.check.tolerance`).
+
+:func:`confirms` is the cheap test that comes first: a central difference at a quarter of the step (2
+evaluations).  Where it agrees with the first estimate to a quarter of its tolerance, that estimate stands
+and the ladder is not needed: a wrong gradient, which fails by far more than any step explains, costs only
+those 2.
 """
 
 from __future__ import annotations
@@ -32,6 +37,21 @@ from .methods import Estimate, auto_steps, machine_eps
 #: Steps in the ladder, and the ratio between consecutive ones.
 LADDER = 8
 RATIO = 4.0
+
+
+def confirms(probe: Any, values: Any, step: Any, tolerance: Any) -> Any:
+    """Which first estimates ``values`` (differences at steps ``step``, failing with tolerances
+    ``tolerance``) a central difference at ``step / 4`` confirms: within a quarter of the tolerance, so that
+    the first estimate's error is clearly below its tolerance and its failure is the gradient's.  2
+    evaluations per entry; the others get the ladder (the first estimate may have been off: a model that
+    misjudged the truncation or the noise)."""
+    h = probe.snap((np.asarray(step) / 4).astype(probe.real_dtype))
+    hm = probe.snap((-np.asarray(step) / 4).astype(probe.real_dtype))
+    usable = (h != 0) & (hm != 0)
+    d = probe.delta(np.stack([np.where(usable, h, 0), np.where(usable, hm, 0)]).astype(probe.dtype))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        small = (d[0] - d[1]) / (h.astype(np.float64) - hm.astype(np.float64))
+        return usable & (np.abs(small - np.asarray(values, dtype=np.float64)) <= np.asarray(tolerance) / 4)
 
 
 def refine(probe: Any) -> Estimate:

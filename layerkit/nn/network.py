@@ -95,7 +95,9 @@ def _penalized_entries(layer: Any, param: str, shape: tuple[int, ...], who: str)
     if sel.dtype != np.int64 or np.any((sel < 0) | (sel >= size)):
         raise InputError(f"{who}.penalized({param!r}, array)", "a selection of the array's entries (a view such as "
                          "array[:, 1:] or an indexed copy such as array[:, [1, 3]])", describe(sel))
-    flat = np.unique(sel.ravel())
+    chosen = np.zeros(size, dtype=bool)
+    chosen[sel.ravel()] = True
+    flat = np.flatnonzero(chosen)
     if flat.size != sel.size:
         raise InputError(f"{who}.penalized({param!r}, array)", "each entry selected at most once",
                          f"{sel.size - flat.size} entries selected twice")
