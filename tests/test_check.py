@@ -245,3 +245,24 @@ def test_raw_inputs_raise_no_false_alarm_and_bugs_are_still_caught(method, engin
     bad = plant_gradient_error(net, entry, {"forward": 1e-2, "central": 1e-4, "richardson": 1e-5}[method])
     report = check_network(bad, X, y, 1.0, method, engine=engine)
     assert not report.passed and report.worst[0].flat_index == entry
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"executor": object()}, "executor"),
+    ({"lambda_": -1.0}, "lambda_"), ({"lambda_": float("nan")}, "lambda_"), ({"step": 1e308}, "step"),
+])
+def test_bad_arguments_name_themselves(kwargs, argument):
+    with pytest.raises(InputError) as err:
+        check_function(lambda t: (float(t @ t), 2 * t), np.ones(3), **kwargs)
+    assert err.value.argument == argument
+
+
+def test_bad_network_arguments_name_themselves(debug_problem):
+    net, X, y = debug_problem
+    for kwargs, argument in (({"seed": "zero"}, "seed"), ({"engine": "fast"}, "engine"), ({"mode": "quick"}, "mode")):
+        with pytest.raises(InputError) as err:
+            check_network(net, X, y, 0.0, **kwargs)
+        assert err.value.argument == argument
+    with pytest.raises(InputError) as err:
+        check_network(net, X, y, -3.0)
+    assert err.value.argument == "lambda_"

@@ -236,3 +236,102 @@ def test_installed_console_script_runs():
     assert "check" in proc.stdout and "sweep" in proc.stdout  # plain `layerkit` shows the help
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("layerkit ")
+
+
+# ---------------------------------------------------------------------- a target that misbehaves
+def _run_cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "layerkit.cli.app", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("sys.exit(3)", "error: the target called sys.exit(3) during the check"),
+    ("raise KeyboardInterrupt", "error: the check was interrupted (KeyboardInterrupt) while the target ran"),
+])
+def test_a_target_that_exits_or_is_interrupted_exits_2_with_one_line(tmp_path, how, message):
+    (tmp_path / "quitter.py").write_text(textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import layerkit
+        calls = [0]
+        def cost(t):
+            calls[0] += 1
+            if calls[0] > 3:
+                {how}
+            return float(t @ t), 2 * t
+        problem = layerkit.Problem.from_function(cost, np.ones(3))
+    """))
+    proc = _run_cli(tmp_path, "check", "quitter.py:problem", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == message
+
+
+def test_what_the_target_prints_goes_to_stderr_and_json_stays_clean(tmp_path):
+    (tmp_path / "chatty.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import layerkit
+        print("loading my cost")
+        def cost(t):
+            print("evaluating", t[0])
+            return float(t @ t), 2 * t
+        problem = layerkit.Problem.from_function(cost, np.ones(3))
+    """))
+    proc = _run_cli(tmp_path, "check", "chatty.py:problem", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["passed"] is True
+    assert "loading my cost" in proc.stderr and "evaluating" in proc.stderr
+
+
+def test_a_file_target_is_a_real_module_for_dataclasses_and_process_pools(tmp_path):
+    (tmp_path / "poolcost.py").write_text(textwrap.dedent("""
+        from concurrent.futures import ProcessPoolExecutor
+        from dataclasses import dataclass
+        import numpy as np
+        import layerkit
+
+        @dataclass
+        class Quadratic:
+            scale: float = 2.0
+
+            def __call__(self, t):
+                return float(self.scale * t @ t), 2 * self.scale * t
+
+        def problem():
+            return layerkit.Problem.from_function(Quadratic(), np.linspace(-1, 1, 4))
+
+        def checked():
+            with ProcessPoolExecutor(2) as pool:
+                return layerkit.check_function(Quadratic(), np.linspace(-1, 1, 4), executor=pool).passed
+    """))
+    proc = _run_cli(tmp_path, "check", "poolcost.py:problem", "-q")
+    assert proc.returncode == 0, proc.stderr
+    from layerkit.loader import load_problem
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        problem = load_problem(str(tmp_path / "poolcost.py") + ":problem")
+        assert sys.modules[type(problem.fun).__module__].checked() is True  # pickled by module name
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_a_module_target_is_found_in_the_current_directory(tmp_path):
+    (tmp_path / "mycost.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import layerkit
+        problem = layerkit.Problem.from_function(lambda t: (float(t @ t), 2 * t), np.ones(3))
+    """))
+    env = dict(os.environ, PYTHONPATH="")
+    proc = subprocess.run([shutil.which("layerkit") or sys.executable, *(() if shutil.which("layerkit") else
+                           ("-m", "layerkit.cli.app")), "check", "mycost:problem", "-q"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("PASSED")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["check", "--step", "1e308"], "step: expected a step that keeps every perturbed parameter finite"),
+])
+def test_an_overflowing_step_is_an_argument_error(args, fragment):
+    result = invoke(*args)
+    assert result.exit_code == 2 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
