@@ -26,7 +26,6 @@ import numpy as np
 
 import layerkit
 from layerkit import Network, check_function, check_network
-from layerkit.check.subjects import network_target
 from layerkit.testing import plant_gradient_error
 
 ROWS: list[dict] = []
@@ -118,10 +117,10 @@ def torch_cost(sizes, X, y, lam):
 def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_subset=None, repeat=1):
     net, X, y = problem(sizes, m)
     P = net.size
-    target = network_target(net, X, y, lam)
+    objective = net.objective(X, y, lam)  # theta -> (cost, grad), on the network itself, restored after
     exact = net.cost_and_gradient(X, y, lam)[1]
     theta = net.params.copy()
-    cost = target.cost
+    cost = objective.cost
     print(f"\n## {name}: {'-'.join(map(str, sizes))}, m = {m}, P = {P}", flush=True)
 
     for method in ("central", "richardson", "forward"):
@@ -157,7 +156,7 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
     num, t, peak = measure(lambda: so.approx_fprime(theta[idx], f_sub, 1.4901161193847656e-08))
     add(name, "scipy approx_fprime (forward)", t * scale, rel(num, exact[idx]), peak, note)
     if len(idx) == P:
-        val, t, peak = measure(lambda: so.check_grad(lambda z: cost(z), lambda z: target.fun(z)[1], theta))
+        val, t, peak = measure(lambda: so.check_grad(lambda z: cost(z), lambda z: objective(z)[1], theta))
         add(name, "scipy check_grad", t, val / np.linalg.norm(exact), peak)
 
     try:
@@ -210,8 +209,7 @@ def bench_full_big(name, sizes, m, subset=50):
         add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
         print(f"  layerkit {method} on {name}: {t:.3f} s", flush=True)
     idx = np.sort(np.random.default_rng(1).choice(net.size, subset, replace=False))
-    target = network_target(net, X, y, 1.0)
-    num, t, peak = measure(lambda: naive_loop(target.cost, net.params.copy(), idx))
+    num, t, peak = measure(lambda: naive_loop(net.objective(X, y, 1.0).cost, net.params.copy(), idx))
     add(name, "naive loop (course style, h=1e-4)", t * net.size / subset, rel(num, exact[idx]), peak,
         f"scaled from {subset} coords")
 
@@ -235,28 +233,68 @@ def bench_exactness(name, sizes, m, n=300):
     (a) At the course's step h = 1e-4, against the course's computeNumericalGradient loop.
     (b) At the automatic steps, against layerkit's own re-evaluation loop (engine="generic").
     Both loops subtract two whole costs, so their own roundoff (~ eps |J| / h per entry) bounds how closely
-    anything can agree with them; the accuracy of each side against the exact gradient is shown too.
+    anything can agree with them; the accuracy of each side against the exact gradient is shown too, and
+    whether the engine's check and the whole-cost check (each with its own error model) give the same verdict.
     """
     from layerkit.check.methods import Central
     from layerkit.check.probes import CoordinateProbe
 
     net, X, y = problem(sizes, m)
-    target = network_target(net, X, y, 1.0)
+    cost, x0 = net.objective(X, y, 1.0).cost, net.params.copy()
     exact = net.cost_and_gradient(X, y, 1.0)[1]
     idx = np.sort(np.random.default_rng(2).choice(net.size, min(n, net.size), replace=False))
     for label, step in (("h = 1e-4 vs course loop", 1e-4), ("auto steps vs generic loop", None)):
         fast = check_network(net, X, y, 1.0, "central", step=step, diagnose=False)
         if step is None:
-            probe = CoordinateProbe(target.cost, target.x0, target.cost(target.x0), axes=idx)
+            probe = CoordinateProbe(cost, x0, cost(x0), axes=idx)
             loop = Central().estimate(probe).values
         else:
-            loop = naive_loop(target.cost, target.x0, idx, e=step)
+            loop = naive_loop(cost, x0, idx, e=step)
         d = rel(fast.numerical[idx], loop)
-        same = bool(np.all(np.abs(loop - exact[idx]) <= fast.tolerance[idx])) == fast.passed
+        generic = check_network(net, X, y, 1.0, "central", step=step, engine="generic", diagnose=False)
+        same = generic.passed == fast.passed  # each judged with its own error model
         add(name, f"exactness: structured, {label}", float("nan"), d, float("nan"),
             f"over {len(idx)} coords; loop vs exact {rel(loop, exact[idx]):.1e}, structured vs exact "
             f"{rel(fast.numerical[idx], exact[idx]):.1e}; same verdict={same}")
         print(f"  exactness on {name} ({label}): {d:.1e}", flush=True)
+
+
+def bench_trust(name, sizes, m):
+    """What trust costs, in the same run: the engine's confirmations (each layer rule against its forward,
+    the engine against the network's own cost) switched off and on; and the doctor on a failing check
+    against the same check passing (a wrong entry planted at a relative 1e-3)."""
+    import layerkit.api as api
+    import layerkit.fast.confirm as confirm
+    from layerkit.nn.layers import provides
+
+    net, X, y = problem(sizes, m)
+    on, t_on, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 9)
+    saved = api._Check.verified, confirm.Rules.ok
+    api._Check.verified = lambda self, checks, probe, what: True
+    confirm.Rules.ok = lambda self, k, rule: provides(self.layers[k] if 0 <= k < len(self.layers) else None,
+                                                      *confirm.MEMBERS[rule])
+    try:
+        off, t_off, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 9)
+    finally:
+        api._Check.verified, confirm.Rules.ok = saved
+    add(name, "layerkit central, engine confirmations off", t_off, float("nan"), float("nan"), "the baseline of the next row")
+    add(name, "layerkit central, engine confirmations on", t_on, float("nan"), float("nan"),
+        f"overhead {100 * (t_on / t_off - 1):+.0f}%; same values={np.array_equal(on.numerical, off.numerical)}")
+    g = net.cost_and_gradient(X, y, 1.0)[1][: net.blocks[0].size]
+    bad = plant_gradient_error(net, int(np.argsort(np.abs(g))[len(g) // 2]), 1e-3)
+    ok, t_pass, _ = measure(lambda: check_network(net, X, y, 1.0), 5)
+    fail, t_fail, _ = measure(lambda: check_network(bad, X, y, 1.0), 5)
+    add(name, "layerkit central with the doctor, passing", t_pass, float("nan"), float("nan"), f"passed={ok.passed}")
+    add(name, "layerkit central with the doctor, failing", t_fail, float("nan"), float("nan"),
+        f"{t_fail / t_pass:.2f}x the passing check; findings {','.join(fail.codes())}")
+
+
+def bench_failing_directional(name, sizes, m):
+    net, X, y = problem(sizes, m)
+    bad = plant_gradient_error(net, 123456 % net.size, 1e-3)
+    rep, t, _ = measure(lambda: check_network(bad, X, y, 1.0, mode="directional"), 1)
+    add(name, "layerkit directional with the doctor, failing", t, float("nan"), float("nan"),
+        f"found={[e.flat_index for e in rep.worst][:1] == [123456 % net.size]}; findings {','.join(rep.codes())}")
 
 
 def slow_rosen(x):
@@ -313,6 +351,12 @@ def targets():
         print(f"  localization ({net}): {t(net, 'layerkit localize'):.3f} s")
     print(f"  1000-1000-10 full central: {t('big', 'layerkit central'):.2f} s, "
           f"{t('big', 'naive') / t('big', 'layerkit central'):.0f}x the naive loop")
+    on, off = t("course", "layerkit central, engine confirmations on"), t("course", "layerkit central, engine confirmations off")
+    print(f"  400-25-10 engine confirmations: {100 * (on / off - 1):+.0f}% (target <= +20%)")
+    fail, ok = t("course", "layerkit central with the doctor, failing"), t("course", "layerkit central with the doctor, passing")
+    print(f"  400-25-10 failing / passing check with the doctor: {fail / ok:.2f}x (target <= 3x)")
+    print(f"  1000-1000-10 failing directional check with the doctor: "
+          f"{t('big', 'layerkit directional with the doctor'):.2f} s (target < 10 s)")
 
 
 def main():
@@ -337,11 +381,13 @@ def main():
     if not args.quick:
         bench_network("course", [400, 25, 10], 5000, subset=300, torch_subset=300, repeat=3)
         bench_localization("course", [400, 25, 10], 5000)
+        bench_trust("course", [400, 25, 10], 5000)
         bench_exactness("course", [400, 25, 10], 5000)
         bench_network("deep", [400, 100, 50, 10], 2000, subset=200, torch_subset=200, ndt_subset=20)
         bench_exactness("deep", [400, 100, 50, 10], 2000, n=200)
         bench_full_big("big", [1000, 1000, 10], 256)
         bench_localization("big", [1000, 1000, 10], 256)
+        bench_failing_directional("big", [1000, 1000, 10], 256)
     bench_executor()
     print_table()
     if not args.quick:

@@ -2,10 +2,15 @@
 
 The public API::
 
-    Network, Dense, Sigmoid, Layer                 layers and networks
+    Network, Dense, Sigmoid, Layer, Binding        layers and networks
     check_network, check_function, check_layer     gradient checks -> Report
     Forward, Central, Richardson, ComplexStep      strategies (register_method, get_method for more)
-    Report, Finding, Problem                       results and problems
+    Report, Finding, Problem, Noise                results, the measured noise of a cost, and problems
+
+The package is organised in wings, each importing only those below it: ``nn`` (layers, losses, the network
+and its layout), ``fast`` (the network engine and the confirmation of its rules), ``check`` (subjects,
+strategies, noise, tolerances, reports, directional checks), ``diagnosis`` (the doctor and the step sweep),
+and ``api`` (the orchestrator).  Everything public is importable from ``layerkit`` itself.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -18,7 +23,8 @@ from .nn.layers import Dense, Layer, Sigmoid
 from .nn.layout import Block, ParameterLayout
 from .check.methods import (Central, ComplexStep, Estimate, FiniteDifference, Forward, Method, Richardson, get_method,
                       method_names, register_method)
-from .nn.network import FitResult, Network, Objective
+from .check.noise import Noise
+from .nn.network import Binding, FitResult, Network, Objective
 from .problem import Problem
 from .check.report import BlockSummary, Entry, Finding, Report
 
@@ -28,9 +34,9 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = [
-    "Block", "BlockSummary", "Central", "ComplexEvaluationError", "ComplexStep", "Dense", "Entry", "Estimate",
+    "Binding", "Block", "BlockSummary", "Central", "ComplexEvaluationError", "ComplexStep", "Dense", "Entry", "Estimate",
     "Finding", "FiniteDifference", "FitResult", "Forward", "InputError", "Layer", "LayerkitError", "Method",
-    "Network", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
+    "Network", "Noise", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
     "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_function", "check_layer",
     "check_network", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
 ]

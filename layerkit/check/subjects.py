@@ -211,6 +211,13 @@ class NetworkSubject(Subject):
         return self._builtin("forward")
 
     @property
+    def known_rules(self) -> bool:
+        """Whether every fast-path rule the engine may use is layerkit's own (exact identities, no
+        cancellation), so that the engine's rounding bound needs no measurement."""
+        return self._builtin("forward", "propagate", "direction_change", "series", "series_bound",
+                             "param_change", "param_inputs")
+
+    @property
     def known_stateless(self) -> bool:
         """Whether the gradient is known to be a function of the parameters alone: every layer's forward,
         backward and backward_params are layerkit's own and the network's cost is Network's."""

@@ -11,6 +11,7 @@ network's own cost before a check relies on them.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ class NetworkDirections:
                                                   for b in state.bindings]
         self.n_evals = 0
         self.noise_floor = 0.0
+        self._bases: dict[tuple[int, int, int, bytes], NDArray] = {}
         self.rules = Rules(self.layers, self.acts, state.bindings, self.net.params, self.net.layout)
 
     def confirmed(self) -> bool:
@@ -92,7 +94,7 @@ class NetworkDirections:
             if li in touched:
                 unit, rows = touched[li]
                 if change is None:  # linear in the step: one product per direction, then scaled
-                    base = layer.direction_change(self.acts[li], None, unit, rows).delta  # (k, m, c)
+                    base = self._unit_changes(li, layer, dirs, unit, rows)  # (k, m, c)
                     change = ColumnsChange(rows, (steps[:, :, None, None] * base[None]).reshape(
                         (S * k,) + base.shape[1:]))
                 else:
@@ -110,6 +112,18 @@ class NetworkDirections:
             total = total + pterms.sum(axis=1)
             noise = noise + 4 * float(np.finfo(self.dtype).eps) * np.abs(pterms).sum(axis=1)
         return total.reshape(S, k), noise.reshape(S, k)
+
+    def _unit_changes(self, li: int, layer: Any, dirs: Sequence[Direction], unit: NDArray, rows: slice) -> NDArray:
+        """The first touched layer's output change for a unit step along each direction, ``(k, m, c)``:
+        linear in the step, so computed once per direction (kept by the direction's content) and scaled."""
+        keys = [(li, d.lo, d.hi, hashlib.blake2b(np.ascontiguousarray(d.u).tobytes(), digest_size=16).digest())
+                for d in dirs]
+        missing = [j for j, key in enumerate(keys) if key not in self._bases]
+        if missing:
+            fresh = layer.direction_change(self.acts[li], None, unit[missing], rows).delta
+            for j, row in zip(missing, fresh):
+                self._bases[keys[j]] = row
+        return np.stack([self._bases[key] for key in keys])
 
     def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
         """``J(x0 + steps[s, k] u_k) - J(x0)`` (exact propagation) and its rounding bound, ``(S, len(dirs))``;
