@@ -16,17 +16,35 @@ and ``api`` (the orchestrator).  Everything public is importable from ``layerkit
 from importlib.metadata import PackageNotFoundError, version
 
 from .api import check_function, check_layer, check_network
+from .check.methods import (
+    Central,
+    ComplexStep,
+    Estimate,
+    FiniteDifference,
+    Forward,
+    Method,
+    Richardson,
+    get_method,
+    method_names,
+    register_method,
+)
+from .check.noise import Noise
+from .check.report import BlockSummary, Entry, Finding, Report
+from .errors import (
+    ComplexEvaluationError,
+    InputError,
+    LayerkitError,
+    NonFiniteError,
+    NotBoundError,
+    NotForwardedError,
+    TargetError,
+    UnknownMethodError,
+)
 from .nn.datasets import debug_data, debug_matrix
-from .errors import (ComplexEvaluationError, InputError, LayerkitError, NonFiniteError, NotBoundError,
-                     NotForwardedError, TargetError, UnknownMethodError)
 from .nn.layers import Dense, Layer, Sigmoid
 from .nn.layout import Block, ParameterLayout
-from .check.methods import (Central, ComplexStep, Estimate, FiniteDifference, Forward, Method, Richardson, get_method,
-                      method_names, register_method)
-from .check.noise import Noise
 from .nn.network import Binding, FitResult, Network, Objective
 from .problem import Problem
-from .check.report import BlockSummary, Entry, Finding, Report
 
 try:
     __version__ = version("layerkit")

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from ._validate import describe, positive_int
 from .check.applicability import confirm_analytic
 from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_directional
-from .check.methods import ComplexStep, Estimate, Step, get_method, machine_eps
+from .check.methods import ComplexStep, Step, get_method, machine_eps
 from .check.noise import Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
 from .check.refine import confirms, refine
@@ -283,7 +283,7 @@ class _Check:
         noise = self.measured_noise()
         probe = CoordinateProbe(self.subject.value, self.subject.x0, self.f0, executor=self.executor,
                                 axis_scale=self.subject.axis_scale(), noise_level=noise.level)
-        probe.noise_excess = step_excess(noise)  # type: ignore[attr-defined]
+        probe.noise_excess = step_excess(noise)
         return probe
 
     def engine_probe(self) -> NetworkProbe | None:

@@ -17,10 +17,10 @@ from numpy.typing import NDArray
 
 from ._validate import describe
 from .api import check_function, check_network
-from .nn.datasets import debug_data
-from .errors import InputError
-from .nn.network import Network
 from .check.report import Report
+from .errors import InputError
+from .nn.datasets import debug_data
+from .nn.network import Network
 
 
 @frozen(eq=False)

@@ -18,10 +18,10 @@ from numpy.typing import NDArray
 
 from ._validate import describe
 from .api import check_function, check_layer, check_network
+from .check.report import Report
 from .errors import InputError
 from .nn.layers import Layer
 from .nn.network import Network
-from .check.report import Report
 
 __all__ = ["assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
            "plant_gradient_error"]

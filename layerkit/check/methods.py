@@ -35,6 +35,7 @@ class with ``name``, ``step`` and ``estimate``, and :func:`register_method` it f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 import numpy as np

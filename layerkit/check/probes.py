@@ -111,6 +111,7 @@ class CoordinateProbe:
         self.n_evals = 0
         self.executor = executor
         self.noise_level = float(noise_level)
+        self.noise_excess = 1.0  # the noise over the cost's rounding that automatic steps follow
 
     def subset(self, axes: Sequence[int]) -> CoordinateProbe:
         """The same probe restricted to ``axes`` (positions among this probe's axes)."""
@@ -118,6 +119,7 @@ class CoordinateProbe:
                               self.executor, None, self.noise_level)
         if self.axis_scale is not None:
             sub.axis_scale = self.axis_scale[np.asarray(axes, dtype=np.int64)]
+        sub.noise_excess = self.noise_excess
         return sub
 
     def noise(self, steps: NDArray) -> NDArray:

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from .methods import Estimate, auto_steps, machine_eps
 

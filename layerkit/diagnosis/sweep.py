@@ -146,7 +146,7 @@ def _sweep(subject: Subject, methods: Sequence[Any], steps: Sequence[float]) -> 
     # differences costs exactly and would hide the left arm of the V).
     probe = CoordinateProbe(subject.value, subject.x0, f0, axis_scale=subject.axis_scale(),
                             noise_level=noise.level)
-    probe.noise_excess = step_excess(noise)  # type: ignore[attr-defined]
+    probe.noise_excess = step_excess(noise)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)

@@ -51,17 +51,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
-
 from attrs import define, field, frozen
+from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..nn.activations import sigmoid
 from ..nn.layers import provides, strip_limit
 from ..nn.network import Binding, Network, evaluation_overrides
+from .changes import Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_change, loss_series
 from .confirm import Rules
-from .changes import (Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_change,
-                      loss_series)
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.

@@ -18,10 +18,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._validate import describe, float_dtype, positive_int
-from .activations import sigmoid
-from ..fast.changes import (Change, ColumnChange, ColumnsChange, DenseChange, ParamInputs, RankOneChange, SeriesChange,
-                      compose_series, sigmoid_change, sigmoid_series)
 from ..errors import InputError, NotBoundError, NotForwardedError
+from ..fast.changes import (
+    Change,
+    ColumnChange,
+    ColumnsChange,
+    DenseChange,
+    ParamInputs,
+    RankOneChange,
+    SeriesChange,
+    compose_series,
+    sigmoid_change,
+    sigmoid_series,
+)
+from .activations import sigmoid
 
 #: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
 #: (see :meth:`Sigmoid.series_bound`): the domain of the bounds that certify series truncations.

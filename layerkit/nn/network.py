@@ -26,8 +26,8 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from .._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
-from .datasets import debug_matrix
 from ..errors import InputError
+from .datasets import debug_matrix
 from .layers import Dense, Layer, Sigmoid, _defined_in, epsilon_init
 from .layout import Block, Order, ParameterLayout
 from .losses import cross_entropy_from_logits, cross_entropy_from_probabilities
