@@ -235,12 +235,16 @@ def test_a_rule_that_differs_from_forward_on_one_unit_only_is_refused():
     assert not check_network(net, X, y, 0.0, mode="directional").passed
 
 
-def test_huge_lambda_cannot_hide_a_bias_error():
-    net = Network.from_sizes([4, 5, 3], seed=6)
+@pytest.mark.parametrize("sizes, m", [([20, 15, 5], 5), ([10, 8, 3], 5), ([4, 5, 3], 20)])
+def test_huge_lambda_cannot_hide_a_bias_error(sizes, m):
+    """A tolerance that grew with |J| let a 1% error in a bias gradient pass at lambda = 1e6 (the first two)."""
+    net = Network.from_sizes(sizes, seed=0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((m, sizes[0])), rng.integers(0, sizes[-1], m)
     bias = net.layout["Theta2"].start  # Theta2[0, 0], not penalized
-    report = check_network(plant_gradient_error(net, bias, rel=0.01), XS, YS, 1e6)
+    report = check_network(plant_gradient_error(net, bias, rel=0.01), X, y, 1e6)
     assert not report.passed and report.worst[0].flat_index == bias
-    assert check_network(net, XS, YS, 1e6).passed
+    assert check_network(net, X, y, 1e6).passed
 
 
 def test_astronomical_lambda_reports_finite_numbers():
