@@ -16,7 +16,9 @@ evaluate ``f`` at ``n + 1`` equally spaced points ``x + (i - n/2) delta u`` alon
 The level is accepted at the first order ``k`` where three consecutive estimates agree within a factor of 4
 and the ``k``-th differences change sign (noise does; a smooth trend does not).  When every value is equal
 ``delta`` is too small, when no order qualifies it is too large; it is then moved by a factor of 10 and the
-table is rebuilt (at most 5 tables).
+table is rebuilt (at most 6 tables).  A spacing that has to grow keeps growing past a table that looks too
+large: a cost quantized in steps (a float32 cost evaluated at float64 points) shows one step of its staircase
+as a jump before wider tables show it as the noise it is.
 
 The level is never reported below the rounding of the value itself, ``eps |f(x)| / 2`` (the *floor*).
 
@@ -41,7 +43,7 @@ N_POINTS = 8
 #: Highest difference order formed.
 MAX_ORDER = 6
 #: Tables tried, the spacing moving by a factor of 10 between them.
-MAX_TABLES = 5
+MAX_TABLES = 6
 
 
 @frozen
@@ -149,7 +151,7 @@ def measure_noise(cost: Callable[[NDArray], Any], x0: NDArray, f0: float, *, sca
     ``u * scale`` normalized, so that the points move every coordinate relative to its own scale; or
     ``direction`` itself when given (noise can depend on the direction: a float32 sigmoid that rounds to 1
     is flat along its own unit's weights only).  ``f_again``, a second evaluation at ``x0``, tells whether the
-    cost is deterministic.  Costs 8 evaluations per table, at most 5 tables (and 17 more for a noisy cost).
+    cost is deterministic.  Costs 8 evaluations per table, at most 6 tables (and 17 more for a noisy cost).
     """
     dtype = x0.dtype
     eps = float(np.finfo(dtype).eps)
@@ -180,6 +182,7 @@ def measure_noise(cost: Callable[[NDArray], Any], x0: NDArray, f0: float, *, sca
         return values
 
     centered = np.arange(N_POINTS + 1) - half
+    rising = None  # the direction the spacing moves in, set by the first inconclusive table
     for _ in range(MAX_TABLES):
         values = table(centered, delta)
         if not np.all(np.isfinite(values)):
@@ -200,6 +203,12 @@ def measure_noise(cost: Callable[[NDArray], Any], x0: NDArray, f0: float, *, sca
                 level = max(level, abs(float(f_again) - f0) / math.sqrt(2))
             return Noise(max(level, floor), floor, measured=True, deterministic=deterministic, n_evals=n_evals,
                          spacing=delta, order=order, kink=kink)
-        delta = delta * 10 if verdict == "too small" else delta / 10
+        if rising is None:
+            rising = verdict == "too small"
+        elif rising and verdict == "too large":
+            pass  # a quantized cost: one step of its staircase looks like a jump; wider tables show noise
+        elif not rising and verdict == "too small":
+            break
+        delta = delta * 10 if rising else delta / 10
     level = floor if deterministic or f_again is None else max(floor, abs(float(f_again) - f0) / math.sqrt(2))
     return Noise(level, floor, measured=False, deterministic=deterministic, n_evals=n_evals)
