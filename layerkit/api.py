@@ -39,7 +39,7 @@ from ._validate import describe, positive_int
 from .check.applicability import confirm_analytic
 from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_directional
 from .check.methods import ComplexStep, Step, get_method, machine_eps
-from .check.noise import Noise, measure_noise, step_excess
+from .check.noise import EXCESS_THRESHOLD, Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
 from .check.refine import confirms, refine
 from .check.report import Finding, Report
@@ -217,6 +217,7 @@ class _Check:
         self._directions: Any = None
         self._rounding: NDArray | float | None = None
         self.analytic_resolution = 0.0
+        self.first_reach: NDArray | None = None
 
     # ------------------------------------------------------------------ shared steps
     def count(self, purpose: str, n: int) -> None:
@@ -301,7 +302,12 @@ class _Check:
         X = obj.inputs(s.network.params.dtype)
         state = NetworkState.at(s.network, X, obj.Y, obj.lambda_, s.activations())
         probe = NetworkProbe(state, s.x0, self.f0, axis_scale=s.axis_scale())
-        if not self.verified(probe.verify(s.value, self.assumed_noise().level, self.seed), probe, "engine"):
+        try:
+            steps = self.strategy.steps(probe)
+        except (AttributeError, TypeError):  # a user strategy without per-axis steps
+            steps = None
+        if not self.verified(probe.verify(s.value, self.assumed_noise().level, self.seed, steps), probe,
+                             "engine"):
             return None
         return probe
 
@@ -325,7 +331,7 @@ class _Check:
             return True
         worst = max(bad, key=lambda c: c.difference / max(c.threshold, 1e-300))
         self.notes.append(
-            f"the fast {what} was not used: its change of the cost along a random direction in {worst.block} "
+            f"the fast {what} was not used: its change of the cost {worst.what} in {worst.block} "
             f"({worst.predicted:.10g}) differs from the network's own ({worst.real:.10g}) by "
             f"{worst.difference:.2e}, beyond the noise ({worst.threshold:.1e}); the network's own cost was "
             "re-evaluated instead (a subclass, a tied or shared layer, an instance's own forward, or a layer "
@@ -351,7 +357,9 @@ class _Check:
                 else:
                     self.evaluator = "engine"
             if probe is None:
-                probe = FunctionDirections(s.value, s.x0, self.f0, self.executor, self.measured_noise().level)
+                noise = self.measured_noise()
+                probe = FunctionDirections(s.value, s.x0, self.f0, self.executor, noise.level)
+                probe.noise_excess = step_excess(noise)
             self._directions = probe
         return self._directions
 
@@ -419,7 +427,7 @@ class _Check:
             dtype=s.x0.dtype, numerical=values, analytical=self.a, rtol=rtol, atol=atol, layout=s.layout,
             x=s.x0, cost=self.f0, n_evals=n_evals, seconds=time.perf_counter() - self.t0, error_estimate=error,
             top=self.top, subject=s.kind, lambda_=s.lambda_, m=s.m, mode="full", evaluator=self.evaluator,
-            noise=self.noise, refined=refined,
+            noise=self.noise, refined=refined, first_reach=self.first_reach if refined is not None else None,
             model_tolerance=self.model_rtol * np.maximum(np.abs(values), np.abs(self.a)) + model)
         if not getattr(probe, "cheap", False):
             self.unresolved(report, model - floor(self.a, s.x0.dtype))
@@ -429,31 +437,78 @@ class _Check:
         """When the estimate's own error bound (noise and truncation, without the floor) is as large as the
         gradient itself, ``||bound|| >= ||a||``, an error as large as the gradient would pass: a check that
         found no mismatch is then inconclusive (a precision-limited finding, and no PASS).  Blocks resolved
-        that poorly in an otherwise resolved check (saturated units, whose gradient is tiny) get a note."""
+        that poorly in an otherwise resolved check (saturated units, whose gradient is tiny) get a note.
+        A zero analytic gradient is judged by :meth:`unresolved_zero`."""
         a = np.abs(self.a.astype(np.float64))
+        if report.mismatch.any():
+            return
         if float(np.max(a, initial=0.0)) <= floor(self.a, self.subject.x0.dtype):
+            self.unresolved_zero(float(np.max(bound, initial=0.0)), "entry")
             return
         weak = [(b, float(np.linalg.norm(bound[b.slice]) / max(np.linalg.norm(a[b.slice]), 1e-300)))
                 for b in self.subject.layout.blocks]
         weak = [(b, r) for b, r in weak if r >= 1]
-        if not weak or report.mismatch.any():
+        if not weak:
             return
         names = ", ".join(f"{b.name} (error bound {r:.2g} times its gradient's size)" for b, r in weak)
         if np.linalg.norm(bound) < np.linalg.norm(a):
             self.notes.append(f"the numerical derivative resolves {names} only poorly: an error of the size of "
                               "those blocks' gradients would not be seen there")
             return
+        self.inconclusive(tuple(b.name for b, _ in weak),
+                          f"the numerical derivative cannot resolve the gradient ({names}), so an error as large "
+                          "as the gradient itself would pass unnoticed",
+                          {"blocks": [b.name for b, _ in weak], "ratios": [r for _, r in weak]})
+
+    def unresolved_directional(self, report: Report) -> None:
+        """The directional form of :meth:`unresolved`: a passing directional check is inconclusive when no
+        whole-vector direction resolves its own derivative, ``|u . g| <= bound`` for every direction (a
+        negated or zeroed gradient would then pass them all)."""
+        if not report.passed or report.directional is None:
+            return
+        tests = report.directional.tests
+        a = max((abs(t.analytical) for t in tests), default=0.0)
+        if a <= floor(self.a, self.subject.x0.dtype):
+            self.unresolved_zero(max((t.bound for t in tests), default=0.0), "direction")
+            return
+        if any(abs(t.analytical) > t.bound for t in tests):
+            return
+        ratio = min(t.bound / max(abs(t.analytical), 1e-300) for t in tests)
+        self.inconclusive(tuple(b.name for b in self.subject.layout.blocks),
+                          f"the numerical derivative cannot resolve the gradient along any of the "
+                          f"{len(tests)} directions (its error bound is at least {ratio:.2g} times u . g), so "
+                          "an error as large as the gradient itself would pass unnoticed", {"ratios": [ratio]})
+
+    def unresolved_zero(self, bound: float, what: str) -> None:
+        """A zero analytic gradient has no size of its own to compare the error bound with.  The check is
+        inconclusive when the cost carries noise beyond :data:`~layerkit.check.noise.EXCESS_THRESHOLD` times
+        its rounding (the check knows it is blurred) and the bound exceeds ``sqrt(eps) max(|f0|, 1) / l``
+        (``l = max(1, max |x0|)``), what a forward difference resolves on a clean cost of this size: a gradient
+        that should not be zero but is smaller than the bound would pass unnoticed.  On a clean cost a zero
+        gradient is resolved as well as finite differences can, and passes."""
+        noise, x0 = self.noise, self.subject.x0
+        if noise is None or not noise.measured or noise.excess <= EXCESS_THRESHOLD:
+            return
+        reference = math.sqrt(machine_eps(x0.dtype)) * max(abs(float(np.real(self.f0))), 1.0) \
+            / max(1.0, float(np.max(np.abs(x0.astype(np.float64)), initial=0.0)))
+        if not bound > reference:
+            return
+        self.inconclusive(tuple(b.name for b in self.subject.layout.blocks),
+                          f"the analytic gradient is zero and the numerical derivative cannot resolve a "
+                          f"gradient smaller than {bound:.1e} (its error bound per {what}), so a gradient that "
+                          "should not be zero would pass unnoticed", {"bound": bound, "reference": reference})
+
+    def inconclusive(self, blocks: tuple[str, ...], what: str, evidence: dict[str, Any]) -> None:
+        """Record an unresolved check: a ``precision-limited`` finding that makes it INCONCLUSIVE."""
         noise = self.noise
         cause = (f"the cost's noise ({noise.level:.1e}, {noise.excess:.0f} times its rounding) divided by the step"
                  if noise is not None and noise.excess > 4 else "the rounding of the cost divided by the step")
         self.findings.append(Finding(
-            "precision-limited", tuple(b.name for b, _ in weak),
-            f"inconclusive: the numerical derivative cannot resolve the gradient ({names}), so an error as "
-            f"large as the gradient itself would pass unnoticed.  The cause is {cause}"
+            "precision-limited", blocks, f"inconclusive: {what}.  The cause is {cause}"
             + ("; use float64, or check the network with its engine (engine='auto')"
                if self.subject.x0.dtype == np.float32 else
                "; make the cost less noisy (a stable formula), or use a method of higher order"),
-            {"blocks": [b.name for b, _ in weak], "ratios": [r for _, r in weak], "unresolved": True}))
+            {**evidence, "unresolved": True}))
 
     def analytic_rounding(self, probe: Any) -> NDArray | float:
         """``SAFETY 4 eps R_j``: the rounding of a network's backprop gradient entries (see
@@ -522,6 +577,9 @@ class _Check:
         take = chosen[discredited]
         mask = np.zeros(values.size, dtype=bool)
         mask[take] = True
+        self.first_reach = np.zeros(values.size)
+        with np.errstate(invalid="ignore"):
+            self.first_reach[take] = (first_tol + np.abs(values[chosen] - self.a[chosen]))[discredited]
         values[take] = est.values[discredited]
         atol[take] = (r_atol + (r_rtol - rtol) * big)[discredited]
         model[take] = (m_atol + (m_rtol - self.model_rtol) * big)[discredited]
@@ -550,6 +608,7 @@ class _Check:
         report = run_directional(self.subject, self.strategy, probe, self.f0, self.a, n_directions=n_directions,
                                  seed=self.seed, top=self.top, t0=self.t0, evaluations=self.evals,
                                  noise=self.noise or self.assumed_noise(), evaluator=self.evaluator)
+        self.unresolved_directional(report)
         return self.finish(report)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import layerkit
-from layerkit import (ComplexEvaluationError, Dense, Network, Sigmoid, check_function, check_layer,
+from layerkit import (ComplexEvaluationError, Dense, InputError, Network, Sigmoid, check_function, check_layer,
                       check_network)
 from layerkit.fast.changes import DenseChange, SeriesChange
 from layerkit.testing import plant_gradient_error
@@ -91,9 +91,18 @@ def test_a_network_subclass_is_checked_as_itself():
     assert report.cost == net.cost(XS, YS, 0.5)
 
 
-def test_a_layer_used_twice_is_checked_as_one_tied_layer_and_grads_are_left_alone():
+def test_a_layer_with_parameters_cannot_be_used_twice():
     d = Dense(3, 3)
-    net = Network([d, Sigmoid(), d, Sigmoid()])
+    with pytest.raises(InputError, match=r"layers\[2\].*same object as layers\[0\]"):
+        Network([d, Sigmoid(), d, Sigmoid()])
+    s = Sigmoid()
+    assert Network([Dense(3, 3), s, Dense(3, 3), s]).size == 24  # a layer without parameters may be
+
+
+def test_a_layer_put_twice_into_the_list_later_fails_and_grads_are_left_alone():
+    d = Dense(3, 3)
+    net = Network([d, Sigmoid(), Dense(3, 3), Sigmoid()])
+    net.layers[2] = d  # after construction: Theta2 is no longer used, Theta1 twice
     net.init_random(0)
     net.grads[...] = 7.0
     before = _state(net)
@@ -233,6 +242,98 @@ def test_a_rule_that_differs_from_forward_on_one_unit_only_is_refused():
         assert not report.passed, method
         assert any("does not agree with its forward" in n for n in report.notes), method
     assert not check_network(net, X, y, 0.0, mode="directional").passed
+
+
+class _Steep(Sigmoid):
+    def forward(self, x):
+        return super().forward(2 * x)
+
+
+def test_a_last_layer_with_its_own_forward_is_what_the_cost_differentiates():
+    net = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), _Steep()])  # backward inherited: wrong by a factor 2
+    net.init_random(3)
+    assert not net.fused_sigmoid
+    z = net.activations(net.prepare(XS, YS)[0])[-2]  # the last layer's input
+    assert np.array_equal(net.predict_proba(XS), _Steep().forward(z))
+    assert not check_network(net, XS, YS, 1.0).passed
+    plain = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    assert plain.fused_sigmoid
+    plain.layers[-1].forward = lambda x: Sigmoid.forward(plain.layers[-1], 2 * x)
+    assert not plain.fused_sigmoid
+
+
+class _TinyChangeShortcut(Sigmoid):
+    """Exact rules for the large changes rules are confirmed with; for the small changes of a finite difference a
+    first-order shortcut with the same wrong slope as its backward (forward and backward disagree)."""
+
+    def backward(self, dy):
+        return 1.5 * super().backward(dy)
+
+    def propagate(self, x, y, change):
+        exact = super().propagate(x, y, change)
+        d = change.dense(x.shape)
+        if np.max(np.abs(d), initial=0.0) < 1e-3:
+            return DenseChange(1.5 * d * y * (1 - y))
+        return exact
+
+    def series(self, x, y, change):
+        raise NotImplementedError  # no tables: the exact path
+
+
+class _BatchBlind(Sigmoid):
+    """A propagate rule right for one change at a time and wrong for a batch (it reads the first only)."""
+
+    def propagate(self, x, y, change):
+        d = change.dense(x.shape)
+        out = super().propagate(x, y, DenseChange(np.repeat(d[:1], d.shape[0], axis=0)))
+        return DenseChange(out.dense(x.shape))
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_rules_are_confirmed_at_the_checks_own_steps(mode):
+    net = Network([Dense(4, 6), _TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
+    net.init_random(0)
+    report = check_network(net, XS, YS, 1.0, mode=mode)
+    assert not report.passed and report.evaluator == "cost", str(report)
+    assert any("was not used" in n for n in report.notes)
+
+
+def test_a_rule_wrong_for_batches_is_not_trusted():
+    net = Network([Dense(4, 6), _BatchBlind(), Dense(6, 3), Sigmoid()])
+    net.init_random(0)
+    report = check_network(net, XS, YS, 1.0)
+    truth = check_network(net, XS, YS, 1.0, engine="generic")
+    assert report.passed and truth.passed  # forward and backward are right
+    # the full check reads its changes off the layer's (right) Taylor tables: its estimate is the truth's
+    assert np.all(np.abs(report.numerical - truth.numerical) <= truth.tolerance)
+    # the direction engine batches directions through propagate: refused at its verification
+    directional = check_network(net, XS, YS, 1.0, mode="directional")
+    assert directional.passed and directional.evaluator == "cost"
+    assert any("was not used" in n for n in directional.notes)
+
+
+def _quantized(scale):
+    """A float32 cost at float64 points: a staircase of float32 rounding under a smooth cost."""
+    x0 = np.random.default_rng(0).standard_normal(20) * 1e-2
+
+    def fun(x):
+        return float(np.float32(1e4) + np.float32(0.5 * x @ x)), scale * x
+    return fun, x0
+
+
+@pytest.mark.parametrize("scale", [1.0, -1.0, 0.0])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_cost_that_cannot_resolve_its_gradient_is_never_passed(scale, mode):
+    fun, x0 = _quantized(scale)
+    report = check_function(fun, x0, mode=mode)
+    assert not report.passed, str(report)
+    if scale:  # a zero gradient does not even look like the derivative of a flat staircase
+        assert report.inconclusive and "precision-limited" in report.codes()
+
+
+def test_a_zero_gradient_of_a_clean_cost_passes():
+    report = check_function(lambda x: (float(np.sum(np.cos(x))), -np.sin(x)), np.zeros(6))
+    assert report.passed and not report.findings
 
 
 @pytest.mark.parametrize("sizes, m", [([20, 15, 5], 5), ([10, 8, 3], 5), ([4, 5, 3], 20)])

@@ -51,7 +51,7 @@ from .noise import Noise, noise_from_table
 from .probes import as_scalar_cost
 from .refine import confirms, refine
 from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
-from .tolerance import directional_tolerance
+from .tolerance import SAFETY, directional_tolerance
 
 #: Default number of random directions of the first, whole-vector check.
 DEFAULT_DIRECTIONS = 2
@@ -73,6 +73,12 @@ class DirectionalTest:
     analytical: float
     tolerance: float
     step: float
+    #: The error model's part of the tolerance, ``SAFETY (noise + truncation)``: what the finite difference
+    #: itself cannot resolve (without the rounding of ``u . g`` and the floor).
+    bound: float = 0.0
+    #: ``tolerance + error`` of the first estimate, when a second look replaced it (0 otherwise): an error
+    #: that the first estimate would have let through never gets the second look.
+    first_reach: float = 0.0
 
     @property
     def error(self) -> float:
@@ -84,7 +90,7 @@ class DirectionalTest:
 
     def record(self, x: NDArray) -> DirectionRecord:
         return DirectionRecord(self.numerical, self.analytical, self.tolerance,
-                               float(self.direction.u @ x[self.direction.lo:self.direction.hi]))
+                               float(self.direction.u @ x[self.direction.lo:self.direction.hi]), self.bound)
 
 
 # ---------------------------------------------------------------------- evaluators
@@ -280,7 +286,8 @@ class _Directional:
         for k, di in enumerate(dirs):
             a = float(self.a[di.lo:di.hi] @ di.u)
             tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.x.dtype)
-            out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k])))
+            out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
+                                       SAFETY * float(noise_term[k] + trunc[k])))
         self.evals[stage] = self.evals.get(stage, 0) + used
         return self.second_look(out, stage)
 
@@ -317,7 +324,9 @@ class _Directional:
                 continue
             tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
                                         self.x.dtype)
-            out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]))
+            out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
+                                     SAFETY * float(est.noise[i] + est.truncation[i]),
+                                     max(t.first_reach, t.tolerance + t.error))
         return out
 
     # -- group testing -------------------------------------------------------------------------------
@@ -378,11 +387,13 @@ class _Directional:
 
     def detectable(self, first: list[DirectionalTest]) -> NDArray:
         """Per entry, the smallest error of that entry alone that one of the whole-vector directions detects:
-        ``min_k (tau_k + |n_k - a_k|) / |u_kj|`` (``inf`` where every direction misses the entry)."""
+        ``min_k (tau_k + |n_k - a_k|) / |u_kj|`` (``inf`` where every direction misses the entry), with the
+        first estimate's reach where a second look replaced it (an error has to fail the first to get the
+        second)."""
         out = np.full(self.x.size, np.inf)
         for t in first:
             with np.errstate(divide="ignore"):
-                out = np.minimum(out, (t.tolerance + t.error) / np.abs(t.direction.u))
+                out = np.minimum(out, max(t.tolerance + t.error, t.first_reach) / np.abs(t.direction.u))
         return out
 
 

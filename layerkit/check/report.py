@@ -77,12 +77,15 @@ def _jsonable(obj: Any) -> Any:
 @frozen
 class DirectionRecord:
     """One directional derivative of a directional check: ``numerical`` (finite differences of the cost along
-    a unit direction ``u``), ``analytical`` (``u . g``), its tolerance, and ``u . x`` (for penalty fits)."""
+    a unit direction ``u``), ``analytical`` (``u . g``), its tolerance, ``u . x`` (for penalty fits) and
+    ``bound``, the part of the tolerance that is the finite difference's own error bound (noise and
+    truncation): a direction resolves the gradient only where ``|analytical| > bound``."""
 
     numerical: float
     analytical: float
     tolerance: float
     u_dot_x: float = 0.0
+    bound: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -90,7 +93,8 @@ class DirectionRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"numerical": _num(self.numerical), "analytical": _num(self.analytical),
-                "tolerance": _num(self.tolerance), "passed": self.passed, "u_dot_x": _num(self.u_dot_x)}
+                "tolerance": _num(self.tolerance), "passed": self.passed, "u_dot_x": _num(self.u_dot_x),
+                "bound": _num(self.bound)}
 
 
 @frozen(eq=False)
@@ -235,6 +239,9 @@ class Report:
     model_tolerance : NDArray or None
         The tolerance the error model gives each entry (equal to ``tolerance`` unless ``rtol`` or ``atol``
         were given): what the numerical estimate itself can resolve.
+    first_reach : NDArray or None
+        For entries a second look replaced: the first estimate's tolerance plus its distance from the
+        analytic value (0 elsewhere); see :attr:`detectable`.
     """
 
     method: str
@@ -270,6 +277,7 @@ class Report:
     directional: DirectionalEvidence | None = None
     refined: NDArray | None = None
     model_tolerance: NDArray | None = None
+    first_reach: NDArray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -333,6 +341,21 @@ class Report:
     @property
     def passed_blocks(self) -> list[str]:
         return [b.name for b in self.blocks if b.passed]
+
+    @property
+    def detectable(self) -> NDArray:
+        """Per entry, shape (P,): the size of an error of that entry alone that this check detects.
+
+        An error ``e`` of entry ``j`` moves ``a_j`` away from the estimate ``n_j`` by at least
+        ``e - |n_j - a_j|``, so it fails when ``e > tolerance_j + |n_j - a_j|`` (at most twice the tolerance
+        on a passing entry).  Where a second look replaced the first estimate, an error must first fail that
+        estimate to get the second look: the first estimate's own reach (``first_reach``) counts too.  In
+        directional mode the tolerance of an entry not measured alone already is this reach."""
+        if self.mode == "directional":
+            return self.tolerance
+        with np.errstate(invalid="ignore"):
+            reach = self.tolerance + np.nan_to_num(np.abs(self.numerical - self.analytical), nan=np.inf)
+        return reach if self.first_reach is None else np.fmax(reach, self.first_reach)
 
     @property
     def mismatch(self) -> NDArray:

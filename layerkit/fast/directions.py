@@ -140,17 +140,31 @@ class NetworkDirections:
         return out, np.maximum(noise, 2 * self.noise_floor)
 
     def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0) -> list[BlockCheck]:
-        """Compare the change along one random whole-vector direction with the network's own cost (one real
-        evaluation), at a step that moves the pre-activations noticeably (module docstring)."""
+        """Compare changes along random whole-vector directions with the network's own cost: one at a step
+        that moves the pre-activations noticeably (module docstring), and two more, computed as one batch, at
+        the small steps directional checks take (``sqrt(eps)`` and ``eps^(1/3)`` times ``max(1, max |x|)``):
+        a rule that behaves differently for tiny changes, or for a batch, shows there.  Three real
+        evaluations."""
         rng = np.random.default_rng(seed)
         P = self.x0.size
-        u = rng.standard_normal(P)
-        u /= np.linalg.norm(u)
-        d = Direction(0, P, u)
-        t = 1e-2 * max(1.0, float(np.max(np.abs(self.x0))))
-        predicted, noise = self.delta([d], np.array([[t]]))
-        theta = np.array(self.x0, copy=True)
-        theta += (t * u).astype(self.dtype)
-        real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - self.f0
-        return [BlockCheck("every block", t, float(predicted[0, 0]), real,
-                           AGREEMENT * (2 * noise_level + float(noise[0, 0])), t * u)]
+        dirs = []
+        for _ in range(3):
+            u = rng.standard_normal(P)
+            dirs.append(Direction(0, P, u / np.linalg.norm(u)))
+        length = max(1.0, float(np.max(np.abs(self.x0))))
+        eps = float(np.finfo(self.dtype).eps)
+        big = 1e-2 * length
+        small = np.array([[np.sqrt(eps) * length, eps ** (1 / 3) * length]])
+        predicted, noise = self.delta(dirs[:1], np.array([[big]]))
+        p_small, n_small = self.delta(dirs[1:], small)
+        self.n_evals -= 3  # not part of the check's own evaluations
+        out = []
+        for d, t, pred, pn, what in ((dirs[0], big, predicted[0, 0], noise[0, 0], "along a random direction"),
+                                     (dirs[1], small[0, 0], p_small[0, 0], n_small[0, 0], "at a small step"),
+                                     (dirs[2], small[0, 1], p_small[0, 1], n_small[0, 1], "at a small step")):
+            theta = np.array(self.x0, copy=True)
+            theta += (t * d.u).astype(self.dtype)
+            real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - self.f0
+            out.append(BlockCheck("every block", t, float(pred), real, AGREEMENT * (2 * noise_level + float(pn)),
+                                  t * d.u, what))
+        return out

@@ -446,6 +446,8 @@ class BlockCheck:
     real: float
     threshold: float
     direction: NDArray | None = field(default=None, eq=False, repr=False)
+    #: How the change was made, for notes.
+    what: str = "along a random direction"
 
     @property
     def difference(self) -> float:
@@ -565,7 +567,7 @@ class NetworkProbe:
                     rest = local[:0]
                 else:
                     rest = local[~ok]
-                if not self._tables_agree(series, b, block, st, local, out[:, cols_out]):
+                if not self._tables_agree(series, b, block, st[:, ok], local[ok], out[:, cols_out[ok]]):
                     rest = local
             if rest.size:
                 where = cols_out if rest.size == local.size else cols_out[np.isin(local, rest)]
@@ -616,10 +618,11 @@ class NetworkProbe:
     # ------------------------------------------------------------------ verification
     def _tables_agree(self, series: SeriesBlock, b: Binding, block: Any, st: NDArray, local: NDArray,
                       values: NDArray) -> bool:
-        """Compare the tables with the exact path on a few entries at the same steps (once per block); on
-        disagreement the block's tables are dropped and a note says so."""
+        """Compare the tables with the exact path on a few of the entries they certified (``local``, whose
+        table values are ``values``), at the same steps (once per block); on disagreement the block's tables are
+        dropped and a note says so."""
         key = (b.index, b.param)
-        if series.confirmed:
+        if series.confirmed or not local.size:
             return True
         rng = np.random.default_rng(block.start)
         pick = rng.choice(local.size, size=min(8, local.size), replace=False)
@@ -675,11 +678,16 @@ class NetworkProbe:
             data += float(np.sum((self.lambda_ / (2 * self.m)) * vals[pen] * (2 * th + vals[pen])))
         return data, noise
 
-    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0) -> list[BlockCheck]:
-        """Compare, per block, the engine's change of the cost along a random direction in one row with the
-        change of the network's own cost (``real_cost``, which evaluates the caller's network): one real
-        evaluation per block.  The step moves the pre-activations by at most 0.1, so that a different model
-        (another cost, another layer's math, a tie the engine does not see) shows far above the noise."""
+    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0,
+               steps: NDArray | None = None) -> list[BlockCheck]:
+        """Compare the engine with the network's own cost (``real_cost``, which evaluates the caller's network).
+
+        Per block, the change along a random direction in one row, at a step that moves the pre-activations
+        by at most 0.1, so that a different model (another cost, another layer's math, a tie the engine does
+        not see) shows far above the noise: one real evaluation.  With ``steps`` (shape (P,), the check's own
+        per-entry steps), also two entries of one row moved by their own step, computed as one batch by the
+        path the check itself takes: a rule that behaves differently for the small changes of a finite
+        difference, or for a batch of changes, shows there (two real evaluations per block)."""
         rng = np.random.default_rng(seed)
         out = []
         for b in self.state.bindings:
@@ -701,6 +709,30 @@ class NetworkProbe:
             direction = np.zeros(self.x.size)
             direction[flat] = s
             out.append(BlockCheck(b.block, t, predicted, real, AGREEMENT * (2 * noise_level + pnoise), direction))
+            if steps is not None:
+                out += self._verify_at_steps(real_cost, noise_level, b.block,
+                                             np.sort(rng.choice(flat, size=min(2, flat.size), replace=False)),
+                                             steps)
+        return out
+
+    def _verify_at_steps(self, real_cost: Callable[[NDArray], Any], noise_level: float, name: str,
+                         flat: NDArray, steps: NDArray) -> list[BlockCheck]:
+        h = np.asarray(steps, dtype=np.float64)[flat][None, :]
+        n_evals, cached = self.n_evals, self._noise
+        predicted = self.delta(h, flat)
+        assert self._noise is not None
+        pnoise = self._noise[1]
+        self.n_evals, self._noise = n_evals, cached  # not part of the check's own evaluations
+        out = []
+        for k, j in enumerate(flat):
+            theta = np.array(self.x, copy=True)
+            theta[j] += h[0, k].astype(self.dtype)
+            real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - float(np.real(self.f0))
+            direction = np.zeros(self.x.size)
+            direction[j] = h[0, k]
+            out.append(BlockCheck(name, float(h[0, k]), float(predicted[0, k]), real,
+                                  AGREEMENT * (2 * noise_level + float(pnoise[0, k])), direction,
+                                  "for one entry moved by the check's own step"))
         return out
 
     def _verification_step(self, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:

@@ -141,6 +141,13 @@ class Network:
             if not isinstance(layer, Layer):
                 raise InputError(f"layers[{i}]", "a Layer (param_shapes, params, bind, forward, backward)",
                                  describe(layer))
+        seen: dict[int, int] = {}
+        for i, layer in enumerate(layers):
+            if layer.param_shapes and seen.setdefault(id(layer), i) != i:
+                raise InputError(f"layers[{i}]", "a layer with parameters used once (a second use would get the "
+                                 "same parameters but a gradient each use overwrites; to share weights, give a "
+                                 "layer that reads another's parameters, as a tied decoder does)",
+                                 f"the same object as layers[{seen[id(layer)]}] ({layer!r})")
         self.layers = layers
         self.dtype = np.dtype(dtype) if np.dtype(dtype).kind == "c" else float_dtype(dtype)
         self._bindings = _bindings(layers)
@@ -154,7 +161,6 @@ class Network:
             if current is not None:
                 views[b.block][...] = current
         self._bind_layers()
-        self._fused_sigmoid = isinstance(layers[-1], Sigmoid)
         self._mask: NDArray | None = None
         self._lock = threading.RLock()
 
@@ -174,8 +180,12 @@ class Network:
     @property
     def fused_sigmoid(self) -> bool:
         """Whether the last layer is a :class:`~layerkit.Sigmoid` whose input (the logits) the cost is computed
-        from, in log-sigmoid form."""
-        return self._fused_sigmoid
+        from, in log-sigmoid form: one whose ``forward`` is Sigmoid's own.  A subclass or an instance with its
+        own ``forward`` is an output layer like any other (its outputs enter the cross-entropy, its
+        ``backward`` carries the gradient), so that what it computes is what is differentiated."""
+        last = self.layers[-1]
+        return (isinstance(last, Sigmoid) and "forward" not in getattr(last, "__dict__", {})
+                and type(last).forward is Sigmoid.forward)
 
     @property
     def lock(self) -> threading.RLock:
@@ -370,7 +380,7 @@ class Network:
         a = X
         if record is not None:
             record.append(a)
-        for layer in (self.layers[:-1] if self._fused_sigmoid else self.layers):
+        for layer in (self.layers[:-1] if self.fused_sigmoid else self.layers):
             a = layer.forward(a)
             if record is not None:
                 record.append(a)
@@ -420,12 +430,13 @@ class Network:
         out = self._run(X, record)
         if out.ndim != 2 or out.shape[0] != m or out.shape[1] != Y.shape[1]:
             raise InputError("y", f"targets matching the network output of shape {out.shape}", describe(Y))
-        loss = cross_entropy_from_logits if self._fused_sigmoid else cross_entropy_from_probabilities
+        fused = self.fused_sigmoid
+        loss = cross_entropy_from_logits if fused else cross_entropy_from_probabilities
         total, dout = loss(out, Y)
         cost = total / m
         if with_grad:
             d = dout / m
-            layers = self.layers[:-1] if self._fused_sigmoid else self.layers
+            layers = self.layers[:-1] if fused else self.layers
             for k in range(len(layers) - 1, -1, -1):
                 first_only = _params_only(layers[k]) if k == 0 else None
                 if first_only is not None:  # the input gradient of the first layer is never used
@@ -463,7 +474,7 @@ class Network:
     def predict_proba(self, X: Any) -> NDArray:
         """Network outputs ``h``, shape ``(m, K)``: one-vs-all class probabilities."""
         out = self._run(self._check_X(X))
-        return (self.layers[-1].forward(out) if self._fused_sigmoid else out)
+        return (self.layers[-1].forward(out) if self.fused_sigmoid else out)
 
     def predict(self, X: Any) -> NDArray:
         """Class labels ``argmax_k h_ik`` (0-based), shape ``(m,)``."""
