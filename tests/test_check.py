@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import quadratic
 
 import layerkit
 from layerkit import InputError, Network, TargetError, check_function, check_layer, check_network
-from helpers import quadratic
 
 
 @pytest.mark.parametrize("lam", [0.0, 3.0])

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from layerkit.cli.app import _LazyProgress, app
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 FORUM = str(ROOT / "examples" / "forum_bug.py")

@@ -4,6 +4,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from helpers import CourseCost, rosen_pair
 
 import layerkit
 from layerkit import Dense, Network, check_function, check_layer, check_network
@@ -11,8 +12,6 @@ from layerkit.check.directional import Direction, FunctionDirections, _Direction
 from layerkit.check.methods import Central
 from layerkit.check.subjects import function_subject
 from layerkit.testing import plant_gradient_error
-
-from helpers import CourseCost, rosen_pair
 
 
 def _data(n_in, n_out, m, seed=0):

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 import layerkit
-from layerkit import (ComplexEvaluationError, Dense, InputError, Network, Sigmoid, check_function, check_layer,
-                      check_network)
+from layerkit import (
+    ComplexEvaluationError,
+    Dense,
+    InputError,
+    Network,
+    Sigmoid,
+    check_function,
+    check_layer,
+    check_network,
+)
 from layerkit.fast.changes import DenseChange, SeriesChange
 from layerkit.testing import plant_gradient_error
 

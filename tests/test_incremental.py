@@ -205,7 +205,7 @@ def test_series_remainder_bound_holds(monkeypatch):
             value = sum(tables[k] * h ** (k + 1) for k in range(K)).ravel()
             err = np.abs(value - exact[b.start:b.stop])
             bound = series.remainder(K, T).ravel()
-            assert np.all(err <= bound + 1e-14), (block, K)
+            assert np.all(err <= bound + 1e-14), (bd.block, K)
         assert np.max(series.remainder(1, T)) > 1e-6  # the test exercises real truncation
 
 

@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 from attrs import frozen
+from helpers import RNG, XL, YL, quadratic  # noqa: E402
 from scipy.optimize import rosen, rosen_der
 
 import layerkit
 from layerkit import Central, FiniteDifference, Forward, Richardson, get_method, method_names
-from layerkit.nn.activations import sigmoid, softplus
 from layerkit.check.probes import CoordinateProbe
-
-from helpers import RNG, XL, YL, quadratic  # noqa: E402
+from layerkit.nn.activations import sigmoid, softplus
 
 
 def rosenbrock(x):

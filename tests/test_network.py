@@ -4,12 +4,12 @@ import warnings
 import numpy as np
 import pytest
 import scipy.optimize
+from helpers import reference_cost
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import layerkit
 from layerkit import Dense, InputError, Network, Sigmoid
-from helpers import reference_cost
 
 
 def test_cost_of_a_tiny_case_by_hand():

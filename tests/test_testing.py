@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 import layerkit
-from layerkit.testing import (assert_function_gradients, assert_layer_gradients, assert_network_gradients,
-                              plant_gradient_error)
+from layerkit.testing import (
+    assert_function_gradients,
+    assert_layer_gradients,
+    assert_network_gradients,
+    plant_gradient_error,
+)
 
 
 def test_assertions_pass_and_return_the_report(debug_problem):
