@@ -38,14 +38,6 @@ app = typer.Typer(
 EXIT_PASSED, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
 
-class MethodChoice(str, Enum):
-    forward = "forward"
-    central = "central"
-    richardson = "richardson"
-    complex_step = "complex-step"
-    all = "all"
-
-
 class DtypeChoice(str, Enum):
     float64 = "float64"
     float32 = "float32"
@@ -97,17 +89,34 @@ def _parse_step(text: str) -> Any:
     return value
 
 
-def _methods(choice: MethodChoice) -> list[str]:
-    return ["forward", "central", "richardson", "complex-step"] if choice is MethodChoice.all else [choice.value]
+#: The methods ``--method all`` runs.
+ALL_METHODS = ("forward", "central", "richardson", "complex-step")
 
 
-def _problems(target: Optional[str], layers: str, examples: int, lambdas: Optional[list[float]],
-              dtype: DtypeChoice, seed: Optional[int]) -> list[layerkit.Problem]:
-    """The problems to check: the debug problem for each lambda, or the user's target."""
+def _methods(choice: str) -> list[str]:
+    """The methods ``--method`` names: ``all``, or one registered name (built in, or registered by the target
+    file with :func:`layerkit.register_method`, which is why this is checked after the target is loaded)."""
+    if choice == "all":
+        return list(ALL_METHODS)
+    names = layerkit.method_names()
+    if choice not in names:
+        raise UsageError(f"--method: expected 'all' or a registered method ({', '.join(names)}), got {choice!r}")
+    return [choice]
+
+
+def _problems(target: Optional[str], layers: Optional[str], examples: Optional[int], lambdas: Optional[list[float]],
+              dtype: Optional[DtypeChoice], seed: Optional[int]) -> list[layerkit.Problem]:
+    """The problems to check: the debug problem for each lambda, or the user's target (the options of the
+    built-in problem are refused with a target, rather than silently ignored)."""
     if target is None:
-        sizes = _parse_sizes(layers)
-        return [layerkit.Problem.debug(lam, tuple(sizes), examples, dtype=dtype.value, seed=seed)
+        sizes = _parse_sizes(layers or "3,5,3")
+        return [layerkit.Problem.debug(lam, tuple(sizes), examples or 5,
+                                       dtype=(dtype or DtypeChoice.float64).value, seed=seed)
                 for lam in (lambdas if lambdas else [0.0, 3.0])]
+    given = [name for name, value in (("--layers", layers), ("--examples", examples), ("--dtype", dtype),
+                                      ("--seed", seed)) if value is not None]
+    if given:
+        raise UsageError(f"{given[0]}: applies to the built-in problem only; a target brings its own")
     problem = load_problem(target)
     if problem.kind == "network":
         if lambdas:
@@ -167,12 +176,20 @@ class _LazyProgress:
 
 
 def _run_checks(problems: list[layerkit.Problem], methods: list[str], options: dict[str, Any],
-                progress: bool) -> list[tuple[layerkit.Problem, layerkit.Report]]:
-    results = []
+                progress: bool, every: bool = False) -> list[tuple[layerkit.Problem, Any]]:
+    """Each problem checked with each method: ``(problem, Report)`` pairs.  With ``every`` (``--method
+    all``), a method that does not apply to a target (the complex step through ``abs``) gives
+    ``(problem, (method, reason))`` instead of ending the command."""
+    results: list[tuple[layerkit.Problem, Any]] = []
     with _LazyProgress(len(problems) * len(methods), progress) as bar:
         for problem in problems:
             for method in methods:
-                results.append((problem, problem.check(method, **options)))
+                try:
+                    results.append((problem, problem.check(method, **options)))
+                except layerkit.ComplexEvaluationError as exc:
+                    if not every:
+                        raise
+                    results.append((problem, (method, str(exc))))
                 bar.advance()
     return results
 
@@ -207,19 +224,27 @@ def check(
         help="path/to/file.py:NAME or package.module:NAME giving a layerkit.Problem (or a no-argument callable "
              "returning one, or a tuple (fun, x0[, blocks]) / (network, X, y, lambda)). Default: the course's "
              "debug network.", show_default=False)] = None,
-    layers: Annotated[str, typer.Option("--layers", help="Layer sizes of the built-in problem.")] = "3,5,3",
-    examples: Annotated[int, typer.Option("--examples", min=1, help="Number of examples m.")] = 5,
+    layers: Annotated[Optional[str], typer.Option(
+        "--layers", help="Layer sizes of the built-in problem. Default: 3,5,3.", show_default=False)] = None,
+    examples: Annotated[Optional[int], typer.Option(
+        "--examples", min=1, help="Number of examples m of the built-in problem. Default: 5.",
+        show_default=False)] = None,
     lambdas: Annotated[Optional[list[float]], typer.Option(
         "--lambda", min=0.0, help="Regularization lambda; repeatable. Default: 0 and 3.")] = None,
-    method: Annotated[MethodChoice, typer.Option("--method", help="Difference method.")] = MethodChoice.central,
+    method: Annotated[str, typer.Option(
+        "--method", help="forward, central, richardson, complex-step, a method the target registers, or all "
+                         "(the four built-in ones).")] = "central",
     mode: Annotated[str, typer.Option("--mode", help="'full' (every entry) or 'directional' (random directions, "
                                       "then localization).")] = "full",
     step: Annotated[str, typer.Option("--step", help="'auto' (error-model step) or a number.")] = "auto",
-    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="dtype of the built-in problem.")] = DtypeChoice.float64,
+    dtype: Annotated[Optional[DtypeChoice], typer.Option(
+        "--dtype", help="dtype of the built-in problem. Default: float64.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights instead of the debug "
                                                  "weights (built-in problem).")] = None,
-    rtol: Annotated[Optional[float], typer.Option("--rtol", min=0.0, help="Relative tolerance (default: from "
-                                                   "the error model).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(
+        "--rtol", min=0.0, help="Replaces the relative part of every tolerance (default: the analytic "
+                                "gradient's rounding, 32 eps); the error model's absolute part stays. Full mode "
+                                "only.")] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="Worst entries shown.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict lines.")] = False,
@@ -230,28 +255,32 @@ def check(
         if mode not in ("full", "directional"):
             raise UsageError(f"--mode: expected 'full' or 'directional', got {mode!r}")
         problems = _library_call(_problems, target, layers, examples, lambdas, dtype, seed)
+        methods = _methods(method)
     except UsageError as exc:
         _fail(str(exc))
     options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top}
     if mode == "directional":
         options["mode"] = "directional"
-    results = _library_call(_run_checks, problems, _methods(method), options, not (as_json or quiet))
-    passed = all(r.passed for _, r in results)
+    results = _library_call(_run_checks, problems, methods, options, not (as_json or quiet), method == "all")
+    reports = [(p, r) for p, r in results if isinstance(r, layerkit.Report)]
+    skipped = [(p, r) for p, r in results if not isinstance(r, layerkit.Report)]
+    passed = bool(reports) and all(r.passed for _, r in reports)
     if as_json:
         doc = {"layerkit": layerkit.__version__, "command": "check", "passed": passed,
                "problem": results[0][0].name if results else "",
                "reports": [{**r.to_dict(), "problem": p.name, "lambda": r.context.get("lambda_")}
-                           for p, r in results]}
+                           for p, r in reports],
+               "not_applicable": [{"problem": p.name, "method": m, "reason": why} for p, (m, why) in skipped]}
         typer.echo(json.dumps(doc, indent=2))
     else:
         for i, (problem, report) in enumerate(results):
-            if quiet:
-                typer.echo(report.verdict)
-                continue
-            if i:
-                typer.echo("")
-            typer.echo(f"== {problem.name}")
-            typer.echo(report.render(top=top))
+            if isinstance(report, layerkit.Report):
+                text = report.verdict if quiet else report.render(top=top)
+            else:
+                text = "NOT APPLICABLE  {}: {}".format(*report)
+            if not quiet:
+                typer.echo(f"{chr(10) if i else ''}== {problem.name}")
+            typer.echo(text)
     raise typer.Exit(EXIT_PASSED if passed else EXIT_MISMATCH)
 
 
@@ -260,22 +289,36 @@ def check(
 def sweep(
     target: Annotated[Optional[str], typer.Argument(help="As for 'check'. Default: the course's debug network.",
                                                     show_default=False)] = None,
-    layers: Annotated[str, typer.Option("--layers", help="Layer sizes of the built-in problem.")] = "3,5,3",
-    examples: Annotated[int, typer.Option("--examples", min=1, help="Number of examples m.")] = 5,
-    lambda_: Annotated[float, typer.Option("--lambda", min=0.0, help="Regularization lambda.")] = 3.0,
-    method: Annotated[MethodChoice, typer.Option("--method", help="Difference method.")] = MethodChoice.all,
-    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="dtype of the built-in problem.")] = DtypeChoice.float64,
+    layers: Annotated[Optional[str], typer.Option(
+        "--layers", help="Layer sizes of the built-in problem. Default: 3,5,3.", show_default=False)] = None,
+    examples: Annotated[Optional[int], typer.Option(
+        "--examples", min=1, help="Number of examples m of the built-in problem. Default: 5.",
+        show_default=False)] = None,
+    lambda_: Annotated[Optional[float], typer.Option(
+        "--lambda", min=0.0, help="Regularization lambda (the built-in problem, or a network target). "
+                                  "Default: 3 for the built-in problem.", show_default=False)] = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="forward, central, richardson, or all of them (the complex step is the reference "
+                         "when the target allows it).")] = "all",
+    dtype: Annotated[Optional[DtypeChoice], typer.Option(
+        "--dtype", help="dtype of the built-in problem. Default: float64.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights (built-in problem).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write the log-log error curves to this PNG "
-                                                "(needs matplotlib: pip install 'layerkit[plot]').")] = None,
+                                                "(needs matplotlib: pip install 'layerkit\\[plot]').")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """Error of each method against the step h = 1e-1 ... 1e-12: is the step size the problem?"""
     from layerkit.diagnosis.sweep import plot_sweep, sweep_steps
 
-    problems = _library_call(_problems, target, layers, examples,
-                             [lambda_] if target is None else None, dtype, seed)
-    methods = [m for m in _methods(method) if m != "complex-step"] or ["central"]
+    try:
+        lambdas = [lambda_] if lambda_ is not None else [3.0] if target is None else None
+        problems = _library_call(_problems, target, layers, examples, lambdas, dtype, seed)
+        if method == "complex-step":
+            raise UsageError("--method: the sweep compares difference methods; the complex step is its reference "
+                             "when the target allows it (expected forward, central, richardson or all)")
+        methods = [m for m in _methods(method) if m != "complex-step"]
+    except UsageError as exc:
+        _fail(str(exc))
     result = _library_call(sweep_steps, problems[0], methods)
     if plot:
         try:

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FORUM = str(ROOT / "examples" / "forum_bug.py")
 runner = CliRunner()
 
-REPORT_KEYS = {"method", "step", "step_rule", "dtype", "passed", "relative_difference", "max_abs_error",
+REPORT_KEYS = {"method", "step", "step_rule", "dtype", "passed", "inconclusive", "mode", "relative_difference",
+               "max_abs_error",
                "max_rel_error", "rtol", "cost", "n_params", "n_evals", "seconds", "blocks", "worst", "findings",
                "context", "step_verdict", "correct_blocks", "wrong_blocks", "notes", "problem", "lambda"}
 
@@ -106,6 +107,11 @@ def test_json_with_findings_and_exit_1():
     (["check", "just-a-name"], "expected path/to/file.py:NAME"),
     (["check", f"{FORUM}:problem", "--lambda", "1"], "--lambda"),
     (["sweep", "--layers", "0,3"], "--layers"),
+    (["check", "--method", "five-point"], "--method"),
+    (["check", f"{FORUM}:problem", "--layers", "3,4,3"], "--layers"),
+    (["check", f"{FORUM}:problem", "--dtype", "float32"], "--dtype"),
+    (["check", f"{FORUM}:problem", "--examples", "9"], "--examples"),
+    (["sweep", "--method", "complex-step"], "--method"),
 ])
 def test_usage_and_input_errors_exit_2_with_one_line(args, fragment):
     result = invoke(*args)
@@ -334,3 +340,48 @@ def test_a_module_target_is_found_in_the_current_directory(tmp_path):
 def test_an_overflowing_step_is_an_argument_error(args, fragment):
     result = invoke(*args)
     assert result.exit_code == 2 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+NOT_ANALYTIC = """
+import numpy as np
+
+def fun(x):
+    return float(np.sum(np.abs(x)) + x @ x), np.sign(x) + 2 * x
+
+problem = (fun, np.array([0.3, -0.7, 1.2]))
+"""
+
+
+def test_method_all_reports_a_method_that_does_not_apply_and_runs_the_others(tmp_path):
+    target = tmp_path / "not_analytic.py"
+    target.write_text(NOT_ANALYTIC)
+    result = invoke("check", f"{target}:problem", "--method", "all")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("PASSED") == 3 and "NOT APPLICABLE  complex-step" in result.stdout
+    doc = json.loads(invoke("check", f"{target}:problem", "--method", "all", "--json").stdout)
+    assert doc["passed"] and len(doc["reports"]) == 3
+    assert [n["method"] for n in doc["not_applicable"]] == ["complex-step"]
+    # asked for by name, the method's refusal is the answer
+    assert invoke("check", f"{target}:problem", "--method", "complex-step").exit_code == 2
+
+
+def test_a_method_the_target_registers_can_be_named(tmp_path):
+    target = tmp_path / "five_point.py"
+    target.write_text(textwrap.dedent("""
+        import numpy as np
+        from attrs import frozen
+        from layerkit import FiniteDifference, register_method
+
+        @frozen
+        class FivePoint(FiniteDifference):
+            name = "five-point-cli"
+            offsets = (-2.0, -1.0, 1.0, 2.0)
+            weights = (1 / 12, -2 / 3, 2 / 3, -1 / 12)
+            order = 4
+
+        register_method("five-point-cli", FivePoint)
+        problem = (lambda x: (float(np.sum(np.sin(x))), np.cos(x)), np.linspace(-1, 1, 4))
+    """))
+    result = invoke("check", f"{target}:problem", "--method", "five-point-cli", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("PASSED  five-point-cli")

@@ -539,3 +539,214 @@ def test_a_function_that_writes_into_its_argument_cannot_change_x0_or_the_estima
     keep = x0.copy()
     report = check_function(vandal, x0)
     assert report.passed and np.array_equal(x0, keep) and len(calls) > 10
+
+
+# ---------------------------------------------------------------------- costs finite differences cannot read
+def _saturated_logistic(seed=6, zscale=30.0):
+    """Logistic regression written as in a course, at a point where one example reaches z = 30: there
+    ``log(1 - h)`` is a staircase (``1 + exp(-z)`` rounds to a grid 2e-3 wide in z), flat at the steps of any
+    finite difference, so that example's slope is lost to them."""
+    rng = np.random.default_rng(seed)
+    m, n = 100, 5
+    X = np.hstack([np.ones((m, 1)), rng.standard_normal((m, n - 1))])
+    t0 = rng.standard_normal(n)
+    t0 *= zscale / np.max(np.abs(X @ t0))
+    y = (rng.uniform(size=m) < 0.5).astype(float)
+
+    def cost(t, wrong=1.0):
+        h = 1 / (1 + np.exp(-X @ t))
+        return -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m, wrong * X.T @ (h - y) / m
+    return cost, t0
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_right_gradient_of_a_staircase_cost_is_inconclusive_not_failed(mode):
+    cost, t0 = _saturated_logistic()
+    report = check_function(cost, t0, mode=mode)
+    assert report.inconclusive, str(report)
+    assert "precision-limited" in report.codes()
+    assert not {"regularization-mismatch", "nonsmooth", "localized"} & set(report.codes())  # nothing blamed
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_wrong_gradient_of_a_staircase_cost_is_never_passed(mode):
+    cost, t0 = _saturated_logistic()
+    for wrong in (-1.0, 0.0, 1.1):
+        assert not check_function(lambda t: cost(t, wrong), t0, mode=mode).passed, wrong
+
+
+def test_raw_inputs_through_a_function_raise_no_false_alarm():
+    """Inputs of 0..255 make the cost bend within the first step of most entries: more of them fail at first
+    than the second look's budget covers, and the rest must be measured again rather than reported."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((50, 8)) * 255, rng.integers(0, 3, 50)
+    net = Network.from_sizes([8, 6, 3], seed=0)
+    report = check_function(net.objective(X, y, 1.0), net.get_params())
+    assert report.passed, str(report)
+    assert any("measured again" in n for n in report.notes)
+    assert report.n_evals > 400  # the second look's evaluations are counted
+
+
+def test_a_float32_gradient_of_a_float64_cost_is_judged_by_its_own_rounding():
+    rng = np.random.default_rng(0)
+    A, b = rng.standard_normal((50, 20)), rng.standard_normal(50)
+
+    def fun(x):
+        r = A @ x - b
+        return 0.5 * float(r @ r), A.astype(np.float32).T @ r.astype(np.float32)
+    x0 = rng.standard_normal(20)
+    assert check_function(fun, x0).passed
+    assert not check_function(lambda x: (fun(x)[0], fun(x)[1] * np.float32(1.001)), x0).passed
+
+
+def test_a_fixed_step_has_its_truncation_measured():
+    """At x = 0, f = 1000 x^3 + x has f' = 1 and a central difference off by 1000 h^2, which a model built on
+    the gradient's size cannot see."""
+    def fun(x):
+        return float(np.sum(1000.0 * x**3 + x)), 3000.0 * x**2 + 1
+    coarse = check_function(fun, np.zeros(3), step=1e-2)
+    assert not coarse.passed and coarse.inconclusive and "truncation" in str(coarse)
+    assert check_function(fun, np.zeros(3), step=1e-4).passed
+
+
+def test_the_complex_step_claims_no_more_than_its_confirmation_resolved():
+    """A |x_0| term hidden in a long vector: the confirmation along random directions cannot see it, so the
+    tolerance of x_0 must cover it."""
+    rng = np.random.default_rng(0)
+    P, c = 2000, 1e-6
+    w, x0 = rng.uniform(0.5, 2.0, P), rng.standard_normal(P)
+    x0[0] = 0.7
+
+    def fun(x):
+        return 0.5 * np.sum(w * x * x) + c * np.abs(x[0]), (w * x).real.copy()  # the gradient misses c
+    report = check_function(fun, x0, "complex-step")
+    assert report.passed and report.tolerance[0] >= c  # honest: an error of c is within what it resolves
+
+
+def test_a_non_finite_gradient_entry_is_reported_without_a_second_look():
+    def fun(t):
+        g = 2 * t
+        g[1] = np.nan
+        return float(t @ t), g
+    report = check_function(fun, np.array([1.0, 2.0, 3.0]))
+    assert not report.passed and "non-finite" in report.codes()
+    assert "non-finite value" in report.step_verdict and np.isnan(report.blocks[0].max_abs_error)
+    assert not any("measured again" in n for n in report.notes)
+
+
+# ---------------------------------------------------------------------- what a layer keeps
+class _Center:
+    """Keeps a running mean, updated in place by forward (as batch normalization does)."""
+
+    param_shapes, params, grads = {}, {}, {}
+
+    def __init__(self, n):
+        self.running_mean = np.zeros(n)
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        mu = x.mean(axis=0)
+        self.running_mean *= 0.9
+        self.running_mean += 0.1 * mu
+        return x - mu
+
+    def backward(self, dy):
+        return dy - dy.mean(axis=0)
+
+
+def test_a_running_statistic_is_put_back_after_a_check_but_evolves_in_training():
+    net = Network([Dense(4, 5), _Center(5), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    stats = net.layers[1].running_mean
+    assert check_network(net, XS, YS, 0.0).passed
+    assert net.layers[1].running_mean is stats and not stats.any()
+    net.objective(XS, YS, 0.0)(net.get_params())  # an objective's evaluation is a training step's
+    assert stats.any()
+
+
+class _ListBound:
+    """y = x * w per column, its bound arrays kept in a list that bind updates in place."""
+
+    def __init__(self, n):
+        self.param_shapes = {"w": (n,)}
+        self._bound = [np.ones(n), np.zeros(n)]
+
+    @property
+    def params(self):
+        return {"w": self._bound[0]}
+
+    @property
+    def grads(self):
+        return {"w": self._bound[1]}
+
+    def bind(self, params, grads):
+        self._bound[0], self._bound[1] = params["w"], grads["w"]
+
+    def forward(self, x):
+        self._x = x
+        return x * self._bound[0]
+
+    def backward(self, dy):
+        self._bound[1][...] = np.sum(dy * self._x, axis=0)
+        return dy * self._bound[0]
+
+
+def test_bindings_kept_in_a_list_survive_a_complex_step_check_and_a_layer_check():
+    net = Network([Dense(4, 3), _ListBound(3), Dense(3, 3), Sigmoid()])
+    net.init_random(0)
+    w = net.layers[1].params["w"]
+    assert check_network(net, XS, YS, 0.0, "complex-step").passed
+    assert net.layers[1].params["w"] is w and np.shares_memory(w, net.params)
+    check_layer(net.layers[1], RNG.standard_normal((4, 3)).astype(np.float32))
+    assert net.layers[1].params["w"] is w
+
+
+class _InPlaceLeaky:
+    param_shapes, params, grads = {}, {}, {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        self._neg = x < 0
+        x[self._neg] *= 0.1
+        return x
+
+    def backward(self, dy):
+        return np.where(self._neg, 0.1 * dy, dy)
+
+
+def test_a_layer_that_works_in_place_on_its_input_is_checked_on_a_copy():
+    x = RNG.standard_normal((5, 4))
+    keep = x.copy()
+    report = check_layer(_InPlaceLeaky(), x)
+    assert report.passed and np.array_equal(x, keep), str(report)
+
+
+class _LoudMagnitude:
+    """A right forward, a backward 1% off, and a magnitude 1e13 times too large: trusted, it would size
+    tolerances that let the 1% pass."""
+
+    param_shapes, params, grads = {}, {}, {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y ** 2) * 1.01
+
+    def magnitude(self, x, y, A):
+        return A * (1 - y ** 2) * 1e13
+
+
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+def test_a_layers_magnitude_is_confirmed_before_it_sizes_tolerances(engine):
+    net = Network([Dense(4, 6), _LoudMagnitude(), Dense(6, 3), Sigmoid()])
+    net.init_random(0)
+    assert not check_network(net, XS, YS, 0.0, engine=engine).passed

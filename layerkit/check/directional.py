@@ -227,13 +227,14 @@ class _AlongDirections:
 
 class _Directional:
     def __init__(self, subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, n_directions: int,
-                 seed: int, evaluations: dict[str, int] | None = None) -> None:
+                 seed: int, evaluations: dict[str, int] | None = None, rounding_dtype: Any = None) -> None:
         """The evaluator's own noise is measured (``calibrate``) unless its rules are layerkit's own."""
         self.subject, self.strategy, self.probe = subject, strategy, probe
         self.n_directions = n_directions
         self.rng = np.random.default_rng(seed)
         self.f0, self.a = float(np.real(f0)), a
         self.x = subject.x0
+        self.rounding_dtype = self.x.dtype if rounding_dtype is None else rounding_dtype
         self.layout = subject.layout
         self.eps = machine_eps(self.x.dtype)
         self.evals: dict[str, int] = dict(evaluations or {"analytic": 1})
@@ -285,7 +286,7 @@ class _Directional:
         out = []
         for k, di in enumerate(dirs):
             a = float(self.a[di.lo:di.hi] @ di.u)
-            tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.x.dtype)
+            tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
                                        SAFETY * float(noise_term[k] + trunc[k])))
         self.evals[stage] = self.evals.get(stage, 0) + used
@@ -323,7 +324,7 @@ class _Directional:
             if not abs(n - t.numerical) > t.tolerance:  # it confirms the first estimate: the failure stands
                 continue
             tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
-                                        self.x.dtype)
+                                        self.rounding_dtype)
             out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
                                      SAFETY * float(est.noise[i] + est.truncation[i]),
                                      max(t.first_reach, t.tolerance + t.error))
@@ -400,12 +401,14 @@ class _Directional:
 def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, *,
                     n_directions: int = DEFAULT_DIRECTIONS, seed: int = 0, top: int = 5, t0: float | None = None,
                     evaluations: dict[str, int] | None = None, noise: Noise | None = None,
-                    evaluator: str = "cost") -> Report:
+                    evaluator: str = "cost", rounding_dtype: Any = None) -> Report:
     """The directional check of ``subject`` with evaluator ``probe`` (module docstring); the analytic gradient
-    ``a`` and cost ``f0`` at ``x0`` are already known, and ``evaluations`` (by purpose) were spent on them.  Returns a Report whose ``directional`` field holds the
-    evidence and whose ``measured`` mask marks the localized entries."""
+    ``a`` and cost ``f0`` at ``x0`` are already known, and ``evaluations`` (by purpose) were spent on them;
+    ``rounding_dtype`` is the dtype of the analytic gradient's rounding (default: the parameters').  Returns a
+    Report whose ``directional`` field holds the evidence and whose ``measured`` mask marks the localized
+    entries."""
     t0 = time.perf_counter() if t0 is None else t0
-    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed, evaluations)
+    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed, evaluations, rounding_dtype)
     first, block_tests, leaves, spread, taylor, passed = run.run()
     x, layout = run.x, run.layout
     P = x.size

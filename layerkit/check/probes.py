@@ -109,6 +109,7 @@ class CoordinateProbe:
         self.real_dtype = np.dtype(self.x.real.dtype)
         self.n_axes = int(self.axes.size)
         self.n_evals = 0
+        self._parent: CoordinateProbe | None = None
         self.executor = executor
         self.noise_level = float(noise_level)
         self.noise_excess = 1.0  # the noise over the cost's rounding that automatic steps follow
@@ -120,6 +121,7 @@ class CoordinateProbe:
         if self.axis_scale is not None:
             sub.axis_scale = self.axis_scale[np.asarray(axes, dtype=np.int64)]
         sub.noise_excess = self.noise_excess
+        sub._parent = self  # its evaluations count as this probe's too
         return sub
 
     def noise(self, steps: NDArray) -> NDArray:
@@ -133,7 +135,10 @@ class CoordinateProbe:
         return ((xj + h.astype(self.real_dtype)) - xj).astype(self.real_dtype)
 
     def _evaluate(self, x: NDArray, axes: NDArray, steps: NDArray) -> list[Any]:
-        self.n_evals += len(axes)
+        probe: CoordinateProbe | None = self
+        while probe is not None:
+            probe.n_evals += len(axes)
+            probe = probe._parent
         if self.executor is None:
             with np.errstate(all="ignore"):
                 return _costs_at(self.cost, x, axes, steps)

@@ -305,9 +305,10 @@ class Report:
             for b in layout.blocks:
                 s = b.slice
                 k = known[s]
+                eb = err[s][k]
                 summaries.append(BlockSummary(b.name, b.shape, relative_difference(n[s][k], a[s][k]),
-                                              float(np.nanmax(err[s][k], initial=0.0)), int(np.sum(~ok[s])),
-                                              bool(ok[s].all())))
+                                              float(np.max(eb, initial=0.0)) if np.isfinite(eb).all() else math.nan,
+                                              int(np.sum(~ok[s])), bool(ok[s].all())))
             blocks = tuple(summaries)
         with np.errstate(invalid="ignore", divide="ignore"):
             badness = np.where(bad, np.inf, err / np.maximum(tol, np.finfo(float).tiny))
@@ -393,14 +394,16 @@ class Report:
         if not bad:
             return "correct: every block" + (f" ({', '.join(ok)})" if len(ok) <= 6 else "")
         right = ", ".join(ok) if ok else "none"
-        return f"correct: {right}; wrong: {', '.join(bad)}"
+        return f"correct: {right}; {'undecided' if self.inconclusive else 'wrong'}: {', '.join(bad)}"
 
     @property
     def inconclusive(self) -> bool:
-        """Not passed, yet no entry beyond its tolerance: the check could not resolve some entries (a
-        ``precision-limited`` finding says which and why)."""
-        return not self.passed and not self.mismatch.any() and any(
-            f.evidence.get("unresolved") for f in self.findings)
+        """Not passed, and a ``precision-limited`` finding says the check could not decide: no entry beyond its
+        tolerance while some could not be resolved, or a mismatch within what the error model is known to
+        misjudge for this cost (the finding says which and why)."""
+        return not self.passed and any(
+            f.evidence.get("unresolved") and (f.evidence.get("covers_mismatch") or not self.mismatch.any())
+            for f in self.findings)
 
     @property
     def verdict(self) -> str:
@@ -418,7 +421,8 @@ class Report:
     def to_dict(self, include_arrays: bool = False) -> dict[str, Any]:
         """JSON-safe summary.
 
-        Keys: ``method``, ``step``, ``step_rule``, ``dtype``, ``passed``, ``relative_difference``,
+        Keys: ``method``, ``step``, ``step_rule``, ``dtype``, ``passed``, ``inconclusive``, ``mode``
+        (``"full"`` or ``"directional"``), ``relative_difference``,
         ``max_abs_error``, ``max_rel_error``, ``rtol``, ``cost``, ``n_params``, ``n_evals``, ``seconds``,
         ``blocks`` (list of ``{name, shape, relative_difference, max_abs_error, n_failed, passed}``),
         ``worst`` (list of ``{block, index, flat_index, numerical, analytical, error, tolerance}``),
@@ -429,7 +433,8 @@ class Report:
         """
         d: dict[str, Any] = {
             "method": self.method, "step": _num(self.step), "step_rule": self.step_rule, "dtype": self.dtype,
-            "passed": self.passed, "relative_difference": _num(self.relative_difference),
+            "passed": self.passed, "inconclusive": self.inconclusive,
+            "relative_difference": _num(self.relative_difference),
             "max_abs_error": _num(self.max_abs_error), "max_rel_error": _num(self.max_rel_error),
             "rtol": _num(self.rtol), "cost": _num(self.cost), "n_params": int(self.numerical.size),
             "n_evals": self.n_evals, "seconds": _num(self.seconds),

@@ -147,7 +147,7 @@ class NetworkSubject(Subject):
 
     @contextmanager
     def _session(self) -> Iterator[NetworkSubject]:
-        with self.network.preserved():
+        with self.network.preserved(state=True):
             self._depth += 1
             try:
                 self.network.params[...] = self.x0
@@ -281,7 +281,9 @@ class _LayerSession:
             a = self.layer.params[n]
             a[...] = theta[offset: offset + a.size].reshape(a.shape)
             offset += a.size
-        return theta[: self.nx].reshape(self.x_shape)
+        # a copy: a forward that works in place on its input (a leaky ReLU with inplace=True) must not write
+        # into the point being evaluated
+        return np.array(theta[: self.nx].reshape(self.x_shape), copy=True)
 
     def forward(self, theta: NDArray) -> tuple[Any, Any]:
         x = self.write(np.asarray(theta))
@@ -336,7 +338,7 @@ class LayerSubject(Subject):
     def session(self) -> ContextManager[Any]:
         arrays = [a for a in list((self.layer.params or {}).values()) + list((self.layer.grads or {}).values())
                   if isinstance(a, np.ndarray) and a.flags.writeable]
-        return preserving([self.layer], arrays)
+        return preserving([self.layer], arrays, state=True)
 
     def value(self, theta: NDArray) -> Any:
         self.n_calls += 1

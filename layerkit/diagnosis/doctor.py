@@ -53,8 +53,6 @@ from ..nn.layout import Block
 FIT_TOL = 1e-3
 #: Most entries the follow-up evaluations look at.
 MAX_PROBED = 24
-#: Noise excess (noise over the cost's own rounding) beyond which a failure is not blamed on the gradient.
-NOISY = 1e4
 
 
 # ---------------------------------------------------------------------- helpers
@@ -459,19 +457,24 @@ class _Doctor:
             return self.directional_verdict()
         err = np.abs(self.n - self.a)
         bad = np.flatnonzero(self.bad & np.isfinite(err))
-        ratio_all = err / np.maximum(self.tol, np.finfo(float).tiny)
+        with np.errstate(invalid="ignore"):
+            ratio_all = err / np.maximum(self.tol, np.finfo(float).tiny)
+        if not bad.size and self.bad.any():
+            return ("the mismatch is a non-finite value (see the non-finite finding): no step size is the cause, "
+                    "and none can be judged until it is finite")
         if not bad.size:
             if self.r.error_estimate is not None and np.isfinite(self.r.error_estimate).all():
                 return (f"no mismatch: largest error {float(np.max(err, initial=0)):.1e}, Richardson's numerical "
                         f"error estimate {float(np.max(self.r.error_estimate, initial=0)):.1e}")
-            return f"no mismatch: every entry is within {float(np.max(ratio_all, initial=0.0)):.2g} of its " \
+            return f"no mismatch: every entry is within {float(np.nanmax(ratio_all, initial=0.0)):.2g} of its " \
                    "error-model tolerance"
         j = int(bad[np.argmax(ratio_all[bad])])
         noise = self.r.noise
-        if noise is not None and noise.measured and noise.excess >= NOISY:
-            return (f"inconclusive: the cost is {noise.excess:.0f} times noisier than its own rounding, and at that "
-                    "level finite differences cannot tell a wrong gradient from the cost's cancellation; compute "
-                    "the cost stably (see the precision-limited finding) and check again")
+        if self.r.inconclusive:
+            return ("inconclusive: " + (f"the cost is {noise.excess:.0f} times noisier than its own rounding, and "
+                                        if noise is not None and noise.excess > 1 else "")
+                    + "finite differences cannot tell a wrong gradient from their own error here (see the "
+                    "precision-limited finding)")
         mm = float(err[j])
         numerr = float(self.tol[j]) / SAFETY  # the tolerance is SAFETY times the estimate's error
         ratio = mm / max(numerr, np.finfo(float).tiny)
@@ -534,7 +537,9 @@ class _Doctor:
         if self.nondeterministic():
             return self.r.with_findings(self.findings, step_verdict="the cost is not deterministic: no step can "
                                         "give a reliable numerical gradient", notes=list(self.r.notes) + self.notes)
-        if not self.precision_limited():
+        if self.r.inconclusive:  # the mismatch is not the gradient's to answer for: no pattern is blamed on it
+            pass
+        elif not self.precision_limited():
             self.nonsmooth()
             self.block_patterns()
             self.merge_overall()

@@ -51,6 +51,37 @@ def _close(predicted: NDArray, actual: NDArray, scale: NDArray, eps: float) -> b
     return bool(np.all(np.isfinite(diff)) and np.all(diff <= allowed))
 
 
+def magnitude_confirmed(layer: Any, x: NDArray, y: NDArray, seed: int = 0) -> bool:
+    """Whether the engine may use ``layer.magnitude`` (the scale of the backprop terms, which sizes rounding
+    bounds and so tolerances: one too large would let a wrong gradient pass).  layerkit's own classes are
+    taken as they are; a layer with parameters is not (its ``backward`` would write its gradients); any
+    other layer's ``magnitude(x, y, A)`` must bound ``|backward(A)|`` for a random positive ``A`` on at most
+    :data:`SUBSET` examples from above, by at most a factor 4 (what the absolute values of an elementwise or
+    small local Jacobian give)."""
+    if not provides(layer, "magnitude"):
+        return False
+    if type(layer) in TRUSTED and not any(n in vars(layer) for n in ("forward", "backward", "magnitude")):
+        return True
+    if getattr(layer, "param_shapes", None):
+        return False
+    rng = np.random.default_rng(seed + 11)
+    rows = np.sort(rng.choice(x.shape[0], size=min(SUBSET, x.shape[0]), replace=False))
+    xs, ys = x[rows], y[rows]
+    A = 0.5 + rng.random(ys.shape)
+    eps = float(np.finfo(x.dtype).eps) if np.issubdtype(x.dtype, np.floating) else float(np.finfo(float).eps)
+    try:
+        with np.errstate(all="ignore"):
+            layer.forward(xs)
+            b = np.abs(np.asarray(layer.backward(A.astype(x.dtype)), dtype=np.float64))
+            mag = np.asarray(layer.magnitude(xs, ys, A), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a rule that cannot run on a subset is not used
+        return False
+    if mag.shape != b.shape:
+        return False
+    slack = AGREEMENT * eps * (b + float(np.max(b, initial=0.0)) * eps)
+    return bool(np.all(np.isfinite(mag)) and np.all(mag >= b - slack) and np.all(mag <= 4 * b + slack))
+
+
 class Rules:
     """Which rules of which layers the engine may use (module docstring); ``notes`` say what was refused."""
 

@@ -59,7 +59,7 @@ from ..nn.activations import sigmoid
 from ..nn.layers import provides, strip_limit
 from ..nn.network import Binding, Network, evaluation_overrides
 from .changes import Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_change, loss_series
-from .confirm import Rules
+from .confirm import Rules, magnitude_confirmed
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -231,7 +231,8 @@ class NetworkState:
 def magnitudes(state: NetworkState) -> list[NDArray | None]:
     """Backprop run on magnitudes: for each layer ``k``, ``A_k`` (m, width of its output), the scale of the
     terms that make up ``dL/d output`` -- ``(1 - y) s + y sigmoid(-z)`` at the logits, the two terms a
-    Network's backprop forms, then each layer's ``magnitude`` member on the way down.  None from the first layer without one on.  A gradient
+    Network's backprop forms, then each layer's ``magnitude`` member on the way down, where it is confirmed
+    (:func:`~layerkit.fast.confirm.magnitude_confirmed`); None from the first layer without one on.  A gradient
     entry ``(r, c)`` of a Dense-like block is a sum of ``m`` products ``A_ir F_ic / m``, which rounds to about
     ``eps sqrt(sum_i (A_ir F_ic)^2) / m`` (rounding errors add like random signs): its rounding scale
     ``R_j`` (see :meth:`SeriesBlock.table` and :meth:`NetworkProbe.rounding`)."""
@@ -241,7 +242,7 @@ def magnitudes(state: NetworkState) -> list[NDArray | None]:
     for k in range(len(state.layers) - 1, -1, -1):
         out[k] = A
         layer = state.layers[k]
-        if k == 0 or not provides(layer, "magnitude"):
+        if k == 0 or not magnitude_confirmed(layer, state.acts[k], state.acts[k + 1]):
             break
         A = np.asarray(layer.magnitude(state.acts[k], state.acts[k + 1], A), dtype=np.float64)
     return out

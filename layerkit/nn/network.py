@@ -194,18 +194,19 @@ class Network:
         return self._lock
 
     @contextmanager
-    def preserved(self) -> Iterator[Network]:
+    def preserved(self, state: bool = False) -> Iterator[Network]:
         """Restore this network exactly as it was when the block is left, however it is left.
 
         On exit (normal, an exception, or a KeyboardInterrupt) the values of :attr:`params` and :attr:`grads`,
         the network's own attributes and every layer's attributes are put back: attributes that were rebound
-        get their old objects, attributes that are dicts (a layer's ``params`` and ``grads`` bindings) get their
-        old contents.  Arrays a layer mutates in place other than through the network's buffers (a running
-        statistic, say) are not copied.  Checks and objectives evaluate the caller's network in place inside
-        this block, so that what is checked is the network itself: its class, its layer objects, their ties
-        and their bindings.  Holds :attr:`lock` meanwhile.
+        get their old objects, and the lists, dicts and helper objects they lead to (a layer's ``params`` and
+        ``grads`` bindings, wherever it keeps them) their old contents.  With ``state``, the values of every
+        array those attributes hold are put back too (a running statistic a layer updates in place): what a
+        check uses; an objective leaves such state to evolve, as training does.  Checks and objectives
+        evaluate the caller's network in place inside this block, so that what is checked is the network
+        itself: its class, its layer objects, their ties and their bindings.  Holds :attr:`lock` meanwhile.
         """
-        with self._lock, preserving([self] + self.layers, [self._params, self._grads]):
+        with self._lock, preserving([self] + self.layers, [self._params, self._grads], state=state):
             yield self
 
     def _use_dtype(self, dtype: Any) -> None:
@@ -599,16 +600,29 @@ class Objective:
 
 
 @contextmanager
-def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = ()) -> Iterator[None]:
+def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bool = False) -> Iterator[None]:
     """Put ``objects`` (and layers they refer to by attribute) and the values of ``arrays`` back as they were
-    when the block is left, however it is left: rebound attributes get their old objects, dict-valued
-    attributes their old contents, and each array its old values (written in place, after the attributes)."""
-    state = _snapshot(list(objects) + _attached(objects))
+    when the block is left, however it is left: rebound attributes get their old objects, the lists, dicts
+    and helper objects they lead to their old contents, and each array its old values (written in place,
+    after the attributes).  With ``state``, every writeable array among those attributes and contents is
+    one of ``arrays`` too."""
+    snapshot = _snapshot(list(objects) + _attached(objects))
+    arrays = list(arrays)
+    if state:
+        seen = {id(a) for a in arrays}
+        for _, attrs, held in snapshot:
+            values = list(attrs["__dict__"].values()) + list(attrs["__slots__"].values())
+            for _, contents in held:
+                values += list(contents.values()) if isinstance(contents, dict) else list(contents)
+            for v in values:
+                if isinstance(v, np.ndarray) and v.flags.writeable and id(v) not in seen:
+                    seen.add(id(v))
+                    arrays.append(v)
     saved = [(a, a.copy()) for a in arrays]
     try:
         yield
     finally:
-        _restore(state)
+        _restore(snapshot)
         for a, values in saved:
             a[...] = values
 
@@ -627,7 +641,7 @@ def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:
                 items = list(value.values()) if isinstance(value, dict) else \
                     list(value) if isinstance(value, (list, tuple)) else [value]
                 for item in items:
-                    if isinstance(item, Layer) and not isinstance(item, type) and id(item) not in seen:
+                    if id(item) not in seen and _is_layer(item):
                         seen.add(id(item))
                         found.append(item)
         out += found
@@ -635,6 +649,13 @@ def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:
         if not frontier:
             break
     return out
+
+
+def _is_layer(obj: Any) -> bool:
+    """``isinstance(obj, Layer)`` without the cost of a runtime protocol check (it runs on every attribute of
+    every layer, at every evaluation of an objective)."""
+    return not isinstance(obj, (type, np.ndarray)) and all(
+        hasattr(obj, name) for name in ("param_shapes", "bind", "forward", "backward"))
 
 
 def _slots(obj: Any) -> list[str]:
@@ -656,9 +677,39 @@ def _attribute_values(obj: Any) -> list[Any]:
 _MISSING = object()
 
 
-def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]:
-    """Each distinct object's attributes (shallow; ``__slots__`` too) and the contents of its dict-valued
-    attributes."""
+#: How far below an object's attributes the containers that may hold its bindings are looked for.
+HOLDER_DEPTH = 3
+
+
+def _holders(values: Sequence[Any], seen: set[int]) -> list[Any]:
+    """Lists, dicts and plain attribute holders (``SimpleNamespace``, a user's helper object) reachable from
+    ``values``, ``HOLDER_DEPTH`` levels down: where a layer may keep what ``bind`` gives it (``self._bound =
+    [w, gw]``, ``self.state["bound"]["w"]``).  Layers are left to their own snapshot; arrays, types, modules
+    and functions hold no bindings of their own."""
+    out: list[Any] = []
+    frontier = list(values)
+    for _ in range(HOLDER_DEPTH):
+        found = []
+        for v in frontier:
+            if id(v) in seen or isinstance(v, (np.ndarray, type, str, bytes, int, float, complex)) or callable(v) \
+                    or type(v).__module__ in ("builtins", "numpy") and not isinstance(v, (list, dict)) or _is_layer(v):
+                continue
+            if isinstance(v, (list, dict)) or hasattr(v, "__dict__"):
+                seen.add(id(v))
+                out.append(v)
+                found += list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, list) \
+                    else list(vars(v).values())
+        frontier = found
+    return out
+
+
+def _contents(holder: Any) -> Any:
+    return list(holder) if isinstance(holder, list) else dict(holder if isinstance(holder, dict) else vars(holder))
+
+
+def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]:
+    """Each distinct object's attributes (shallow; ``__slots__`` too) and the shallow contents of the lists,
+    dicts and helper objects its attributes lead to (see :func:`_holders`)."""
     out, seen = [], set()
     for obj in objects:
         if id(obj) in seen:
@@ -666,13 +717,13 @@ def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tu
         seen.add(id(obj))
         attrs = dict(getattr(obj, "__dict__", {}))
         slots = {name: getattr(obj, name, _MISSING) for name in _slots(obj)}
-        dicts = [(v, dict(v)) for v in list(attrs.values()) + list(slots.values()) if type(v) is dict]
-        out.append((obj, {"__dict__": attrs, "__slots__": slots}, dicts))
+        held = [(h, _contents(h)) for h in _holders(list(attrs.values()) + list(slots.values()), seen)]
+        out.append((obj, {"__dict__": attrs, "__slots__": slots}, held))
     return out
 
 
-def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]) -> None:
-    for obj, saved, dicts in state:
+def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]) -> None:
+    for obj, saved, held in state:
         attrs = saved["__dict__"]
         if hasattr(obj, "__dict__"):
             current = vars(obj)
@@ -685,7 +736,12 @@ def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[dict, dict]]]]) -
                     delattr(obj, name)
             elif getattr(obj, name, _MISSING) is not value:
                 setattr(obj, name, value)
-        for d, contents in dicts:
+        for h, contents in held:
+            if isinstance(h, list):
+                if len(h) != len(contents) or any(a is not b for a, b in zip(h, contents)):
+                    h[:] = contents
+                continue
+            d = h if isinstance(h, dict) else vars(h)
             if not _same(d, contents):
                 d.clear()
                 d.update(contents)
