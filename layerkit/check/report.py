@@ -454,9 +454,13 @@ class Report:
         """The readable table: verdict, per-block lines, worst entries and findings."""
         lines = [self.verdict]
         width = max([len(b.name) for b in self.blocks] + [5])
+        alone = None if self.directional is None else self.directional.block_tests
         for b in self.blocks:
             mark = "ok  " if b.passed else "FAIL"
             shape = "x".join(map(str, b.shape)) or "scalar"
+            if alone is not None and b.name not in alone:  # directional: only the whole-vector directions
+                lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  (through the whole-vector directions only)")
+                continue
             extra = "" if b.passed else f"  ({b.n_failed} of {int(np.prod(b.shape))} entries off)"
             lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  rel diff {b.relative_difference:9.2e}"
                          f"  max abs err {b.max_abs_error:9.2e}{extra}")
