@@ -41,13 +41,13 @@ from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_direc
 from .check.methods import ComplexStep, Step, get_method, machine_eps
 from .check.noise import EXCESS_THRESHOLD, Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
-from .check.refine import confirms, refine
+from .check.refine import Scales, across_scales, confirms, refine
 from .check.report import Finding, Report
 from .check.subjects import LayerSubject, NetworkSubject, Subject, function_subject
 from .check.tolerance import SAFETY, floor, tolerances
 from .diagnosis.doctor import diagnose as run_doctor
 from .errors import ComplexEvaluationError, InputError
-from .fast.directions import NetworkDirections
+from .fast.directions import EngineRefused, NetworkDirections
 from .fast.probe import AGREEMENT, NOISE_C, NetworkProbe, NetworkState, rounding_scales, supports_engine
 from .nn.layers import Layer
 from .nn.network import Network
@@ -60,6 +60,8 @@ DOCTOR_BUDGET = 256
 #: A mismatch of at most this many times its tolerance is inconclusive when the second look showed that the
 #: error model misjudges this cost (see ``_Check.undecided``).
 MARGINAL = 4.0
+#: Failing entries whose estimates are compared across a wide range of steps (20 evaluations each).
+MAX_SCALES = 8
 
 
 def resolve_method(method: Any, step: Step | None = None) -> Any:
@@ -121,7 +123,7 @@ class Experiments:
 
     def _charge(self, n: int) -> None:
         if self.spent + n > self.budget:
-            raise BudgetExceeded(f"the follow-up needs {n} evaluations and {self.budget - self.spent} are left")
+            raise BudgetExceeded(f"the follow-up needs {n} evaluations and {max(0, self.budget - self.spent)} are left")
         self.spent += n
 
     @property
@@ -318,10 +320,12 @@ class _Check:
         X = obj.inputs(s.network.params.dtype)
         state = NetworkState.at(s.network, X, obj.Y, obj.lambda_, s.activations())
         probe = NetworkProbe(state, s.x0, self.f0, axis_scale=s.axis_scale())
-        try:
-            steps = self.strategy.steps(probe)
-        except (AttributeError, TypeError):  # a user strategy without per-axis steps
-            steps = None
+        steps = None
+        if not s.known_rules:  # a user's rules are also compared with the real cost at the check's own steps
+            try:
+                steps = self.strategy.steps(probe)
+            except (AttributeError, TypeError):  # a user strategy without per-axis steps
+                pass
         if not self.verified(probe.verify(s.value, self.assumed_noise().level, self.seed, steps), probe,
                              "engine"):
             return None
@@ -367,17 +371,30 @@ class _Check:
                 if not probe.confirmed():
                     self.notes.extend(probe.rules.notes)
                     probe = None
-                elif not self.verified(probe.verify(s.value, self.assumed_noise().level, self.seed), probe,
-                                       "direction engine"):
-                    probe = None
                 else:
-                    self.evaluator = "engine"
+                    try:
+                        checks = probe.verify(s.value, self.assumed_noise().level, self.seed,
+                                              small_steps=not s.known_rules)
+                    except EngineRefused as exc:
+                        self.notes.append(str(exc))
+                        probe = None
+                    else:
+                        if self.verified(checks, probe, "direction engine"):
+                            self.evaluator = "engine"
+                        else:
+                            probe = None
             if probe is None:
                 noise = self.measured_noise()
                 probe = FunctionDirections(s.value, s.x0, self.f0, self.executor, noise.level)
                 probe.noise_excess = step_excess(noise)
             self._directions = probe
         return self._directions
+
+    def _run_directional(self, probe: Any, n_directions: int) -> Report:
+        return run_directional(self.subject, self.strategy, probe, self.f0, self.a, n_directions=n_directions,
+                               seed=self.seed, top=self.top, t0=self.t0, evaluations=self.evals,
+                               noise=self.noise or self.assumed_noise(), evaluator=self.evaluator,
+                               rounding_dtype=self.rounding_dtype)
 
     def strategy_for_layers(self) -> Any:
         """The check's method at its automatic step (a step fixed for the network says nothing of a layer)."""
@@ -450,49 +467,70 @@ class _Check:
             model_tolerance=self.model_rtol * np.maximum(np.abs(values), np.abs(self.a)) + model)
         if not getattr(probe, "cheap", False):
             self.unresolved(report, model - floor(self.a, self.rounding_dtype))
-            self.undecided(report.mismatch, report.numerical, report.tolerance)
+            self.undecided(report, probe)
         return self.finish(report)
 
-    def undecided(self, mismatch: NDArray, numerical: NDArray, tolerance: NDArray,
-                  analytical: NDArray | None = None) -> None:
+    def undecided(self, report: Report, probe: Any) -> None:
         """A mismatch is inconclusive, not a failure, when the check has evidence that finite differences of
-        this cost do not measure its derivative:
+        this cost do not measure its derivative (a precision-limited finding says which and what to do;
+        nothing here can make a check pass):
 
-        * the cost carries noise beyond :data:`~layerkit.check.noise.EXCESS_THRESHOLD` times its rounding
-          (cancellation, a float32 cost at float64 points).  A term computed as ``log(1 - h)`` with ``h``
-          rounded near 1 is a staircase: flat within each stair, so that a step inside one stair loses that
-          term's slope entirely, by an amount no noise level measured at the same scale bounds;
-        * or the second look found most of the entries it measured again to agree with the gradient after
+        * the second look found most of the entries it measured again to agree with the gradient after
           failing at the first step (the error model misjudged this cost), and no entry fails by more than
-          ``MARGINAL`` times its tolerance.
+          ``MARGINAL`` times its tolerance;
+        * or, for up to ``MAX_SCALES`` failing entries (the worst first), estimates over a wide range of steps
+          (:func:`~layerkit.check.refine.across_scales`) contradict the mismatch: some step resolves it and
+          agrees with the gradient, or none resolves it, and no entry has it established.  A staircase of
+          rounded values (``log(1 - h)`` at a saturated unit, a float32 cost) does that; a wrong gradient,
+          on a cost noisy or not, disagrees with every step that resolves it, and stays FAILED.
 
-        Nothing here can make a check pass; a precision-limited finding says what to do instead."""
-        if not mismatch.any():
+        A non-finite analytic entry fails whatever the estimates say."""
+        mismatch = report.mismatch
+        if not mismatch.any() or (mismatch & ~np.isfinite(self.a)).any():
             return
-        a = self.a if analytical is None else analytical
         with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.abs(numerical - a)[mismatch] / tolerance[mismatch]
-        if not np.all(np.isfinite(ratio)):
+            ratio = np.abs(report.numerical - self.a) / report.tolerance
+        ratio = np.where(np.isfinite(ratio), ratio, np.inf)
+        seen = self.looked
+        if np.max(ratio[mismatch]) <= MARGINAL and seen["measured"] \
+                and 2 * seen["agree"] >= seen["measured"] + seen["confirmed"]:
+            self._undecided(mismatch, f"the mismatch is at most {float(np.max(ratio[mismatch])):.2g} times its "
+                            f"tolerance, and {seen['agree']} of the {seen['measured'] + seen['confirmed']} entries "
+                            "measured again agreed with the gradient after failing at the first step: the error "
+                            "model misjudges this cost")
             return
-        worst = float(np.max(ratio))
-        noise, seen = self.noise, self.looked
-        if noise is not None and noise.measured and noise.deterministic and noise.excess > EXCESS_THRESHOLD:
-            why = (f"the cost is {noise.excess:.0f} times noisier than its own rounding: its values are not exact "
-                   "enough for finite differences to measure its derivative (cancellation, or a cost computed in "
-                   "a lower precision than its parameters)")
-        elif worst <= MARGINAL and seen["measured"] and 2 * seen["agree"] >= seen["measured"] + seen["confirmed"]:
-            why = (f"the mismatch is at most {worst:.2g} times its tolerance, and {seen['agree']} of the "
-                   f"{seen['measured'] + seen['confirmed']} entries measured again agreed with the gradient after "
-                   "failing at the first step: the error model misjudges this cost")
-        else:
+        if getattr(probe, "cheap", False) or not hasattr(probe, "subset"):
             return
+        bad = np.flatnonzero(mismatch)
+        chosen = bad[np.argsort(-ratio[bad], kind="stable")][:MAX_SCALES]
+        scales = across_scales(probe.subset(chosen), self.a[chosen], report.numerical[chosen])
+        why = self._scales_verdict(scales, [self.subject.layout.label(int(j)) for j in chosen],
+                                   report.numerical[chosen], self.a[chosen])
+        if why:
+            self._undecided(mismatch, why)
+
+    def _scales_verdict(self, scales: Scales, labels: list[str], first: NDArray, a: NDArray) -> str:
+        """Why a mismatch is not established across scales ('' when it is)."""
+        if scales.established.any() or not (scales.agree.any() or (scales.resolving == 0).any()):
+            return ""
+        if scales.agree.any():
+            i = int(np.argmax(scales.agree))
+            return (f"estimates at different steps contradict each other: {labels[i]} is {first[i]:.6g} at the "
+                    f"check's step but {scales.value[i]:.6g} at a step of {scales.step[i]:.2g}, where it agrees "
+                    f"with the analytic {a[i]:.6g}.  The cost's differences depend on the step more than a smooth "
+                    "cost's can: a staircase of rounded values (log(1 - h) or 1 - h at a saturated unit, flat "
+                    "within each stair; a cost computed in float32)")
+        i = int(np.argmin(scales.resolving))
+        return (f"no step resolves the mismatch of {labels[i]} ({abs(first[i] - a[i]):.2g}): the cost's "
+                "differences are not precise enough anywhere to tell it from their own error")
+
+    def _undecided(self, mismatch: NDArray, why: str) -> None:
         self.findings.append(Finding(
-            "precision-limited", tuple(b.name for b in self.subject.layout.blocks if analytical is not None
-                                       or mismatch[b.slice].any()),
+            "precision-limited", tuple(b.name for b in self.subject.layout.blocks if mismatch[b.slice].any()),
             f"inconclusive: {why}.  A mismatch here cannot be told from the finite differences' own error; "
             + ("use float64, or " if self.subject.x0.dtype == np.float32 else "")
             + "compute the cost stably (see the cancellation finding, if any) and check again",
-            {"ratio": worst, "unresolved": True, "covers_mismatch": True}))
+            {"unresolved": True, "covers_mismatch": True}))
 
     def unresolved(self, report: Report, bound: NDArray) -> None:
         """When the estimate's own error bound (noise and truncation, without the floor) is as large as the
@@ -695,15 +733,23 @@ class _Check:
     def directional(self, n_directions: int) -> Report:
         self.analytic()
         probe = self.direction_probe()
-        report = run_directional(self.subject, self.strategy, probe, self.f0, self.a, n_directions=n_directions,
-                                 seed=self.seed, top=self.top, t0=self.t0, evaluations=self.evals,
-                                 noise=self.noise or self.assumed_noise(), evaluator=self.evaluator,
-                                 rounding_dtype=self.rounding_dtype)
+        try:
+            report = self._run_directional(probe, n_directions)
+        except EngineRefused as exc:  # a user's rule disagreed with its forward mid-check: start over
+            self.notes.append(str(exc))
+            s = self.subject
+            noise = self.measured_noise()
+            probe = self._directions = FunctionDirections(s.value, s.x0, self.f0, self.executor, noise.level)
+            probe.noise_excess = step_excess(noise)
+            self.evaluator = "cost"
+            report = self._run_directional(probe, n_directions)
         self.unresolved_directional(report)
-        if not report.passed and report.directional is not None:
-            tests = report.directional.tests
-            self.undecided(np.array([not t.passed for t in tests]), np.array([t.numerical for t in tests]),
-                          np.array([t.tolerance for t in tests]), np.array([t.analytical for t in tests]))
+        d = report.directional
+        if not report.passed and d is not None and d.scales is not None:
+            scales, labels, first, a = d.scales
+            why = self._scales_verdict(scales, labels, first, a)
+            if why:
+                self._undecided(np.ones(self.a.size, dtype=bool), why)
         return self.finish(report)
 
 

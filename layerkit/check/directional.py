@@ -49,7 +49,7 @@ from ..fast.directions import Direction
 from .methods import machine_eps
 from .noise import Noise, noise_from_table
 from .probes import as_scalar_cost
-from .refine import confirms, refine
+from .refine import WIDE, across_scales, confirms, refine
 from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
 from .tolerance import SAFETY, directional_tolerance
 
@@ -364,6 +364,17 @@ class _Directional:
         spread: list[str] = []
         passed = all(t.passed for t in first)
         taylor: dict[str, Any] | None = None
+        self.scales = None
+        if not passed and not getattr(self.probe, "exact", False):
+            failing = [t for t in first if not t.passed]
+            line = _AlongDirections(self.probe, [t.direction for t in failing],
+                                    np.array([self.length(t.direction) for t in failing]), self.x.dtype)
+            line.noise_excess = float(getattr(self.probe, "noise_excess", 1.0))
+            analytical = np.array([t.analytical for t in failing])
+            numerical = np.array([t.numerical for t in failing])
+            self.scales = (across_scales(line, analytical, numerical),
+                           [f"direction {first.index(t) + 1}" for t in failing], numerical, analytical)
+            self.evals["scales"] = 2 * WIDE * len(failing)
         if not passed:
             per_block = self.run_tests([self.direction(b.start, b.stop) for b in self.layout.blocks], "blocks")
             for b, t in zip(self.layout.blocks, per_block):
@@ -431,7 +442,7 @@ def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray
         n_directions=len(first), tests=tuple(t.record(x) for t in first),
         block_tests={name: tuple(t.record(x) for t in tests) for name, tests in block_tests.items()},
         localized=tuple(layout.label(t.direction.lo) for t in leaves), spread_blocks=tuple(spread),
-        evaluations=dict(run.evals), taylor=taylor)
+        evaluations=dict(run.evals), taylor=taylor, scales=run.scales)
     h0 = float(np.median([t.step for t in first]))
     report = Report.build(
         method=strategy.name, step=h0, step_rule="auto" if strategy.step == "auto" else "fixed", dtype=x.dtype,

@@ -30,12 +30,81 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from attrs import frozen
+from numpy.typing import NDArray
 
 from .methods import Estimate, auto_steps, machine_eps
+from .tolerance import SAFETY
 
 #: Steps in the ladder, and the ratio between consecutive ones.
 LADDER = 8
 RATIO = 4.0
+#: Steps of the wide ladder of :func:`across_scales`, which starts two rungs above the ladder's top.
+WIDE = 10
+#: Rungs that must resolve a mismatch, none of them agreeing with the analytic value, for
+#: :func:`across_scales` to call it established.
+ESTABLISHED = 5
+
+
+@frozen
+class Scales:
+    """What :func:`across_scales` found for each entry (shape ``(n,)`` each): ``agree`` -- some rung that
+    resolves the mismatch agrees with the analytic value (the estimates contradict each other across
+    scales); ``established`` -- at least :data:`ESTABLISHED` rungs resolve it and none agrees; ``resolving``
+    -- how many rungs resolve it; and for the entries that agree, the step and value of such a rung."""
+
+    agree: NDArray
+    established: NDArray
+    resolving: NDArray
+    step: NDArray
+    value: NDArray
+
+
+def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
+    """Do estimates at different step scales contradict a mismatch?  Central differences at ``WIDE`` steps
+    ``16 h, 4 h, h, ..., h / 4^7`` (``h``: the top of :func:`refine`'s ladder), each with the error estimate
+    of its two neighbours (as in :func:`refine`) and its noise.  A rung *resolves* the mismatch
+    ``|first - a|`` when ``SAFETY`` times its error is below half of it.  For a smooth cost every resolving
+    rung tells the same story: a wrong gradient disagrees with all of them.  A rung that resolves the
+    mismatch and agrees with ``a`` contradicts the first estimate: the cost's differences depend on the step
+    more than a smooth cost's can (a staircase of rounded values -- ``log(1 - h)`` with ``h`` rounded near 1
+    is flat within each stair, so a small step loses a term's slope -- or a float32 cost), and the mismatch
+    cannot be blamed on the gradient.  20 evaluations per entry."""
+    eps = machine_eps(probe.dtype)
+    excess = max(1.0, float(getattr(probe, "noise_excess", 1.0)))
+    top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO) * RATIO**2
+    n = probe.n_axes
+    D, N, H = np.full((WIDE, n), np.nan), np.full((WIDE, n), np.inf), np.zeros((WIDE, n))
+    plus = [probe.snap((top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
+    minus = [probe.snap((-top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
+    steps = np.concatenate([np.stack(plus), np.stack(minus)]).astype(probe.dtype)
+    d = probe.delta(steps)
+    sigma = probe.noise(steps)
+    for k in range(WIDE):
+        width = plus[k].astype(np.float64) - minus[k].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            usable = width != 0
+            D[k] = np.where(usable, (d[k] - d[WIDE + k]) / width, np.nan)
+            N[k] = np.where(usable, (sigma[k] + sigma[WIDE + k]) / np.abs(width), np.inf)
+        H[k] = np.abs(plus[k])
+    f = RATIO**2
+    E = np.full((WIDE, n), np.inf)
+    with np.errstate(invalid="ignore"):
+        for k in range(1, WIDE - 1):
+            E[k] = np.maximum(np.abs(D[k - 1] - D[k]) / (f - 1), np.abs(D[k] - D[k + 1]) * f / (f - 1))
+        a = np.asarray(analytical, dtype=np.float64)
+        bound = SAFETY * (np.nan_to_num(E, nan=np.inf) + N)
+        mismatch = np.abs(np.asarray(first, dtype=np.float64) - a)
+        # a non-finite first estimate (the cost overflowed at its step) is resolved by any finite rung
+        half = np.where(np.isfinite(mismatch), mismatch / 2, np.inf)
+        resolving = np.isfinite(D) & (bound < half)
+        agreeing = resolving & (np.abs(D - a) <= bound)
+    agree = agreeing.any(axis=0)
+    count = resolving.sum(axis=0)
+    k = np.argmax(agreeing, axis=0)
+    cols = np.arange(n)
+    return Scales(agree, (count >= ESTABLISHED) & ~agree, count, np.where(agree, H[k, cols], np.nan),
+                  np.where(agree, D[k, cols], np.nan))
 
 
 def confirms(probe: Any, values: Any, step: Any, tolerance: Any) -> Any:

@@ -117,6 +117,10 @@ class DirectionalEvidence:
         Cost evaluations per stage (``analytic``, ``directions``, ``blocks``, ``localize``, ``taylor``, ...).
     taylor : dict or None
         The Taylor-remainder fit along the most telling direction (slope, verdict, ...).
+    scales : tuple or None
+        For a failing check on the subject's own cost: ``(Scales, labels, numerical, analytical)`` of its
+        failing whole-vector directions measured across a wide range of steps
+        (:func:`~layerkit.check.refine.across_scales`).
     """
 
     n_directions: int
@@ -126,6 +130,7 @@ class DirectionalEvidence:
     spread_blocks: tuple[str, ...] = ()
     evaluations: dict[str, int] = field(factory=dict)
     taylor: dict[str, Any] | None = None
+    scales: tuple[Any, ...] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_directions": self.n_directions, "directional": [t.to_dict() for t in self.tests],

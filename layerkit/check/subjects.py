@@ -332,7 +332,9 @@ class LayerSubject(Subject):
         self.layer = layer
         with self.session(), np.errstate(all="ignore"):
             y = layer.forward(xa)
-        r = np.random.default_rng(seed).standard_normal(np.shape(y)).astype(xa.dtype)
+        # a stream of its own (not default_rng(seed)'s, which a caller may have drawn x from: with r = x, a
+        # square layer's dW = r^T x is symmetric and a transposed weight gradient would go unseen)
+        r = np.random.default_rng([seed, 0x6C61]).standard_normal(np.shape(y)).astype(xa.dtype)
         self._eval = _LayerSession(layer, xa.shape, r, layout)
 
     def session(self) -> ContextManager[Any]:

@@ -49,6 +49,12 @@ class ColumnChange:
         out[:, :, self.col] = self.delta
         return out
 
+    def rows(self, idx: NDArray, n: int) -> NDArray:
+        """The examples ``idx`` of every batch item, dense: ``(B, len(idx), n)``."""
+        out = np.zeros((self.batch, idx.size, n), dtype=self.delta.dtype)
+        out[:, :, self.col] = self.delta[:, idx]
+        return out
+
 
 @frozen(eq=False)
 class ColumnsChange:
@@ -72,6 +78,11 @@ class ColumnsChange:
         out[:, :, self.cols] = self.delta
         return out
 
+    def rows(self, idx: NDArray, n: int) -> NDArray:
+        out = np.zeros((self.batch, idx.size, n), dtype=self.delta.dtype)
+        out[:, :, self.cols] = self.delta[:, idx]
+        return out
+
 
 @frozen(eq=False)
 class RankOneChange:
@@ -91,6 +102,9 @@ class RankOneChange:
         # einsum writes the outer products in one pass, faster than broadcasting a short last axis
         return np.einsum("bi,k->bik", self.u, self.v)
 
+    def rows(self, idx: NDArray, n: int) -> NDArray:
+        return np.einsum("bi,k->bik", self.u[:, idx], self.v)
+
 
 @frozen(eq=False)
 class DenseChange:
@@ -107,6 +121,9 @@ class DenseChange:
 
     def dense(self, shape: tuple[int, int]) -> NDArray:
         return self.delta
+
+    def rows(self, idx: NDArray, n: int) -> NDArray:
+        return np.array(self.delta[:, idx], copy=True)
 
 
 @frozen(eq=False)

@@ -1,4 +1,4 @@
-"""Confirm a layer's fast-path rules against its own ``forward`` before the engine relies on them.
+"""Confirm a layer's fast-path rules against its own ``forward`` before, and while, the engine relies on them.
 
 A rule (``propagate``, ``series``, ``param_inputs``, ``param_change``, ``direction_change``) restates a layer's
 math for the engine.  If it does not say what ``forward`` computes -- a subclass changed ``forward`` and not
@@ -17,10 +17,19 @@ of the largest change (1.5e-8 in float64, 3.5e-4 in float32), plus ``AGREEMENT e
 A rule that disagrees is not used, and a note says so; the engine then takes a path that calls ``forward``.
 Parameters are moved in the network's own buffer and put back (the caller holds
 :meth:`~layerkit.Network.preserved`).
+
+A first comparison cannot cover every change a check will make (a rule may be right for the large changes it
+is confirmed with and wrong for the tiny ones of a finite difference, right for one change at a time and
+wrong for a batch, right for every unit but one).  So every call the engine makes to a ``propagate`` rule of
+a layer that is not layerkit's own is spot-checked as it happens (:meth:`Rules.propagate`): each batch item
+of the very change it was given, on :data:`SPOT` random examples, against ``forward`` of the changed input,
+within ``AGREEMENT eps`` of the values (the changes are small there, so no ``sqrt(eps)`` allowance).  A
+disagreement raises :class:`RuleMismatch`; the engine then drops the rule and computes again without it.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -31,6 +40,8 @@ from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, Se
 
 #: Examples a rule is confirmed on (a random subset when there are more).
 SUBSET = 256
+#: Examples each engine call to a user's ``propagate`` is spot-checked on.
+SPOT = 16
 #: Allowed disagreement, in units of ``eps`` times the size of the values compared.
 AGREEMENT = 64.0
 
@@ -51,35 +62,12 @@ def _close(predicted: NDArray, actual: NDArray, scale: NDArray, eps: float) -> b
     return bool(np.all(np.isfinite(diff)) and np.all(diff <= allowed))
 
 
-def magnitude_confirmed(layer: Any, x: NDArray, y: NDArray, seed: int = 0) -> bool:
-    """Whether the engine may use ``layer.magnitude`` (the scale of the backprop terms, which sizes rounding
-    bounds and so tolerances: one too large would let a wrong gradient pass).  layerkit's own classes are
-    taken as they are; a layer with parameters is not (its ``backward`` would write its gradients); any
-    other layer's ``magnitude(x, y, A)`` must bound ``|backward(A)|`` for a random positive ``A`` on at most
-    :data:`SUBSET` examples from above, by at most a factor 4 (what the absolute values of an elementwise or
-    small local Jacobian give)."""
-    if not provides(layer, "magnitude"):
-        return False
-    if type(layer) in TRUSTED and not any(n in vars(layer) for n in ("forward", "backward", "magnitude")):
-        return True
-    if getattr(layer, "param_shapes", None):
-        return False
-    rng = np.random.default_rng(seed + 11)
-    rows = np.sort(rng.choice(x.shape[0], size=min(SUBSET, x.shape[0]), replace=False))
-    xs, ys = x[rows], y[rows]
-    A = 0.5 + rng.random(ys.shape)
-    eps = float(np.finfo(x.dtype).eps) if np.issubdtype(x.dtype, np.floating) else float(np.finfo(float).eps)
-    try:
-        with np.errstate(all="ignore"):
-            layer.forward(xs)
-            b = np.abs(np.asarray(layer.backward(A.astype(x.dtype)), dtype=np.float64))
-            mag = np.asarray(layer.magnitude(xs, ys, A), dtype=np.float64)
-    except Exception:  # noqa: BLE001 - a rule that cannot run on a subset is not used
-        return False
-    if mag.shape != b.shape:
-        return False
-    slack = AGREEMENT * eps * (b + float(np.max(b, initial=0.0)) * eps)
-    return bool(np.all(np.isfinite(mag)) and np.all(mag >= b - slack) and np.all(mag <= 4 * b + slack))
+class RuleMismatch(Exception):
+    """A rule disagreed with its layer's forward on a change the engine gave it (see :meth:`Rules.propagate`)."""
+
+    def __init__(self, k: int, rule: str, difference: float) -> None:
+        super().__init__(f"the {rule} rule of layer {k} disagreed with its forward by {difference:.2e}")
+        self.k, self.rule, self.difference = k, rule, difference
 
 
 class Rules:
@@ -96,6 +84,72 @@ class Rules:
         self.rows = np.sort(self.rng.choice(m, size=min(m, SUBSET), replace=False))
         self._known: dict[tuple[int, str], bool] = {}
         self.notes: list[str] = []
+        self.spot = np.sort(self.rng.choice(m, size=min(m, SPOT), replace=False))
+        self._lock = threading.Lock()
+
+    def trusted(self, k: int, rule: str) -> bool:
+        """Whether layer ``k``'s ``rule`` is layerkit's own (an exact class of :data:`TRUSTED`, nothing of
+        the rule or of ``forward`` set on the instance)."""
+        layer = self.layers[k] if 0 <= k < len(self.layers) else None
+        return type(layer) in TRUSTED and not any(n in vars(layer) for n in ("forward",) + MEMBERS[rule])
+
+    def refuse(self, exc: RuleMismatch) -> None:
+        """Stop using a rule that disagreed during a check, with a note."""
+        self._known[exc.k, exc.rule] = False
+        layer = self.layers[exc.k]
+        self.notes.append(f"the {exc.rule} rule of layer {exc.k} ({layer!r}) disagreed with its forward on a "
+                          f"change the check made (by {exc.difference:.2e}); the engine calls its forward "
+                          "instead")
+
+    def param_change(self, k: int, name: str, row: int, cols: Any, steps: NDArray, x: NDArray,
+                     width: int) -> Any:
+        """``layers[k].param_change(...)``, spot-checked unless the rule is layerkit's own: every batch item, on
+        :data:`SPOT` examples, against ``steps[b] F[:, c_b]`` in output column ``row`` (``F`` from
+        ``param_inputs``, itself confirmed against ``forward``); ``width`` is the output's.  Raises
+        :class:`RuleMismatch` on disagreement."""
+        layer = self.layers[k]
+        change = layer.param_change(name, row, cols, steps, x)
+        if self.trusted(k, "param_change"):
+            return change
+        idx = self.spot
+        got = np.asarray(change.rows(idx, width), dtype=np.float64)
+        F = layer.param_inputs(name, x)
+        c = np.arange(F.shape[1])[cols]
+        expect = np.zeros_like(got)
+        for b, cb in enumerate(c):
+            expect[b, :, row] = float(steps[b]) * F.columns(int(cb), int(cb) + 1, np.float64)[idx, 0]
+        eps = float(np.finfo(np.result_type(x.dtype, np.float32)).eps)
+        diff = np.abs(got - expect)
+        if not (np.all(np.isfinite(diff)) and np.all(diff <= AGREEMENT * eps * (np.abs(expect) + np.abs(got)))):
+            raise RuleMismatch(k, "param_change", float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf))))
+        return change
+
+    def propagate(self, k: int, x: NDArray, y: NDArray, change: Any) -> Any:
+        """``layers[k].propagate(x, y, change)``, spot-checked unless the rule is layerkit's own: every batch
+        item of ``change`` on :data:`SPOT` examples against ``forward`` (module docstring).  Raises
+        :class:`RuleMismatch` on disagreement."""
+        layer = self.layers[k]
+        if self.trusted(k, "propagate"):
+            return layer.propagate(x, y, change)
+        idx = self.spot
+        before = change.rows(idx, x.shape[1])  # taken first: a rule may consume the change it is given
+        out = layer.propagate(x, y, change)
+        got = np.asarray(out.rows(idx, y.shape[1]), dtype=np.float64)
+        B, k_rows, n_in = before.shape
+        stacked = (x[idx][None] + before).reshape(B * k_rows, n_in).astype(x.dtype)
+        with self._lock, np.errstate(all="ignore"):  # forward may keep caches: one caller at a time
+            after = np.asarray(layer.forward(np.ascontiguousarray(stacked)), dtype=np.float64)
+        if after.shape != (B * k_rows, y.shape[1]):
+            raise RuleMismatch(k, "propagate", float("inf"))
+        after = after.reshape(B, k_rows, y.shape[1])
+        ys = y[idx].astype(np.float64)[None]
+        eps = float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
+        diff = np.abs(got - (after - ys))
+        allowed = AGREEMENT * eps * (np.abs(after) + np.abs(ys) + np.abs(got))
+        if not (np.all(np.isfinite(diff)) and np.all(diff <= allowed)):
+            worst = float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf)))
+            raise RuleMismatch(k, "propagate", worst)
+        return out
 
     def ok(self, k: int, rule: str) -> bool:
         """Whether layer ``k`` has rule ``rule`` and it agrees with the layer's ``forward``."""

@@ -22,8 +22,13 @@ from numpy.typing import NDArray
 from ..nn.layers import provides
 from ..nn.network import Network
 from .changes import ColumnsChange
-from .confirm import Rules
+from .confirm import RuleMismatch, Rules
 from .probe import AGREEMENT, BlockCheck, NetworkState
+
+
+class EngineRefused(Exception):
+    """A rule the direction engine relies on disagreed with its layer's forward during a check: the check
+    has to start over with the subject's own cost (the message says which rule)."""
 
 
 @frozen(eq=False)
@@ -101,7 +106,7 @@ class NetworkDirections:
                     dth = (steps[:, :, None, None] * unit[None]).reshape((S * k,) + unit.shape[1:])
                     change = layer.direction_change(self.acts[li], change, dth, rows)
             elif change is not None:
-                change = layer.propagate(self.acts[li], self.acts[li + 1], change)
+                change = self.rules.propagate(li, self.acts[li], self.acts[li + 1], change)
         total, noise = self.loss.dense(change.dense(self.S.shape), with_noise=True)
         total, noise = total / self.m, noise / self.m
         if self.lambda_:
@@ -135,16 +140,22 @@ class NetworkDirections:
             groups.setdefault((d.lo, d.hi), []).append(j)
         with np.errstate(all="ignore"):
             for idx in groups.values():
-                out[:, idx], noise[:, idx] = self._batch([dirs[j] for j in idx], steps[:, idx].astype(np.float64))
+                try:
+                    out[:, idx], noise[:, idx] = self._batch([dirs[j] for j in idx],
+                                                             steps[:, idx].astype(np.float64))
+                except RuleMismatch as exc:  # the check cannot go on with this engine: its caller starts over
+                    self.rules.refuse(exc)
+                    raise EngineRefused(self.rules.notes[-1]) from None
         self.n_evals += steps.size
         return out, np.maximum(noise, 2 * self.noise_floor)
 
-    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0) -> list[BlockCheck]:
+    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0,
+               small_steps: bool = True) -> list[BlockCheck]:
         """Compare changes along random whole-vector directions with the network's own cost: one at a step
-        that moves the pre-activations noticeably (module docstring), and two more, computed as one batch, at
-        the small steps directional checks take (``sqrt(eps)`` and ``eps^(1/3)`` times ``max(1, max |x|)``):
-        a rule that behaves differently for tiny changes, or for a batch, shows there.  Three real
-        evaluations."""
+        that moves the pre-activations noticeably (module docstring), and with ``small_steps`` (a network
+        with rules that are not layerkit's own) two more, computed as one batch, at the small steps
+        directional checks take (``sqrt(eps)`` and ``eps^(1/3)`` times ``max(1, max |x|)``): a rule that
+        behaves differently for tiny changes, or for a batch, shows there.  One or three real evaluations."""
         rng = np.random.default_rng(seed)
         P = self.x0.size
         dirs = []
@@ -156,12 +167,14 @@ class NetworkDirections:
         big = 1e-2 * length
         small = np.array([[np.sqrt(eps) * length, eps ** (1 / 3) * length]])
         predicted, noise = self.delta(dirs[:1], np.array([[big]]))
-        p_small, n_small = self.delta(dirs[1:], small)
-        self.n_evals -= 3  # not part of the check's own evaluations
+        cases = [(dirs[0], big, predicted[0, 0], noise[0, 0], "along a random direction")]
+        if small_steps:
+            p_small, n_small = self.delta(dirs[1:], small)
+            cases += [(dirs[1], small[0, 0], p_small[0, 0], n_small[0, 0], "at a small step"),
+                      (dirs[2], small[0, 1], p_small[0, 1], n_small[0, 1], "at a small step")]
+        self.n_evals -= len(cases)  # not part of the check's own evaluations
         out = []
-        for d, t, pred, pn, what in ((dirs[0], big, predicted[0, 0], noise[0, 0], "along a random direction"),
-                                     (dirs[1], small[0, 0], p_small[0, 0], n_small[0, 0], "at a small step"),
-                                     (dirs[2], small[0, 1], p_small[0, 1], n_small[0, 1], "at a small step")):
+        for d, t, pred, pn, what in cases:
             theta = np.array(self.x0, copy=True)
             theta += (t * d.u).astype(self.dtype)
             real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - self.f0

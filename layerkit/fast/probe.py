@@ -59,7 +59,7 @@ from ..nn.activations import sigmoid
 from ..nn.layers import provides, strip_limit
 from ..nn.network import Binding, Network, evaluation_overrides
 from .changes import Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_change, loss_series
-from .confirm import Rules, magnitude_confirmed
+from .confirm import TRUSTED, RuleMismatch, Rules
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -228,11 +228,32 @@ class NetworkState:
                    net.penalized_mask(), net.bindings)
 
 
+def layer_magnitude(layer: Any, x: NDArray, y: NDArray, A: NDArray) -> NDArray | None:
+    """The magnitudes below ``layer`` given those above it, ``A`` (m, width of its output).  layerkit's own
+    layers say it themselves (``magnitude``); for any other layer without parameters it is measured:
+    ``|backward(A)|`` after a ``forward`` of the same input -- exact for an elementwise layer, a lower
+    bound otherwise (a rounding bound too small costs a second look, one too large would hide a wrong
+    gradient, so a layer's own claim is not taken).  None for another layer with parameters (its backward
+    would write its gradients)."""
+    if type(layer) in TRUSTED and "magnitude" not in vars(layer) and "forward" not in vars(layer) \
+            and provides(layer, "magnitude"):
+        return np.asarray(layer.magnitude(x, y, A), dtype=np.float64)
+    if getattr(layer, "param_shapes", None):
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            layer.forward(x)
+            out = np.abs(np.asarray(layer.backward(A.astype(x.dtype)), dtype=np.float64))
+    except Exception:  # noqa: BLE001 - no magnitude, no rounding allowance: never a looser tolerance
+        return None
+    return out if out.shape == x.shape and np.all(np.isfinite(out)) else None
+
+
 def magnitudes(state: NetworkState) -> list[NDArray | None]:
     """Backprop run on magnitudes: for each layer ``k``, ``A_k`` (m, width of its output), the scale of the
     terms that make up ``dL/d output`` -- ``(1 - y) s + y sigmoid(-z)`` at the logits, the two terms a
-    Network's backprop forms, then each layer's ``magnitude`` member on the way down, where it is confirmed
-    (:func:`~layerkit.fast.confirm.magnitude_confirmed`); None from the first layer without one on.  A gradient
+    Network's backprop forms, then each layer's magnitude on the way down (:func:`layer_magnitude`); None
+    from the first layer without one on.  A gradient
     entry ``(r, c)`` of a Dense-like block is a sum of ``m`` products ``A_ir F_ic / m``, which rounds to about
     ``eps sqrt(sum_i (A_ir F_ic)^2) / m`` (rounding errors add like random signs): its rounding scale
     ``R_j`` (see :meth:`SeriesBlock.table` and :meth:`NetworkProbe.rounding`)."""
@@ -242,9 +263,11 @@ def magnitudes(state: NetworkState) -> list[NDArray | None]:
     for k in range(len(state.layers) - 1, -1, -1):
         out[k] = A
         layer = state.layers[k]
-        if k == 0 or not magnitude_confirmed(layer, state.acts[k], state.acts[k + 1]):
+        if k == 0:
             break
-        A = np.asarray(layer.magnitude(state.acts[k], state.acts[k + 1], A), dtype=np.float64)
+        A = layer_magnitude(layer, state.acts[k], state.acts[k + 1], A)
+        if A is None:
+            break
     return out
 
 
@@ -533,9 +556,16 @@ class NetworkProbe:
 
     def delta(self, steps: NDArray, axes: NDArray | None = None) -> NDArray:
         """``J(x + steps[s, k] e_{axes[k]}) - J(x)`` for all coordinates (``axes=None``) or the given ones
-        (NaN or inf where a change overflows: huge steps)."""
+        (NaN or inf where a change overflows: huge steps).  A user's rule that disagrees with its forward on
+        a change made here is dropped (:class:`~layerkit.fast.confirm.RuleMismatch`) and the changes are
+        computed again without it."""
         with np.errstate(all="ignore"):
-            return self._delta(steps, axes)
+            while True:
+                try:
+                    return self._delta(steps, axes)
+                except RuleMismatch as exc:
+                    self.rules.refuse(exc)
+                    self._series = {}  # tables are built and confirmed again, against the path without the rule
 
     def _delta(self, steps: NDArray, axes: NDArray | None) -> NDArray:
         given = steps
@@ -654,6 +684,14 @@ class NetworkProbe:
     def predict(self, flat: NDArray, values: NDArray) -> tuple[float, float]:
         """The engine's cost change for ``theta[flat] += values`` (entries of one block, in one row of a
         Dense-like block when the structured path is used), and a bound on its rounding."""
+        while True:
+            try:
+                return self._predict(flat, values)
+            except RuleMismatch as exc:
+                self.rules.refuse(exc)
+                self._series = {}
+
+    def _predict(self, flat: NDArray, values: NDArray) -> tuple[float, float]:
         b = next(bd for bd in self.state.bindings if self.net.layout[bd.block].start <= flat[0]
                  < self.net.layout[bd.block].stop)
         block = self.net.layout[b.block]
@@ -667,7 +705,7 @@ class NetworkProbe:
             s[local % block.shape[1]] = vals
             change: Change = ColumnChange(int(local[0] // block.shape[1]), F.matvec(s)[None, :])
             for k in range(b.index + 1, len(self.layers)):
-                change = self.layers[k].propagate(self.acts[k], self.acts[k + 1], change)
+                change = self.rules.propagate(k, self.acts[k], self.acts[k + 1], change)
             total, rounding = self.loss.dense(change.dense(self.Z.shape), with_noise=True)
             data, noise = float(total[0]) / self.m, float(rounding[0]) / self.m
         else:
@@ -765,7 +803,6 @@ class NetworkProbe:
                      where: NDArray) -> list[Callable[[], None]]:
         """Work items writing ``out[:, where]`` for the entries ``local`` of a block at ``steps`` (S, k)."""
         i, p = b.index, b.param
-        layer = self.layers[i]
         cols = block.shape[1]
         # Cache blocking: a task covers the columns of one row whose (B, m) temporaries fit in
         # MAX_BATCH_ELEMENTS, so that the elementwise passes run from cache rather than memory.
@@ -775,7 +812,8 @@ class NetworkProbe:
 
         def task(s: int, r: int, sel: NDArray) -> Callable[[], None]:
             def run() -> None:
-                change = layer.param_change(p, r, local[sel] % cols, steps[s, sel], self.acts[i])
+                change = self.rules.param_change(i, p, r, local[sel] % cols, steps[s, sel], self.acts[i],
+                                                 self.acts[i + 1].shape[1])
                 out[s, where[sel]] = self._finish(change, i + 1) / self.m
             return run
 
@@ -800,7 +838,7 @@ class NetworkProbe:
                 chunk = max(1, MAX_BATCH_ELEMENTS // (m * width))
                 return np.concatenate([self._finish(change.take(lo, min(lo + chunk, B)), k)
                                        for lo in range(0, B, chunk)])
-            change = self.layers[k].propagate(self.acts[k], self.acts[k + 1], change)
+            change = self.rules.propagate(k, self.acts[k], self.acts[k + 1], change)
         return self._loss_change(change)
 
     def _loss_change(self, change: Change) -> NDArray:

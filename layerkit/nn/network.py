@@ -14,6 +14,7 @@ The flat layout is defined in :mod:`layerkit.nn.layout`.
 
 from __future__ import annotations
 
+import collections
 import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -200,11 +201,12 @@ class Network:
         On exit (normal, an exception, or a KeyboardInterrupt) the values of :attr:`params` and :attr:`grads`,
         the network's own attributes and every layer's attributes are put back: attributes that were rebound
         get their old objects, and the lists, dicts and helper objects they lead to (a layer's ``params`` and
-        ``grads`` bindings, wherever it keeps them) their old contents.  With ``state``, the values of every
-        array those attributes hold are put back too (a running statistic a layer updates in place): what a
-        check uses; an objective leaves such state to evolve, as training does.  Checks and objectives
-        evaluate the caller's network in place inside this block, so that what is checked is the network
-        itself: its class, its layer objects, their ties and their bindings.  Holds :attr:`lock` meanwhile.
+        ``grads`` bindings, wherever it keeps them) their old contents.  With ``state``, the values of the
+        arrays those attributes hold are put back too, up to :data:`MAX_STATE` entries each (a running
+        statistic a layer updates in place): what a check uses; an objective leaves such state to evolve, as
+        training does.  Checks and objectives evaluate the caller's network in place inside this block, so
+        that what is checked is the network itself: its class, its layer objects, their ties and their
+        bindings.  Holds :attr:`lock` meanwhile.
         """
         with self._lock, preserving([self] + self.layers, [self._params, self._grads], state=state):
             yield self
@@ -599,13 +601,19 @@ class Objective:
         return f"Objective({self.network!r}, m={self.m}, lambda_={self.lambda_})"
 
 
+#: Arrays a layer holds of up to this many entries are state whose values a check puts back (a running
+#: statistic, a counter); larger ones, per-example caches of activations, are put back by identity only
+#: (copying them at every check would cost more than some checks).
+MAX_STATE = 1 << 16
+
+
 @contextmanager
 def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bool = False) -> Iterator[None]:
     """Put ``objects`` (and layers they refer to by attribute) and the values of ``arrays`` back as they were
     when the block is left, however it is left: rebound attributes get their old objects, the lists, dicts
     and helper objects they lead to their old contents, and each array its old values (written in place,
-    after the attributes).  With ``state``, every writeable array among those attributes and contents is
-    one of ``arrays`` too."""
+    after the attributes).  With ``state``, every writeable array of at most :data:`MAX_STATE` entries among
+    those attributes and contents is one of ``arrays`` too."""
     snapshot = _snapshot(list(objects) + _attached(objects))
     arrays = list(arrays)
     if state:
@@ -615,7 +623,7 @@ def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bo
             for _, contents in held:
                 values += list(contents.values()) if isinstance(contents, dict) else list(contents)
             for v in values:
-                if isinstance(v, np.ndarray) and v.flags.writeable and id(v) not in seen:
+                if isinstance(v, np.ndarray) and v.flags.writeable and v.size <= MAX_STATE and id(v) not in seen:
                     seen.add(id(v))
                     arrays.append(v)
     saved = [(a, a.copy()) for a in arrays]
@@ -692,19 +700,27 @@ def _holders(values: Sequence[Any], seen: set[int]) -> list[Any]:
         found = []
         for v in frontier:
             if id(v) in seen or isinstance(v, (np.ndarray, type, str, bytes, int, float, complex)) or callable(v) \
-                    or type(v).__module__ in ("builtins", "numpy") and not isinstance(v, (list, dict)) or _is_layer(v):
+                    or type(v).__module__ in ("builtins", "numpy") and not isinstance(v, _CONTAINERS) \
+                    or _is_layer(v):
                 continue
-            if isinstance(v, (list, dict)) or hasattr(v, "__dict__"):
+            if isinstance(v, _CONTAINERS) or hasattr(v, "__dict__"):
                 seen.add(id(v))
                 out.append(v)
-                found += list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, list) \
+                found += list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, _SEQUENCES) \
                     else list(vars(v).values())
         frontier = found
     return out
 
 
+#: Sequences whose items a layer may keep its bindings or state in (a tuple's items cannot be rebound, but the
+#: arrays they hold can change in place); dicts and plain objects are the other holders.
+_SEQUENCES = (list, tuple, collections.deque)
+_CONTAINERS = _SEQUENCES + (dict,)
+
+
 def _contents(holder: Any) -> Any:
-    return list(holder) if isinstance(holder, list) else dict(holder if isinstance(holder, dict) else vars(holder))
+    return list(holder) if isinstance(holder, _SEQUENCES) else dict(
+        holder if isinstance(holder, dict) else vars(holder))
 
 
 def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]:
@@ -737,9 +753,12 @@ def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]) -> 
             elif getattr(obj, name, _MISSING) is not value:
                 setattr(obj, name, value)
         for h, contents in held:
-            if isinstance(h, list):
+            if isinstance(h, tuple):
+                continue  # its items cannot have been rebound
+            if isinstance(h, (list, collections.deque)):
                 if len(h) != len(contents) or any(a is not b for a, b in zip(h, contents)):
-                    h[:] = contents
+                    h.clear()
+                    h.extend(contents)
                 continue
             d = h if isinstance(h, dict) else vars(h)
             if not _same(d, contents):
