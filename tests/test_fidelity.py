@@ -885,3 +885,23 @@ def test_state_in_tuples_and_bindings_in_deques_are_put_back():
     for method in ("central", "complex-step"):
         assert check_network(net, XS, YS, 0.0, method).passed
     assert net.layers[1].stats[0][0] == 0 and net.layers[1].params["w"] is w and np.shares_memory(w, net.params)
+
+
+def test_a_subclass_s_inherited_rules_are_not_refused_for_their_rounding():
+    """Spot checks of a (right) inherited rule must allow the rounding of forward's sums, which an output
+    near zero does not show: else the engine is dropped mid-check and the check loses its precision."""
+
+    class Plain(Dense):
+        pass
+
+    rng = np.random.default_rng(2)
+    X, y = rng.uniform(0, 1, (25, 6)), rng.integers(0, 3, 25)
+    net = Network([Plain(6, 5), Sigmoid(), Plain(5, 4), Sigmoid(), Plain(4, 3), Sigmoid()])
+    net.init_random(1)
+    for mode in ("full", "directional"):
+        report = check_network(net, X, y, 0.0, mode=mode)
+        assert report.passed and report.evaluator == "engine", (mode, report.notes)
+        assert not any("disagreed" in n for n in report.notes)
+        rel = 10 * report.detectable[12] / abs(report.analytical[12])  # ten times what it claims to see
+        bad = plant_gradient_error(net, 12, rel=rel)
+        assert not check_network(bad, X, y, 0.0, mode=mode).passed, (mode, rel)

@@ -23,7 +23,8 @@ is confirmed with and wrong for the tiny ones of a finite difference, right for 
 wrong for a batch, right for every unit but one).  So every call the engine makes to a ``propagate`` rule of
 a layer that is not layerkit's own is spot-checked as it happens (:meth:`Rules.propagate`): each batch item
 of the very change it was given, on :data:`SPOT` random examples, against ``forward`` of the changed input,
-within ``AGREEMENT eps`` of the values (the changes are small there, so no ``sqrt(eps)`` allowance).  A
+within ``AGREEMENT eps`` of the values and of their column's largest (the changes are small there, so no
+``sqrt(eps)`` allowance).  A
 disagreement raises :class:`RuleMismatch`; the engine then drops the rule and computes again without it.
 """
 
@@ -145,7 +146,10 @@ class Rules:
         ys = y[idx].astype(np.float64)[None]
         eps = float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
         diff = np.abs(got - (after - ys))
-        allowed = AGREEMENT * eps * (np.abs(after) + np.abs(ys) + np.abs(got))
+        # forming forward(x + d) - y rounds with the size of the terms a layer sums, which a value near zero
+        # hides: the largest value of each column over the examples stands in for them
+        size = np.abs(after) + np.abs(ys)
+        allowed = AGREEMENT * eps * (size + np.abs(got) + np.max(size, axis=1, keepdims=True))
         if not (np.all(np.isfinite(diff)) and np.all(diff <= allowed)):
             worst = float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf)))
             raise RuleMismatch(k, "propagate", worst)
