@@ -280,6 +280,20 @@ def bench_trust(name, sizes, m):
     add(name, "layerkit central, engine confirmations off", t_off, float("nan"), float("nan"), "the baseline of the next row")
     add(name, "layerkit central, engine confirmations on", t_on, float("nan"), float("nan"),
         f"overhead {100 * (t_on / t_off - 1):+.0f}%; same values={np.array_equal(on.numerical, off.numerical)}")
+    # the same network whose Sigmoid layers are a user's subclass: their rules are confirmed first, every
+    # engine call to them is spot-checked against forward, and the engine is compared with the real cost at
+    # the check's own steps too
+    from layerkit import Sigmoid
+
+    class UserSigmoid(Sigmoid):
+        pass
+
+    user = net.clone()  # its own layers and buffers, the same values
+    user.layers[:] = [UserSigmoid() if type(layer) is Sigmoid else layer for layer in user.layers]
+    mine, t_user, _ = measure(lambda: check_network(user, X, y, 1.0, diagnose=False), 9)
+    add(name, "layerkit central, a user's Sigmoid subclass", t_user, float("nan"), float("nan"),
+        f"{t_user / t_on:.2f}x the built-in layers (its rules spot-checked); passed={mine.passed}, "
+        f"engine={mine.evaluator == 'engine'}")
     g = net.cost_and_gradient(X, y, 1.0)[1][: net.blocks[0].size]
     bad = plant_gradient_error(net, int(np.argsort(np.abs(g))[len(g) // 2]), 1e-3)
     ok, t_pass, _ = measure(lambda: check_network(net, X, y, 1.0), 5)
@@ -352,7 +366,8 @@ def targets():
     print(f"  1000-1000-10 full central: {t('big', 'layerkit central'):.2f} s, "
           f"{t('big', 'naive') / t('big', 'layerkit central'):.0f}x the naive loop")
     on, off = t("course", "layerkit central, engine confirmations on"), t("course", "layerkit central, engine confirmations off")
-    print(f"  400-25-10 engine confirmations: {100 * (on / off - 1):+.0f}% (target <= +20%)")
+    print(f"  400-25-10 engine confirmations: {100 * (on / off - 1):+.0f}% (target <= +20%); with a user's "
+          f"Sigmoid subclass {t('course', 'layerkit central, a user') / on:.2f}x the built-in layers' check")
     fail, ok = t("course", "layerkit central with the doctor, failing"), t("course", "layerkit central with the doctor, passing")
     print(f"  400-25-10 failing / passing check with the doctor: {fail / ok:.2f}x (target <= 3x)")
     print(f"  1000-1000-10 failing directional check with the doctor: "
@@ -364,11 +379,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="only the debug and 64-32-10 networks")
     ap.add_argument("--no-memory", action="store_true", help="skip the traced runs that measure peak memory")
     ap.add_argument("--exactness", action="store_true", help="only the exactness rows")
+    ap.add_argument("--trust", action="store_true", help="only the rows of what trust costs")
     args = ap.parse_args()
     global MEMORY
     MEMORY = not args.no_memory
     print(f"layerkit {layerkit.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    if args.trust:
+        bench_trust("course", [400, 25, 10], 5000)
+        bench_failing_directional("big", [1000, 1000, 10], 256)
+        print_table()
+        return
     if args.exactness:
         for name, sizes, m, n in (("small", [64, 32, 10], 500, 2410), ("course", [400, 25, 10], 5000, 300),
                                   ("deep", [400, 100, 50, 10], 2000, 200)):

@@ -468,6 +468,8 @@ class _Check:
         if not getattr(probe, "cheap", False):
             self.unresolved(report, model - floor(self.a, self.rounding_dtype))
             self.undecided(report, probe)
+            report = attrs.evolve(report, n_evals=probe.n_evals + sum(self.evals.values()),
+                                  seconds=time.perf_counter() - self.t0)
         return self.finish(report)
 
     def undecided(self, report: Report, probe: Any) -> None:
