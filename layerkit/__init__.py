@@ -40,9 +40,12 @@ from .errors import (
     TargetError,
     UnknownMethodError,
 )
+from .fast.rules import register_rule, rule_for, unregister_rule
 from .nn.datasets import debug_data, debug_matrix
-from .nn.layers import Dense, Layer, Sigmoid
+from .nn.elementwise import Elementwise, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from .nn.layers import Dense, Layer
 from .nn.layout import Block, ParameterLayout
+from .nn.losses import L2, Loss, MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
 from .nn.network import Binding, FitResult, Network, Objective
 from .problem import Problem
 
@@ -52,9 +55,12 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = [
-    "Binding", "Block", "BlockSummary", "Central", "ComplexEvaluationError", "ComplexStep", "Dense", "Entry", "Estimate",
+    "Binding", "Block", "BlockSummary", "Central", "ComplexEvaluationError", "ComplexStep", "Dense", "Elementwise",
+    "Entry", "Estimate", "Identity", "L2", "LeakyReLU", "Loss", "MeanSquaredError", "ReLU", "SigmoidCrossEntropy",
+    "SoftmaxCrossEntropy", "Tanh",
     "Finding", "FiniteDifference", "FitResult", "Forward", "InputError", "Layer", "LayerkitError", "Method",
     "Network", "Noise", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
     "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_function", "check_layer",
     "check_network", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
+    "register_rule", "rule_for", "unregister_rule",
 ]

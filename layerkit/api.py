@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from ._validate import describe, positive_int
 from .check.applicability import confirm_analytic
 from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_directional
+from .check.kinks import MAX_LINES, coordinate_delta, finding_text, kinked_sides, line_sides, settle
 from .check.methods import ComplexStep, Step, get_method, machine_eps
 from .check.noise import EXCESS_THRESHOLD, Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
@@ -215,6 +216,8 @@ class _Check:
         self.t0 = time.perf_counter()
         self.notes: list[str] = []
         self.findings: list[Finding] = []
+        #: Findings that explain without failing the check (``nonsmooth``).
+        self.info: list[Finding] = []
         self.evals: dict[str, int] = {}  # evaluations of the subject's cost, by purpose
         self.noise: Noise | None = None
         self.probe: Any = None
@@ -453,6 +456,7 @@ class _Check:
             with np.errstate(invalid="ignore"):
                 self.truncation_bound = bool(np.nansum(est.truncation) > np.nansum(est.noise))
         refined = self.second_look(values, atol, rtol, error, probe, model)
+        refined = self.kinks(values, atol, rtol, probe, model, refined)
         if getattr(probe, "notes", None):
             self.notes.extend(probe.notes)
         h0 = strategy.base_step(s.x0.dtype, getattr(probe, "noise_excess", 1.0)) if strategy.step == "auto" \
@@ -622,7 +626,7 @@ class _Check:
         if self._rounding is not None:
             return self._rounding
         self._rounding = 0.0
-        if isinstance(probe, NetworkProbe) or not isinstance(s, NetworkSubject) or not s.network.fused_sigmoid:
+        if isinstance(probe, NetworkProbe) or not isinstance(s, NetworkSubject) or not supports_engine(s.network):
             return self._rounding
         obj = s.objective
         state = NetworkState.at(s.network, obj.inputs(s.network.params.dtype), obj.Y, obj.lambda_, s.activations())
@@ -724,7 +728,57 @@ class _Check:
             error[take] = est.truncation[discredited]
         return n_confirmed, int(chosen.size), int(np.sum(ok))
 
+    def kinks(self, values: NDArray, atol: NDArray, rtol: float, probe: Any, model: NDArray,
+              refined: NDArray | None) -> NDArray | None:
+        """Failing entries of a network with kinked layers whose stencil crosses a kink are measured again
+        without crossing one (:mod:`layerkit.check.kinks`); those that then agree pass, with a ``nonsmooth``
+        finding.  Returns the mask of re-measured entries (``refined``, extended)."""
+        s = self.subject
+        sides = kinked_sides(s)
+        if sides is None or not hasattr(probe, "subset"):
+            return refined
+        with np.errstate(invalid="ignore"):
+            tol = rtol * np.maximum(np.abs(values), np.abs(self.a)) + atol
+            failing = np.flatnonzero(~(np.abs(values - self.a) <= tol) & np.isfinite(self.a))
+        if not failing.size:
+            return refined
+        steps = np.abs(np.asarray(getattr(self, "_steps", np.zeros(values.size)), dtype=np.float64)).reshape(-1)
+        if steps.size != values.size:
+            return refined
+        rounding = self.analytic_rounding(probe)
+        extra = (np.zeros(values.size) if np.isscalar(rounding) else np.asarray(rounding)) \
+            + self.model_rtol * np.abs(self.a)
+        settled: dict[int, Any] = {}
+        with s.session():
+            for j in failing[:MAX_LINES]:
+                j = int(j)
+                v = np.ones(1)
+                out = settle(line_sides(sides, s.x0, j, j + 1, v), coordinate_delta(probe, j),
+                             2 * float(steps[j]), float(self.a[j]), float(extra[j]))
+                self.count("kinks", out.evals)
+                if out.how in ("smaller-step", "one-sided"):
+                    settled[j] = out
+        if not settled:
+            return refined
+        mask = np.zeros(values.size, dtype=bool) if refined is None else refined
+        if self.first_reach is None:
+            self.first_reach = np.zeros(values.size)
+        for j, out in settled.items():
+            self.first_reach[j] = tol[j] + abs(values[j] - self.a[j])
+            values[j], atol[j], model[j] = out.value, out.tolerance, out.tolerance
+            mask[j] = True
+        entries = list(settled)
+        names = ", ".join(s.layout.label(j) for j in entries[:5]) + (" ..." if len(entries) > 5 else "")
+        smaller = [j for j in entries if settled[j].how == "smaller-step"]
+        sided = [j for j in entries if settled[j].how == "one-sided"]
+        blocks = tuple(dict.fromkeys(s.layout.block_of(j).name for j in entries))
+        self.info.append(Finding("nonsmooth", blocks, finding_text(len(entries), names, len(smaller), len(sided)),
+                                 {"entries": entries, "smaller_step": smaller, "one_sided": sided}))
+        return mask
+
     def finish(self, report: Report) -> Report:
+        if self.info:
+            report = attrs.evolve(report, findings=tuple(self.info) + report.findings)
         if self.findings:
             report = attrs.evolve(report, passed=False, findings=tuple(self.findings) + report.findings)
         if self.notes:

@@ -6,6 +6,7 @@ import pytest
 from layerkit import Dense, Network, Sigmoid, check_network
 from layerkit.fast.changes import ColumnChange, RankOneChange, loss_change, sigmoid_change, softplus_change
 from layerkit.fast.probe import NetworkProbe
+from layerkit.fast.rules import rule_for
 
 
 def _agreement(net, X, y, lam, method):
@@ -99,7 +100,7 @@ def test_dense_turns_a_column_change_into_rank_one():
     layer = Dense(3, 4, seed=0)
     x = np.random.default_rng(0).standard_normal((6, 3))
     y = layer.forward(x)
-    ch = layer.param_change("Theta", 2, np.array([0, 2]), np.array([1e-3, -2e-3]), x)
+    ch = rule_for(layer).param_change("Theta", 2, np.array([0, 2]), np.array([1e-3, -2e-3]), x)
     assert isinstance(ch, ColumnChange) and ch.col == 2
     theta = layer.Theta.copy()
     for b, (c, s) in enumerate([(0, 1e-3), (2, -2e-3)]):
@@ -107,7 +108,7 @@ def test_dense_turns_a_column_change_into_rank_one():
         t[2, c] += s
         np.testing.assert_allclose(ch.dense(y.shape)[b], (x @ t[:, 1:].T + t[:, 0]) - y, atol=1e-15)
     nxt = Dense(4, 2, seed=1)
-    out = nxt.propagate(y, nxt.forward(y), ch)
+    out = rule_for(nxt).propagate(y, nxt.forward(y), ch)
     assert isinstance(out, RankOneChange)
     np.testing.assert_allclose(out.dense((6, 2)), ch.dense(y.shape) @ nxt.Theta[:, 1:].T, atol=1e-15)
 
@@ -141,14 +142,16 @@ def test_series_batches_stay_bounded(monkeypatch):
     net = Network.from_sizes([12, 10, 8, 3], seed=0)
     X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
     largest = []
-    orig = Sigmoid.series
+    from layerkit.fast.layer_rules import SigmoidRule
+
+    orig = SigmoidRule.series
 
     def spy(self, x, y_, change):
         out = orig(self, x, y_, change)
         largest.append(out.coeffs[0].size)  # one Taylor coefficient of the batch
         return out
 
-    monkeypatch.setattr(Sigmoid, "series", spy)
+    monkeypatch.setattr(SigmoidRule, "series", spy)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
     assert rel < 1 and largest and max(largest) <= 2000
 

@@ -46,11 +46,12 @@ from attrs import evolve, frozen
 from numpy.typing import NDArray
 
 from ..fast.directions import Direction
+from .kinks import MAX_LINES, finding_text, kinked_sides, line_sides, settle
 from .methods import machine_eps
 from .noise import Noise, noise_from_table
 from .probes import as_scalar_cost
 from .refine import WIDE, across_scales, confirms, refine
-from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
+from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Finding, Report, relative_difference
 from .tolerance import SAFETY, directional_tolerance
 
 #: Default number of random directions of the first, whole-vector check.
@@ -231,6 +232,8 @@ class _Directional:
         """The evaluator's own noise is measured (``calibrate``) unless its rules are layerkit's own."""
         self.subject, self.strategy, self.probe = subject, strategy, probe
         self.n_directions = n_directions
+        #: Directions whose stencil crossed a kink and that were settled without crossing (with how).
+        self.settled: list[tuple[Direction, str]] = []
         self.rng = np.random.default_rng(seed)
         self.f0, self.a = float(np.real(f0)), a
         self.x = subject.x0
@@ -290,7 +293,32 @@ class _Directional:
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
                                        SAFETY * float(noise_term[k] + trunc[k])))
         self.evals[stage] = self.evals.get(stage, 0) + used
-        return self.second_look(out, stage)
+        return self.kinks(self.second_look(out, stage), stage)
+
+    def kinks(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+        """Failing directions of a network with kinked layers whose stencil crosses a kink are measured again
+        without crossing one (:mod:`layerkit.check.kinks`)."""
+        sides = kinked_sides(self.subject)
+        if sides is None:
+            return tests
+        out = list(tests)
+        for k, t in enumerate(tests):
+            if t.passed or len(self.settled) >= MAX_LINES:
+                continue
+            d = t.direction
+
+            def delta(ts: NDArray, d: Direction = d) -> tuple[NDArray, NDArray]:
+                values, noise = self.probe.delta([d], np.asarray(ts, dtype=np.float64)[:, None])
+                return np.asarray(values, dtype=np.float64)[:, 0], np.asarray(noise, dtype=np.float64)[:, 0]
+
+            rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
+            done = settle(line_sides(sides, self.x, d.lo, d.hi, d.u), delta, 2 * t.step, t.analytical, rounding)
+            self.evals[stage] = self.evals.get(stage, 0) + done.evals
+            if done.how in ("smaller-step", "one-sided"):
+                out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
+                                         max(t.first_reach, t.tolerance + t.error))
+                self.settled.append((d, done.how))
+        return out
 
     def second_look(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
         """Measure failing directions again over a ladder of steps (:mod:`layerkit.check.refine`), when the step
@@ -450,6 +478,16 @@ def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray
         n_evals=sum(run.evals.values()), seconds=time.perf_counter() - t0, top=top,
         measured=measured, blocks=tuple(blocks), passed=passed, subject=subject.kind, lambda_=subject.lambda_,
         m=subject.m, mode="directional", evaluator=evaluator, noise=noise, directional=evidence)
+    if run.settled:
+        n = len(run.settled)
+        spans = sorted({(d.lo, d.hi) for d, _ in run.settled})
+        names = ", ".join(layout.label(lo) if hi - lo == 1 else f"a direction over {layout.label(lo)}.."
+                          f"{layout.label(hi - 1)}" for lo, hi in spans[:4]) + (" ..." if len(spans) > 4 else "")
+        smaller = sum(how == "smaller-step" for _, how in run.settled)
+        blocks = tuple(dict.fromkeys(layout.block_of(lo).name for lo, _ in spans))
+        text = finding_text(n, names, smaller, n - smaller).replace(
+            "entr" + ("y" if n == 1 else "ies"), "direction" + ("" if n == 1 else "s"), 1)
+        report = evolve(report, findings=(Finding("nonsmooth", blocks, text, {"directions": n}),) + report.findings)
     # the summary numbers of a directional check are those of its whole-vector directions
     nf = np.array([t.numerical for t in first])
     af = np.array([t.analytical for t in first])

@@ -24,7 +24,8 @@ from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import InputError, NonFiniteError, TargetError
-from ..nn.layers import Layer, provides
+from ..fast.rules import rule_for
+from ..nn.layers import Layer
 from ..nn.layout import ParameterLayout
 from ..nn.network import Network, Objective, preserving
 from .probes import as_scalar_cost
@@ -189,33 +190,70 @@ class NetworkSubject(Subject):
             self._acts = record
         return self._checked_cost(cost, "at x0"), _gradient(self._last_grad, self.layout.size, "at x0")
 
-    def _builtin(self, *members: str) -> bool:
+    @property
+    def kinked(self) -> list[tuple[int, tuple[float, ...]]]:
+        """``(position, kinks)`` of the layers the loss reads through (:attr:`~layerkit.Network.body`) that
+        declare ``kinks``: points where they are not differentiable (ReLU: ``(0.0,)``)."""
+        out = []
+        for k, layer in enumerate(self.network.body):
+            kinks = getattr(layer, "kinks", ()) or ()
+            try:
+                values = tuple(float(v) for v in kinks)
+            except (TypeError, ValueError):
+                continue
+            if values:
+                out.append((k, values))
+        return out
+
+    def kink_sides(self, theta: NDArray) -> NDArray:
+        """On which side of each of its kinks every kinked layer's input lies at ``theta``: the signs of
+        ``input - kink``, concatenated (int8).  One evaluation of the cost (counted)."""
+        if self._depth == 0:
+            with self._session():
+                return self.kink_sides(theta)
+        self.n_calls += 1
+        net = self.network
+        try:
+            net.params[...] = np.asarray(theta, dtype=self.x0.dtype)
+            with np.errstate(all="ignore"):
+                record = net.activations(self.objective.inputs(net.params.dtype))
+        finally:
+            net.params[...] = self.x0
+        parts = [np.sign(np.asarray(record[k], dtype=np.float64) - v).astype(np.int8).ravel()
+                 for k, kinks in self.kinked for v in kinks if k < len(record)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
+
+    def _builtin(self, *members: str, smooth: bool = False) -> bool:
         """Whether the network is a plain Network (no evaluation member redefined) whose layers all take
-        ``members`` from layerkit's own Dense or Sigmoid, none of them set on the instance."""
-        from ..nn.layers import Dense, Sigmoid
+        ``members`` (and the math an elementwise layer's forward and backward call) from layerkit's own layer
+        classes, none of them set on the instance; with ``smooth``, only from the smooth ones."""
+        from ..nn.elementwise import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+        from ..nn.layers import Dense
         from ..nn.network import evaluation_overrides
 
         if evaluation_overrides(self.network):
             return False
+        classes = (Dense, Sigmoid, Tanh, Identity) + (() if smooth else (ReLU, LeakyReLU))
+        names = members + ("fn", "derivative", "change", "taylor")
         for layer in self.network.layers:
-            for name in members:
-                if name in vars(layer) or not any(getattr(type(layer), name, None) is getattr(base, name, None)
-                                                   for base in (Dense, Sigmoid)):
-                    return False
+            if any(name in vars(layer) for name in names):
+                return False
+            if not any(all(getattr(type(layer), name, None) is getattr(base, name, None) for name in names)
+                       for base in classes):
+                return False
         return True
 
     @property
     def known_analytic(self) -> bool:
-        """Whether the cost is known to be analytic in the parameters: every layer's forward is layerkit's own
-        (Dense or Sigmoid) and the network's cost is Network's."""
-        return self._builtin("forward")
+        """Whether the cost is known to be analytic in the parameters: every layer's forward is one of
+        layerkit's smooth layers' (Dense, Sigmoid, Tanh, Identity) and the network's cost is Network's."""
+        return self._builtin("forward", smooth=True)
 
     @property
     def known_rules(self) -> bool:
         """Whether every fast-path rule the engine may use is layerkit's own (exact identities, no
         cancellation), so that the engine's rounding bound needs no measurement."""
-        return self._builtin("forward", "propagate", "direction_change", "series", "series_bound",
-                             "param_change", "param_inputs")
+        return self._builtin("forward") and all(rule_for(layer).known for layer in self.network.layers)
 
     @property
     def known_stateless(self) -> bool:
@@ -246,8 +284,9 @@ class NetworkSubject(Subject):
                 for b in self.network.bindings:
                     block = self.network.layout[b.block]
                     layer = self.network.layers[b.index]
-                    if provides(layer, "param_inputs") and len(block.shape) == 2 and b.index < len(acts):
-                        F = layer.param_inputs(b.param, acts[b.index])
+                    rule = rule_for(layer)
+                    if rule.has("param_inputs") and len(block.shape) == 2 and b.index < len(acts):
+                        F = rule.param_inputs(b.param, acts[b.index])
                         s[block.slice] = np.broadcast_to(np.maximum(1.0, F.abs_max())[None, :],
                                                          block.shape).ravel()
             self._axis_scale = s
@@ -336,6 +375,21 @@ class LayerSubject(Subject):
         # square layer's dW = r^T x is symmetric and a transposed weight gradient would go unseen)
         r = np.random.default_rng([seed, 0x6C61]).standard_normal(np.shape(y)).astype(xa.dtype)
         self._eval = _LayerSession(layer, xa.shape, r, layout)
+
+    @property
+    def kinked(self) -> list[tuple[int, tuple[float, ...]]]:
+        """``[(0, kinks)]`` when the layer declares ``kinks`` (points where it is not differentiable)."""
+        try:
+            values = tuple(float(v) for v in (getattr(self.layer, "kinks", ()) or ()))
+        except (TypeError, ValueError):
+            return []
+        return [(0, values)] if values else []
+
+    def kink_sides(self, theta: NDArray) -> NDArray:
+        """The signs of ``x - kink`` for the input block of ``theta`` and each kink (an elementwise layer's
+        own input is what crosses its kinks)."""
+        x = np.asarray(theta[self.layout["x"].slice], dtype=np.float64)
+        return np.concatenate([np.sign(x - v).astype(np.int8) for _, kinks in self.kinked for v in kinks])
 
     def session(self) -> ContextManager[Any]:
         arrays = [a for a in list((self.layer.params or {}).values()) + list((self.layer.grads or {}).values())

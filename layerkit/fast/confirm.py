@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..nn.layers import Dense, Sigmoid, provides
 from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange
+from .rules import BoundRule, registered, rule_for
 
 #: Examples a rule is confirmed on (a random subset when there are more).
 SUBSET = 256
@@ -45,9 +45,6 @@ SUBSET = 256
 SPOT = 16
 #: Allowed disagreement, in units of ``eps`` times the size of the values compared.
 AGREEMENT = 64.0
-
-#: Layer classes whose rules are layerkit's own (exactly these classes; a subclass is confirmed).
-TRUSTED: tuple[type, ...] = (Dense, Sigmoid)
 
 #: The members each rule consists of.
 MEMBERS = {"propagate": ("propagate",), "series": ("series", "series_bound"),
@@ -76,9 +73,10 @@ class Rules:
 
     def __init__(self, layers: list[Any], acts: list[NDArray], bindings: Any, params: NDArray, layout: Any,
                  seed: int = 0) -> None:
-        """Rules of layerkit's own layers (the classes in :data:`TRUSTED`, nothing set on the instance) are
-        taken as they are: their tests compare them with ``forward``.  Everything else is confirmed."""
+        """Rules of layerkit's own layers (exactly their classes, nothing set on the instance) are taken as they
+        are: their tests compare them with ``forward``.  Everything else is confirmed."""
         self.layers, self.acts, self.params, self.layout = layers, acts, params, layout
+        self.impl: list[BoundRule] = [rule_for(layer) for layer in layers]
         self.bindings = {b.index: b for b in bindings}
         self.rng = np.random.default_rng(seed)
         m = acts[0].shape[0]
@@ -89,10 +87,13 @@ class Rules:
         self._lock = threading.Lock()
 
     def trusted(self, k: int, rule: str) -> bool:
-        """Whether layer ``k``'s ``rule`` is layerkit's own (an exact class of :data:`TRUSTED`, nothing of
-        the rule or of ``forward`` set on the instance)."""
-        layer = self.layers[k] if 0 <= k < len(self.layers) else None
-        return type(layer) in TRUSTED and not any(n in vars(layer) for n in ("forward",) + MEMBERS[rule])
+        """Whether layer ``k``'s ``rule`` is layerkit's own, on an instance of exactly its class with nothing
+        of the layer's math set on the instance (see :class:`~layerkit.fast.rules.BoundRule`)."""
+        return 0 <= k < len(self.impl) and self.impl[k].trusted and self.impl[k].has(*MEMBERS[rule])
+
+    def rule(self, k: int) -> BoundRule:
+        """The rule members of layer ``k``, for the engine; use :meth:`ok` first."""
+        return self.impl[k]
 
     def refuse(self, exc: RuleMismatch) -> None:
         """Stop using a rule that disagreed during a check, with a note."""
@@ -108,13 +109,13 @@ class Rules:
         :data:`SPOT` examples, against ``steps[b] F[:, c_b]`` in output column ``row`` (``F`` from
         ``param_inputs``, itself confirmed against ``forward``); ``width`` is the output's.  Raises
         :class:`RuleMismatch` on disagreement."""
-        layer = self.layers[k]
-        change = layer.param_change(name, row, cols, steps, x)
+        rule = self.impl[k]
+        change = rule.param_change(name, row, cols, steps, x)
         if self.trusted(k, "param_change"):
             return change
         idx = self.spot
         got = np.asarray(change.rows(idx, width), dtype=np.float64)
-        F = layer.param_inputs(name, x)
+        F = rule.param_inputs(name, x)
         c = np.arange(F.shape[1])[cols]
         expect = np.zeros_like(got)
         for b, cb in enumerate(c):
@@ -129,12 +130,12 @@ class Rules:
         """``layers[k].propagate(x, y, change)``, spot-checked unless the rule is layerkit's own: every batch
         item of ``change`` on :data:`SPOT` examples against ``forward`` (module docstring).  Raises
         :class:`RuleMismatch` on disagreement."""
-        layer = self.layers[k]
+        layer, rule = self.layers[k], self.impl[k]
         if self.trusted(k, "propagate"):
-            return layer.propagate(x, y, change)
+            return rule.propagate(x, y, change)
         idx = self.spot
         before = change.rows(idx, x.shape[1])  # taken first: a rule may consume the change it is given
-        out = layer.propagate(x, y, change)
+        out = rule.propagate(x, y, change)
         got = np.asarray(out.rows(idx, y.shape[1]), dtype=np.float64)
         B, k_rows, n_in = before.shape
         stacked = (x[idx][None] + before).reshape(B * k_rows, n_in).astype(x.dtype)
@@ -160,18 +161,18 @@ class Rules:
         key = (k, rule)
         if key not in self._known:
             layer = self.layers[k] if 0 <= k < len(self.layers) else None
-            agrees = provides(layer, *MEMBERS[rule])
-            if agrees and type(layer) in TRUSTED and not any(n in vars(layer) for n in ("forward",) + MEMBERS[rule]):
+            agrees = layer is not None and self.impl[k].has(*MEMBERS[rule])
+            if agrees and self.trusted(k, rule):
                 self._known[key] = True
                 return True
             if not agrees and layer is not None and "forward" in getattr(layer, "__dict__", {}) \
-                    and all(hasattr(type(layer), name) for name in MEMBERS[rule]):
+                    and (registered(type(layer)) or all(hasattr(type(layer), n) for n in MEMBERS[rule])):
                 self.notes.append(f"layer {k} ({layer!r}) has a forward of its own, set on the instance: its "
                                   f"class's {rule} rule is not used; the engine calls that forward instead")
             if agrees:
                 try:
                     with np.errstate(all="ignore"):
-                        agrees = getattr(self, "_" + rule)(k, layer)
+                        agrees = getattr(self, "_" + rule)(k, self.impl[k])
                 except (NotImplementedError, TypeError, ValueError, AttributeError, IndexError) as exc:
                     # a rule that cannot handle a kind of change it may be given is not used; any other
                     # exception is the layer's own failure and reaches the caller
@@ -190,13 +191,34 @@ class Rules:
         x, y = self.acts[k][self.rows], self.acts[k + 1][self.rows]
         return x, y, float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
 
-    def _forward(self, layer: Any, x: NDArray) -> NDArray:
-        return np.asarray(layer.forward(np.ascontiguousarray(x)))
+    def _forward(self, rule: BoundRule, x: NDArray) -> NDArray:
+        return np.asarray(rule.layer.forward(np.ascontiguousarray(x)))
 
     def _change(self, x: NDArray) -> NDArray:
         return (0.1 * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
 
+    def _reads_no_parameters(self, k: int, rule: BoundRule) -> bool:
+        """For a layer that declares no parameters: whether its ``forward`` is unchanged when every parameter
+        of the network moves (a tied layer reads another's, and a change rule that holds them fixed would
+        miss the tie).  The buffer is put back."""
+        if getattr(rule.layer, "param_shapes", None) or not self.params.size:
+            return True
+        x, y, eps = self._io(k)
+        old = self.params.copy()
+        self.params += (0.1 * (1 + np.abs(old)) * self.rng.standard_normal(old.shape)).astype(old.dtype)
+        try:
+            after = self._forward(rule, x)
+        finally:
+            self.params[...] = old
+        base = self._forward(rule, x)
+        return after.shape == base.shape and _close(after, base, np.abs(base), eps)
+
     def _propagate(self, k: int, layer: Any) -> bool:
+        if not self._reads_no_parameters(k, layer):
+            self.notes.append(f"layer {k} ({layer.layer!r}) declares no parameters but its forward changes when "
+                              "the network's parameters do (it reads another layer's): the engine re-runs it "
+                              "with every change instead")
+            return False
         x, y, eps = self._io(k)
         m, n = x.shape
         D = self._change(x)

@@ -19,11 +19,12 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from ..nn.layers import provides
 from ..nn.network import Network
 from .changes import ColumnsChange
 from .confirm import RuleMismatch, Rules
+from .loss_rules import has_loss_rule
 from .probe import AGREEMENT, BlockCheck, NetworkState
+from .rules import rule_for
 
 
 class EngineRefused(Exception):
@@ -53,7 +54,6 @@ class NetworkDirections:
         self.x0, self.f0, self.dtype = x0, float(np.real(f0)), x0.dtype
         self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
         self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
-        self.S = state.loss.S
         self.owner: list[tuple[int, str, Any]] = [(b.index, b.param, self.net.layout[b.block])
                                                   for b in state.bindings]
         self.n_evals = 0
@@ -69,12 +69,12 @@ class NetworkDirections:
 
     @staticmethod
     def supports(net: Network) -> bool:
-        if not net.fused_sigmoid:
+        if not has_loss_rule(net):
             return False
-        layers = net.layers[:-1]
+        layers = list(net.body)
         with_params = [layer for layer in layers if layer.param_shapes]
-        return (all(provides(layer, "direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
-                and all(provides(layer, "propagate") for layer in layers)
+        return (all(rule_for(layer).has("direction_change") and len(layer.param_shapes) == 1 for layer in with_params)
+                and all(rule_for(layer).has("propagate") for layer in layers)
                 and all(len(s) == 2 for layer in with_params for s in layer.param_shapes.values()))
 
     def _batch(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
@@ -104,10 +104,10 @@ class NetworkDirections:
                         (S * k,) + base.shape[1:]))
                 else:
                     dth = (steps[:, :, None, None] * unit[None]).reshape((S * k,) + unit.shape[1:])
-                    change = layer.direction_change(self.acts[li], change, dth, rows)
+                    change = self.rules.rule(li).direction_change(self.acts[li], change, dth, rows)
             elif change is not None:
                 change = self.rules.propagate(li, self.acts[li], self.acts[li + 1], change)
-        total, noise = self.loss.dense(change.dense(self.S.shape), with_noise=True)
+        total, noise = self.loss.dense(change.dense(self.loss.Z.shape), with_noise=True)
         total, noise = total / self.m, noise / self.m
         if self.lambda_:
             pen = self.penalized[lo0:hi0]
@@ -125,7 +125,7 @@ class NetworkDirections:
                 for d in dirs]
         missing = [j for j, key in enumerate(keys) if key not in self._bases]
         if missing:
-            fresh = layer.direction_change(self.acts[li], None, unit[missing], rows).delta
+            fresh = self.rules.rule(li).direction_change(self.acts[li], None, unit[missing], rows).delta
             for j, row in zip(missing, fresh):
                 self._bases[keys[j]] = row
         return np.stack([self._bases[key] for key in keys])

@@ -28,14 +28,15 @@ The cost change is then computed from the changed terms alone:
   the logit change ``d``, with the fewest terms ``N <= 4`` whose remainder (at most ``|d|^(N+1) / (4 (N+1)!)``
   per term) summed over all terms is below ``0.1 eps`` times the summed cost, i.e. ten times below the
   rounding of the cost itself; when even four terms are not enough the exact identity is used
-  (:class:`LossTerms`).  Layers are always evaluated exactly; only the final, built-in loss is expanded.
+  (:mod:`layerkit.fast.loss_rules`; the softmax cross-entropy and the squared error have exact identities).
+  Layers are always evaluated exactly; only the final, built-in loss is expanded.
 
 The penalty change is exact too: ``lambda/(2m) s (2 theta + s)`` on penalized entries.
 
 Layers without any structured members (a user's own) get the generic path: their parameters are perturbed
 in a private clone and the layers from ``L`` on are re-run on the cached input.  A layer's structured
 members are used only when they are defined as far down its class hierarchy as its ``forward``
-(:func:`~layerkit.nn.layers.provides`).
+(see :mod:`layerkit.fast.rules`).
 
 Work is split in batches bounded by ``MAX_BATCH_ELEMENTS`` per temporary (cache-sized, so memory stays a
 small multiple of one forward pass, never ``P x m x K``); the exact path spreads its batches over a
@@ -44,7 +45,6 @@ two-thread pool (numpy releases the GIL in its kernels), the tables use the BLAS
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,11 +55,11 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ..nn.activations import sigmoid
-from ..nn.layers import provides, strip_limit
 from ..nn.network import Binding, Network, evaluation_overrides
-from .changes import Change, ColumnChange, RankOneChange, SeriesChange, compose_series, loss_change, loss_series
-from .confirm import TRUSTED, RuleMismatch, Rules
+from .changes import Change, ColumnChange, RankOneChange, SeriesChange
+from .confirm import RuleMismatch, Rules
+from .loss_rules import has_loss_rule, loss_rule
+from .rules import BoundRule, rule_for
 
 #: Largest dense temporary (in elements) a batch of perturbations may create: 256K (2 MB in float64), small
 #: enough to stay in cache, which matters more than batch size once a batch holds a few perturbations.
@@ -67,138 +67,12 @@ MAX_BATCH_ELEMENTS = 1 << 18
 #: Most Taylor terms of the series engine (:class:`SeriesBlock`); entries whose remainder is not certified
 #: with this many are evaluated by the exact per-perturbation path.
 MAX_SERIES_TERMS = 8
-#: Bound on ``|d^n loss / dz^n|`` for n >= 2 (derivatives of the sigmoid: 0.25, 0.096, 0.125, 0.093).
-_D5_BOUND = 0.25
 
 
 def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:
     """The length scale of each axis that automatic steps are relative to: ``max(1, |x_j|) / s_j``."""
     out = np.maximum(1.0, magnitude)
     return out if axis_scale is None else out / axis_scale
-
-
-class LossTerms:
-    """Changes of the summed cross-entropy ``sum_ik l(z_ik)``, ``l(z) = softplus(z) - y z``, at logits ``Z``.
-
-    Each method returns the change per batch item for a structured change ``d`` of the logits, from the
-    exact identity ``log1p(s expm1(d)) - y d`` or, when its remainder is certified ten times below the
-    rounding of the summed cost, from the Taylor expansion of order ``N <= 4`` (see :meth:`taylor_order`).
-    """
-
-    def __init__(self, Z: NDArray, Y: NDArray) -> None:
-        self.Z, self.Y = Z, Y
-        self.S = sigmoid(Z)
-        self.Sc = Sc = sigmoid(-Z)
-        v = self.S * Sc
-        # derivatives of l at Z, from l' = s - y: s (1 - s), s (1 - s)(1 - 2 s), s (1 - s)(1 - 6 s (1 - s))
-        # l' = s - y formed as (1 - y) s - y sigmoid(-z): s - y would be exactly 0 for a confident right
-        # prediction (s rounds to 1), where the true slope is e^-z
-        self.L = ((1 - Y) * self.S - Y * Sc, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
-        self.absL1 = float(np.sum(np.abs(self.L[0])))
-        # sum_ik l(z_ik) >= sum_ik softplus(-|z|): the summed cost, whose rounding is ~ eps times it
-        self.cost_sum = float(np.sum(np.logaddexp(0, -np.abs(Z))))
-        self.eps = float(np.finfo(Z.dtype).eps)
-        self._coefficients: NDArray | None = None
-        self.slope_bound = float(np.max(np.abs(1 - Y) + np.abs(Y), initial=1.0))
-
-    def taylor_order(self, power_sum: Callable[[int], float]) -> int:
-        """Fewest Taylor terms (1..4) whose remainder is ten times below the rounding of the summed cost;
-        0 when even 4 terms are not enough (the exact identity is used then).
-
-        ``power_sum(N)`` bounds ``sum_ik |d_ik|^(N+1)`` for every batch item.  With ``N`` terms the remainder
-        of one logit is at most ``max|l^(N+1)| |d|^(N+1) / (N+1)!``, where ``max|l^(n)| <= 1/4`` for
-        ``n >= 2`` (the sigmoid's derivatives), and the criterion is
-        ``power_sum(N) / (4 (N+1)!) <= 0.1 eps sum|l|``.
-        """
-        budget = self.budget()
-        for n in range(1, 5):
-            if _D5_BOUND * power_sum(n) / math.factorial(n + 1) <= budget:
-                return n
-        return 0
-
-    def budget(self) -> float:
-        """Largest truncation error allowed in one cost change: ``0.1 eps sum l``, ten times below the rounding
-        of the summed cost that a re-evaluation of the whole cost would carry.  Relative to the cost, however
-        small: a network that fits its data to 1e-45 has cost changes of that size, which an absolute budget
-        would let a truncated series get wrong."""
-        return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
-
-    def series(self, change: SeriesChange) -> NDArray:
-        """Per-example Taylor coefficients ``(K, B, m)`` of the summed loss change for a series change of
-        the logits (see :func:`~layerkit.fast.changes.loss_series`)."""
-        if change.cols is not None:
-            c = change.cols
-            return loss_series(self.S.T[c], self.Sc.T[c], self.Y.T[c], change.coeffs)
-        if change.v is not None:
-            # rank one, outer(u(tau), v): sum_k l(Z_ik + u v_k) = sum_n phi_n u^n with
-            # phi_n = sum_k l_n(Z_ik) v_k^n, l_n the loss's Taylor coefficients at Z (one product per n)
-            K = change.coeffs.shape[0]
-            Ln = self.coefficients(K)
-            v = change.v
-            phi = np.stack([v ** (n + 1) @ Ln[n].T for n in range(K)])
-            return compose_series(phi, change.coeffs)
-        return np.sum(loss_series(self.S, self.Sc, self.Y, change.coeffs), axis=-1)
-
-    def coefficients(self, K: int) -> NDArray:
-        """Taylor coefficients ``l^(n)(Z) / n!``, ``n = 1..K``, shape ``(K, m, n_out)``, memoized."""
-        if self._coefficients is None or len(self._coefficients) < K:
-            self._coefficients = loss_series(self.S, self.Sc, self.Y, None, K)
-        return self._coefficients[:K]
-
-    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
-        """``(M / rho, limit)``: for logit changes bounded by ``rho b`` with ``rho <= limit``, the summed
-        loss change of one example is at most ``M = c rho sum_k b_k`` with ``c = max |1 - y| + |y|`` (1 for
-        targets in [0, 1]), since ``l' = sigmoid(z) - y = (1 - y) sigmoid(z) - y sigmoid(-z)`` and
-        ``|sigmoid| <= 1`` in the strip ``|Im z| <= pi/2`` (``Re e^(-z) >= 0`` there)."""
-        return self.slope_bound * np.sum(b, axis=1), strip_limit(b)
-
-    def change(self, d: NDArray, k: Any = slice(None)) -> NDArray:
-        """Elementwise loss changes for a change ``d`` of the logits (of column ``k`` only, when given)."""
-        return loss_change(self.Z[:, k], self.S[:, k], self.Sc[:, k], self.Y[:, k], d)
-
-    def column(self, k: int, d: NDArray) -> NDArray:
-        """Only logit column ``k`` changes, by ``d`` of shape ``(B, m)``: exact."""
-        return np.sum(self.change(d, k), axis=1)
-
-    def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
-        """The logits change by ``outer(u[b], v)``."""
-        # remainder bound from sum_ik |u_bi v_k|^(N+1) <= m max|u|^(N+1) sum_k |v_k|^(N+1)
-        umax = max(float(np.max(u, initial=0.0)), -float(np.min(u, initial=0.0)))
-        av = np.abs(v)
-        order = self.taylor_order(lambda n: u.shape[1] * np.float64(umax) ** (n + 1) * float(np.sum(av ** (n + 1))))
-        if not order:
-            return self.dense(u[:, :, None] * v[None, None, :])
-        total = u @ (self.L[0] @ v)
-        if order > 1:
-            un = u * u
-            fact = 1.0
-            for n in range(2, order + 1):
-                if n > 2:
-                    un = un * u
-                fact *= n
-                total += un @ (self.L[n - 1] @ v**n) / fact
-        return total
-
-    def dense(self, d: NDArray, with_noise: bool = False) -> Any:
-        """Any change ``d`` of shape ``(B, m, K)``; with ``with_noise`` also a bound on the rounding of each
-        sum: ``4 eps sum|terms|`` (exact identity) or ``4 eps max|d| sum|l'|`` (expansion)."""
-        dmax = max(float(np.max(d, initial=0.0)), -float(np.min(d, initial=0.0)))
-        order = self.taylor_order(lambda n: d[0].size * np.float64(dmax) ** (n + 1))
-        if order:
-            coef = [self.L[n] / math.factorial(n + 1) for n in range(order)]
-            poly = coef[-1] * d
-            for c in reversed(coef[:-1]):
-                poly += c
-                poly *= d
-            total = np.sum(poly, axis=(1, 2))
-            if with_noise:
-                return total, np.full(total.shape, 4 * self.eps * dmax * self.absL1)
-            return total
-        terms = self.change(d)
-        total = np.sum(terms, axis=(1, 2))
-        if with_noise:
-            return total, 4 * self.eps * np.sum(np.abs(terms), axis=(1, 2))
-        return total
 
 
 @define
@@ -212,7 +86,7 @@ class NetworkState:
     layers: list[Any]
     acts: list[NDArray]
     Y: NDArray
-    loss: LossTerms
+    loss: Any
     m: int
     lambda_: float
     penalized: NDArray
@@ -224,20 +98,20 @@ class NetworkState:
         """``acts``: the activations at the current parameters, when already recorded."""
         acts = net.activations(X) if acts is None else acts
         Y = Y.astype(X.dtype)
-        return cls(net, net.layers[:-1], acts, Y, LossTerms(acts[-1], Y), X.shape[0], lambda_,
+        return cls(net, list(net.body), acts, Y, loss_rule(net.loss, acts[-1], Y), X.shape[0], lambda_,
                    net.penalized_mask(), net.bindings)
 
 
-def layer_magnitude(layer: Any, x: NDArray, y: NDArray, A: NDArray) -> NDArray | None:
+def layer_magnitude(rule: BoundRule, x: NDArray, y: NDArray, A: NDArray) -> NDArray | None:
     """The magnitudes below ``layer`` given those above it, ``A`` (m, width of its output).  layerkit's own
     layers say it themselves (``magnitude``); for any other layer without parameters it is measured:
     ``|backward(A)|`` after a ``forward`` of the same input -- exact for an elementwise layer, a lower
     bound otherwise (a rounding bound too small costs a second look, one too large would hide a wrong
     gradient, so a layer's own claim is not taken).  None for another layer with parameters (its backward
     would write its gradients)."""
-    if type(layer) in TRUSTED and "magnitude" not in vars(layer) and "forward" not in vars(layer) \
-            and provides(layer, "magnitude"):
-        return np.asarray(layer.magnitude(x, y, A), dtype=np.float64)
+    if rule.trusted and rule.has("magnitude"):
+        return np.asarray(rule.magnitude(x, y, A), dtype=np.float64)
+    layer = rule.layer
     if getattr(layer, "param_shapes", None):
         return None
     try:
@@ -258,14 +132,12 @@ def magnitudes(state: NetworkState) -> list[NDArray | None]:
     ``eps sqrt(sum_i (A_ir F_ic)^2) / m`` (rounding errors add like random signs): its rounding scale
     ``R_j`` (see :meth:`SeriesBlock.table` and :meth:`NetworkProbe.rounding`)."""
     out: list[NDArray | None] = [None] * len(state.layers)
-    Y = state.Y.astype(np.float64)
-    A = np.abs(1 - Y) * state.loss.S + np.abs(Y) * state.loss.Sc
+    A = state.loss.magnitude()
     for k in range(len(state.layers) - 1, -1, -1):
         out[k] = A
-        layer = state.layers[k]
         if k == 0:
             break
-        A = layer_magnitude(layer, state.acts[k], state.acts[k + 1], A)
+        A = layer_magnitude(rule_for(state.layers[k]), state.acts[k], state.acts[k + 1], A)
         if A is None:
             break
     return out
@@ -279,10 +151,10 @@ def rounding_scales(state: NetworkState) -> NDArray:
     A = magnitudes(state)
     for b in state.bindings:
         block = state.net.layout[b.block]
-        layer = state.layers[b.index] if b.index < len(state.layers) else None
+        rule = rule_for(state.layers[b.index]) if b.index < len(state.layers) else None
         Ak = A[b.index] if b.index < len(A) else None
-        if Ak is not None and provides(layer, "param_inputs") and len(block.shape) == 2:
-            F = layer.param_inputs(b.param, state.acts[b.index])
+        if Ak is not None and rule is not None and rule.has("param_inputs") and len(block.shape) == 2:
+            F = rule.param_inputs(b.param, state.acts[b.index])
             cols = F.columns(0, F.shape[1], np.float64)
             R[block.slice] = (np.sqrt((Ak * Ak).T @ (cols * cols)) / state.m).ravel()
     return R
@@ -313,13 +185,13 @@ class SeriesBlock:
     with ``sum_i |F_ic|^(K+1) <= max_i |F_ic|^(K-1) sum_i F_ic^2``.
 
     ``K`` is the fewest terms (at most ``MAX_SERIES_TERMS``) that put ``R_K`` below the budget of
-    :meth:`LossTerms.budget` for every entry; entries still above it are evaluated by the exact path.
+    the loss rule's ``budget()`` for every entry; entries still above it are evaluated by the exact path.
     """
 
     def __init__(self, probe: NetworkProbe, i: int, p: str, shape: tuple[int, int]) -> None:
         self.probe, self.i = probe, i
         self.rows, self.cols = shape
-        self.F = probe.layers[i].param_inputs(p, probe.acts[i])
+        self.F = probe.rules.rule(i).param_inputs(p, probe.acts[i])
         self.Fmax = self.F.abs_max()
         self.F2 = self.F.sum_squares()
         self.tables: NDArray | None = None
@@ -335,8 +207,8 @@ class SeriesBlock:
             b = np.zeros((len(units), self.rows))
             b[np.arange(len(units)), units] = 1  # unit r's pre-activation changes by tau: bound 1 there
             limit = np.full(len(units), np.inf)
-            for layer in probe.layers[i + 1:]:
-                b, lim = layer.series_bound(b)
+            for k in range(i + 1, len(probe.layers)):
+                b, lim = probe.rules.rule(k).series_bound(b)
                 limit = np.minimum(limit, lim)
             m_per_rho, lim = probe.loss.series_bound(b)
             rho = np.minimum(limit, lim)
@@ -398,7 +270,6 @@ class SeriesBlock:
         later layers' outputs are materialized, so only their widths count."""
         probe, i = self.probe, self.i
         m = probe.m
-        downstream = probe.layers[i + 1:]
         widest = max([probe.acts[k + 1].shape[1] for k in range(i + 3, len(probe.layers))], default=1)
         batch = max(1, MAX_BATCH_ELEMENTS // (m * widest * K))
         G = np.empty((K, self.rows, m), dtype=probe.Z.dtype)
@@ -407,8 +278,8 @@ class SeriesBlock:
             coeffs = np.zeros((K, len(units), m), dtype=probe.Z.dtype)
             coeffs[0] = 1  # the pre-activation of each unit changes by tau itself
             change = SeriesChange(coeffs, units)
-            for k, layer in enumerate(downstream, start=i + 1):
-                change = layer.series(probe.acts[k], probe.acts[k + 1], change)
+            for k in range(i + 1, len(probe.layers)):
+                change = probe.rules.rule(k).series(probe.acts[k], probe.acts[k + 1], change)
             G[:, lo:lo + len(units)] = probe.loss.series(change)
         return G
 
@@ -515,14 +386,15 @@ class NetworkProbe:
         self.workers = workers or min(2, os.cpu_count() or 1)
         self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
         self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
-        self.Z, self.S = state.acts[-1], state.loss.S
+        self.Z = state.acts[-1]
         self.eps = float(np.finfo(self.dtype).eps)
         self.magnitude = magnitudes(state)
         self.R = np.full(self.x.size, np.nan)
         self._rounded: set[str] = set()
         # the generic path differences whole re-run outputs: d = a - Z carries eps |Z| per logit
-        self.generic_noise = NOISE_C * self.eps * float(np.sum(np.abs(self.loss.L[0]) * (np.abs(self.Z) + 1))) / self.m
+        self.generic_noise = NOISE_C * self.eps * self.loss.slope_scale() / self.m
         self._series: dict[tuple[int, str], SeriesBlock | None] = {}
+        self._cancel: dict[Any, NDArray] = {}
         self._noise: tuple[NDArray, NDArray] | None = None
         self.rules = Rules(self.layers, self.acts, state.bindings, self.net.params, self.net.layout)
         self._notes: list[str] = []
@@ -605,6 +477,8 @@ class NetworkProbe:
                 exact_jobs.append((b, block, rest, steps[:, where], where))
             R = self.rounding(b, block)[local]
             noise[:, cols_out] = NOISE_C * self.eps * np.abs(st.astype(np.float64)) * np.nan_to_num(R, nan=0.0)
+            if rest.size and self._structured(b.index, block):
+                noise[:, cols_out] += self.cancellation(b, block)[local]
         # the generic path first (it writes into the network's buffer), then the structured one (threads)
         tasks = []
         for b, block, rest, st, where in exact_jobs:
@@ -629,6 +503,43 @@ class NetworkProbe:
         self._noise = (given, noise)
         return out
 
+    def cancellation(self, b: Binding, block: Any) -> NDArray:
+        """Rounding of the exact path's changes through layers whose rule subtracts two outputs
+        (``forward(x + d) - forward(x)``, see :attr:`~layerkit.fast.rules.BoundRule.cancels`), per entry of the
+        block, in units of the data term (divided by ``m``): each changed output carries about ``eps (|y| +
+        |x f'(x)|)``, weighted by the magnitude of ``dL/dy`` there (:func:`magnitudes`), and these roundings
+        add like random signs over the examples (the model of :func:`magnitudes`), times ``NOISE_C``.  A
+        column change (the layer right after a Dense-like block) moves only its unit ``r``; later layers move
+        every unit.
+        The generic path's bound where a magnitude is unknown."""
+        key = ("cancel", b.block)
+        cached = self._cancel.get(key)
+        if cached is not None:
+            return cached
+        out = np.zeros(block.size)
+        for k in range(b.index + 1, len(self.layers)):
+            if not self.rules.rule(k).cancels:
+                continue
+            A, below = self.magnitude[k], self.magnitude[k - 1]
+            if A is None or below is None:
+                out += self.generic_noise
+                continue
+            x, y = self.acts[k], self.acts[k + 1]
+            out_terms = A * np.abs(y.astype(np.float64))
+            in_terms = below * np.abs(x.astype(np.float64))
+            columnwise = out_terms.shape == in_terms.shape and self.rules.rule(k).columnwise(x, y)
+            if columnwise:  # an elementwise layer: a column change stays one, unit r's roundings meet
+                out_terms = out_terms + in_terms
+                per_unit = (out_terms * out_terms).sum(axis=0)
+            else:
+                per_unit = np.full(1, (out_terms**2).sum() + (in_terms**2).sum())
+            if columnwise and k == b.index + 1 and len(block.shape) == 2 and per_unit.size == block.shape[0]:
+                out += NOISE_C * self.eps * np.repeat(np.sqrt(per_unit), block.shape[1]) / self.m
+            else:
+                out += NOISE_C * self.eps * float(np.sqrt(per_unit.sum())) / self.m
+        self._cancel[key] = out
+        return out
+
     def rounding(self, b: Binding, block: Any) -> NDArray:
         """The rounding scale ``R_j`` of the block's entries (see :func:`magnitudes`); NaN where unknown."""
         if b.block not in self._rounded:
@@ -638,9 +549,9 @@ class NetworkProbe:
                 self._rounded.add(b.block)
             else:
                 A = self.magnitude[b.index] if b.index < len(self.magnitude) else None
-                layer = self.layers[b.index] if b.index < len(self.layers) else None
-                if A is not None and provides(layer, "param_inputs") and len(block.shape) == 2:
-                    F = layer.param_inputs(b.param, self.acts[b.index])
+                rule = self.rules.rule(b.index) if b.index < len(self.layers) else None
+                if A is not None and rule is not None and rule.has("param_inputs") and len(block.shape) == 2:
+                    F = rule.param_inputs(b.param, self.acts[b.index])
                     cols = F.columns(0, F.shape[1], np.float64)
                     self.R[block.slice] = (np.sqrt((A * A).T @ (cols * cols)) / self.m).ravel()
                 self._rounded.add(b.block)
@@ -659,7 +570,7 @@ class NetworkProbe:
         pick = rng.choice(local.size, size=min(8, local.size), replace=False)
         exact = np.empty((st.shape[0], pick.size))
         if self._structured(b.index, block):
-            F = self.layers[b.index].param_inputs(b.param, self.acts[b.index])
+            F = self.rules.rule(b.index).param_inputs(b.param, self.acts[b.index])
             cols = block.shape[1]
             for k, j in enumerate(local[pick]):
                 column = F.columns(int(j % cols), int(j % cols) + 1)[:, 0]
@@ -699,8 +610,7 @@ class NetworkProbe:
         vals = np.asarray(values, dtype=np.float64)
         one_row = len(block.shape) == 2 and np.unique(local // block.shape[1]).size == 1
         if one_row and self._structured(b.index, block):
-            layer = self.layers[b.index]
-            F = layer.param_inputs(b.param, self.acts[b.index])
+            F = self.rules.rule(b.index).param_inputs(b.param, self.acts[b.index])
             s = np.zeros(block.shape[1], dtype=self.dtype)
             s[local % block.shape[1]] = vals
             change: Change = ColumnChange(int(local[0] // block.shape[1]), F.matvec(s)[None, :])
@@ -775,9 +685,9 @@ class NetworkProbe:
         return out
 
     def _verification_step(self, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
-        layer = self.layers[b.index] if b.index < len(self.layers) else None
-        if len(block.shape) == 2 and provides(layer, "param_inputs"):
-            F = layer.param_inputs(b.param, self.acts[b.index])
+        rule = self.rules.rule(b.index) if b.index < len(self.layers) else None
+        if len(block.shape) == 2 and rule is not None and rule.has("param_inputs"):
+            F = rule.param_inputs(b.param, self.acts[b.index])
             s = np.zeros(block.shape[1], dtype=self.dtype)
             s[local % block.shape[1]] = u
             reach = float(np.max(np.abs(F.matvec(s)), initial=0.0))
@@ -794,6 +704,7 @@ class NetworkProbe:
         """The Taylor tables of a block, when its layer and every layer after it support series."""
         if (i, p) not in self._series:
             ok = (MAX_SERIES_TERMS > 0 and i < len(self.layers) and len(b.shape) == 2
+                  and hasattr(self.loss, "series") and hasattr(self.loss, "series_bound")
                   and self.rules.ok(i, "param_inputs")
                   and all(self.rules.ok(k, "series") for k in range(i + 1, len(self.layers))))
             self._series[i, p] = SeriesBlock(self, i, p, b.shape) if ok else None
@@ -862,7 +773,7 @@ class NetworkProbe:
                 a = layer.forward(a)
         finally:
             flat[idx] = old
-        return float(np.sum(self.loss.change(a - self.Z))) / self.m
+        return self.loss.total(a - self.Z) / self.m
 
     def _generic(self, b: Binding, block: Any, local: NDArray, steps: NDArray) -> NDArray:
         """Each entry perturbed alone in the network's buffer, the layers from the block's own re-run."""
@@ -908,6 +819,8 @@ class _Subset:
 
 
 def supports_engine(net: Network) -> bool:
-    """Whether the engine applies: the network ends with a Sigmoid fused into the cost, and its class does not
-    redefine how the cost is evaluated (see :func:`~layerkit.nn.network.evaluation_overrides`)."""
-    return bool(net.fused_sigmoid) and not evaluation_overrides(net)
+    """Whether the engine applies: it has a rule for the network's loss (:mod:`layerkit.fast.loss_rules`: the
+    sigmoid cross-entropy with its final Sigmoid fused in, the softmax cross-entropy, the squared error), and
+    the network's class does not redefine how the cost is evaluated (see
+    :func:`~layerkit.nn.network.evaluation_overrides`)."""
+    return has_loss_rule(net) and not evaluation_overrides(net)

@@ -26,12 +26,13 @@ import scipy.optimize
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from .._classes import defined_in
 from .._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
 from ..errors import InputError
 from .datasets import debug_matrix
-from .layers import Dense, Layer, Sigmoid, _defined_in, epsilon_init
+from .layers import Dense, Layer, Sigmoid, epsilon_init
 from .layout import Block, Order, ParameterLayout
-from .losses import cross_entropy_from_logits, cross_entropy_from_probabilities
+from .losses import L2, Loss, SigmoidCrossEntropy
 
 CostAndGradient = Callable[[NDArray], tuple[Any, NDArray]]
 
@@ -111,7 +112,7 @@ def _params_only(layer: Layer) -> Callable[[NDArray], None] | None:
     if not hasattr(layer, "backward_params"):
         return None
     cls = type(layer)
-    if _defined_in(cls, "backward_params") > _defined_in(cls, "backward"):
+    if defined_in(cls, "backward_params") > defined_in(cls, "backward"):
         return None
     return layer.backward_params
 
@@ -124,18 +125,34 @@ class Network:
     layers : sequence of Layer
         Applied in order.  Each layer's current parameter values are copied into the network's buffer and
         the layer is re-bound to views of it.
+    loss : Loss, optional
+        The data term (:mod:`layerkit.nn.losses`): :class:`~layerkit.SigmoidCrossEntropy` by default,
+        :class:`~layerkit.SoftmaxCrossEntropy` or :class:`~layerkit.MeanSquaredError`.
+    penalty : L2, optional
+        Which parameters the L2 penalty applies to (default: each layer's ``penalized`` view, a Dense layer's
+        weights without the bias column); its strength ``lambda_`` is given with the data.
     dtype : float32 or float64
         dtype of ``params``, ``grads`` and every computation.
 
     Attributes
     ----------
     layers : list of Layer
+    loss : Loss
+    penalty : L2
     layout : ParameterLayout
         Blocks ``Theta1, Theta2, ...`` (parameter name + number of the layer among layers with parameters).
     """
 
-    def __init__(self, layers: Sequence[Layer], *, dtype: Any = np.float64) -> None:
+    def __init__(self, layers: Sequence[Layer], *, loss: Loss | None = None, penalty: L2 | None = None,
+                 dtype: Any = np.float64) -> None:
         layers = list(layers)
+        loss = SigmoidCrossEntropy() if loss is None else loss
+        if isinstance(loss, type) or not all(callable(getattr(loss, n, None))
+                                             for n in ("targets", "value_and_grad", "predict_proba", "predict")):
+            raise InputError("loss", "a Loss instance, e.g. SoftmaxCrossEntropy()", describe(loss))
+        penalty = L2() if penalty is None else penalty
+        if not isinstance(penalty, L2):
+            raise InputError("penalty", "an L2 instance, e.g. L2({0: 'all'})", describe(penalty))
         if not layers:
             raise InputError("layers", "a non-empty sequence of layers", "an empty sequence")
         for i, layer in enumerate(layers):
@@ -150,6 +167,16 @@ class Network:
                                  "layer that reads another's parameters, as a tied decoder does)",
                                  f"the same object as layers[{seen[id(layer)]}] ({layer!r})")
         self.layers = layers
+        self.loss = loss
+        self.penalty = penalty
+        for key in penalty.layers:
+            if isinstance(key, int) and not isinstance(key, bool):
+                if not 0 <= key < len(layers):
+                    raise InputError(f"penalty.layers[{key}]", f"a layer position in 0..{len(layers) - 1}", str(key))
+            elif not any(key is layer for layer in layers):
+                raise InputError(f"penalty.layers[{key!r}]", "a layer of this network or its position", repr(key))
+        #: The penalty rule of each layer ("default", "all" or "none"), by position.
+        self.penalty_rules = tuple(penalty.rule(i, layer) for i, layer in enumerate(layers))
         self.dtype = np.dtype(dtype) if np.dtype(dtype).kind == "c" else float_dtype(dtype)
         self._bindings = _bindings(layers)
         self.layout = ParameterLayout.from_shapes(
@@ -180,13 +207,21 @@ class Network:
 
     @property
     def fused_sigmoid(self) -> bool:
-        """Whether the last layer is a :class:`~layerkit.Sigmoid` whose input (the logits) the cost is computed
-        from, in log-sigmoid form: one whose ``forward`` is Sigmoid's own.  A subclass or an instance with its
-        own ``forward`` is an output layer like any other (its outputs enter the cross-entropy, its
-        ``backward`` carries the gradient), so that what it computes is what is differentiated."""
+        """Whether the loss folds a final :class:`~layerkit.Sigmoid` in (the sigmoid cross-entropy) and the
+        last layer is one whose math is Sigmoid's own: the cost is then computed from its input (the logits),
+        in log-sigmoid form.  A subclass or an instance with its own ``forward`` or ``fn`` is an output layer
+        like any other (its outputs enter the cross-entropy, its ``backward`` carries the gradient), so that
+        what it computes is what is differentiated."""
         last = self.layers[-1]
-        return (isinstance(last, Sigmoid) and "forward" not in getattr(last, "__dict__", {})
-                and type(last).forward is Sigmoid.forward)
+        own = getattr(last, "__dict__", {})
+        return (bool(getattr(self.loss, "fuses_sigmoid", False)) and isinstance(last, Sigmoid)
+                and "forward" not in own and "fn" not in own
+                and type(last).forward is Sigmoid.forward and type(last).fn is Sigmoid.fn)
+
+    @property
+    def body(self) -> list[Layer]:
+        """The layers whose last output the loss reads: all of them, or all but a fused final Sigmoid."""
+        return self.layers[:-1] if self.fused_sigmoid else list(self.layers)
 
     @property
     def lock(self) -> threading.RLock:
@@ -255,7 +290,16 @@ class Network:
         other shapes use ``n_out = shape[0]`` and ``n_in = size / shape[0]``.
         """
         rng = np.random.default_rng(seed)
+        own = {b.block for b in self.bindings if hasattr(self.layers[b.index], "init_params")}
+        done: set[int] = set()
+        for b in self.bindings:
+            layer = self.layers[b.index]
+            if b.block in own and b.index not in done:
+                layer.init_params(rng)
+                done.add(b.index)
         for b in self.layout.blocks:
+            if b.name in own:
+                continue
             rows = b.shape[0] if b.shape else 1
             n_in = max(b.size // max(rows, 1) - 1, 1) if len(b.shape) == 2 else max(b.size // max(rows, 1), 1)
             eps = epsilon_init(n_in, rows)
@@ -301,7 +345,11 @@ class Network:
             mask = np.zeros(self.layout.size, dtype=bool)
             for b in self._bindings:
                 block = self.layout[b.block]
-                mask[block.start + _penalized_entries(b.layer, b.param, block.shape, repr(b.layer))] = True
+                rule = self.penalty_rules[b.index]
+                if rule == "all":
+                    mask[block.slice] = True
+                elif rule == "default":
+                    mask[block.start + _penalized_entries(b.layer, b.param, block.shape, repr(b.layer))] = True
             self._mask = mask
         return self._mask
 
@@ -341,38 +389,10 @@ class Network:
         return X if X.dtype == self.dtype else X.astype(self.dtype)
 
     def targets(self, y: Any, m: int) -> NDArray:
-        """Labels as an ``(m, K)`` target matrix.
-
-        ``y`` is either 1-D integer class labels in ``0..K-1`` (one-hot encoded here) or an ``(m, K)``
-        matrix of one-hot rows or probabilities in [0, 1].
-        """
-        K = self.n_outputs
-        y = np.asarray(y)
-        if y.ndim == 1:
-            if y.shape[0] != m:
-                raise InputError("y", f"{m} labels (one per row of X)", f"{y.shape[0]}")
-            if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
-                raise InputError("y", "integer class labels", describe(y))
-            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                bad = int(np.flatnonzero(~np.isfinite(y) | (y != np.round(np.nan_to_num(y))))[0])
-                raise InputError("y", "integer class labels", f"{y[bad]} at position {bad}")
-            labels = y.astype(np.int64)
-            top = K if K is not None else int(labels.max()) + 1
-            bad = np.flatnonzero((labels < 0) | (labels >= top))
-            if bad.size:
-                raise InputError("y", f"labels in 0..{top - 1} (0-based, {top} classes)",
-                                 f"{labels[bad[0]]} at position {bad[0]} ({bad.size} out of range)")
-            Y = np.zeros((m, top), dtype=self.dtype.type(0).real.dtype)
-            Y[np.arange(m), labels] = 1
-            return Y
-        if y.ndim == 2:
-            if y.shape[0] != m or (K is not None and y.shape[1] != K):
-                raise InputError("y", f"a target matrix of shape ({m}, {K})", describe(y))
-            yf = y.astype(np.float64)
-            if not np.all(np.isfinite(yf)) or yf.min() < 0 or yf.max() > 1:
-                raise InputError("y", "finite target values in [0, 1]", f"values in [{np.nanmin(yf)}, {np.nanmax(yf)}]")
-            return y.astype(self.dtype.type(0).real.dtype)
-        raise InputError("y", "1-D class labels or an (m, K) target matrix", describe(y))
+        """Labels as an ``(m, K)`` target matrix, validated by the loss (see :meth:`Loss.targets`): for the
+        cross-entropies 1-D integer class labels in ``0..K-1`` (one-hot encoded here) or an ``(m, K)`` matrix of
+        targets; for the squared error real values."""
+        return self.loss.targets(y, m, self.n_outputs, self.dtype.type(0).real.dtype)
 
     # ------------------------------------------------------------------ evaluation
     def _run(self, X: NDArray, record: list[NDArray] | None = None) -> NDArray:
@@ -383,7 +403,7 @@ class Network:
         a = X
         if record is not None:
             record.append(a)
-        for layer in (self.layers[:-1] if self.fused_sigmoid else self.layers):
+        for layer in self.body:
             a = layer.forward(a)
             if record is not None:
                 record.append(a)
@@ -434,12 +454,11 @@ class Network:
         if out.ndim != 2 or out.shape[0] != m or out.shape[1] != Y.shape[1]:
             raise InputError("y", f"targets matching the network output of shape {out.shape}", describe(Y))
         fused = self.fused_sigmoid
-        loss = cross_entropy_from_logits if fused else cross_entropy_from_probabilities
-        total, dout = loss(out, Y)
+        total, dout = self.loss.value_and_grad(out, Y, fused)
         cost = total / m
         if with_grad:
             d = dout / m
-            layers = self.layers[:-1] if fused else self.layers
+            layers = self.body
             for k in range(len(layers) - 1, -1, -1):
                 first_only = _params_only(layers[k]) if k == 0 else None
                 if first_only is not None:  # the input gradient of the first layer is never used
@@ -475,13 +494,14 @@ class Network:
         return Objective(self, X, y, lambda_)
 
     def predict_proba(self, X: Any) -> NDArray:
-        """Network outputs ``h``, shape ``(m, K)``: one-vs-all class probabilities."""
-        out = self._run(self._check_X(X))
-        return (self.layers[-1].forward(out) if self.fused_sigmoid else out)
+        """Class probabilities, shape ``(m, K)``, as the loss reads the outputs: one-vs-all sigmoids for the
+        sigmoid cross-entropy, the softmax for the softmax one (none for the squared error)."""
+        return self.loss.predict_proba(self._run(self._check_X(X)), self.fused_sigmoid)
 
     def predict(self, X: Any) -> NDArray:
-        """Class labels ``argmax_k h_ik`` (0-based), shape ``(m,)``."""
-        return np.argmax(self.predict_proba(X), axis=1)
+        """Class labels ``argmax_k`` (0-based), shape ``(m,)``, for a classification loss; the outputs
+        themselves (``(m,)`` for one output) for the squared error."""
+        return self.loss.predict(self._run(self._check_X(X)), self.fused_sigmoid)
 
     def fit(self, X: Any, y: Any, lambda_: float = 0.0, max_iter: int = 100) -> FitResult:
         """Minimize the cost over the flat vector with SciPy's L-BFGS-B, starting from the current params.
@@ -510,7 +530,8 @@ class Network:
 
     def __repr__(self) -> str:
         inner = ", ".join(map(repr, self.layers))
-        return f"Network([{inner}]; {self.size} params, {self.dtype})"
+        extra = "" if type(self.loss) is SigmoidCrossEntropy else f", {self.loss!r}"
+        return f"Network([{inner}]{extra}; {self.size} params, {self.dtype})"
 
 
 #: Members whose override in a Network subclass changes what the cost is (see :func:`evaluation_overrides`).

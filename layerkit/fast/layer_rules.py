@@ -1,0 +1,335 @@
+"""layerkit's own rules (see :mod:`layerkit.fast.rules`): Dense, Sigmoid, any :class:`~layerkit.Elementwise`
+layer, and :class:`ForwardRule` for a layer without parameters and without a rule.
+
+Importing this module registers them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._classes import defined_in
+from ..nn.activations import sigmoid
+from ..nn.elementwise import Elementwise, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from ..nn.layers import Dense
+from .changes import (
+    Change,
+    ColumnChange,
+    ColumnsChange,
+    DenseChange,
+    ParamInputs,
+    RankOneChange,
+    SeriesChange,
+    compose_series,
+    sigmoid_change,
+    sigmoid_series,
+)
+from .rules import register_rule
+
+#: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
+#: (see :meth:`SigmoidRule.series_bound`): the domain of the bounds that certify series truncations.
+STRIP = np.pi / 2
+
+
+def strip_limit(b: NDArray, strip: float = STRIP) -> NDArray:
+    """Largest ``rho`` per batch item for which changes bounded by ``rho b`` (``b`` of shape ``(B, n)``)
+    stay within the strip ``|Im z| <= strip``: ``strip / max_l b[B, l]`` (infinite where ``b`` is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return strip / np.max(b, axis=1, initial=0.0)
+
+
+class DenseRule:
+    """Dense: ``y = x1 Theta^T`` with ``x1 = [1, x]``, linear in its input and in each parameter."""
+
+    def __init__(self, layer: Dense) -> None:
+        self.layer = layer
+        self._x1t: tuple[NDArray, NDArray] | None = None
+
+    def _W(self) -> NDArray:
+        return self.layer.params["Theta"][:, 1:]
+
+    def param_change(self, name: str, row: int, cols: Any, steps: NDArray, x: NDArray) -> ColumnChange:
+        """Output change of ``Theta[row, c] += steps[b]`` for the columns ``c`` in ``cols`` (a slice or an
+        index array), at input ``x`` (m, n_in): only output column ``row`` moves, by ``steps[b] * x1[:, c]``
+        (exact: the layer is linear).  Returns a ColumnChange of shape ``(B, m)``."""
+        memo = self._x1t
+        if memo is None or memo[0] is not x:  # [1, x]^T, contiguous, memoized per input
+            x1t = np.empty((x.shape[1] + 1, x.shape[0]), dtype=x.dtype)
+            x1t[0] = 1
+            x1t[1:] = x.T
+            memo = self._x1t = (x, x1t)
+        return ColumnChange(row, steps[:, None] * memo[1][cols])
+
+    def param_inputs(self, name: str, x: NDArray) -> ParamInputs:
+        """``F = x1 = [1, x]`` (m, n_in + 1): ``Theta[r, c] += t`` adds ``t F[:, c]`` to output column ``r``."""
+        return ParamInputs(x, ones=1)
+
+    def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """Taylor coefficients of the output change: ``coeffs W^T`` (the layer is linear); a column series
+        becomes rank one, ``outer(c_k, W[:, col])``, and stays rank one."""
+        W = self._W()
+        if change.cols is not None:
+            return SeriesChange(change.coeffs, v=W[:, change.cols].T)
+        if change.v is not None:
+            return SeriesChange(change.coeffs, v=change.v @ W.T)
+        return SeriesChange(change.coeffs @ W.T)
+
+    def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
+        """Backprop on magnitudes: ``A |W|`` for output magnitudes ``A`` (m, n_out)."""
+        return A @ np.abs(self._W())
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """If ``|dx[i, l]| <= rho b[B, l]`` for every example, then ``|dy[i, j]| <= rho (|W| b)[B, j]``, for any
+        ``rho`` (no limit: the layer is linear)."""
+        return b @ np.abs(self._W()).T, np.full(b.shape[0], np.inf)
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        """Output change for an input change (exact: ``D W^T``)."""
+        W = self._W()
+        if isinstance(change, ColumnChange):
+            return RankOneChange(change.delta, W[:, change.col].copy())
+        if isinstance(change, RankOneChange):
+            return RankOneChange(change.u, W @ change.v)
+        if isinstance(change, ColumnsChange):
+            return DenseChange(change.delta @ W[:, change.cols].T)
+        return DenseChange(change.delta @ W.T)
+
+    def direction_change(self, x: NDArray, change: Change | None, dtheta: NDArray, rows: slice) -> Change:
+        """Output change when ``Theta`` moves by ``dtheta[b]`` (shape ``(B, n_out, n_in + 1)``, zero outside
+        ``rows``) and the input by ``change`` (or not at all): ``D_x W^T + (x1 + D_x1) dTheta^T``, exact."""
+        if change is None:  # one (m, n_in) x (n_in, B r) product for the whole batch
+            sub = dtheta[:, rows, :]
+            B, r = sub.shape[0], sub.shape[1]
+            flat = sub.reshape(B * r, -1)
+            out = x @ flat[:, 1:].T + flat[:, 0]
+            return ColumnsChange(rows, out.reshape(x.shape[0], B, r).transpose(1, 0, 2))
+        dx = change.dense(x.shape)
+        W = self._W()
+        dW = dtheta[:, :, 1:].transpose(0, 2, 1)
+        out = dx @ W.T + np.matmul(x, dW)
+        out += dtheta[:, None, :, 0]
+        out += np.matmul(dx, dW)
+        return DenseChange(out)
+
+
+class SigmoidRule:
+    """Sigmoid: changes from an identity without cancellation, series from the logistic ODE."""
+
+    def __init__(self, layer: Sigmoid) -> None:
+        self.layer = layer
+        self._slope: tuple[NDArray, ...] | None = None
+        self._taylor_memo: tuple[NDArray, NDArray] | None = None
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        """Exact output change ``sigmoid(x + D) - sigmoid(x)`` (see :func:`~layerkit.fast.changes.sigmoid_change`);
+        a column change stays a column change."""
+        slope = self._slopes(x, y)
+        if isinstance(change, ColumnChange):
+            c = change.col
+            return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True, z=x[:, c]))
+        if isinstance(change, ColumnsChange):
+            c = change.cols
+            return ColumnsChange(c, sigmoid_change(y[:, c], slope[3][:, c], change.delta, overwrite=True,
+                                                   z=x[:, c]))
+        return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True, z=x))
+
+    def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """Taylor coefficients of ``sigmoid(x + D(tau)) - sigmoid(x)`` (see
+        :func:`~layerkit.fast.changes.sigmoid_series`); a column series stays a column series."""
+        slope = self._slopes(x, y)
+        if change.cols is not None:
+            c = change.cols
+            return SeriesChange(sigmoid_series(slope[1][c], slope[4][c], change.coeffs), c)
+        if change.v is not None:
+            # rank one, c(tau) v: sum_n sigma_n(x_il) v_l^n c_i^n, sigma_n = sigmoid^(n) / n! at x (memoized)
+            K = change.coeffs.shape[0]
+            sig = self._taylor(x, y, K)
+            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
+            return SeriesChange(compose_series(sig[:, None] * powers, change.coeffs[..., None]))
+        return SeriesChange(sigmoid_series(y, slope[5], change.coeffs))
+
+    def _taylor(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        memo = self._taylor_memo
+        if memo is None or memo[0] is not x or len(memo[1]) < K:
+            memo = self._taylor_memo = (x, sigmoid_series(y, self._slopes(x, y)[5], None, K))
+        return memo[1][:K]
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """``sigmoid'(z) = 1 / (4 cosh^2(z/2))`` and ``|cosh(u + iv)|^2 = sinh^2 u + cos^2 v >= 1/2`` when
+        ``|v| <= pi/4``, so ``|sigmoid'| <= 1/2`` in the strip ``|Im z| <= pi/2``: the bound halves, valid
+        for ``rho <= (pi/2) / max_l b[B, l]``."""
+        return b / 2, strip_limit(b)
+
+    def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
+        """Backprop on magnitudes: ``A sigmoid'(x)``, formed as ``A s sigmoid(-x)``."""
+        return A * self._slopes(x, y)[3]
+
+    def _slopes(self, x: NDArray, y: NDArray) -> tuple[NDArray, ...]:
+        """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``."""
+        slope = self._slope
+        if slope is None or slope[0] is not x:
+            sc = sigmoid(-x)
+            s_sc = y * sc
+            slope = self._slope = (x, np.ascontiguousarray(y.T), np.ascontiguousarray(s_sc.T), s_sc,
+                                   np.ascontiguousarray(sc.T), sc)
+        return slope
+
+
+def _own(layer: Any, name: str) -> bool:
+    """Whether ``layer``'s ``name`` is defined at least as far down its class hierarchy as its ``fn`` and
+    ``derivative``: a subclass that changes ``fn`` but inherits, say, ``taylor`` does not get it."""
+    cls = type(layer)
+    if not hasattr(layer, name) or getattr(layer, name) is None:
+        return False
+    return defined_in(cls, name) <= min(defined_in(cls, "fn"), defined_in(cls, "derivative"))
+
+
+class ElementwiseRule:
+    """Any :class:`~layerkit.Elementwise` layer: changes through its ``change`` (or ``fn(x + d) - y``), series
+    through its ``taylor`` with the bound of its ``strip`` and ``slope``, when it has them (each taken only
+    when defined as far down as ``fn``)."""
+
+    def __init__(self, layer: Elementwise) -> None:
+        self.layer = layer
+        self._change = layer.change if _own(layer, "change") else None
+        self.cancels = self._change is None
+        if _own(layer, "taylor") and _own(layer, "strip") and _own(layer, "slope"):
+            self.series = self._series
+            self.series_bound = self._series_bound
+        self._taylor_memo: tuple[NDArray, NDArray] | None = None
+        self._deriv_memo: tuple[NDArray, NDArray] | None = None
+
+    def columnwise(self, x: NDArray, y: NDArray) -> bool:
+        return True
+
+    def _diff(self, x: NDArray, y: NDArray, d: NDArray) -> NDArray:
+        if self._change is not None:
+            return np.asarray(self._change(x, y, d))
+        return np.asarray(self.layer.fn(x + d)) - y
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        """``f(x + D) - f(x)``; a column change stays a column change."""
+        if isinstance(change, ColumnChange):
+            c = change.col
+            return ColumnChange(c, self._diff(x[:, c], y[:, c], change.delta))
+        if isinstance(change, ColumnsChange):
+            c = change.cols
+            return ColumnsChange(c, self._diff(x[:, c], y[:, c], change.delta))
+        return DenseChange(self._diff(x, y, change.dense(x.shape)))
+
+    def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
+        """Backprop on magnitudes: ``A |f'(x)|``."""
+        memo = self._deriv_memo
+        if memo is None or memo[0] is not x:
+            memo = self._deriv_memo = (x, np.abs(np.asarray(self.layer.derivative(x, y), dtype=np.float64)))
+        return A * memo[1]
+
+    def _taylor(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        memo = self._taylor_memo
+        if memo is None or memo[0] is not x or len(memo[1]) < K:
+            memo = self._taylor_memo = (x, np.asarray(self.layer.taylor(x, y, K)))
+        return memo[1][:K]
+
+    def _series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """``f(x + D(tau)) - f(x) = sum_n f^(n)(x) / n! D(tau)^n``, composed term by term."""
+        K = change.coeffs.shape[0]
+        T = self._taylor(x, y, K)
+        if change.cols is not None:
+            return SeriesChange(compose_series(T[:, :, change.cols].transpose(0, 2, 1), change.coeffs), change.cols)
+        if change.v is not None:
+            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
+            return SeriesChange(compose_series(T[:, None] * powers, change.coeffs[..., None]))
+        return SeriesChange(compose_series(T[:, None], change.coeffs))
+
+    def _series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """``|f'| <= slope`` in the strip ``|Im z| <= strip``: the bound scales by ``slope``, for
+        ``rho <= strip / max_l b[B, l]``."""
+        layer = self.layer
+        return b * float(layer.slope), strip_limit(b, float(layer.strip))
+
+
+#: Most elements of one stacked forward call of :class:`ForwardRule` (8 MB in float64).
+FORWARD_BATCH = 1 << 20
+
+
+class ForwardRule:
+    """``propagate`` of a layer without parameters and without a rule, by calling its own ``forward`` on many
+    changed inputs at once: the batch's ``(B, m, n)`` inputs stacked along the example axis into one call.
+
+    A column change of an elementwise layer that treats every entry alike (found out on first use: its
+    forward commutes with a shuffle of the entries) is packed tighter: the ``B m`` changed values of the
+    column fill a ``(B m / n, n)`` input, ``n`` times fewer than stacking.  ``forward(x + D) - forward(x)``
+    cancels: it carries about ``eps |y|`` of rounding per unit, which the engine's rounding bound for a
+    rule that is not layerkit's own accounts for.  Every call is spot-checked against ``forward`` on the
+    original layout (:meth:`~layerkit.fast.confirm.Rules.propagate`).
+    """
+
+    cancels = True
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._uniform: tuple[NDArray, bool] | None = None
+
+    def _forward(self, x: NDArray) -> NDArray:
+        with np.errstate(all="ignore"):
+            return np.asarray(self.layer.forward(np.ascontiguousarray(x)))
+
+    def uniform(self, x: NDArray, y: NDArray) -> bool:
+        """Whether the layer acts on each entry alone, by one function: ``forward`` of a shuffle of (a sample
+        of) ``x``'s entries is the same shuffle of their outputs, within ``64 eps`` of each value."""
+        memo = self._uniform
+        if memo is not None and memo[0] is x:
+            return memo[1]
+        rng = np.random.default_rng(0x756E69)
+        rows = np.sort(rng.choice(x.shape[0], size=min(x.shape[0], 64), replace=False))
+        sample = x[rows]
+        perm = rng.permutation(sample.size)
+        ok = False
+        try:
+            shuffled = self._forward(sample.reshape(-1)[perm].reshape(sample.shape))
+            base = np.asarray(y[rows])
+            if shuffled.shape == sample.shape:
+                eps = float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
+                expect = base.reshape(-1)[perm].reshape(sample.shape).astype(np.float64)
+                diff = np.abs(shuffled.astype(np.float64) - expect)
+                ok = bool(np.all(diff <= 64 * eps * np.abs(expect)) and np.all(np.isfinite(diff)))
+        except Exception:  # noqa: BLE001 - a forward that refuses the shuffle is not uniform
+            ok = False
+        self._uniform = (x, ok)
+        return ok
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        m, n = x.shape
+        if isinstance(change, ColumnChange) and n > 1 and self.uniform(x, y):
+            c = change.col
+            vals = (x[:, c][None, :] + change.delta).reshape(-1)
+            size = vals.size
+            pad = (-size) % n
+            if pad:
+                vals = np.concatenate([vals, np.broadcast_to(vals[:1], (pad,))])
+            stacked = vals.reshape(-1, n)
+            out = np.empty(stacked.size, dtype=np.result_type(y.dtype, change.delta.dtype))
+            step = max(1, FORWARD_BATCH // n)
+            for lo in range(0, stacked.shape[0], step):
+                part = self._forward(stacked[lo:lo + step])
+                out[lo * n:(lo + part.shape[0]) * n] = part.reshape(-1)
+            return ColumnChange(c, out[:size].reshape(change.delta.shape) - y[:, c][None, :])
+        D = change.dense(x.shape)
+        B = D.shape[0]
+        out = np.empty((B,) + y.shape, dtype=np.result_type(y.dtype, D.dtype))
+        per = max(1, FORWARD_BATCH // (m * n))
+        for lo in range(0, B, per):
+            hi = min(B, lo + per)
+            stacked = (x[None] + D[lo:hi]).reshape((hi - lo) * m, n)
+            out[lo:hi] = self._forward(stacked).reshape(hi - lo, m, -1) - y[None]
+        return DenseChange(out)
+
+
+register_rule(Dense, DenseRule, reads=("forward",), builtin=True)
+register_rule(Sigmoid, SigmoidRule, reads=("forward", "fn", "derivative", "change", "taylor"), builtin=True)
+register_rule(Elementwise, ElementwiseRule, reads=("forward",))
+for _cls in (Tanh, ReLU, LeakyReLU, Identity):
+    register_rule(_cls, ElementwiseRule, reads=("forward", "fn", "derivative", "change", "taylor"), builtin=True)

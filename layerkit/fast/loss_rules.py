@@ -1,0 +1,325 @@
+"""The fast engine's rules for the losses (see :mod:`layerkit.nn.losses`): changes of the summed loss
+``sum_ik l(z_ik)`` for structured changes of the logits ``Z``, exact or with a certified remainder.
+
+Every rule has ``column(k, d)``, ``rank_one(u, v)``, ``dense(d, with_noise)`` (per batch item), ``total(d)``,
+``budget()`` (the truncation error allowed: ten times below the rounding of the summed cost),
+``magnitude()`` (the scale of the terms backprop forms ``dL/dz`` from, for rounding bounds) and
+``slope_scale()``; a rule with ``series`` and ``series_bound`` lets the engine read a block off Taylor tables.
+:func:`loss_rule` picks the rule of a network's loss (None: the engine does not apply).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..nn.activations import sigmoid
+from ..nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy, log_softmax
+from .changes import SeriesChange, compose_series, loss_change, loss_series
+from .layer_rules import strip_limit
+
+#: Bound on ``|d^n loss / dz^n|`` for n >= 2 (derivatives of the sigmoid: 0.25, 0.096, 0.125, 0.093).
+_D5_BOUND = 0.25
+
+
+class SigmoidCrossEntropyTerms:
+    """Changes of the summed cross-entropy ``sum_ik l(z_ik)``, ``l(z) = softplus(z) - y z``, at logits ``Z``.
+
+    Each method returns the change per batch item for a structured change ``d`` of the logits, from the
+    exact identity ``log1p(s expm1(d)) - y d`` or, when its remainder is certified ten times below the
+    rounding of the summed cost, from the Taylor expansion of order ``N <= 4`` (see :meth:`taylor_order`).
+    """
+
+    def __init__(self, Z: NDArray, Y: NDArray) -> None:
+        self.Z, self.Y = Z, Y
+        self.S = sigmoid(Z)
+        self.Sc = Sc = sigmoid(-Z)
+        v = self.S * Sc
+        # derivatives of l at Z, from l' = s - y: s (1 - s), s (1 - s)(1 - 2 s), s (1 - s)(1 - 6 s (1 - s))
+        # l' = s - y formed as (1 - y) s - y sigmoid(-z): s - y would be exactly 0 for a confident right
+        # prediction (s rounds to 1), where the true slope is e^-z
+        self.L = ((1 - Y) * self.S - Y * Sc, v, v * (Sc - self.S), v * (1 - 6 * self.S * Sc))
+        self.absL1 = float(np.sum(np.abs(self.L[0])))
+        # sum_ik l(z_ik) >= sum_ik softplus(-|z|): the summed cost, whose rounding is ~ eps times it
+        self.cost_sum = float(np.sum(np.logaddexp(0, -np.abs(Z))))
+        self.eps = float(np.finfo(Z.dtype).eps)
+        self._coefficients: NDArray | None = None
+        self.slope_bound = float(np.max(np.abs(1 - Y) + np.abs(Y), initial=1.0))
+
+    def magnitude(self) -> NDArray:
+        """The scale of the terms ``dL/dz`` is formed from at the logits: ``|1 - y| s + |y| sigmoid(-z)``."""
+        Y = self.Y.astype(np.float64)
+        return np.abs(1 - Y) * self.S + np.abs(Y) * self.Sc
+
+    def slope_scale(self) -> float:
+        """``sum |l'(z)| (|z| + 1)``: the rounding a re-run of the logits brings into the summed cost, over eps."""
+        return float(np.sum(np.abs(self.L[0]) * (np.abs(self.Z) + 1)))
+
+    def total(self, d: NDArray) -> float:
+        """The summed loss change for one change ``d`` (m, K) of the logits, exact."""
+        return float(np.sum(self.change(d)))
+
+    def taylor_order(self, power_sum: Callable[[int], float]) -> int:
+        """Fewest Taylor terms (1..4) whose remainder is ten times below the rounding of the summed cost;
+        0 when even 4 terms are not enough (the exact identity is used then).
+
+        ``power_sum(N)`` bounds ``sum_ik |d_ik|^(N+1)`` for every batch item.  With ``N`` terms the remainder
+        of one logit is at most ``max|l^(N+1)| |d|^(N+1) / (N+1)!``, where ``max|l^(n)| <= 1/4`` for
+        ``n >= 2`` (the sigmoid's derivatives), and the criterion is
+        ``power_sum(N) / (4 (N+1)!) <= 0.1 eps sum|l|``.
+        """
+        budget = self.budget()
+        for n in range(1, 5):
+            if _D5_BOUND * power_sum(n) / math.factorial(n + 1) <= budget:
+                return n
+        return 0
+
+    def budget(self) -> float:
+        """Largest truncation error allowed in one cost change: ``0.1 eps sum l``, ten times below the rounding
+        of the summed cost that a re-evaluation of the whole cost would carry.  Relative to the cost, however
+        small: a network that fits its data to 1e-45 has cost changes of that size, which an absolute budget
+        would let a truncated series get wrong."""
+        return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
+
+    def series(self, change: SeriesChange) -> NDArray:
+        """Per-example Taylor coefficients ``(K, B, m)`` of the summed loss change for a series change of
+        the logits (see :func:`~layerkit.fast.changes.loss_series`)."""
+        if change.cols is not None:
+            c = change.cols
+            return loss_series(self.S.T[c], self.Sc.T[c], self.Y.T[c], change.coeffs)
+        if change.v is not None:
+            # rank one, outer(u(tau), v): sum_k l(Z_ik + u v_k) = sum_n phi_n u^n with
+            # phi_n = sum_k l_n(Z_ik) v_k^n, l_n the loss's Taylor coefficients at Z (one product per n)
+            K = change.coeffs.shape[0]
+            Ln = self.coefficients(K)
+            v = change.v
+            phi = np.stack([v ** (n + 1) @ Ln[n].T for n in range(K)])
+            return compose_series(phi, change.coeffs)
+        return np.sum(loss_series(self.S, self.Sc, self.Y, change.coeffs), axis=-1)
+
+    def coefficients(self, K: int) -> NDArray:
+        """Taylor coefficients ``l^(n)(Z) / n!``, ``n = 1..K``, shape ``(K, m, n_out)``, memoized."""
+        if self._coefficients is None or len(self._coefficients) < K:
+            self._coefficients = loss_series(self.S, self.Sc, self.Y, None, K)
+        return self._coefficients[:K]
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """``(M / rho, limit)``: for logit changes bounded by ``rho b`` with ``rho <= limit``, the summed
+        loss change of one example is at most ``M = c rho sum_k b_k`` with ``c = max |1 - y| + |y|`` (1 for
+        targets in [0, 1]), since ``l' = sigmoid(z) - y = (1 - y) sigmoid(z) - y sigmoid(-z)`` and
+        ``|sigmoid| <= 1`` in the strip ``|Im z| <= pi/2`` (``Re e^(-z) >= 0`` there)."""
+        return self.slope_bound * np.sum(b, axis=1), strip_limit(b)
+
+    def change(self, d: NDArray, k: Any = slice(None)) -> NDArray:
+        """Elementwise loss changes for a change ``d`` of the logits (of column ``k`` only, when given)."""
+        return loss_change(self.Z[:, k], self.S[:, k], self.Sc[:, k], self.Y[:, k], d)
+
+    def column(self, k: int, d: NDArray) -> NDArray:
+        """Only logit column ``k`` changes, by ``d`` of shape ``(B, m)``: exact."""
+        return np.sum(self.change(d, k), axis=1)
+
+    def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
+        """The logits change by ``outer(u[b], v)``."""
+        # remainder bound from sum_ik |u_bi v_k|^(N+1) <= m max|u|^(N+1) sum_k |v_k|^(N+1)
+        umax = max(float(np.max(u, initial=0.0)), -float(np.min(u, initial=0.0)))
+        av = np.abs(v)
+        order = self.taylor_order(lambda n: u.shape[1] * np.float64(umax) ** (n + 1) * float(np.sum(av ** (n + 1))))
+        if not order:
+            return self.dense(u[:, :, None] * v[None, None, :])
+        total = u @ (self.L[0] @ v)
+        if order > 1:
+            un = u * u
+            fact = 1.0
+            for n in range(2, order + 1):
+                if n > 2:
+                    un = un * u
+                fact *= n
+                total += un @ (self.L[n - 1] @ v**n) / fact
+        return total
+
+    def dense(self, d: NDArray, with_noise: bool = False) -> Any:
+        """Any change ``d`` of shape ``(B, m, K)``; with ``with_noise`` also a bound on the rounding of each
+        sum: ``4 eps sum|terms|`` (exact identity) or ``4 eps max|d| sum|l'|`` (expansion)."""
+        dmax = max(float(np.max(d, initial=0.0)), -float(np.min(d, initial=0.0)))
+        order = self.taylor_order(lambda n: d[0].size * np.float64(dmax) ** (n + 1))
+        if order:
+            coef = [self.L[n] / math.factorial(n + 1) for n in range(order)]
+            poly = coef[-1] * d
+            for c in reversed(coef[:-1]):
+                poly += c
+                poly *= d
+            total = np.sum(poly, axis=(1, 2))
+            if with_noise:
+                return total, np.full(total.shape, 4 * self.eps * dmax * self.absL1)
+            return total
+        terms = self.change(d)
+        total = np.sum(terms, axis=(1, 2))
+        if with_noise:
+            return total, 4 * self.eps * np.sum(np.abs(terms), axis=(1, 2))
+        return total
+
+
+class SoftmaxCrossEntropyTerms:
+    """Changes of ``sum_i l_i``, ``l_i = logsumexp(z_i) - Y_i . z_i`` (target rows summing to 1), exactly.
+
+    For a change ``d`` of example ``i``'s logits, ``l_i(z + d) - l_i(z) = sum_c Y_ic log1p(sum_k p_ik
+    expm1(d_k - d_c))`` with ``p = softmax(z)``: the change of ``logsumexp(z) - z_c`` written without
+    subtracting two nearly equal numbers (for a confident right prediction ``p_c`` is near 1 and the other
+    terms are small, and so is the change).  A single changed logit ``k`` needs only ``p_k`` and
+    ``1 - p_k = sum_{j != k} p_j`` (summed, not subtracted).  Rounding: about ``4 eps`` of each term.
+    """
+
+    def __init__(self, Z: NDArray, Y: NDArray) -> None:
+        self.Z, self.Y = Z, Y
+        logp = log_softmax(Z.astype(np.float64) if Z.dtype == np.float64 else Z)
+        self.P = np.exp(logp)
+        others = np.empty_like(self.P)  # sum_{j != k} p_ij, formed as a sum
+        K = Z.shape[1]
+        for k in range(K):
+            others[:, k] = np.sum(np.delete(self.P, k, axis=1), axis=1) if K > 1 else 0.0
+        self.others = others
+        self.eps = float(np.finfo(Z.dtype).eps)
+        self.cost_sum = float(-np.sum(Y * logp))
+        labels = np.argmax(Y, axis=1)
+        self.one_hot = bool(np.all(Y[np.arange(Y.shape[0]), labels] == 1))
+        self.labels = labels
+
+    def magnitude(self) -> NDArray:
+        """``dL/dz = p - Y`` is formed from ``p`` and ``Y``: their magnitudes."""
+        return self.P + np.abs(self.Y.astype(np.float64))
+
+    def slope_scale(self) -> float:
+        return float(np.sum(np.abs(self.P - self.Y) * (np.abs(self.Z) + 1)))
+
+    def budget(self) -> float:
+        return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
+
+    def _terms(self, d: NDArray) -> NDArray:
+        """Per-example changes ``(B, m)`` for logit changes ``d`` of shape ``(B, m, K)``."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.one_hot:
+                dc = np.take_along_axis(d, self.labels[None, :, None], axis=2)
+                return np.log1p(np.sum(self.P * np.expm1(d - dc), axis=2))
+            out = np.zeros(d.shape[:2])
+            for c in range(d.shape[2]):
+                w = self.Y[:, c]
+                if np.any(w):
+                    out += w * np.log1p(np.sum(self.P * np.expm1(d - d[:, :, c:c + 1]), axis=2))
+            return out
+
+    def column(self, k: int, d: NDArray) -> NDArray:
+        """Only logit ``k`` changes, by ``d`` of shape ``(B, m)``."""
+        y = self.Y[:, k]
+        with np.errstate(over="ignore", invalid="ignore"):
+            inside = np.log1p(self.others[:, k] * np.expm1(-d))  # for the examples whose class is k
+            outside = np.log1p(self.P[:, k] * np.expm1(d))
+        return np.sum(y * inside + (1 - y) * outside, axis=1)
+
+    def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
+        return self.dense(u[:, :, None] * v[None, None, :])
+
+    def dense(self, d: NDArray, with_noise: bool = False) -> Any:
+        terms = self._terms(d)
+        total = np.sum(terms, axis=1)
+        if with_noise:
+            return total, 4 * self.eps * (np.sum(np.abs(terms), axis=1) + np.abs(total))
+        return total
+
+    def total(self, d: NDArray) -> float:
+        return float(self.dense(d[None])[0])
+
+
+class SquaredErrorTerms:
+    """Changes of ``sum_ik (z_ik - Y_ik)^2 / 2``: ``d (r + d/2)`` with ``r = z - Y``, exact (a polynomial).
+
+    Series: the change is ``r D(tau) + D(tau)^2 / 2``, whose Taylor coefficients are exact; the bound for
+    complex ``tau``: ``|d (r + d/2)| <= rho b (max|r| + 1/2)`` while ``rho b <= 1``.
+    """
+
+    def __init__(self, Z: NDArray, Y: NDArray) -> None:
+        self.Z, self.Y = Z, Y
+        self.Rs = Z - Y
+        self.eps = float(np.finfo(Z.dtype).eps)
+        self.cost_sum = float(0.5 * np.sum(self.Rs.astype(np.float64) ** 2))
+        self.rmax = np.max(np.abs(self.Rs), axis=0).astype(np.float64)
+
+    def magnitude(self) -> NDArray:
+        """``dL/dz = z - Y`` is formed from ``z`` and ``Y``: their magnitudes."""
+        return np.abs(self.Z.astype(np.float64)) + np.abs(self.Y.astype(np.float64))
+
+    def slope_scale(self) -> float:
+        return float(np.sum(np.abs(self.Rs) * (np.abs(self.Z) + 1)))
+
+    def budget(self) -> float:
+        return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
+
+    def column(self, k: int, d: NDArray) -> NDArray:
+        return np.sum(d * (self.Rs[:, k] + d / 2), axis=1)
+
+    def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
+        return u @ (self.Rs @ v) + 0.5 * np.sum(u * u, axis=1) * float(v @ v)
+
+    def dense(self, d: NDArray, with_noise: bool = False) -> Any:
+        terms = d * (self.Rs + d / 2)
+        total = np.sum(terms, axis=(1, 2))
+        if with_noise:
+            return total, 4 * self.eps * np.sum(np.abs(terms), axis=(1, 2))
+        return total
+
+    def total(self, d: NDArray) -> float:
+        return float(self.dense(d[None])[0])
+
+    def series(self, change: SeriesChange) -> NDArray:
+        """Per-example coefficients ``(K, B, m)`` of ``sum_k r D + D^2 / 2``."""
+        c = change.coeffs
+        K = c.shape[0]
+        if change.cols is not None:
+            lin = self.Rs.T[change.cols][None] * c  # (K, B, m)
+            sq = c
+            w = 1.0
+        elif change.v is not None:
+            lin = (self.Rs @ change.v.T).T[None] * c  # sum_k r_ik v_k, times c
+            sq = c
+            w = np.sum(change.v * change.v, axis=1)[:, None]
+        else:
+            lin = np.sum(self.Rs[None, None] * c, axis=-1)
+            sq = c
+            w = None
+        out = np.array(lin, dtype=np.result_type(lin, np.float64))
+        for n in range(2, K + 1):
+            acc = sum(sq[j - 1] * sq[n - j - 1] for j in range(1, n))
+            if w is None:
+                acc = np.sum(acc, axis=-1)
+            else:
+                acc = acc * w
+            out[n - 1] += 0.5 * acc
+        return out
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        return b @ (self.rmax + 0.5), strip_limit(b, 1.0)
+
+
+#: The rule of each loss class (exactly these classes: a subclass may compute something else).
+RULES: dict[type, Callable[[NDArray, NDArray], Any]] = {
+    SigmoidCrossEntropy: SigmoidCrossEntropyTerms,
+    SoftmaxCrossEntropy: SoftmaxCrossEntropyTerms,
+    MeanSquaredError: SquaredErrorTerms,
+}
+
+
+def has_loss_rule(net: Any) -> bool:
+    """Whether the engine has a rule for ``net``'s loss as the network uses it (the sigmoid cross-entropy
+    only on logits, with the final Sigmoid fused in)."""
+    cls = type(getattr(net, "loss", None))
+    if cls not in RULES:
+        return False
+    return bool(net.fused_sigmoid) if cls is SigmoidCrossEntropy else True
+
+
+def loss_rule(loss: Any, Z: NDArray, Y: NDArray) -> Any:
+    """The rule of ``loss`` at logits ``Z`` and targets ``Y``."""
+    return RULES[type(loss)](Z, Y)
