@@ -265,14 +265,12 @@ def bench_trust(name, sizes, m):
     against the same check passing (a wrong entry planted at a relative 1e-3)."""
     import layerkit.api as api
     import layerkit.fast.confirm as confirm
-    from layerkit.nn.layers import provides
 
     net, X, y = problem(sizes, m)
     on, t_on, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 9)
     saved = api._Check.verified, confirm.Rules.ok
     api._Check.verified = lambda self, checks, probe, what: True
-    confirm.Rules.ok = lambda self, k, rule: provides(self.layers[k] if 0 <= k < len(self.layers) else None,
-                                                      *confirm.MEMBERS[rule])
+    confirm.Rules.ok = lambda self, k, rule: 0 <= k < len(self.impl) and self.impl[k].has(*confirm.MEMBERS[rule])
     try:
         off, t_off, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 9)
     finally:
@@ -301,6 +299,92 @@ def bench_trust(name, sizes, m):
     add(name, "layerkit central with the doctor, passing", t_pass, float("nan"), float("nan"), f"passed={ok.passed}")
     add(name, "layerkit central with the doctor, failing", t_fail, float("nan"), float("nan"),
         f"{t_fail / t_pass:.2f}x the passing check; findings {','.join(fail.codes())}")
+
+
+class UserTanh:
+    """examples/custom_layer.py's Tanh: a user's layer with no rule and no base class."""
+
+    param_shapes: dict = {}
+    params: dict = {}
+    grads: dict = {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y**2)
+
+
+class HelperSoftplus(layerkit.Elementwise):
+    """An elementwise-helper layer with derivatives (18 lines with its docstring): softplus."""
+
+    strip, slope = np.pi / 2, 1.0  # |sigmoid(z)| <= 1 on |Im z| <= pi/2
+
+    def fn(self, x):
+        return np.logaddexp(0, x)
+
+    def derivative(self, x, y):
+        return 1 / (1 + np.exp(-x))
+
+    def taylor(self, x, y, K):
+        from layerkit.fast.changes import sigmoid_series
+
+        s = 1 / (1 + np.exp(-x))
+        out = np.empty((K,) + x.shape)
+        out[0] = s
+        out[1:] = sigmoid_series(s, 1 / (1 + np.exp(x)), None, K - 1) / np.arange(2, K + 1)[:, None, None]
+        return out
+
+
+class HelperSoftsign(layerkit.Elementwise):
+    """An elementwise-helper layer with fn and derivative only (no Taylor coefficients)."""
+
+    def fn(self, x):
+        return x / (1 + np.abs(x))
+
+    def derivative(self, x, y):
+        return (1 - np.abs(y)) ** 2
+
+
+def bench_framework(sizes=(400, 25, 10), m=5000, subset=40):
+    """Custom networks at the course's size: each row against the naive loop on the same network, in the
+    same run (timed on ``subset`` coordinates and scaled to all P)."""
+    from layerkit import Dense, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
+
+    rng = np.random.default_rng(0)
+    X = rng.random((m, sizes[0]))
+    y = rng.integers(0, sizes[-1], m)
+    n_in, n_h, n_out = sizes
+    cases = [
+        ("built-in Sigmoid hidden layer", [Sigmoid()], None),
+        ("user Tanh, no rule (examples/custom_layer.py)", [UserTanh()], None),
+        ("built-in Tanh (Elementwise, taylor)", [Tanh()], None),
+        ("helper Softplus (Elementwise with taylor)", [HelperSoftplus()], None),
+        ("helper Softsign (Elementwise, fn + derivative only)", [HelperSoftsign()], None),
+        ("ReLU hidden layer", [ReLU()], None),
+        ("ReLU + softmax output", [ReLU()], SoftmaxCrossEntropy()),
+        ("Tanh + softmax output", [Tanh()], SoftmaxCrossEntropy()),
+    ]
+    for label, hidden, loss in cases:
+        layers = [Dense(n_in, n_h)] + hidden + [Dense(n_h, n_out)] + ([] if loss is not None else [Sigmoid()])
+        net = Network(layers, loss=loss)
+        net.init_random(0)
+        name = f"400-25-10 {label}"
+        rep, t, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 3)
+        exact = net.cost_and_gradient(X, y, 1.0)[1]
+        add(name, "layerkit central (full)", t, rel(rep.numerical, exact), float("nan"),
+            f"passed={rep.passed}, evaluator={rep.evaluator}")
+        cost = net.objective(X, y, 1.0).cost
+        idx = np.random.default_rng(1).choice(net.size, subset, replace=False)
+        t0 = time.perf_counter()
+        num = naive_loop(cost, net.params.copy(), idx)
+        tn = (time.perf_counter() - t0) * net.size / subset
+        add(name, "naive loop (course style, h=1e-4)", tn, rel(num, exact[idx]), float("nan"),
+            f"scaled from {subset} coords")
 
 
 def bench_failing_directional(name, sizes, m):
@@ -374,12 +458,31 @@ def targets():
           f"{t('big', 'layerkit directional with the doctor'):.2f} s (target < 10 s)")
 
 
+def framework_targets():
+    def t(net, method):
+        for r in ROWS:
+            if r["net"] == f"400-25-10 {net}" and r["method"].startswith(method):
+                return r["seconds"]
+        return float("nan")
+
+    base = t("built-in Sigmoid hidden layer", "layerkit")
+    user = "user Tanh, no rule (examples/custom_layer.py)"
+    print("\nframework targets:")
+    print(f"  user Tanh (no rule) full central vs naive: {t(user, 'naive') / t(user, 'layerkit'):.0f}x (target >= 30x)")
+    for label in ("helper Softplus (Elementwise with taylor)", "built-in Tanh (Elementwise, taylor)",
+                  "helper Softsign (Elementwise, fn + derivative only)"):
+        print(f"  {label}: {t(label, 'layerkit') / base:.2f}x the Sigmoid network's check (target <= 2x with taylor)")
+    for label in ("ReLU hidden layer", "ReLU + softmax output", "Tanh + softmax output"):
+        print(f"  {label}: {t(label, 'naive') / t(label, 'layerkit'):.0f}x the naive loop")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the debug and 64-32-10 networks")
     ap.add_argument("--no-memory", action="store_true", help="skip the traced runs that measure peak memory")
     ap.add_argument("--exactness", action="store_true", help="only the exactness rows")
     ap.add_argument("--trust", action="store_true", help="only the rows of what trust costs")
+    ap.add_argument("--framework", action="store_true", help="only the custom-network rows (layers, losses)")
     args = ap.parse_args()
     global MEMORY
     MEMORY = not args.no_memory
@@ -389,6 +492,11 @@ def main():
         bench_trust("course", [400, 25, 10], 5000)
         bench_failing_directional("big", [1000, 1000, 10], 256)
         print_table()
+        return
+    if args.framework:
+        bench_framework()
+        print_table()
+        framework_targets()
         return
     if args.exactness:
         for name, sizes, m, n in (("small", [64, 32, 10], 500, 2410), ("course", [400, 25, 10], 5000, 300),
@@ -409,10 +517,12 @@ def main():
         bench_full_big("big", [1000, 1000, 10], 256)
         bench_localization("big", [1000, 1000, 10], 256)
         bench_failing_directional("big", [1000, 1000, 10], 256)
+        bench_framework()
     bench_executor()
     print_table()
     if not args.quick:
         targets()
+        framework_targets()
 
 
 if __name__ == "__main__":

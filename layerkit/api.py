@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from ._validate import describe, positive_int
 from .check.applicability import confirm_analytic
 from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_directional
-from .check.kinks import MAX_LINES, coordinate_delta, finding_text, kinked_sides, line_sides, settle
+from .check.kinks import COARSER, MAX_LINES, SETTLED, coordinate_delta, finding_text, kinked_sides, line_sides, settle
 from .check.methods import ComplexStep, Step, get_method, machine_eps
 from .check.noise import EXCESS_THRESHOLD, Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
@@ -409,6 +409,12 @@ class _Check:
         a network of layerkit's own layers, which are analytic."""
         if getattr(self.subject, "known_analytic", False):
             return
+        kinked = getattr(self.subject, "kinked", None)
+        if kinked:
+            raise ComplexEvaluationError(
+                f"the complex step is not applicable: the cost is not analytic (layer {kinked[0][0]} has kinks at "
+                f"{', '.join(f'{v:g}' for v in kinked[0][1])}, where it is not differentiable); use method='central' "
+                "or 'richardson' instead")
         noise = self.measured_noise()
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)
@@ -756,24 +762,39 @@ class _Check:
                 out = settle(line_sides(sides, s.x0, j, j + 1, v), coordinate_delta(probe, j),
                              2 * float(steps[j]), float(self.a[j]), float(extra[j]))
                 self.count("kinks", out.evals)
-                if out.how in ("smaller-step", "one-sided"):
+                if out.how in SETTLED:
                     settled[j] = out
         if not settled:
             return refined
         mask = np.zeros(values.size, dtype=bool) if refined is None else refined
         if self.first_reach is None:
             self.first_reach = np.zeros(values.size)
+        coarse = []
         for j, out in settled.items():
             self.first_reach[j] = tol[j] + abs(values[j] - self.a[j])
+            if out.tolerance > COARSER * tol[j]:
+                coarse.append(j)
             values[j], atol[j], model[j] = out.value, out.tolerance, out.tolerance
             mask[j] = True
-        entries = list(settled)
+        if coarse:
+            worst = max(settled[j].tolerance / tol[j] for j in coarse)
+            names = ", ".join(s.layout.label(j) for j in coarse[:5]) + (" ..." if len(coarse) > 5 else "")
+            self.findings.append(Finding(
+                "precision-limited", tuple(dict.fromkeys(s.layout.block_of(j).name for j in coarse)),
+                f"inconclusive: the stencil of {len(coarse)} entr{'y' if len(coarse) == 1 else 'ies'} ({names}) "
+                f"crossed a kink; measured without crossing one they agree, but only within up to {worst:.0f} "
+                "times the first tolerance (a step that stays on one piece resolves less there), so an error "
+                "between the two would pass unnoticed",
+                {"unresolved": True, "covers_mismatch": True, "entries": coarse}))
+        entries = [j for j in settled if j not in coarse]
+        if not entries:
+            return mask
         names = ", ".join(s.layout.label(j) for j in entries[:5]) + (" ..." if len(entries) > 5 else "")
-        smaller = [j for j in entries if settled[j].how == "smaller-step"]
-        sided = [j for j in entries if settled[j].how == "one-sided"]
+        smaller = [j for j in entries if settled[j].how == "own-piece"]
+        sided = [j for j in entries if settled[j].how == "on-kink"]
         blocks = tuple(dict.fromkeys(s.layout.block_of(j).name for j in entries))
         self.info.append(Finding("nonsmooth", blocks, finding_text(len(entries), names, len(smaller), len(sided)),
-                                 {"entries": entries, "smaller_step": smaller, "one_sided": sided}))
+                                 {"entries": entries, "own_piece": smaller, "on_kink": sided}))
         return mask
 
     def finish(self, report: Report) -> Report:

@@ -1,4 +1,4 @@
-"""One-line gradient assertions for users' own test suites.
+"""One-line gradient assertions for users' own test suites, and a contract test for a layer.
 
 Each function runs a check and raises ``AssertionError`` carrying the full report (verdict, blocks, worst
 entries, findings) when it fails, so pytest shows *where* and *why*; it returns the report otherwise::
@@ -7,6 +7,18 @@ entries, findings) when it fails, so pytest shows *where* and *why*; it returns 
 
     def test_my_layer():
         assert_layer_gradients(MyLayer(4, 3), np.random.default_rng(0).standard_normal((5, 4)))
+
+:class:`LayerContract` is a whole test class to subclass: give it a layer factory and an input shape, and
+pytest runs its tests (gradients in float64 and float32, repeated calls, no mutation of the input, a clear
+error before forward, the fast engine's rule against ``forward``)::
+
+    from layerkit.testing import LayerContract
+
+    class TestMyLayer(LayerContract):
+        input_shape = (5, 4)
+
+        def make_layer(self, dtype):
+            return MyLayer(4, 3, dtype=dtype)
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 from ._validate import describe
@@ -23,7 +36,7 @@ from .errors import InputError
 from .nn.layers import Layer
 from .nn.network import Network
 
-__all__ = ["assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
+__all__ = ["LayerContract", "assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
            "plant_gradient_error"]
 
 
@@ -83,3 +96,95 @@ def plant_gradient_error(net: Network, index: int, rel: float = 1e-4) -> Network
     override = {"backward_params": backward_params} if hasattr(base, "backward_params") else {"backward": backward}
     layer.__class__ = type(base.__name__, (base,), override)
     return twin
+
+
+class LayerContract:
+    """A contract test for one layer class: subclass it in a test module as ``TestSomething`` (pytest collects
+    it), set :attr:`input_shape` (or override :meth:`make_input`) and define :meth:`make_layer`.
+
+    Every test builds fresh layers, so a test can never pass because of another's state.  The tests:
+
+    * ``test_gradients_float64``, ``test_gradients_float32``: input and parameter gradients against finite
+      differences (:func:`assert_layer_gradients`), in each dtype the layer is made for;
+    * ``test_repeated_calls``: two forward/backward rounds on the same input give the same output, input
+      gradient and parameter gradients (no state carried over, no accumulation);
+    * ``test_input_is_not_changed``: forward and backward leave the input array as it was;
+    * ``test_backward_before_forward_is_a_clear_error``: ``backward`` on a fresh layer raises an exception
+      that names ``forward`` (layerkit's :class:`~layerkit.NotForwardedError`, say), not an obscure one;
+    * ``test_rules_agree_with_forward``: every fast-engine rule the layer has (registered with
+      :func:`~layerkit.register_rule`, its own members, or the batched forward calls of a layer without
+      parameters) is compared with ``forward`` under large random changes (see :mod:`layerkit.fast.confirm`).
+    """
+
+    #: Shape of the input batch ``(m, n_in)`` of :meth:`make_input`.
+    input_shape: tuple[int, int] = (5, 4)
+    #: Seed of the random inputs.
+    seed: int = 0
+    #: The dtypes of ``test_gradients_<dtype>``.
+    dtypes: tuple[Any, ...] = (np.float64, np.float32)
+
+    def make_layer(self, dtype: Any) -> Layer:
+        """A fresh layer computing in ``dtype`` (float64 or float32)."""
+        raise NotImplementedError("define make_layer(self, dtype) in the subclass of LayerContract")
+
+    def make_input(self, dtype: Any) -> NDArray:
+        """The input batch: standard normal of :attr:`input_shape`, in ``dtype``."""
+        return np.random.default_rng(self.seed).standard_normal(self.input_shape).astype(dtype)
+
+    def _gradients(self, dtype: Any) -> None:
+        if np.dtype(dtype) not in [np.dtype(d) for d in self.dtypes]:
+            return
+        assert_layer_gradients(self.make_layer(dtype), self.make_input(dtype))
+
+    def test_gradients_float64(self) -> None:
+        self._gradients(np.float64)
+
+    def test_gradients_float32(self) -> None:
+        self._gradients(np.float32)
+
+    def test_repeated_calls(self) -> None:
+        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        rounds = []
+        for _ in range(2):
+            y = np.array(layer.forward(x), copy=True)
+            dy = np.random.default_rng(self.seed + 1).standard_normal(y.shape)
+            dx = np.array(layer.backward(dy), copy=True)
+            grads = {k: np.array(v, copy=True) for k, v in (layer.grads or {}).items()}
+            rounds.append((y, dx, grads))
+        (y1, dx1, g1), (y2, dx2, g2) = rounds
+        assert np.array_equal(y1, y2), f"{layer!r}: forward gave another output the second time"
+        assert np.array_equal(dx1, dx2), f"{layer!r}: backward gave another input gradient the second time"
+        for k in g1:
+            assert np.array_equal(g1[k], g2[k]), \
+                f"{layer!r}: the gradient of {k!r} changed on the second backward (accumulated?)"
+
+    def test_input_is_not_changed(self) -> None:
+        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        before = x.copy()
+        y = layer.forward(x)
+        layer.backward(np.ones_like(np.asarray(y)))
+        assert np.array_equal(x, before), f"{layer!r}: forward or backward changed its input array"
+
+    def test_backward_before_forward_is_a_clear_error(self) -> None:
+        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        y_shape = np.shape(self.make_layer(np.float64).forward(x))
+        try:
+            layer.backward(np.ones(y_shape))
+        except Exception as exc:  # noqa: BLE001 - any exception, as long as it says what went wrong
+            assert "forward" in str(exc).lower(), \
+                f"{layer!r}: backward before forward raised {type(exc).__name__}: {exc} (say that forward is missing)"
+        else:
+            raise AssertionError(f"{layer!r}: backward before forward raised nothing")
+
+    def test_rules_agree_with_forward(self) -> None:
+        from .fast.confirm import MEMBERS, Rules
+        from .nn.losses import MeanSquaredError
+
+        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        net = Network([layer], loss=MeanSquaredError())
+        acts = net.activations(x)
+        rules = Rules(list(net.body), acts, net.bindings, net.params, net.layout)
+        rule = rules.rule(0)
+        for name, members in MEMBERS.items():
+            if rule.has(*members):
+                assert rules.confirm(0, name), f"{layer!r}: its {name} rule disagrees with its forward: {rules.notes}"

@@ -43,3 +43,31 @@ def test_scripts_run_as_programs(script):
     proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
+
+
+def test_relu_softmax_digits_reaches_97_percent_and_its_problem_passes():
+    pytest.importorskip("sklearn")
+    import relu_softmax_digits
+
+    result = relu_softmax_digits.main()
+    assert result["accuracy"] >= 0.97 and result["report"].passed
+    assert relu_softmax_digits.problem().check().passed
+
+
+def test_diabetes_regression_reports_r2_against_the_linear_baseline(capsys):
+    pytest.importorskip("sklearn")
+    import diabetes_regression
+
+    result = diabetes_regression.main()
+    assert result["report"].passed and result["r2"] > result["linear_r2"] and result["wins"] >= 6
+    assert "linear least squares" in capsys.readouterr().out
+    assert diabetes_regression.problem().check().passed
+
+
+@pytest.mark.parametrize("target", ["relu_softmax_digits.py:problem", "diabetes_regression.py:problem"])
+def test_examples_check_from_the_command_line(target):
+    pytest.importorskip("sklearn")
+    proc = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", str(EXAMPLES / target)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED" in proc.stdout

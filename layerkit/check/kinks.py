@@ -7,16 +7,20 @@ derivative, however right the gradient is.  For a failing entry ``j`` of a full 
 whether the stencil ``|t| <= reach`` changes the side of a kink of any example (``sides(t)``: the sign of
 every kinked layer's input minus each kink, from one forward pass), and if so:
 
-* halves the step until ``+-h`` keeps every side (at most :data:`HALVINGS` times): the cost is smooth on
-  that interval, and the central difference there is a derivative again, judged with the tolerance of its
-  own step: rounding ``SAFETY (n(h) + n(-h)) / (2 h)`` from the evaluator's noise bound, plus twice the
-  change of the estimate from ``h`` to ``h/2`` (its truncation, measured), plus the caller's part (the
-  rounding of the analytic value);
-* when no such step exists (an input exactly at a kink, which every step moves off it: a side of 0 at the
-  point itself goes there directly), takes the one-sided
-  differences on each side, each over an interval that keeps its own sides and extrapolated from ``h`` and
-  ``h/2``: the analytic value may be anything between the two one-sided slopes (a subgradient).
+* when the point is off every kink (the kink is near): on each side whose stencil end stays on the point's
+  own piece, the one-sided difference ``(J(x + t v) - J(x)) / t`` at ``t, t/2, t/4``, extrapolated to
+  ``O(t^2)`` twice, its truncation the change between the two extrapolations (measured, three times its
+  estimate) and its rounding ``SAFETY |n| / t``; ``t`` is doubled (at most :data:`GROWTH` times) while it
+  stays on the piece and the tolerance falls.  When the kinks are close on both sides, a central difference at a step halved (at most
+  :data:`HALVINGS` times) until ``+-h`` keeps every side, with its truncation measured the same way.  The
+  point is inside one piece, so the analytic value must match that piece's slope;
+* when the point sits on a kink (an input exactly at it, which every step moves off it: a side of 0 at the
+  point itself), the one-sided differences on both sides, each over an interval that stays on one piece:
+  the analytic value must match one of the two (the derivative of one of the pieces, as any choice of
+  ``f'`` at the kink gives for one unit on it).  Anything in between is not accepted: along a direction
+  the two slopes can differ by much, and an error that falls between them would pass.
 
+Each tolerance includes the caller's part (the rounding of the analytic value).
 What is settled this way passes, with a ``nonsmooth`` finding that says so; what still disagrees fails as
 before: a wrong derivative of a ReLU (1 everywhere, or the step on the wrong side) is wrong away from its
 kinks too, where no stencil crosses one.
@@ -35,6 +39,12 @@ from .tolerance import SAFETY
 
 #: Halvings of the step tried before a line is taken to sit exactly on a kink.
 HALVINGS = 30
+#: How much coarser than the first tolerance a kink-free re-measurement may be and still settle a failure;
+#: beyond, the result is inconclusive (an error between the two tolerances would pass).
+COARSER = 2.0
+#: Doublings of a one-sided step while it stays on one piece and its tolerance falls (a wider step rounds
+#: less per unit of step, until its truncation takes over).
+GROWTH = 40
 #: Most failing entries (or directions) examined per check: each costs a few dozen forward passes.
 MAX_LINES = 64
 
@@ -45,8 +55,9 @@ Delta = Callable[[NDArray], tuple[NDArray, NDArray]]
 @frozen
 class Settled:
     """The outcome for one line: ``how`` is ``"smooth"`` (the stencil crosses no kink: nothing to settle),
-    ``"smaller-step"``, ``"one-sided"`` or ``"failing"``; ``value`` and ``tolerance`` are the new estimate
-    and its tolerance when settled."""
+    ``"own-piece"`` (measured on the point's own side of every kink), ``"on-kink"`` (the point sits on a kink:
+    the analytic value is one of the one-sided slopes) or ``"failing"``; ``value`` and ``tolerance`` are the
+    new estimate and its tolerance."""
 
     how: str
     value: float = float("nan")
@@ -57,15 +68,22 @@ class Settled:
 
 
 def _central(delta: Delta, h: float) -> tuple[float, float]:
-    d, n = delta(np.array([h, -h]))
-    return float((d[0] - d[1]) / (2 * h)), float(SAFETY * (abs(n[0]) + abs(n[1])) / (2 * h))
+    """The central difference at ``h/2``, with its rounding bound and its truncation (an ``O(h^2)`` error:
+    a third of the change from ``h`` to ``h/2``, taken whole for safety)."""
+    d, n = delta(np.array([h, -h, h / 2, -h / 2]))
+    e1, e2 = (d[0] - d[1]) / (2 * h), (d[2] - d[3]) / h
+    return float(e2), float(SAFETY * (abs(n[2]) + abs(n[3])) / h + abs(e1 - e2))
 
 
-def _one_sided(delta: Delta, h: float) -> tuple[float, float]:
-    """``(J(x + h v) - J(x)) / h`` extrapolated from ``h`` and ``h/2`` (``h`` of either sign)."""
-    d, n = delta(np.array([h, h / 2]))
-    e1, e2 = d[0] / h, d[1] / (h / 2)
-    return float(2 * e2 - e1), float(SAFETY * (abs(n[0] / h) + abs(2 * n[1] / h)) + 2 * abs(e1 - e2))
+def _one_sided(delta: Delta, t: float) -> tuple[float, float]:
+    """``(J(x + t v) - J(x)) / t`` (``t`` of either sign) at ``t, t/2, t/4``, extrapolated to ``O(t^2)`` twice
+    (``R = 2 D(t/2) - D(t)``); the second extrapolation, with its rounding bound and its truncation (the
+    change between the two, taken whole: three times the ``O(t^2)`` error's estimate)."""
+    d, n = delta(np.array([t, t / 2, t / 4]))
+    e = d / np.array([t, t / 2, t / 4])
+    r1, r2 = 2 * e[1] - e[0], 2 * e[2] - e[1]
+    noise = SAFETY * (2 * abs(n[2]) / abs(t / 4) + abs(n[1]) / abs(t / 2))
+    return float(r2), float(noise + abs(r1 - r2))
 
 
 def settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float, analytic: float,
@@ -105,54 +123,83 @@ def _settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float
 
     if not (reach > 0) or (keeps(reach) and keeps(-reach)):
         return Settled("smooth")
-    h = reach
-    # a unit exactly on a kink (among those the stencil moves to another side) is moved off it by any step
-    # that the engine resolves, even where the forward pass rounds the move away: no smaller step keeps it,
-    # go to the one-sided slopes
-    ends = [sides(reach), sides(-reach)]
     moved = np.zeros(base.shape, dtype=bool)
-    for end in ends:
+    for end in (sides(reach), sides(-reach)):
         if end is not None:
             moved |= end != base
-    for _ in range(0 if np.any(base[moved] == 0) else HALVINGS):
-        h /= 2
-        if keeps(h) and keeps(-h):
-            est, tol = _central(delta, h)
-            est_half, tol_half = _central(delta, h / 2)
-            tol = max(tol, tol_half) + 2 * abs(est - est_half) + extra_tolerance
-            if abs(est - analytic) <= tol:
-                return Settled("smaller-step", est, tol, h)
-            return Settled("failing", est, tol, h)
-    # on a kink: one-sided slopes over intervals that keep their own sides
-    sided = []
-    for sign in (1.0, -1.0):
+    # a unit exactly on a kink (among those the stencil moves to another side) is moved off it by any step
+    # that the engine resolves, even where the forward pass rounds the move away
+    on_kink = bool(np.any(base[moved] == 0))
+
+    def piece(t: float) -> bool:
+        """One piece on ``(0, t]``: the point's own (off a kink), or the one beside it (on a kink, where a
+        step too small to move the kinked inputs at all in the forward pass establishes nothing)."""
+        if on_kink:
+            return same(t, t / 2) and same(t / 2, t / 4) and not keeps(t / 4)
+        return keeps(t) and keeps(t / 2) and keeps(t / 4)
+
+    def best_on_piece(sign: float) -> tuple[float, float, float] | None:
+        """The one-sided estimate with the least tolerance on one piece: from the widest step below the
+        stencil's reach that stays there, doubled (at most :data:`GROWTH` times) while it stays there and the
+        tolerance (rounding over the step, plus the truncation that grows with it) keeps falling."""
         t = sign * reach
         for _ in range(HALVINGS):
+            if piece(t):
+                break
             t /= 2
-            # one piece on (0, t], and off the point's own pattern (a step too small to move the kinked
-            # inputs at all in the forward pass establishes nothing)
-            if same(t, t / 2) and same(t / 2, t / 4) and not keeps(t / 4):
-                sided.append(_one_sided(delta, t))
+        else:
+            return None
+        best = None
+        for _ in range(GROWTH + 1):
+            est, tol = _one_sided(delta, t)
+            if not (np.isfinite(est) and np.isfinite(tol)):
+                break
+            if best is not None and tol >= best[1]:
+                break
+            best = (est, tol + extra_tolerance, abs(t))
+            if not (piece(2 * t) and same(2 * t, t)):
+                break
+            t *= 2
+        return best
+
+    candidates = []
+    for sign in (1.0, -1.0):
+        if on_kink or keeps(sign * reach):
+            best = best_on_piece(sign)
+            if best is not None:
+                candidates.append(best)
+    if on_kink and len(candidates) < 2:
+        return Settled("failing")
+    if not candidates:  # kinks close on both sides: a smaller central difference between them
+        h = reach
+        for _ in range(HALVINGS):
+            h /= 2
+            if keeps(h) and keeps(-h):
+                est, tol = _central(delta, h)
+                candidates.append((est, tol + extra_tolerance, h))
                 break
         else:
             return Settled("failing")
-    (right, tr), (left, tl) = sided
-    lo, hi = min(left, right), max(left, right)
-    tol = max(tr, tl) + extra_tolerance
-    if lo - tol <= analytic <= hi + tol:
-        nearest = min((right, left), key=lambda v: abs(v - analytic))
-        return Settled("one-sided", nearest, tol + abs(nearest - analytic), abs(t))
-    return Settled("failing", right, tol, abs(t))
+    how = "on-kink" if on_kink else "own-piece"
+    for est, tol, step in sorted(candidates, key=lambda c: abs(c[0] - analytic)):
+        if abs(est - analytic) <= tol:
+            return Settled(how, est, tol, step)
+    est, tol, step = min(candidates, key=lambda c: c[1])
+    return Settled("failing", est, tol, step)
 
 
-def finding_text(n: int, names: str, smaller: int, one_sided: int) -> str:
+#: The outcomes of :func:`settle` that settle a failure.
+SETTLED = ("own-piece", "on-kink")
+
+
+def finding_text(n: int, names: str, own_piece: int, on_kink: int) -> str:
     """The message of a ``nonsmooth`` finding for ``n`` settled entries or directions."""
     how = []
-    if smaller:
-        how.append(f"{smaller} with a smaller step that crosses none agree")
-    if one_sided:
-        how.append(f"{one_sided} sitting on a kink: the analytic value lies between the one-sided slopes "
-                   "(a subgradient)")
+    if own_piece:
+        how.append(f"{own_piece} measured on the point's own side of every kink agree")
+    if on_kink:
+        how.append(f"{on_kink} sitting on a kink: the analytic value is one of the one-sided slopes (the "
+                   "derivative of one piece)")
     what = "entr" + ("y" if n == 1 else "ies")
     return (f"the finite-difference stencil of {n} {what} ({names}) crossed a kink of a layer that is not "
             f"differentiable everywhere (e.g. ReLU at 0); measured again, {'; '.join(how)}: not a failure")

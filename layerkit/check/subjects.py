@@ -169,7 +169,7 @@ class NetworkSubject(Subject):
         finally:
             if with_grad:
                 self._last_grad = self.network.grads.copy()
-            self.network._use_dtype(self.x0.dtype)
+            self.network.use_dtype(self.x0.dtype)
             self.network.params[...] = self.x0
 
     def value(self, theta: NDArray) -> Any:
@@ -213,12 +213,8 @@ class NetworkSubject(Subject):
                 return self.kink_sides(theta)
         self.n_calls += 1
         net = self.network
-        try:
-            net.params[...] = np.asarray(theta, dtype=self.x0.dtype)
-            with np.errstate(all="ignore"):
-                record = net.activations(self.objective.inputs(net.params.dtype))
-        finally:
-            net.params[...] = self.x0
+        with np.errstate(all="ignore"):
+            record = net.activations(self.objective.inputs(net.params.dtype), np.asarray(theta, dtype=self.x0.dtype))
         parts = [np.sign(np.asarray(record[k], dtype=np.float64) - v).astype(np.int8).ravel()
                  for k, kinks in self.kinked for v in kinks if k < len(record)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)

@@ -156,6 +156,14 @@ class Rules:
             raise RuleMismatch(k, "propagate", worst)
         return out
 
+    def confirm(self, k: int, rule: str) -> bool:
+        """Compare layer ``k``'s ``rule`` with its ``forward`` now, whoever wrote it (a layer's contract test
+        uses it on layerkit's own rules too); False when the layer has no such rule."""
+        if not (0 <= k < len(self.impl) and self.impl[k].has(*MEMBERS[rule])):
+            return False
+        with np.errstate(all="ignore"):
+            return bool(getattr(self, "_" + rule)(k, self.impl[k]))
+
     def ok(self, k: int, rule: str) -> bool:
         """Whether layer ``k`` has rule ``rule`` and it agrees with the layer's ``forward``."""
         key = (k, rule)

@@ -246,7 +246,7 @@ class Network:
         with self._lock, preserving([self] + self.layers, [self._params, self._grads], state=state):
             yield self
 
-    def _use_dtype(self, dtype: Any) -> None:
+    def use_dtype(self, dtype: Any) -> None:
         """Rebind the layers to new buffers of ``dtype`` (complex, for the complex step) holding the current
         values.  Only inside :meth:`preserved`, which restores the original buffers and bindings."""
         dt = np.dtype(dtype)
@@ -425,11 +425,18 @@ class Network:
         X = self._check_X(X)
         return X, self.targets(y, X.shape[0])
 
-    def activations(self, X: NDArray) -> list[NDArray]:
-        """The input and every layer's output up to the logits (the last layer's input when the cost is fused
-        with a final Sigmoid), at the current parameters; ``X`` as returned by :meth:`prepare`."""
+    def activations(self, X: NDArray, theta: NDArray | None = None) -> list[NDArray]:
+        """The input and every layer's output up to what the loss reads (the last layer's input when the cost
+        is fused with a final Sigmoid: :attr:`body`), at the current parameters or, with ``theta`` (P,), at
+        those (the parameters are put back); ``X`` as returned by :meth:`prepare`."""
         record: list[NDArray] = []
-        self._run(X, record)
+        if theta is None:
+            self._run(X, record)
+            return record
+        vec = self.layout.check_vector(theta, "theta", dtype=self.dtype)
+        with self.preserved():
+            self._params[...] = vec
+            self._run(X, record)
         return record
 
     def evaluate(self, X: NDArray, Y: NDArray, lambda_: float, with_grad: bool,
@@ -486,7 +493,7 @@ class Network:
         one's; complex is allowed) and the same parameter values."""
         twin = copy.deepcopy(self)
         if dtype is not None:
-            twin._use_dtype(dtype)
+            twin.use_dtype(dtype)
         return twin
 
     def objective(self, X: Any, y: Any, lambda_: float = 0.0) -> Objective:
@@ -587,7 +594,7 @@ class Objective:
         that already hold :meth:`Network.preserved` (a check), and restore the network themselves.  Returns
         the cost, the gradient being in ``network.grads``."""
         net = self.network
-        net._use_dtype(self._dtype(theta))
+        net.use_dtype(self._dtype(theta))
         net.params[...] = theta
         if with_grad:
             if self._public_grad:

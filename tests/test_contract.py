@@ -1,0 +1,163 @@
+"""Every built-in layer through layerkit.testing.LayerContract, and the contract's own failures."""
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit.testing import LayerContract
+
+
+class TestDense(LayerContract):
+    input_shape = (6, 4)
+
+    def make_layer(self, dtype):
+        return layerkit.Dense(4, 3, seed=1, dtype=dtype)
+
+
+class TestSigmoid(LayerContract):
+    def make_layer(self, dtype):
+        return layerkit.Sigmoid()
+
+    def make_input(self, dtype):  # saturated units too
+        return (4 * np.random.default_rng(2).standard_normal((5, 4))).astype(dtype)
+
+
+class TestTanh(LayerContract):
+    def make_layer(self, dtype):
+        return layerkit.Tanh()
+
+
+class TestReLU(LayerContract):
+    def make_layer(self, dtype):
+        return layerkit.ReLU()
+
+    def make_input(self, dtype):  # an input exactly on the kink, and one next to it
+        x = np.random.default_rng(3).standard_normal((5, 4)).astype(dtype)
+        x[0, 0], x[1, 1] = 0, dtype(1e-9) if dtype == np.float64 else dtype(1e-5)
+        return x
+
+
+class TestLeakyReLU(LayerContract):
+    def make_layer(self, dtype):
+        return layerkit.LeakyReLU(0.1)
+
+
+class TestIdentity(LayerContract):
+    def make_layer(self, dtype):
+        return layerkit.Identity()
+
+
+class _Softsign(layerkit.Elementwise):
+    def fn(self, x):
+        return x / (1 + np.abs(x))
+
+    def derivative(self, x, y):
+        return (1 - np.abs(y)) ** 2
+
+
+class TestUsersElementwiseLayer(LayerContract):
+    def make_layer(self, dtype):
+        return _Softsign()
+
+
+def _run(contract, name):
+    getattr(contract, name)()
+
+
+def test_the_contract_catches_a_wrong_derivative():
+    class Wrong(_Softsign):
+        def derivative(self, x, y):
+            return 1 - np.abs(y)
+
+    class C(LayerContract):
+        def make_layer(self, dtype):
+            return Wrong()
+
+    with pytest.raises(AssertionError, match="FAILED"):
+        _run(C(), "test_gradients_float64")
+
+
+def test_the_contract_catches_accumulating_gradients_and_a_mutated_input():
+    class Accumulating(layerkit.Dense):
+        def backward_params(self, dy):
+            old = self.grads["Theta"].copy()
+            super().backward_params(dy)
+            self.grads["Theta"] += old
+
+    class InPlace(_Softsign):
+        def forward(self, x):
+            x *= 1.0 + 1e-3
+            return super().forward(x)
+
+    class A(LayerContract):
+        def make_layer(self, dtype):
+            return Accumulating(4, 3, seed=0, dtype=dtype)
+
+    class B(LayerContract):
+        def make_layer(self, dtype):
+            return InPlace()
+
+    with pytest.raises(AssertionError, match="accumulated"):
+        _run(A(), "test_repeated_calls")
+    with pytest.raises(AssertionError, match="changed its input"):
+        _run(B(), "test_input_is_not_changed")
+
+
+def test_the_contract_catches_an_obscure_error_before_forward_and_a_wrong_rule():
+    class Obscure:
+        param_shapes, params, grads = {}, {}, {}
+
+        def bind(self, params, grads):
+            pass
+
+        def forward(self, x):
+            self._y = np.tanh(x)
+            return self._y
+
+        def backward(self, dy):
+            return dy * (1 - self._y**2)
+
+    class C(LayerContract):
+        def make_layer(self, dtype):
+            return Obscure()
+
+    with pytest.raises(AssertionError, match="say that forward is missing"):
+        _run(C(), "test_backward_before_forward_is_a_clear_error")
+
+    class Scaled(_Softsign):
+        def change(self, x, y, d):  # a change rule that is not forward's
+            return 1.1 * (self.fn(x + d) - y)
+
+    class D(LayerContract):
+        def make_layer(self, dtype):
+            return Scaled()
+
+    with pytest.raises(AssertionError, match="propagate rule disagrees"):
+        _run(D(), "test_rules_agree_with_forward")
+
+
+def test_the_contract_compares_a_registered_rule_with_forward():
+    from layerkit.fast.layer_rules import DenseRule
+
+    class Transposed(DenseRule):  # a rule that reads the weights the wrong way round in one place
+        def param_inputs(self, name, x):
+            from layerkit.fast.changes import ParamInputs
+
+            return ParamInputs(x[:, ::-1].copy(), ones=1)
+
+    class MyDense(layerkit.Dense):
+        pass
+
+    class C(LayerContract):
+        input_shape = (6, 4)
+
+        def make_layer(self, dtype):
+            return MyDense(4, 3, seed=1, dtype=dtype)
+
+    layerkit.register_rule(MyDense, Transposed)
+    try:
+        with pytest.raises(AssertionError, match="param_inputs rule disagrees"):
+            _run(C(), "test_rules_agree_with_forward")
+    finally:
+        layerkit.unregister_rule(MyDense)
+    _run(C(), "test_rules_agree_with_forward")  # the inherited Dense rule again

@@ -1,0 +1,86 @@
+"""Layers with kinks (ReLU): a stencil that crosses one is measured again, never a failure by itself."""
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import Dense, LeakyReLU, Network, ReLU, SoftmaxCrossEntropy, check_layer, check_network
+
+RNG = np.random.default_rng(0)
+X, Y = RNG.standard_normal((6, 3)), RNG.integers(0, 3, 6)
+METHODS = ("central", "richardson", "forward")
+
+
+def _net(act=ReLU, on_kink=True, offset=0.0):
+    net = Network([Dense(3, 4), act(), Dense(4, 3)], loss=SoftmaxCrossEntropy())
+    net.init_random(0)
+    T = net.layers[0].Theta
+    if on_kink:  # example 0's pre-activation of unit 1 exactly at the kink (or offset from it)
+        T[1, 0] = -(X[0] @ T[1, 1:]) + offset
+    return net
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", ["full", "directional"])
+@pytest.mark.parametrize("offset", [0.0, 1e-9])
+def test_a_stencil_across_a_kink_is_nonsmooth_not_a_failure(method, mode, offset):
+    report = check_network(_net(offset=offset), X, Y, 0.0, method, mode=mode)
+    assert report.passed, report
+    if offset == 0.0:
+        assert any(f.code == "nonsmooth" for f in report.findings)
+
+
+@pytest.mark.parametrize("act", [ReLU, LeakyReLU])
+def test_a_layer_checked_on_its_kink(act):
+    x = np.array([[0.0, 1.0, -2.0], [3e-9, -1e-9, 0.5]])
+    for method in METHODS:
+        report = check_layer(act(), x, method)
+        assert report.passed and report.findings[0].code == "nonsmooth", report
+        assert "x[0, 0]" in report.findings[0].message
+
+
+class _OneEverywhere(ReLU):
+    def derivative(self, x, y):
+        return np.ones_like(x)
+
+
+class _WrongSide(ReLU):
+    def derivative(self, x, y):
+        return (x < 0).astype(x.dtype)
+
+
+class _AtZero(ReLU):  # 1 at exactly 0: a subgradient, not an error
+    def derivative(self, x, y):
+        return (x >= 0).astype(x.dtype)
+
+
+@pytest.mark.parametrize("wrong", [_OneEverywhere, _WrongSide])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_wrong_relu_derivative_is_detected(wrong, mode):
+    for method in METHODS:
+        assert not check_network(_net(wrong, on_kink=True), X, Y, 0.0, method, mode=mode).passed
+        assert not check_network(_net(wrong, on_kink=False), X, Y, 0.0, method, mode=mode).passed
+
+
+def test_another_subgradient_at_the_kink_is_accepted():
+    for method in METHODS:
+        assert check_network(_net(_AtZero), X, Y, 0.0, method).passed
+
+
+def test_the_complex_step_is_refused_for_a_network_with_kinks():
+    with pytest.raises(layerkit.ComplexEvaluationError, match="kinks"):
+        check_network(_net(), X, Y, 0.0, "complex-step")
+
+
+def test_random_relu_networks_pass():
+    """A sample of the random ReLU networks of benchmarks/ (200 there): every method, both modes."""
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        dtype = np.float32 if seed % 3 == 0 else np.float64
+        net = Network([Dense(5, 6), ReLU(), Dense(6, 4), LeakyReLU(0.1), Dense(4, 3)],
+                      loss=SoftmaxCrossEntropy(), dtype=dtype)
+        net.init_random(seed)
+        Xr, yr = rng.standard_normal((20, 5)) * 3, rng.integers(0, 3, 20)
+        for method in METHODS:
+            for mode in ("full", "directional"):
+                assert check_network(net, Xr, yr, 1.0, method, mode=mode).passed, (seed, method, mode)

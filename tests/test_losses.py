@@ -1,0 +1,165 @@
+"""Losses and the L2 penalty as objects (layerkit.nn.losses), and their engine rules."""
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import (
+    L2,
+    Dense,
+    Identity,
+    InputError,
+    MeanSquaredError,
+    Network,
+    ReLU,
+    Sigmoid,
+    SigmoidCrossEntropy,
+    SoftmaxCrossEntropy,
+    Tanh,
+    check_network,
+)
+
+RNG = np.random.default_rng(11)
+X = RNG.standard_normal((12, 4))
+
+
+def _softmax_net(dtype=np.float64):
+    net = Network([Dense(4, 5), Tanh(), Dense(5, 3)], loss=SoftmaxCrossEntropy(), dtype=dtype)
+    net.init_random(1)
+    return net
+
+
+def _mse_net(outputs=2, dtype=np.float64):
+    net = Network([Dense(4, 5), Sigmoid(), Dense(5, outputs)], loss=MeanSquaredError(), dtype=dtype)
+    net.init_random(2)
+    return net
+
+
+def test_the_default_loss_is_todays_course_cost():
+    a = Network.from_sizes([4, 5, 3], seed=0)
+    b = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()], loss=SigmoidCrossEntropy())
+    b.params = a.params
+    y = RNG.integers(0, 3, 12)
+    assert a.cost(X, y, 1.0) == b.cost(X, y, 1.0)
+    assert np.array_equal(a.cost_and_gradient(X, y, 1.0)[1], b.cost_and_gradient(X, y, 1.0)[1])
+
+
+def test_softmax_cost_gradient_and_predictions_against_a_direct_formula():
+    net = _softmax_net()
+    y = RNG.integers(0, 3, 12)
+    T1, T2 = net.layers[0].Theta, net.layers[2].Theta
+    z = np.tanh(X @ T1[:, 1:].T + T1[:, 0]) @ T2[:, 1:].T + T2[:, 0]
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    lam = 2.0
+    expect = -np.mean(np.log(p[np.arange(12), y])) + lam / 24 * (np.sum(T1[:, 1:] ** 2) + np.sum(T2[:, 1:] ** 2))
+    assert net.cost(X, y, lam) == pytest.approx(expect, rel=1e-13)
+    np.testing.assert_allclose(net.predict_proba(X), p, rtol=1e-13)
+    assert np.array_equal(net.predict(X), np.argmax(p, axis=1))
+    big = _softmax_net()
+    big.params = big.params * 300  # logits in the thousands: log-softmax stays finite
+    assert np.isfinite(big.cost(X, y, 0.0)) and np.all(np.isfinite(big.cost_and_gradient(X, y, 0.0)[1]))
+
+
+def test_squared_error_cost_and_predictions():
+    net = _mse_net()
+    Y = RNG.standard_normal((12, 2))
+    out = net.predict(X)
+    assert out.shape == (12, 2)
+    assert net.cost(X, Y, 0.0) == pytest.approx(0.5 * np.sum((out - Y) ** 2) / 12, rel=1e-13)
+    one = _mse_net(outputs=1)
+    assert one.predict(X).shape == (12,)
+    assert one.cost(X, Y[:, 0], 0.0) == pytest.approx(one.cost(X, Y[:, :1], 0.0))
+    with pytest.raises(InputError, match="regression loss"):
+        net.predict_proba(X)
+
+
+@pytest.mark.parametrize("loss, y, match", [
+    (SoftmaxCrossEntropy(), np.full(12, 3), "labels in 0..2"),
+    (SoftmaxCrossEntropy(), np.full((12, 3), 0.5), "probability rows"),
+    (SoftmaxCrossEntropy(), np.full(12, 0.5), "integer class labels"),
+    (MeanSquaredError(), np.full((12, 3), np.nan), "finite target values"),
+    (MeanSquaredError(), np.zeros(12), r"an \(m, 3\) target matrix"),
+    (SigmoidCrossEntropy(), np.full((12, 3), 2.0), r"values in \[0, 1\]"),
+])
+def test_each_loss_validates_its_labels(loss, y, match):
+    layers = [Dense(4, 3)] + ([Sigmoid()] if isinstance(loss, SigmoidCrossEntropy) else [])
+    net = Network(layers, loss=loss)
+    with pytest.raises(InputError, match=match):
+        net.cost(X, y)
+
+
+def test_bad_loss_and_penalty_arguments_are_named():
+    with pytest.raises(InputError, match="loss"):
+        Network([Dense(4, 3)], loss=SoftmaxCrossEntropy)
+    with pytest.raises(InputError, match="penalty"):
+        Network([Dense(4, 3)], penalty="l2")
+    with pytest.raises(InputError, match="one of"):
+        L2({0: "bias"})
+    with pytest.raises(InputError, match="layer position"):
+        Network([Dense(4, 3)], penalty=L2({5: "all"}))
+
+
+def test_the_penalty_exempts_bias_columns_unless_a_layer_says_otherwise():
+    first = Dense(4, 5)
+    net = Network([first, Tanh(), Dense(5, 3)], loss=SoftmaxCrossEntropy(), penalty=L2({first: "all", 2: "none"}))
+    mask = net.penalized_mask()
+    assert mask[:25].all() and not mask[25:].any()
+    default = Network([Dense(4, 5), Tanh(), Dense(5, 3)], loss=SoftmaxCrossEntropy()).penalized_mask()
+    assert default.reshape(-1)[:25].reshape(5, 5)[:, 0].sum() == 0 and default[:25].sum() == 20
+    y = RNG.integers(0, 3, 12)
+    net.init_random(0)
+    g0 = net.cost_and_gradient(X, y, 0.0)[1]
+    g1 = net.cost_and_gradient(X, y, 2.4)[1]
+    np.testing.assert_allclose(g1 - g0, np.where(mask, 2.4 / 12 * net.params, 0.0), atol=1e-15)
+    assert check_network(net, X, y, 2.4).passed
+
+
+@pytest.mark.parametrize("make", [_softmax_net, _mse_net])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_engine_agrees_with_the_generic_path_for_every_loss(make, dtype):
+    net = make(dtype=dtype)
+    y = RNG.integers(0, 3, 12) if make is _softmax_net else RNG.standard_normal((12, 2))
+    for mode in ("full", "directional"):
+        fast = check_network(net, X, y, 1.0, mode=mode)
+        slow = check_network(net, X, y, 1.0, mode=mode, engine="generic")
+        assert fast.passed and slow.passed
+    full = check_network(net, X, y, 1.0)
+    slow = check_network(net, X, y, 1.0, engine="generic")
+    scale = np.max(np.abs(full.analytical))
+    assert np.max(np.abs(full.numerical - slow.numerical)) <= (1e-6 if dtype == np.float64 else 1e-1) * scale
+
+
+@pytest.mark.parametrize("make", [_softmax_net, _mse_net])
+def test_a_wrong_gradient_fails_for_every_loss(make):
+    from layerkit.testing import plant_gradient_error
+
+    net = make()
+    y = RNG.integers(0, 3, 12) if make is _softmax_net else RNG.standard_normal((12, 2))
+    for j in (3, 27, net.size - 1):
+        bad = plant_gradient_error(net, j, rel=1e-4)
+        report = check_network(bad, X, y, 1.0)
+        assert not report.passed and report.worst[0].flat_index == j
+        assert not check_network(bad, X, y, 1.0, mode="directional").passed
+
+
+def test_a_regression_network_ends_with_a_linear_or_identity_layer():
+    net = Network([Dense(4, 6), ReLU(), Dense(6, 1), Identity()], loss=MeanSquaredError())
+    net.init_random(3)
+    y = RNG.standard_normal(12)
+    assert check_network(net, X, y, 0.5).passed
+    assert repr(net).startswith("Network([Dense(4, 6), ReLU(), Dense(6, 1), Identity()], MeanSquaredError()")
+
+
+def test_loss_rules_apply_only_to_layerkits_own_losses():
+    from layerkit.fast.loss_rules import has_loss_rule
+
+    class Huberish(MeanSquaredError):
+        def value_and_grad(self, out, Y, fused=False):
+            r = out - Y
+            return np.sum(np.sqrt(1 + r * r) - 1), r / np.sqrt(1 + r * r)
+
+    net = Network([Dense(4, 2)], loss=Huberish())
+    assert not has_loss_rule(net) and has_loss_rule(Network([Dense(4, 2)], loss=MeanSquaredError()))
+    Y = RNG.standard_normal((12, 2))
+    assert check_network(net, X, Y, 0.0).passed  # checked through its own cost
+    assert layerkit.Loss in type(net.loss).__mro__

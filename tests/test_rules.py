@@ -1,0 +1,182 @@
+"""The engine's rule registry (layerkit.fast.rules), the elementwise helper and the batched generic path."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import Dense, Elementwise, Network, Sigmoid, Tanh, check_network, register_rule, rule_for
+from layerkit.fast.layer_rules import DenseRule, ElementwiseRule, SigmoidRule
+
+ROOT = Path(__file__).resolve().parent.parent
+RNG = np.random.default_rng(5)
+X, Y = RNG.standard_normal((30, 6)), RNG.integers(0, 3, 30)
+
+
+class UserTanh:
+    """A layer written without layerkit's help: no rule, no base class."""
+
+    param_shapes, params, grads = {}, {}, {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y**2)
+
+
+def test_layers_import_nothing_from_the_engine():
+    for name in ("layers.py", "elementwise.py", "network.py", "losses.py"):
+        tree = ast.parse((ROOT / "layerkit" / "nn" / name).read_text())
+        modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not any("fast" in m or "check" in m for m in modules), (name, modules)
+
+
+def test_rules_come_from_the_registry_and_follow_subclasses_only_as_far_as_their_math():
+    assert isinstance(rule_for(Dense(2, 3)).propagate.__self__, DenseRule) and rule_for(Dense(2, 3)).trusted
+    assert isinstance(rule_for(Sigmoid()).series.__self__, SigmoidRule)
+    assert rule_for(Tanh()).has("propagate", "series", "series_bound") and rule_for(Tanh()).trusted
+
+    class Steeper(Sigmoid):  # new math: Sigmoid's rule must not describe it
+        def fn(self, x):
+            return super().fn(2 * x)
+
+        def derivative(self, x, y):
+            return 2 * super().derivative(2 * x, y)
+
+    class Plain(Sigmoid):  # same math, another class: the rule applies but is confirmed, not trusted
+        pass
+
+    steep = rule_for(Steeper())
+    assert isinstance(steep.propagate.__self__, ElementwiseRule) and not steep.has("series") and not steep.trusted
+    plain = rule_for(Plain())
+    assert isinstance(plain.propagate.__self__, SigmoidRule) and plain.known and not plain.trusted
+    patched = Sigmoid()
+    patched.forward = lambda x: x
+    assert rule_for(patched).source == "forward" and not rule_for(patched).known
+    assert rule_for(UserTanh()).source == "forward" and rule_for(UserTanh()).cancels
+
+
+def test_a_registered_rule_is_used_and_a_wrong_one_refused():
+    class Cube(Elementwise):
+        def fn(self, x):
+            return x**3
+
+        def derivative(self, x, y):
+            return 3 * x**2
+
+    class CubeRule:
+        def __init__(self, layer):
+            self.layer = layer
+
+        def propagate(self, x, y, change):
+            from layerkit.fast.changes import DenseChange
+
+            d = change.dense(x.shape)
+            return DenseChange(d * (3 * x**2 + 3 * x * d + d * d))
+
+    class WrongCubeRule(CubeRule):
+        def propagate(self, x, y, change):
+            from layerkit.fast.changes import DenseChange
+
+            d = change.dense(x.shape)
+            return DenseChange(3 * x**2 * d)  # first order only
+
+    net = Network([Dense(6, 4), Cube(), Dense(4, 3), Sigmoid()])
+    net.init_random(0)
+    try:
+        register_rule(Cube, CubeRule)
+        assert rule_for(Cube()).propagate.__self__.__class__ is CubeRule
+        report = check_network(net, X, Y, 1.0)
+        assert report.passed and not report.notes
+        register_rule(Cube, WrongCubeRule)
+        report = check_network(net, X, Y, 1.0)
+        assert report.passed  # the wrong rule is refused and forward is used
+        assert any("does not agree with its forward" in n for n in report.notes)
+    finally:
+        layerkit.unregister_rule(Cube)
+    with pytest.raises(layerkit.InputError, match="register_rule"):
+        register_rule("Cube", CubeRule)
+
+
+def test_an_elementwise_helper_layer_in_a_few_lines_is_checked_exactly():
+    class Softplus(Elementwise):
+        strip, slope = np.pi / 2, 1.0  # |sigmoid| <= 1 on |Im z| <= pi/2
+
+        def fn(self, x):
+            return np.logaddexp(0, x)
+
+        def derivative(self, x, y):
+            return 1 / (1 + np.exp(-x))
+
+        def taylor(self, x, y, K):
+            from layerkit.fast.changes import sigmoid_series
+
+            s = 1 / (1 + np.exp(-x))
+            out = np.empty((K,) + x.shape)
+            out[0] = s
+            out[1:] = sigmoid_series(s, 1 - s, None, K - 1) / np.arange(2, K + 1)[:, None, None]
+            return out
+
+    assert rule_for(Softplus()).has("series", "series_bound")
+    net = Network([Dense(6, 5), Softplus(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    assert check_network(net, X, Y, 1.0).passed
+    from layerkit.testing import plant_gradient_error
+
+    assert not check_network(plant_gradient_error(net, 7, 1e-5), X, Y, 1.0).passed
+
+
+def test_a_layer_without_a_rule_takes_the_batched_forward_path_faithfully():
+    net = Network([Dense(6, 5), UserTanh(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    report = check_network(net, X, Y, 1.0)
+    assert report.passed and report.evaluator == "engine"
+    from layerkit.testing import plant_gradient_error
+
+    for j in (2, 17, 33):
+        assert not check_network(plant_gradient_error(net, j, 1e-6), X, Y, 1.0).passed
+
+
+def test_the_batched_path_does_not_pack_a_layer_that_treats_columns_differently():
+    class PerUnit(UserTanh):
+        def forward(self, x):
+            self._x = x
+            self._y = np.tanh(x * np.arange(1, x.shape[1] + 1))
+            return self._y
+
+        def backward(self, dy):
+            return dy * (1 - self._y**2) * np.arange(1, self._x.shape[1] + 1)
+
+    net = Network([Dense(6, 5), PerUnit(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    assert check_network(net, X, Y, 1.0).passed
+    from layerkit.fast.layer_rules import ForwardRule
+
+    x = net.activations(X)[1]
+    assert not ForwardRule(PerUnit()).uniform(x, PerUnit().forward(x))
+
+
+def test_a_tied_layer_without_parameters_is_re_run_with_every_change():
+    class TiedDecoder(UserTanh):
+        def __init__(self, other):
+            self.other = other
+
+        def forward(self, x):
+            return x @ self.other.Theta[:, 1:]
+
+        def backward(self, dy):  # forgets the tie's gradient: the check must see the tie
+            return dy @ self.other.Theta[:, 1:].T
+
+    enc = Dense(6, 4)
+    net = Network([enc, Sigmoid(), TiedDecoder(enc), Dense(6, 3), Sigmoid()])
+    net.init_random(0)
+    report = check_network(net, X, Y, 0.0)
+    assert not report.passed
+    assert any("reads another layer's" in n for n in report.notes)
