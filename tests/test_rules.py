@@ -157,7 +157,7 @@ def test_the_batched_path_does_not_pack_a_layer_that_treats_columns_differently(
     net = Network([Dense(6, 5), PerUnit(), Dense(5, 3), Sigmoid()])
     net.init_random(0)
     assert check_network(net, X, Y, 1.0).passed
-    from layerkit.fast.layer_rules import ForwardRule
+    from layerkit.fast.forward_rule import ForwardRule
 
     x = net.activations(X)[1]
     assert not ForwardRule(PerUnit()).uniform(x, PerUnit().forward(x))

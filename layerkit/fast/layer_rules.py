@@ -1,7 +1,5 @@
-"""layerkit's own rules (see :mod:`layerkit.fast.rules`): Dense, Sigmoid, any :class:`~layerkit.Elementwise`
-layer, and :class:`ForwardRule` for a layer without parameters and without a rule.
-
-Importing this module registers them.
+"""layerkit's own rules (see :mod:`layerkit.fast.rules`): Dense, Sigmoid and any :class:`~layerkit.Elementwise`
+layer.  Importing this module (``layerkit.fast`` does) registers them.
 """
 
 from __future__ import annotations
@@ -249,83 +247,6 @@ class ElementwiseRule:
         ``rho <= strip / max_l b[B, l]``."""
         layer = self.layer
         return b * float(layer.slope), strip_limit(b, float(layer.strip))
-
-
-#: Most elements of one stacked forward call of :class:`ForwardRule` (8 MB in float64).
-FORWARD_BATCH = 1 << 20
-
-
-class ForwardRule:
-    """``propagate`` of a layer without parameters and without a rule, by calling its own ``forward`` on many
-    changed inputs at once: the batch's ``(B, m, n)`` inputs stacked along the example axis into one call.
-
-    A column change of an elementwise layer that treats every entry alike (found out on first use: its
-    forward commutes with a shuffle of the entries) is packed tighter: the ``B m`` changed values of the
-    column fill a ``(B m / n, n)`` input, ``n`` times fewer than stacking.  ``forward(x + D) - forward(x)``
-    cancels: it carries about ``eps |y|`` of rounding per unit, which the engine's rounding bound for a
-    rule that is not layerkit's own accounts for.  Every call is spot-checked against ``forward`` on the
-    original layout (:meth:`~layerkit.fast.confirm.Rules.propagate`).
-    """
-
-    cancels = True
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._uniform: tuple[NDArray, bool] | None = None
-
-    def _forward(self, x: NDArray) -> NDArray:
-        with np.errstate(all="ignore"):
-            return np.asarray(self.layer.forward(np.ascontiguousarray(x)))
-
-    def uniform(self, x: NDArray, y: NDArray) -> bool:
-        """Whether the layer acts on each entry alone, by one function: ``forward`` of a shuffle of (a sample
-        of) ``x``'s entries is the same shuffle of their outputs, within ``64 eps`` of each value."""
-        memo = self._uniform
-        if memo is not None and memo[0] is x:
-            return memo[1]
-        rng = np.random.default_rng(0x756E69)
-        rows = np.sort(rng.choice(x.shape[0], size=min(x.shape[0], 64), replace=False))
-        sample = x[rows]
-        perm = rng.permutation(sample.size)
-        ok = False
-        try:
-            shuffled = self._forward(sample.reshape(-1)[perm].reshape(sample.shape))
-            base = np.asarray(y[rows])
-            if shuffled.shape == sample.shape:
-                eps = float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
-                expect = base.reshape(-1)[perm].reshape(sample.shape).astype(np.float64)
-                diff = np.abs(shuffled.astype(np.float64) - expect)
-                ok = bool(np.all(diff <= 64 * eps * np.abs(expect)) and np.all(np.isfinite(diff)))
-        except Exception:  # noqa: BLE001 - a forward that refuses the shuffle is not uniform
-            ok = False
-        self._uniform = (x, ok)
-        return ok
-
-    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
-        m, n = x.shape
-        if isinstance(change, ColumnChange) and n > 1 and self.uniform(x, y):
-            c = change.col
-            vals = (x[:, c][None, :] + change.delta).reshape(-1)
-            size = vals.size
-            pad = (-size) % n
-            if pad:
-                vals = np.concatenate([vals, np.broadcast_to(vals[:1], (pad,))])
-            stacked = vals.reshape(-1, n)
-            out = np.empty(stacked.size, dtype=np.result_type(y.dtype, change.delta.dtype))
-            step = max(1, FORWARD_BATCH // n)
-            for lo in range(0, stacked.shape[0], step):
-                part = self._forward(stacked[lo:lo + step])
-                out[lo * n:(lo + part.shape[0]) * n] = part.reshape(-1)
-            return ColumnChange(c, out[:size].reshape(change.delta.shape) - y[:, c][None, :])
-        D = change.dense(x.shape)
-        B = D.shape[0]
-        out = np.empty((B,) + y.shape, dtype=np.result_type(y.dtype, D.dtype))
-        per = max(1, FORWARD_BATCH // (m * n))
-        for lo in range(0, B, per):
-            hi = min(B, lo + per)
-            stacked = (x[None] + D[lo:hi]).reshape((hi - lo) * m, n)
-            out[lo:hi] = self._forward(stacked).reshape(hi - lo, m, -1) - y[None]
-        return DenseChange(out)
 
 
 register_rule(Dense, DenseRule, reads=("forward",), builtin=True)

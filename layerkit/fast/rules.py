@@ -25,7 +25,7 @@ hierarchy as its ``forward``); those take precedence over a registered rule.
 
 Every rule that is not layerkit's own, on an instance of exactly the class it was registered for, is
 confirmed against the layer's ``forward`` before and while the engine uses it (:mod:`layerkit.fast.confirm`).
-A layer without parameters and without any rule gets :class:`~layerkit.fast.layer_rules.ForwardRule`, which
+A layer without parameters and without any rule gets :class:`~layerkit.fast.forward_rule.ForwardRule`, which
 calls its ``forward`` on many perturbations at once.
 """
 
@@ -37,6 +37,7 @@ from typing import Any
 from attrs import frozen
 
 from .._classes import defined_in
+from .forward_rule import ForwardRule
 
 #: Every member a rule may have.
 RULE_MEMBERS = ("propagate", "series", "series_bound", "param_inputs", "param_change", "direction_change",
@@ -116,8 +117,6 @@ def registration_for(layer: Any) -> Registration | None:
 
 def registered(cls: type) -> bool:
     """Whether a rule is registered for ``cls`` or one of its bases."""
-    from . import layer_rules  # noqa: F401 - registers layerkit's own rules
-
     return any(klass in _REGISTRY for klass in cls.__mro__)
 
 
@@ -154,8 +153,6 @@ class BoundRule:
             self.trusted = self.known and type(layer) is reg.layer_type
             self.source = f"registered for {reg.layer_type.__name__}"
         elif layer is not None and not getattr(layer, "param_shapes", None) and "propagate" not in self.members:
-            from .layer_rules import ForwardRule
-
             forward_rule = ForwardRule(layer)
             self.members["propagate"] = forward_rule.propagate
             self._columnwise = forward_rule.uniform
@@ -182,6 +179,4 @@ class BoundRule:
 
 def rule_for(layer: Any) -> BoundRule:
     """The engine's rule for ``layer`` (module docstring)."""
-    from . import layer_rules  # noqa: F401 - registers layerkit's own rules
-
     return BoundRule(layer)

@@ -1,13 +1,16 @@
-"""The :class:`Network`: layers over one flat parameter vector, with the regularized cross-entropy.
+"""The :class:`Network`: layers over one flat parameter vector, with a loss and an L2 penalty.
 
-Cost, for ``m`` examples and ``K`` outputs ``h = network(X)``, targets ``Y`` (one-hot or probabilities)::
+Cost, for ``m`` examples, outputs ``out = network(X)`` of shape ``(m, K)`` and targets ``Y``::
 
-    J = (1/m) sum_i sum_k [ -Y_ik log h_ik - (1 - Y_ik) log(1 - h_ik) ]  +  lambda/(2m) sum W^2
+    J = (1/m) sum_i loss(out_i, Y_i)  +  lambda/(2m) sum W^2
 
-where ``W`` runs over the penalized entries of every layer (for ``Dense``: all of ``Theta`` except the bias
-column 0).  Its gradient is the backprop average over ``m`` plus ``(lambda/m) W``.  When the last layer is a
-:class:`~layerkit.Sigmoid`, the data term is computed from the logits in log-sigmoid form
-(:func:`~layerkit.losses.cross_entropy_from_logits`), finite even when ``h`` saturates to 0 or 1.
+with the loss an object (:mod:`layerkit.nn.losses`): by default the sigmoid cross-entropy
+``sum_k -Y_ik log h_ik - (1 - Y_ik) log(1 - h_ik)`` of the classic course, or the softmax cross-entropy, or
+half the squared error.  ``W`` runs over the penalized entries of every layer (the :class:`L2` penalty
+object decides: for ``Dense`` by default all of ``Theta`` except the bias column 0).  The gradient is the
+backprop average over ``m`` plus ``(lambda/m) W``.  When the loss is the sigmoid cross-entropy and the last
+layer a plain :class:`~layerkit.Sigmoid`, the data term is computed from the logits in log-sigmoid form
+(:func:`~layerkit.nn.losses.cross_entropy_from_logits`), finite even when ``h`` saturates to 0 or 1.
 
 The flat layout is defined in :mod:`layerkit.nn.layout`.
 """
