@@ -150,6 +150,9 @@ class Rules:
         # forming forward(x + d) - y rounds with the size of the terms a layer sums, which a value near zero
         # hides: the largest value of each column over the examples stands in for them
         size = np.abs(after) + np.abs(ys)
+        if rule.has("forward_scale"):  # a sum of large terms can be small: their size is the rounding's
+            terms = np.asarray(rule.forward_scale(stacked), dtype=np.float64).reshape(after.shape)
+            size = size + terms + np.asarray(rule.forward_scale(x[idx]), dtype=np.float64)[None]
         allowed = AGREEMENT * eps * (size + np.abs(got) + np.max(size, axis=1, keepdims=True))
         if not (np.all(np.isfinite(diff)) and np.all(diff <= allowed)):
             worst = float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf)))

@@ -79,6 +79,11 @@ class DenseRule:
         """Backprop on magnitudes: ``A |W|`` for output magnitudes ``A`` (m, n_out)."""
         return A @ np.abs(self._W())
 
+    def forward_scale(self, x: NDArray) -> NDArray:
+        """``|x| |W|^T + |b|``: the size of the terms each output sums (``(m, n_out)``, float64)."""
+        theta = np.abs(self.layer.params["Theta"].astype(np.float64))
+        return np.abs(np.asarray(x, dtype=np.float64)) @ theta[:, 1:].T + theta[:, 0]
+
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """If ``|dx[i, l]| <= rho b[B, l]`` for every example, then ``|dy[i, j]| <= rho (|W| b)[B, j]``, for any
         ``rho`` (no limit: the layer is linear)."""

@@ -14,6 +14,9 @@ A *rule* restates a layer's math for the engine, so that a check evaluates only 
     The output change when the parameters move by ``dtheta`` and the input by ``change``.
 ``magnitude(x, y, A) -> NDArray``
     Backprop on magnitudes (the scale of the rounding of gradients).
+``forward_scale(x) -> NDArray``
+    The size of the terms ``forward(x)`` sums for each output (its rounding is about ``eps`` times that),
+    for a layer whose outputs can be small sums of large terms (Dense).
 
 Layers know nothing of rules.  A rule registered for a class applies to its instances, and to instances of a
 subclass that redefines none of the members the rule reads (``reads``, ``forward`` always among them): a
@@ -41,7 +44,7 @@ from .forward_rule import ForwardRule
 
 #: Every member a rule may have.
 RULE_MEMBERS = ("propagate", "series", "series_bound", "param_inputs", "param_change", "direction_change",
-                "magnitude")
+                "magnitude", "forward_scale")
 
 
 @frozen
