@@ -199,3 +199,37 @@ def test_a_subclass_overriding_backward_is_used_in_the_first_layer(debug_problem
     g, g2 = net.cost_and_gradient(X, y)[1], twin.cost_and_gradient(X, y)[1]
     np.testing.assert_allclose(g2[:20], 2 * g[:20])
     np.testing.assert_array_equal(g2[20:], g[20:])
+
+
+def test_each_layer_initializes_its_own_parameters():
+    class Scale:
+        """A layer with one parameter vector and its own start."""
+
+        param_shapes = {"s": (3,)}
+
+        def __init__(self):
+            self.params, self.grads = {}, {}
+
+        def bind(self, params, grads):
+            self.params, self.grads = dict(params), dict(grads)
+
+        def init_params(self, rng):
+            self.params["s"][...] = 1.0 + 0.01 * rng.standard_normal(3)
+
+        def forward(self, x):
+            self._x = x
+            return x * self.params["s"]
+
+        def backward(self, dy):
+            self.grads["s"][...] = np.sum(dy * self._x, axis=0)
+            return dy * self.params["s"]
+
+    net = layerkit.Network([layerkit.Dense(4, 3), Scale(), layerkit.Dense(3, 2), layerkit.Sigmoid()])
+    net.init_random(7)
+    s = net.layers[1].params["s"]
+    assert np.all(np.abs(s - 1) < 0.05)  # its own start, not a uniform draw around 0
+    eps = np.sqrt(6) / np.sqrt(4 + 3)
+    assert np.all(np.abs(net.layers[0].Theta) <= eps) and np.std(net.layers[0].Theta) > eps / 4
+    again = layerkit.Network([layerkit.Dense(4, 3), Scale(), layerkit.Dense(3, 2), layerkit.Sigmoid()])
+    again.init_random(7)
+    assert np.array_equal(again.params, net.params)  # one generator, in the order of the layers

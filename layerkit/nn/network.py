@@ -287,26 +287,26 @@ class Network:
         return net
 
     def init_random(self, seed: int | None = 0) -> None:
-        """Re-initialize every block uniformly in ``[-eps, eps]``, ``eps = sqrt(6) / sqrt(n_in + n_out)``.
-
-        For a block of shape ``(n_out, n_in + 1)`` (a ``Dense`` Theta) that is the classic ``epsilon_init``;
-        other shapes use ``n_out = shape[0]`` and ``n_in = size / shape[0]``.
+        """A random start, seeded: each layer with ``init_params(rng)`` initializes its own parameters (Dense:
+        uniform in ``[-eps, eps]``, ``eps = sqrt(6) / sqrt(n_in + n_out)``, the classic ``epsilon_init``),
+        in the order of the layers, from one generator.  The blocks of a layer without it are drawn uniform
+        in ``[-eps, eps]`` with ``eps = sqrt(6) / sqrt(fan_in + fan_out)``, ``fan_out = shape[0]`` and
+        ``fan_in`` the rest of the block (no assumption about a bias column).
         """
         rng = np.random.default_rng(seed)
         own = {b.block for b in self.bindings if hasattr(self.layers[b.index], "init_params")}
         done: set[int] = set()
         for b in self.bindings:
             layer = self.layers[b.index]
-            if b.block in own and b.index not in done:
-                layer.init_params(rng)
-                done.add(b.index)
-        for b in self.layout.blocks:
-            if b.name in own:
+            if b.block in own:
+                if b.index not in done:
+                    layer.init_params(rng)
+                    done.add(b.index)
                 continue
-            rows = b.shape[0] if b.shape else 1
-            n_in = max(b.size // max(rows, 1) - 1, 1) if len(b.shape) == 2 else max(b.size // max(rows, 1), 1)
-            eps = epsilon_init(n_in, rows)
-            self._params[b.slice] = rng.uniform(-eps, eps, b.size)
+            block = self.layout[b.block]
+            fan_out = block.shape[0] if block.shape else 1
+            eps = epsilon_init(max(block.size // max(fan_out, 1), 1), fan_out)
+            self._params[block.slice] = rng.uniform(-eps, eps, block.size)
 
     def init_debug(self) -> None:
         """The course's deterministic weights: each block is ``sin(1..size) / 10`` in Fortran order.
