@@ -869,20 +869,26 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
                    executor: Executor | None = None, lambda_: float | None = None,
                    m: int | None = None, mode: str = "full", n_directions: int | None = None,
-                   seed: int = 0) -> Report:
+                   seed: int = 0, order: str = "C") -> Report:
     """Check a hand-written ``fun(theta) -> (cost, grad)`` at ``x0``.
 
     Parameters
     ----------
     fun : callable
-        Returns the scalar cost and the gradient, a vector of ``x0.size`` entries (a column is accepted).
-    x0 : array of shape (P,)
-        float32 or float64; never modified (``fun`` gets a fresh copy at every call).
+        Returns the cost (a scalar, or an array of one entry: ``(1,)``, ``(1, 1)``) and the gradient: a vector
+        of ``x0.size`` entries (a column is accepted) or, with ``blocks``, one array per block, as
+        ``(cost, g1, g2, ...)`` or ``(cost, [g1, g2, ...])``.
+    x0 : array of shape (P,) or (P, 1)
+        float32 or float64; never modified (``fun`` gets a fresh copy at every call, of the same shape).
     method : str or strategy
         ``"forward"``, ``"central"``, ``"richardson"``, ``"complex-step"`` or a strategy object.
     blocks : mapping name -> shape, optional
-        How ``x0`` is made of blocks (in order, each unrolled in C order); sizes must sum to ``x0.size``.
+        How ``x0`` is made of blocks (in order, each unrolled in ``order``); sizes must sum to ``x0.size``.
         Without it the vector is one block named ``"x"``.
+    order : "C" or "F"
+        How each block is unrolled in ``x0`` and the gradient: ``"C"`` (numpy's ``ravel``, the default) or
+        ``"F"`` (MATLAB/Octave's ``[Theta1(:); Theta2(:)]``, as most ports of the classic course do).  The
+        report names entries in that layout, and its flat indices are positions in your own vector.
     step : "auto" or float, optional
         Overrides the strategy's step (see :mod:`layerkit.check.methods` for the automatic rule).
     rtol, atol : float, optional
@@ -902,7 +908,7 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
     """
     lam = None if lambda_ is None else _tolerance_override(lambda_, "lambda_")
     mm = None if m is None else positive_int(m, "m")
-    subject = function_subject(fun, x0, blocks, lam, mm)
+    subject = function_subject(fun, x0, blocks, lam, mm, order)
     return run_check(subject, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose,
                      executor=executor, mode=mode, n_directions=n_directions, seed=seed)
 

@@ -49,15 +49,20 @@ class Problem:
     lambda_: float | None = None
     m: int | None = None
     sizes: tuple[int, ...] = field(default=())
+    order: str = "C"
 
     @classmethod
     def from_function(cls, fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None, *,
-                      lambda_: float | None = None, m: int | None = None, name: str = "") -> Problem:
-        """A hand-written ``fun(theta) -> (cost, grad)`` at ``x0`` (optional ``blocks``: name -> shape)."""
+                      lambda_: float | None = None, m: int | None = None, name: str = "",
+                      order: str = "C") -> Problem:
+        """A hand-written ``fun(theta) -> (cost, grad)`` at ``x0`` (optional ``blocks``: name -> shape, each
+        unrolled in ``order``: "C", or "F" for MATLAB/Octave's ``[Theta1(:); Theta2(:)]``)."""
         if not callable(fun):
             raise InputError("fun", "a callable theta -> (cost, grad)", describe(fun))
+        if order not in ("C", "F"):
+            raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
         return cls("function", name or getattr(fun, "__name__", "function"), fun=fun, x0=np.asarray(x0),
-                   blocks=blocks, lambda_=lambda_, m=m)
+                   blocks=blocks, lambda_=lambda_, m=m, order=order)
 
     @classmethod
     def from_network(cls, network: Network, X: Any, y: Any, lambda_: float = 0.0, *, name: str = "") -> Problem:
@@ -97,4 +102,4 @@ class Problem:
         if self.kind == "network":
             return check_network(self.network, self.X, self.y, self.lambda_ or 0.0, method, **options)
         return check_function(self.fun, self.x0, method, blocks=self.blocks, lambda_=self.lambda_, m=self.m,
-                              **options)
+                              order=self.order, **options)

@@ -34,7 +34,7 @@ from .probes import as_scalar_cost
 def _as_point(x0: Any) -> NDArray:
     x = np.asarray(x0)
     if x.ndim != 1 or x.size == 0:
-        raise InputError("x0", "a non-empty 1-D parameter vector", describe(x0))
+        raise InputError("x0", "a non-empty 1-D parameter vector (or a column (P, 1))", describe(x0))
     if np.iscomplexobj(x) or not np.issubdtype(x.dtype, np.number):
         raise InputError("x0", "a real float32 or float64 vector", describe(x))
     if x.dtype not in (np.float32, np.float64):
@@ -115,15 +115,39 @@ class FunctionSubject(Subject):
         super().__init__(x0, layout, lambda_, m)
         self.fun = fun
 
-    @staticmethod
-    def _unpack(out: Any, where: str) -> tuple[Any, Any]:
+    def _unpack(self, out: Any, where: str) -> tuple[Any, Any]:
+        """``(cost, grad)``; the gradient may also come one array per block, as ``(cost, g1, g2, ...)`` or
+        ``(cost, [g1, g2, ...])`` (each of its block's shape, or its size), joined in the layout's order."""
+        blocks = self.layout.blocks
+        n = len(blocks)
+        if isinstance(out, (tuple, list)) and n > 1 and len(out) == n + 1:
+            return out[0], self._join(out[1:], where)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise TargetError(f"the target must return a (cost, grad) pair; {where} it returned {describe(out)}")
-        return out[0], out[1]
+            expected = "a (cost, grad) pair" + (f" or (cost, grad_{blocks[0].name}, ..., grad_{blocks[-1].name})"
+                                                if n > 1 else "")
+            raise TargetError(f"the target must return {expected}; {where} it returned {describe(out)}")
+        grad = out[1]
+        if isinstance(grad, (tuple, list)) and n > 1 and len(grad) == n:
+            return out[0], self._join(grad, where)
+        return out[0], grad
+
+    def _join(self, parts: Any, where: str) -> NDArray:
+        pieces = []
+        for b, g in zip(self.layout.blocks, parts):
+            g = np.asarray(g)
+            if g.size != b.size:
+                raise TargetError(f"the gradient of block {b.name} returned by the target {where} has shape "
+                                  f"{g.shape}; expected {b.shape} (or {b.size} entries)")
+            pieces.append(g.reshape(b.shape, order=b.order).ravel(order=b.order) if g.shape == b.shape
+                          else g.reshape(-1))
+        return np.concatenate(pieces)
 
     def value(self, theta: NDArray) -> Any:
         self.n_calls += 1
-        return self._unpack(self.fun(np.array(theta, copy=True)), "at a perturbed point")[0]
+        out = self.fun(np.array(theta, copy=True))
+        if isinstance(out, (tuple, list)) and len(out) >= 2:
+            return out[0]
+        return self._unpack(out, "at a perturbed point")[0]
 
     def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
         self.n_calls += 1
@@ -409,17 +433,35 @@ class LayerSubject(Subject):
         return self._checked_cost(cost, "at x0"), _gradient(grad, self.layout.size, "at x0")
 
 
+class _ColumnCall:
+    """``fun`` given ``theta`` as the column ``(P, 1)`` it was written for (picklable, for process pools)."""
+
+    def __init__(self, fun: Callable[[NDArray], Any]) -> None:
+        self.fun = fun
+
+    def __call__(self, theta: NDArray) -> Any:
+        return self.fun(theta.reshape(-1, 1))
+
+
 def function_subject(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None,
-                     lambda_: float | None = None, m: int | None = None) -> FunctionSubject:
+                     lambda_: float | None = None, m: int | None = None, order: str = "C") -> FunctionSubject:
     """Subject for a user's ``fun(theta) -> (cost, grad)`` at ``x0``, with optional ``blocks`` (name -> shape,
-    laid out in order, each in C order; their sizes must sum to ``x0.size``)."""
+    laid out in order, each unrolled in ``order``; their sizes must sum to ``x0.size``).  ``x0`` may be a
+    column ``(P, 1)``: the function gets the same shape back."""
     if not callable(fun):
         raise InputError("fun", "a callable theta -> (cost, grad)", describe(fun))
-    x = _as_point(x0)
+    if order not in ("C", "F"):
+        raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
+    shape = np.shape(x0)
+    column = len(shape) == 2 and shape[1] == 1 and shape[0] > 0
+    x = _as_point(np.asarray(x0).reshape(-1) if column else x0)
+    if column:
+        fun = _ColumnCall(fun)
+
     if blocks is None:
         layout = ParameterLayout.single(x.size, "x")
     else:
-        layout = ParameterLayout.from_shapes(blocks)
+        layout = ParameterLayout.from_shapes(blocks, order)
         if layout.size != x.size:
             sizes = ", ".join(f"{b.name}={b.size}" for b in layout.blocks)
             raise InputError("blocks", f"block sizes summing to x0.size = {x.size}", f"{layout.size} ({sizes})")

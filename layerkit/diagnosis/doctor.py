@@ -92,7 +92,7 @@ def _close(a: NDArray, b: NDArray, tol: NDArray) -> bool:
 def _region(block: Block, local: NDArray) -> str:
     """Describe a set of entries of a block: a column, a row, or the entries themselves."""
     if len(block.shape) == 2:
-        rows, cols = np.unravel_index(local, block.shape)
+        rows, cols = block.unravel(local)
         ucols, urows = np.unique(cols), np.unique(rows)
         if len(ucols) == 1:
             what = " (the bias column)" if ucols[0] == 0 and block.shape[1] > 1 else ""
@@ -317,20 +317,30 @@ class _Doctor:
             P = block.size
             shapes = [(r, P // r) for r in range(2, int(math.isqrt(P)) + 1) if P % r == 0]
             shapes += [(c, r) for r, c in shapes if r != c]
+        declared = block.order if len(block.shape) == 2 else "C"
+        other = "F" if declared == "C" else "C"
+        names = {"C": "C (row-major, numpy's ravel)", "F": "Fortran (column-major, MATLAB/Octave's G(:))"}
         for shape in shapes:
             if 1 in shape:
                 continue
-            for src, dst, how in (("C", "F", "Fortran (column-major) order"),
-                                  ("F", "C", "C (row-major) order where Fortran order was expected")):
+            for src, dst in ((declared, other), (other, declared)):
                 perm = n.reshape(shape, order=src).ravel(order=dst)
                 perm_tol = tol.reshape(shape, order=src).ravel(order=dst)  # the error of n where it lands
-                if _close(a, perm, 4 * np.maximum(tol, perm_tol)):
-                    self.add("layout-mismatch", [block.name],
-                             f"analytical matches numerical after re-unrolling {block.name} as a "
-                             f"{shape[0]}x{shape[1]} matrix in {how}: the gradient was unrolled in the wrong order "
-                             "(MATLAB's G(:) is Fortran order; numpy's ravel is C order), or the block is transposed",
-                             shape=list(shape), order=dst)
-                    return True
+                if not _close(a, perm, 4 * np.maximum(tol, perm_tol)):
+                    continue
+                if len(block.shape) == 2 and dst == other:
+                    fix = "order='F'" if other == "F" else "order='C' (the default)"
+                    text = (f"the gradient of {block.name} is unrolled in {names[other]} order, while the blocks were "
+                            f"given in {names[declared]} order: analytical matches numerical after re-unrolling "
+                            f"{block.name} as a {shape[0]}x{shape[1]} matrix in {names[other]} order.  If the whole "
+                            f"vector is in that order, pass {fix} with the blocks; otherwise unroll the gradient as "
+                            "the cost reads theta (or the block is transposed)")
+                else:
+                    text = (f"analytical matches numerical after re-unrolling {block.name} as a {shape[0]}x{shape[1]} "
+                            f"matrix in {names[dst]} order: the gradient was unrolled in the wrong order "
+                            "(MATLAB's G(:) is Fortran order; numpy's ravel is C order), or the block is transposed")
+                self.add("layout-mismatch", [block.name], text, shape=list(shape), order=dst)
+                return True
         return False
 
     def regularization(self, block: Block, bad: NDArray) -> bool:
@@ -340,9 +350,9 @@ class _Doctor:
         cands: list[tuple[str, NDArray]] = []
         if len(block.shape) == 2:
             rows, cols = block.shape
-            grid = np.arange(block.size).reshape(block.shape)
-            bad_cols = np.unique(np.unravel_index(bad, block.shape)[1])
-            bad_rows = np.unique(np.unravel_index(bad, block.shape)[0])
+            grid = block.grid()
+            bad_cols = np.unique(block.unravel(bad)[1])
+            bad_rows = np.unique(block.unravel(bad)[0])
             if cols > 1:
                 cands.append(("column 0 (the bias column)", grid[:, 0].ravel()))
             for c in bad_cols[:4]:
@@ -405,7 +415,7 @@ class _Doctor:
         if bad.size == 1:
             region = "one entry"
         elif len(block.shape) == 2:
-            rows, cols = np.unravel_index(bad, block.shape)
+            rows, cols = block.unravel(bad)
             if len(np.unique(cols)) <= 2:
                 region = "column" + ("s " if len(np.unique(cols)) > 1 else " ") + ", ".join(map(str, np.unique(cols)))
             elif len(np.unique(rows)) <= 2:

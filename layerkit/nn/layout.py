@@ -17,10 +17,11 @@ contiguous slice, so they share memory with it (see :meth:`ParameterLayout.views
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from attrs import field, frozen
+from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import InputError
@@ -50,11 +51,15 @@ class Block:
         Shape of the block when viewed as an array.
     start : int
         Offset of the block's first entry in the flat vector.
+    order : "C" or "F"
+        How the block is unrolled in the flat vector: C (row-major, numpy's ``ravel``) or Fortran
+        (column-major, MATLAB/Octave's ``Theta(:)``).
     """
 
     name: str
     shape: tuple[int, ...]
     start: int
+    order: str = "C"
 
     @property
     def size(self) -> int:
@@ -72,19 +77,33 @@ class Block:
         return slice(self.start, self.stop)
 
     def index(self, flat_index: int) -> tuple[int, ...]:
-        """Index tuple inside the block of the flat vector's entry ``flat_index`` (C order)."""
-        return tuple(int(i) for i in np.unravel_index(flat_index - self.start, self.shape)) if self.shape else ()
+        """Index tuple inside the block of the flat vector's entry ``flat_index`` (in the block's order)."""
+        if not self.shape:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(flat_index - self.start, self.shape, order=self.order))
+
+    def unravel(self, local: Any) -> tuple[NDArray, ...]:
+        """Index arrays of positions ``local`` inside the block (offsets from its start), in its order."""
+        return np.unravel_index(np.asarray(local), self.shape, order=self.order)
+
+    def grid(self) -> NDArray:
+        """The block's shape filled with the offsets of its entries in the flat vector (from its start)."""
+        return np.arange(self.size).reshape(self.shape, order=self.order)
+
+    def matrix(self, flat: NDArray) -> NDArray:
+        """The block of ``flat`` (the whole vector) as an array of its shape."""
+        return np.asarray(flat)[self.slice].reshape(self.shape, order=self.order)
 
     def __repr__(self) -> str:
         return f"Block({self.name!r}, shape={self.shape}, slice={self.start}:{self.stop})"
 
 
-def _blocks_from_shapes(shapes: Mapping[str, Iterable[int]]) -> tuple[Block, ...]:
+def _blocks_from_shapes(shapes: Mapping[str, Iterable[int]], order: str = "C") -> tuple[Block, ...]:
     names = list(shapes)
     dims = [_shape(shapes[n], f"blocks[{n!r}]") for n in names]
     sizes = [int(np.prod(d, dtype=np.int64)) for d in dims]
     starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])[:-1]
-    return tuple(Block(n, d, int(s)) for n, d, s in zip(names, dims, starts))
+    return tuple(Block(n, d, int(s), order) for n, d, s in zip(names, dims, starts))
 
 
 @frozen
@@ -98,11 +117,14 @@ class ParameterLayout:
     blocks: tuple[Block, ...] = field(converter=tuple)
 
     @classmethod
-    def from_shapes(cls, shapes: Mapping[str, Iterable[int]]) -> ParameterLayout:
-        """Lay out blocks in the mapping's order, each unrolled in C order."""
+    def from_shapes(cls, shapes: Mapping[str, Iterable[int]], order: str = "C") -> ParameterLayout:
+        """Lay out blocks in the mapping's order, each unrolled in ``order`` ("C", numpy's row-major, or "F",
+        MATLAB/Octave's column-major ``Theta(:)``)."""
         if not isinstance(shapes, Mapping):
             raise InputError("blocks", "a mapping from block name to shape", describe(shapes))
-        return cls(_blocks_from_shapes(shapes))
+        if order not in ("C", "F"):
+            raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
+        return cls(_blocks_from_shapes(shapes, order))
 
     @classmethod
     def single(cls, size: int, name: str = "x") -> ParameterLayout:
@@ -159,7 +181,7 @@ class ParameterLayout:
         """Block views into ``flat`` (no copies): writing to a view writes to ``flat``."""
         if flat.ndim != 1 or flat.size != self.size or not flat.flags.c_contiguous:
             raise InputError("flat", f"a contiguous 1-D vector of {self.size} entries", describe(flat))
-        return {b.name: flat[b.slice].reshape(b.shape) for b in self.blocks}
+        return {b.name: flat[b.slice].reshape(b.shape, order=b.order) for b in self.blocks}
 
     def convert(self, vec: np.ndarray, src: Order, dst: Order) -> np.ndarray:
         """Re-unroll a flat vector from order ``src`` to order ``dst`` (``"C"`` or ``"F"``), block by block.
