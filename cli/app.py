@@ -25,7 +25,7 @@ import typer
 
 import layerkit
 from layerkit.errors import LayerkitError
-from layerkit.loader import ProblemLoadError, load_problem
+from layerkit.loader import ProblemLoadError, load_problem, takes_lambda
 
 app = typer.Typer(
     name="layerkit",
@@ -117,6 +117,8 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
                                       ("--seed", seed)) if value is not None]
     if given:
         raise UsageError(f"{given[0]}: applies to the built-in problem only; a target brings its own")
+    if lambdas and takes_lambda(_target_object(target)):  # the factory builds the problem for each lambda
+        return [load_problem(target, lam) for lam in lambdas]
     problem = load_problem(target)
     if problem.kind == "network":
         if lambdas:
@@ -124,9 +126,20 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
                     for lam in lambdas]
         return [problem]
     if lambdas:
-        raise UsageError("--lambda: applies to the built-in problem and network targets; a function target "
-                         "fixes its own lambda")
+        raise UsageError("--lambda: a function target fixes its own lambda unless its factory takes lambda_ "
+                         "(def problem(lambda_=1.0): ...)")
     return [problem]
+
+
+def _target_object(target: str) -> Any:
+    """The object ``NAME`` of a target, for its signature (None when it cannot be loaded: load_problem then
+    says why)."""
+    try:
+        from layerkit.loader import target_object
+
+        return target_object(target)
+    except ProblemLoadError:
+        return None
 
 
 class _LazyProgress:
@@ -186,12 +199,32 @@ def _run_checks(problems: list[layerkit.Problem], methods: list[str], options: d
             for method in methods:
                 try:
                     results.append((problem, problem.check(method, **options)))
-                except layerkit.ComplexEvaluationError as exc:
-                    if not every:
+                except (layerkit.ComplexEvaluationError, layerkit.InputError) as exc:
+                    # a method that does not apply to this target or mode; with --method all, the others run
+                    if not every or (isinstance(exc, layerkit.InputError) and exc.argument != "method"):
                         raise
                     results.append((problem, (method, str(exc))))
                 bar.advance()
     return results
+
+
+#: Whether ``--traceback`` was given: the target's own frames are shown when it raises.
+SHOW_TRACEBACK = False
+
+
+def _target_frames(exc: BaseException) -> str:
+    """The traceback of ``exc`` without layerkit's frames (nor numpy's, typer's or the standard library's
+    import machinery): the target's own code, innermost last."""
+    import os
+    import traceback
+
+    skip = (os.path.dirname(layerkit.__file__), os.path.dirname(os.path.abspath(__file__)), "<frozen ",
+            os.path.dirname(typer.__file__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(skip)]
+    lines = ["Traceback of the target (layerkit's frames left out):\n"]
+    lines += traceback.format_list(frames) if frames else ["  (no frame of the target's own code)\n"]
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
 
 
 def _library_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -203,7 +236,11 @@ def _library_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return fn(*args, **kwargs)
-    except (UsageError, ProblemLoadError) as exc:
+    except ProblemLoadError as exc:
+        if SHOW_TRACEBACK and exc.original is not None:
+            typer.echo(_target_frames(exc.original), err=True)
+        _fail(str(exc))
+    except UsageError as exc:
         _fail(str(exc))
     except LayerkitError as exc:
         _fail(str(exc))
@@ -214,7 +251,10 @@ def _library_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     except KeyboardInterrupt:
         _fail("the check was interrupted (KeyboardInterrupt) while the target ran")
     except Exception as exc:  # the user's own function raised
-        _fail(f"the target raised {type(exc).__name__}: {' '.join(str(exc).split())}")
+        if SHOW_TRACEBACK:
+            typer.echo(_target_frames(exc), err=True)
+        _fail(f"the target raised {type(exc).__name__}: {' '.join(str(exc).split())}"
+              + ("" if SHOW_TRACEBACK else " (--traceback shows where)"))
 
 
 # ---------------------------------------------------------------------- check
@@ -248,8 +288,12 @@ def check(
     top: Annotated[int, typer.Option("--top", min=0, help="Worst entries shown.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict lines.")] = False,
+    show_traceback: Annotated[bool, typer.Option(
+        "--traceback", help="When the target raises, show its own frames (layerkit's left out).")] = False,
 ) -> None:
     """Compare analytic and numerical gradients; exit 0 if all agree, 1 on a mismatch, 2 on bad input."""
+    global SHOW_TRACEBACK
+    SHOW_TRACEBACK = show_traceback
     try:
         step_value = _parse_step(step)
         if mode not in ("full", "directional"):

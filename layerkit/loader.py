@@ -1,33 +1,68 @@
 """Load a :class:`~layerkit.Problem` from ``path/to/file.py:NAME`` or ``package.module:NAME``.
 
-``NAME`` may be a Problem, a callable with no arguments returning one, or a plain tuple accepted by
-:meth:`Problem.coerce`: ``(fun, x0)``, ``(fun, x0, blocks)`` or ``(network, X, y, lambda)``.  Every failure
-raises :class:`ProblemLoadError` with a one-line message that names the problem.
+``NAME`` may be a Problem, a callable returning one (with no arguments, or taking ``lambda_``, which
+``--lambda`` then sets), or a plain tuple accepted by :meth:`Problem.coerce`: ``(fun, x0)``,
+``(fun, x0, blocks)`` or ``(network, X, y, lambda)``.  Every failure raises :class:`ProblemLoadError` with a
+one-line message that names the problem; the exception behind it, if any, is its ``original`` (for
+``--traceback``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError, LayerkitError
 from .problem import Problem
 
 
 class ProblemLoadError(LayerkitError, ValueError):
-    """The target spec could not be turned into a Problem."""
+    """The target spec could not be turned into a Problem; ``original`` is the exception behind it, if any."""
 
+    def __init__(self, message: str, original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+def takes_lambda(obj: Any) -> bool:
+    """Whether ``obj`` is a callable with a parameter named ``lambda_``."""
+    try:
+        return "lambda_" in inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _required(obj: Any) -> list[str]:
+    """The parameters of ``obj`` that have no default (empty when unknown)."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                                          p.KEYWORD_ONLY)]
+
+
+def _wrapper_hint(name: str, required: list[str]) -> str:
+    first, rest = required[0], required[1:]
+    args = ", ".join(["t"] + rest)
+    return (f"{name} takes arguments ({', '.join(required)}): it looks like the cost function itself.  Give "
+            f"layerkit a problem instead, e.g. in the same file:  def problem(lambda_=1.0): return "
+            f"layerkit.Problem.from_function(lambda t: {name}({args}), {first}0, blocks={{...}}, order='F')  "
+            f"with {first}0 and the other arguments ({', '.join(rest) or 'none'}) defined there, then run "
+            f"'layerkit check FILE.py:problem'")
 
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return " ".join(text.split())
 
 
-def load_problem(spec: str) -> Problem:
-    """Resolve ``spec`` (``file.py:NAME`` or ``module:NAME``) to a Problem."""
+def target_object(spec: str) -> Any:
+    """The object ``NAME`` of ``spec`` (``file.py:NAME`` or ``module:NAME``), its module imported."""
     if ":" not in spec:
         raise ProblemLoadError(f"target {spec!r}: expected path/to/file.py:NAME or package.module:NAME")
     where, _, name = spec.rpartition(":")
@@ -53,7 +88,7 @@ def load_problem(spec: str) -> Problem:
             module_spec.loader.exec_module(module)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the user's file failed: report their message
             sys.modules.pop(mod_name, None)
-            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
+            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
     else:
         if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` would: the current directory
             sys.path.insert(0, os.getcwd())
@@ -64,18 +99,31 @@ def load_problem(spec: str) -> Problem:
                 raise ProblemLoadError(f"target {spec!r}: no module named {where!r}") from None
             raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
         except (Exception, SystemExit) as exc:
-            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
+            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
     if not hasattr(module, name):
         raise ProblemLoadError(f"target {spec!r}: {where} has no attribute {name!r}")
-    obj = getattr(module, name)
+    return getattr(module, name)
+
+
+def load_problem(spec: str, lambda_: float | None = None) -> Problem:
+    """Resolve ``spec`` (``file.py:NAME`` or ``module:NAME``) to a Problem; a factory that takes ``lambda_``
+    is called with ``lambda_`` when it is given."""
+    obj = target_object(spec)
+    name = spec.rpartition(":")[2]
+    if lambda_ is not None and not takes_lambda(obj):
+        raise ProblemLoadError(f"target {spec!r}: --lambda needs a factory that takes lambda_, e.g. "
+                               f"def {name}(lambda_=1.0): ...; {name} does not")
     if callable(obj) and not isinstance(obj, Problem) and not isinstance(obj, tuple):
+        required = [r for r in _required(obj) if r != "lambda_"]
+        if required:
+            raise ProblemLoadError(f"target {spec!r}: {_wrapper_hint(name, required)}")
         try:
-            obj = obj()
+            obj = obj(lambda_=lambda_) if lambda_ is not None else obj()
         except TypeError as exc:
             raise ProblemLoadError(f"target {spec!r}: {name} must be a Problem or a callable with no arguments "
-                                   f"returning one ({_one_line(exc)})") from None
+                                   f"returning one ({_one_line(exc)})", exc) from None
         except (Exception, SystemExit) as exc:
-            raise ProblemLoadError(f"target {spec!r}: calling {name}() failed: {_one_line(exc)}") from None
+            raise ProblemLoadError(f"target {spec!r}: calling {name}() failed: {_one_line(exc)}", exc) from None
     try:
         return Problem.coerce(obj, name=name)
     except InputError as exc:
