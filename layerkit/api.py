@@ -762,7 +762,7 @@ class _Check:
                 out = settle(line_sides(sides, s.x0, j, j + 1, v), coordinate_delta(probe, j),
                              2 * float(steps[j]), float(self.a[j]), float(extra[j]))
                 self.count("kinks", out.evals)
-                if out.how in SETTLED:
+                if out.how in SETTLED or out.how == "between":
                     settled[j] = out
         if not settled:
             return refined
@@ -772,7 +772,7 @@ class _Check:
         coarse = []
         for j, out in settled.items():
             self.first_reach[j] = tol[j] + abs(values[j] - self.a[j])
-            if out.tolerance > COARSER * tol[j]:
+            if out.how == "between" or out.tolerance > COARSER * tol[j]:
                 coarse.append(j)
             values[j], atol[j], model[j] = out.value, out.tolerance, out.tolerance
             mask[j] = True
@@ -782,9 +782,10 @@ class _Check:
             self.findings.append(Finding(
                 "precision-limited", tuple(dict.fromkeys(s.layout.block_of(j).name for j in coarse)),
                 f"inconclusive: the stencil of {len(coarse)} entr{'y' if len(coarse) == 1 else 'ies'} ({names}) "
-                f"crossed a kink; measured without crossing one they agree, but only within up to {worst:.0f} "
-                "times the first tolerance (a step that stays on one piece resolves less there), so an error "
-                "between the two would pass unnoticed",
+                f"crossed a kink; measured without crossing one they agree only within up to {worst:.0f} times "
+                "the first tolerance (a step that stays on one piece resolves less there), or their units sit on "
+                "kinks that the entry moves in different directions (the analytic value lies between the "
+                "one-sided slopes, and the cost cannot tell which piece each unit's derivative belongs to)",
                 {"unresolved": True, "covers_mismatch": True, "entries": coarse}))
         entries = [j for j in settled if j not in coarse]
         if not entries:

@@ -84,3 +84,32 @@ def test_random_relu_networks_pass():
         for method in METHODS:
             for mode in ("full", "directional"):
                 assert check_network(net, Xr, yr, 1.0, method, mode=mode).passed, (seed, method, mode)
+
+
+def test_several_units_on_kinks_moved_apart_are_inconclusive_not_failed():
+    net = Network([Dense(3, 4), ReLU(), Dense(4, 3)], loss=SoftmaxCrossEntropy())
+    net.init_random(0)
+    net.layers[0].Theta[0] = 0.0  # unit 0 sits on its kink for every example
+    report = check_network(net, X, Y, 0.0)
+    assert not report.passed and report.inconclusive
+    zeros = np.zeros((8, 3))
+    zeros[:, 1] = np.random.default_rng(1).standard_normal(8)
+    layer = check_layer(ReLU(), zeros, mode="directional")
+    assert not layer.passed and layer.inconclusive
+
+
+def test_an_instance_patched_loss_is_not_read_by_the_engine():
+    from layerkit import MeanSquaredError
+
+    net = Network([Dense(3, 3)], loss=MeanSquaredError())
+    net.init_random(0)
+    w = np.array([3.0, 1.0, 1.0])
+
+    def value_and_grad(out, Yt, fused=False):
+        r = out - Yt
+        return 0.5 * np.sum(w * r * r), r  # the gradient forgets the weight
+
+    net.loss.value_and_grad = value_and_grad
+    Yt = RNG.standard_normal((6, 3))
+    report = check_network(net, X, Yt, 0.0)
+    assert not report.passed and report.evaluator == "cost"

@@ -163,3 +163,15 @@ def test_loss_rules_apply_only_to_layerkits_own_losses():
     Y = RNG.standard_normal((12, 2))
     assert check_network(net, X, Y, 0.0).passed  # checked through its own cost
     assert layerkit.Loss in type(net.loss).__mro__
+
+
+def test_softmax_targets_that_sum_to_one_only_up_to_rounding_get_the_exact_gradient():
+    net = Network([Dense(4, 3)], loss=SoftmaxCrossEntropy())
+    net.init_random(0)
+    Y = np.full((12, 3), 1 / 3) * (1 + 9e-7)
+    assert check_network(net, X, Y, 0.0).passed
+    z = X @ net.layers[0].Theta[:, 1:].T + net.layers[0].Theta[:, 0]
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    g = net.cost_and_gradient(X, Y, 0.0)[1].reshape(3, 5)
+    dz = (Y.sum(axis=1, keepdims=True) * p - Y) / 12
+    np.testing.assert_allclose(g[:, 1:], dz.T @ X, atol=1e-15)

@@ -316,10 +316,10 @@ class _Directional:
             rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
             done = settle(line_sides(sides, self.x, d.lo, d.hi, d.u), delta, 2 * t.step, t.analytical, rounding)
             self.evals[stage] = self.evals.get(stage, 0) + done.evals
-            if done.how in SETTLED:
+            if done.how in SETTLED or done.how == "between":
                 out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
                                          max(t.first_reach, t.tolerance + t.error))
-                if done.tolerance > COARSER * t.tolerance:
+                if done.how == "between" or done.tolerance > COARSER * t.tolerance:
                     self.coarse.append((d, done.tolerance / t.tolerance))
                 else:
                     self.settled.append((d, done.how))
@@ -499,9 +499,10 @@ def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray
         report = evolve(report, passed=False, findings=report.findings + (Finding(
             "precision-limited", blocks,
             f"inconclusive: the stencil of {len(run.coarse)} direction{'' if len(run.coarse) == 1 else 's'} crossed "
-            f"a kink; measured without crossing one they agree, but only within up to {worst:.0f} times the first "
-            "tolerance (a step that stays on one piece resolves less there), so an error between the two would "
-            "pass unnoticed", {"unresolved": True, "covers_mismatch": True}),))
+            f"a kink; measured without crossing one they agree only within up to {worst:.0f} times the first "
+            "tolerance (a step that stays on one piece resolves less there), or several units sit on kinks the "
+            "direction moves in different ways (the analytic value lies between the one-sided slopes)",
+            {"unresolved": True, "covers_mismatch": True}),))
     # the summary numbers of a directional check are those of its whole-vector directions
     nf = np.array([t.numerical for t in first])
     af = np.array([t.analytical for t in first])

@@ -18,7 +18,10 @@ every kinked layer's input minus each kink, from one forward pass), and if so:
   point itself), the one-sided differences on both sides, each over an interval that stays on one piece:
   the analytic value must match one of the two (the derivative of one of the pieces, as any choice of
   ``f'`` at the kink gives for one unit on it).  Anything in between is not accepted: along a direction
-  the two slopes can differ by much, and an error that falls between them would pass.
+  the two slopes can differ by much, and an error that falls between them would pass.  When several units
+  sit on kinks and move off them in different directions, each contributes one of its own one-sided slopes
+  and the analytic value may lie anywhere between the line's two: that is undecidable from the cost
+  (``"between"``), and the check is inconclusive, never passed.
 
 Each tolerance includes the caller's part (the rounding of the analytic value).
 What is settled this way passes, with a ``nonsmooth`` finding that says so; what still disagrees fails as
@@ -56,8 +59,9 @@ Delta = Callable[[NDArray], tuple[NDArray, NDArray]]
 class Settled:
     """The outcome for one line: ``how`` is ``"smooth"`` (the stencil crosses no kink: nothing to settle),
     ``"own-piece"`` (measured on the point's own side of every kink), ``"on-kink"`` (the point sits on a kink:
-    the analytic value is one of the one-sided slopes) or ``"failing"``; ``value`` and ``tolerance`` are the
-    new estimate and its tolerance."""
+    the analytic value is one of the one-sided slopes), ``"between"`` (several units sit on kinks and the
+    analytic value lies between the one-sided slopes: undecidable from the cost) or ``"failing"``; ``value``
+    and ``tolerance`` are the new estimate and its tolerance."""
 
     how: str
     value: float = float("nan")
@@ -184,6 +188,14 @@ def _settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float
     for est, tol, step in sorted(candidates, key=lambda c: abs(c[0] - analytic)):
         if abs(est - analytic) <= tol:
             return Settled(how, est, tol, step)
+    if on_kink and int(np.sum(base[moved] == 0)) >= 2:
+        # several units on a kink, moved off it in different directions: each contributes one of its
+        # one-sided slopes (or anything between, for a subgradient), and the cost alone cannot tell which
+        (a, ta, sa), (b, tb, sb) = candidates
+        tol = max(ta, tb)
+        if min(a, b) - tol <= analytic <= max(a, b) + tol:
+            est, _, step = min(candidates, key=lambda c: abs(c[0] - analytic))
+            return Settled("between", est, tol + abs(est - analytic), step)
     est, tol, step = min(candidates, key=lambda c: c[1])
     return Settled("failing", est, tol, step)
 

@@ -185,15 +185,16 @@ class SoftmaxCrossEntropyTerms:
         self.eps = float(np.finfo(Z.dtype).eps)
         self.cost_sum = float(-np.sum(Y * logp))
         labels = np.argmax(Y, axis=1)
-        self.one_hot = bool(np.all(Y[np.arange(Y.shape[0]), labels] == 1))
+        self.rowsum = np.sum(Y, axis=1)
+        self.one_hot = bool(np.all(Y[np.arange(Y.shape[0]), labels] == 1) and np.all(self.rowsum == 1))
         self.labels = labels
 
     def magnitude(self) -> NDArray:
-        """``dL/dz = p - Y`` is formed from ``p`` and ``Y``: their magnitudes."""
-        return self.P + np.abs(self.Y.astype(np.float64))
+        """``dL/dz = (sum_k Y_k) p - Y`` is formed from ``p`` and ``Y``: their magnitudes."""
+        return self.rowsum[:, None] * self.P + np.abs(self.Y.astype(np.float64))
 
     def slope_scale(self) -> float:
-        return float(np.sum(np.abs(self.P - self.Y) * (np.abs(self.Z) + 1)))
+        return float(np.sum(np.abs(self.rowsum[:, None] * self.P - self.Y) * (np.abs(self.Z) + 1)))
 
     def budget(self) -> float:
         return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
@@ -212,12 +213,13 @@ class SoftmaxCrossEntropyTerms:
             return out
 
     def column(self, k: int, d: NDArray) -> NDArray:
-        """Only logit ``k`` changes, by ``d`` of shape ``(B, m)``."""
+        """Only logit ``k`` changes, by ``d`` of shape ``(B, m)``: class ``k``'s term changes by
+        ``log1p(sum_{j != k} p_j expm1(-d))``, every other class's by ``log1p(p_k expm1(d))``."""
         y = self.Y[:, k]
         with np.errstate(over="ignore", invalid="ignore"):
-            inside = np.log1p(self.others[:, k] * np.expm1(-d))  # for the examples whose class is k
+            inside = np.log1p(self.others[:, k] * np.expm1(-d))
             outside = np.log1p(self.P[:, k] * np.expm1(d))
-        return np.sum(y * inside + (1 - y) * outside, axis=1)
+        return np.sum(y * inside + (self.rowsum - y) * outside, axis=1)
 
     def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
         return self.dense(u[:, :, None] * v[None, None, :])
@@ -311,11 +313,17 @@ RULES: dict[type, Callable[[NDArray, NDArray], Any]] = {
 }
 
 
+#: The members of a loss its rule restates: one of them set on the instance makes it another loss.
+LOSS_MEMBERS = ("targets", "value_and_grad", "predict_proba", "predict", "fuses_sigmoid")
+
+
 def has_loss_rule(net: Any) -> bool:
-    """Whether the engine has a rule for ``net``'s loss as the network uses it (the sigmoid cross-entropy
-    only on logits, with the final Sigmoid fused in)."""
-    cls = type(getattr(net, "loss", None))
-    if cls not in RULES:
+    """Whether the engine has a rule for ``net``'s loss as the network uses it: a loss of exactly one of the
+    classes of :data:`RULES`, none of its math set on the instance, and the sigmoid cross-entropy only on
+    logits (the final Sigmoid fused in)."""
+    loss = getattr(net, "loss", None)
+    cls = type(loss)
+    if cls not in RULES or any(name in getattr(loss, "__dict__", {}) for name in LOSS_MEMBERS):
         return False
     return bool(net.fused_sigmoid) if cls is SigmoidCrossEntropy else True
 

@@ -154,9 +154,11 @@ class SigmoidCrossEntropy(Loss):
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy on logits ``z`` (the network's last output): ``sum_i logsumexp(z_i) - Y_i . z_i``.
 
-    Computed as ``-sum Y log_softmax(z)``, stable for any finite logits; ``dL/dz = softmax(z) - Y`` for target
-    rows that sum to 1.  Targets: 1-D integer labels ``0..K-1`` or an ``(m, K)`` matrix of probability rows
-    (non-negative, each summing to 1).  End the network with a Dense (or Identity) layer, not a Sigmoid.
+    Computed as ``-sum Y log_softmax(z)``, stable for any finite logits; ``dL/dz = (sum_k Y_ik) softmax(z) -
+    Y``, which is ``softmax(z) - Y`` for rows that sum to 1 (and exact for rows that sum to 1 only up to
+    rounding).  Targets: 1-D integer labels ``0..K-1`` or an ``(m, K)`` matrix of probability rows
+    (non-negative, each summing to 1 within 1e-6).  End the network with a Dense (or Identity) layer, not a
+    Sigmoid.
     """
 
     def targets(self, y: Any, m: int, K: int | None, dtype: Any) -> NDArray:
@@ -175,7 +177,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def value_and_grad(self, out: NDArray, Y: NDArray, fused: bool = False) -> tuple[NDArray, NDArray]:
         logp = log_softmax(out)
-        return -np.sum(Y * logp), np.exp(logp) - Y
+        return -np.sum(Y * logp), np.sum(Y, axis=1, keepdims=True) * np.exp(logp) - Y
 
     def predict_proba(self, out: NDArray, fused: bool = False) -> NDArray:
         return np.exp(log_softmax(out))
