@@ -148,6 +148,7 @@ class _LazyProgress:
     def __init__(self, total: int, enabled: bool, delay: float = 1.0) -> None:
         self.total, self.enabled, self.delay = total, enabled, delay
         self.done = 0
+        self.stage_text = ""
         self.progress: Any = None
         self.task: Any = None
         self.lock = threading.Lock()
@@ -165,10 +166,17 @@ class _LazyProgress:
 
         with self.lock:
             self.progress = Progress(SpinnerColumn(), TextColumn("checking"), BarColumn(),
-                                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                                     console=Console(stderr=True), transient=True)
+                                     TextColumn("{task.completed}/{task.total}"), TextColumn("{task.description}"),
+                                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
             self.progress.start()
-            self.task = self.progress.add_task("check", total=self.total, completed=self.done)
+            self.task = self.progress.add_task(self.stage_text, total=self.total, completed=self.done)
+
+    def stage(self, stage: str, evaluations: int) -> None:
+        """A directional check's progress: its stage and the evaluations spent so far."""
+        with self.lock:
+            self.stage_text = f"{stage}: {evaluations} evaluations"
+            if self.progress is not None:
+                self.progress.update(self.task, description=self.stage_text)
 
     def advance(self) -> None:
         with self.lock:
@@ -198,7 +206,7 @@ def _run_checks(problems: list[layerkit.Problem], methods: list[str], options: d
         for problem in problems:
             for method in methods:
                 try:
-                    results.append((problem, problem.check(method, **options)))
+                    results.append((problem, problem.check(method, progress=bar.stage, **options)))
                 except (layerkit.ComplexEvaluationError, layerkit.InputError) as exc:
                     # a method that does not apply to this target or mode; with --method all, the others run
                     if not every or (isinstance(exc, layerkit.InputError) and exc.argument != "method"):
@@ -274,8 +282,10 @@ def check(
     method: Annotated[str, typer.Option(
         "--method", help="forward, central, richardson, complex-step, a method the target registers, or all "
                          "(the four built-in ones).")] = "central",
-    mode: Annotated[str, typer.Option("--mode", help="'full' (every entry) or 'directional' (random directions, "
-                                      "then localization).")] = "full",
+    mode: Annotated[str, typer.Option("--mode", help="'auto' (full when it takes at most 10 s at the measured "
+                                      "time per evaluation, else directional), 'full' (every entry) or "
+                                      "'directional' (random directions, then localization by rows and "
+                                      "columns).")] = "auto",
     step: Annotated[str, typer.Option("--step", help="'auto' (error-model step) or a number.")] = "auto",
     dtype: Annotated[Optional[DtypeChoice], typer.Option(
         "--dtype", help="dtype of the built-in problem. Default: float64.", show_default=False)] = None,
@@ -296,15 +306,13 @@ def check(
     SHOW_TRACEBACK = show_traceback
     try:
         step_value = _parse_step(step)
-        if mode not in ("full", "directional"):
-            raise UsageError(f"--mode: expected 'full' or 'directional', got {mode!r}")
+        if mode not in ("auto", "full", "directional"):
+            raise UsageError(f"--mode: expected 'auto', 'full' or 'directional', got {mode!r}")
         problems = _library_call(_problems, target, layers, examples, lambdas, dtype, seed)
         methods = _methods(method)
     except UsageError as exc:
         _fail(str(exc))
-    options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top}
-    if mode == "directional":
-        options["mode"] = "directional"
+    options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top, "mode": mode}
     results = _library_call(_run_checks, problems, methods, options, not (as_json or quiet), method == "all")
     reports = [(p, r) for p, r in results if isinstance(r, layerkit.Report)]
     skipped = [(p, r) for p, r in results if not isinstance(r, layerkit.Report)]

@@ -58,6 +58,11 @@ ENGINES = ("auto", "generic", "structured")
 #: The doctor's follow-ups may spend twice the check's evaluations, and at least this many: enough for the
 #: kink test on 24 entries (96), the Taylor fit (13) and a directional check of a few layers.
 DOCTOR_BUDGET = 256
+#: ``mode="auto"`` runs a full check when it takes at most this many seconds at the measured time per
+#: evaluation, else the directional check within this many seconds' worth of evaluations.
+AUTO_SECONDS = 10.0
+#: The smallest evaluation budget of the directional check in auto mode.
+AUTO_MIN_BUDGET = 150
 #: A mismatch of at most this many times its tolerance is inconclusive when the second look showed that the
 #: error model misjudges this cost (see ``_Check.undecided``).
 MARGINAL = 4.0
@@ -230,6 +235,9 @@ class _Check:
         #: What the second look found: entries a quarter step confirmed, entries measured over the ladder, and
         #: how many of those agree with the analytic gradient.
         self.looked = {"confirmed": 0, "measured": 0, "agree": 0}
+        #: The directional check's evaluation budget (auto mode) and a progress callback.
+        self.budget: int | None = None
+        self.progress: Callable[[str, int], None] | None = None
 
     # ------------------------------------------------------------------ shared steps
     def count(self, purpose: str, n: int) -> None:
@@ -238,6 +246,9 @@ class _Check:
     def analytic(self) -> None:
         """The gradient twice: fresh buffers, then reused ones (module docstring, step 1).  A network of
         layerkit's own layers is stateless by construction; it is evaluated once."""
+        if getattr(self, "_analyzed", False):  # auto mode timed it already
+            return
+        self._analyzed = True
         s = self.subject
         self.f0, self.a = s.evaluate(fresh=True)
         if getattr(s, "known_stateless", False):
@@ -397,7 +408,31 @@ class _Check:
         return run_directional(self.subject, self.strategy, probe, self.f0, self.a, n_directions=n_directions,
                                seed=self.seed, top=self.top, t0=self.t0, evaluations=self.evals,
                                noise=self.noise or self.assumed_noise(), evaluator=self.evaluator,
-                               rounding_dtype=self.rounding_dtype)
+                               rounding_dtype=self.rounding_dtype, budget=self.budget, progress=self.progress)
+
+    def choose_mode(self) -> str:
+        """``mode="auto"``: a full check when it costs at most :data:`AUTO_SECONDS` at the measured time per
+        evaluation (always, for a network the engine checks: a few gradient evaluations), else the
+        directional check with localization, within a budget of :data:`AUTO_SECONDS` worth of evaluations
+        (at least :data:`AUTO_MIN_BUDGET`)."""
+        s = self.subject
+        if isinstance(s, NetworkSubject) and self.engine != "generic" and supports_engine(s.network):
+            return "full"
+        if isinstance(self.strategy, ComplexStep) or not hasattr(self.strategy, "plan"):
+            return "full"
+        t = time.perf_counter()
+        self.analytic()
+        per_eval = (time.perf_counter() - t) / max(1, self.evals.get("analytic", 1))
+        points = len(getattr(self.strategy, "offsets", (1, -1))) or 2
+        n_full = s.x0.size * points + 32
+        if n_full * per_eval <= AUTO_SECONDS:
+            return "full"
+        self.budget = max(AUTO_MIN_BUDGET, int(AUTO_SECONDS / max(per_eval, 1e-9)))
+        self.notes.append(
+            f"auto mode: a full check would take about {n_full} evaluations ({n_full * per_eval:.0f} s at "
+            f"{1e3 * per_eval:.3g} ms each), so the directional check ran instead: random directions, then "
+            f"localization by rows and columns, within {self.budget} evaluations; mode='full' checks every entry")
+        return "directional"
 
     def strategy_for_layers(self) -> Any:
         """The check's method at its automatic step (a step fixed for the network says nothing of a layer)."""
@@ -833,15 +868,20 @@ class _Check:
 
 def run_check(subject: Subject, method: Any = "central", *, step: Step | None = None, rtol: float | None = None,
               atol: float | None = None, top: int = 5, diagnose: bool = True, executor: Executor | None = None,
-              engine: str = "auto", mode: str = "full", n_directions: int | None = None, seed: int = 0) -> Report:
-    """Check ``subject`` with ``method`` (the pipeline of the module docstring)."""
+              engine: str = "auto", mode: str = "auto", n_directions: int | None = None, seed: int = 0,
+              progress: Callable[[str, int], None] | None = None) -> Report:
+    """Check ``subject`` with ``method`` (the pipeline of the module docstring).  ``mode="auto"`` chooses
+    between "full" and "directional" (see :meth:`_Check.choose_mode`); ``progress(stage, evaluations)`` is
+    called as the directional check goes."""
     strategy = resolve_method(method, step)
     rtol_o, atol_o = _tolerance_override(rtol, "rtol"), _tolerance_override(atol, "atol")
     top = positive_int(top, "top", minimum=0)
     seed = _seed(seed)
     executor = _executor(executor)
-    if mode not in ("full", "directional"):
-        raise InputError("mode", "'full' or 'directional'", repr(mode))
+    if mode not in ("auto", "full", "directional"):
+        raise InputError("mode", "'auto', 'full' or 'directional'", repr(mode))
+    if mode == "auto" and (rtol_o is not None or atol_o is not None or not hasattr(strategy, "plan")):
+        mode = "full"  # tolerance overrides and the complex step are about every entry
     if engine not in ENGINES:
         raise InputError("engine", "'auto', 'structured' or 'generic'", repr(engine))
     if mode == "directional":
@@ -852,12 +892,15 @@ def run_check(subject: Subject, method: Any = "central", *, step: Step | None = 
             raise InputError("method", "a finite-difference method with a stencil (forward, central, "
                              "richardson or a FiniteDifference) for mode='directional'",
                              repr(getattr(strategy, "name", strategy)))
-        directions = DEFAULT_DIRECTIONS if n_directions is None else positive_int(n_directions, "n_directions")
+    directions = DEFAULT_DIRECTIONS if n_directions is None else positive_int(n_directions, "n_directions")
     # Floating-point warnings are silenced inside a check (the target's included): what overflows or turns
     # into NaN is reported, entry by entry, as a non-finite finding instead.
     with subject.session(), np.errstate(all="ignore"):
         check = _Check(subject, strategy, engine=engine, executor=executor, seed=seed, top=top, rtol=rtol_o,
                        atol=atol_o)
+        check.progress = progress
+        if mode == "auto":
+            mode = check.choose_mode()
         report = check.directional(directions) if mode == "directional" else check.full()
         if diagnose:
             budget = max(DOCTOR_BUDGET, 2 * report.n_evals)
@@ -869,8 +912,8 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
                    blocks: Mapping[str, Any] | None = None, step: Step | None = None, rtol: float | None = None,
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
                    executor: Executor | None = None, lambda_: float | None = None,
-                   m: int | None = None, mode: str = "full", n_directions: int | None = None,
-                   seed: int = 0, order: str = "C") -> Report:
+                   m: int | None = None, mode: str = "auto", n_directions: int | None = None,
+                   seed: int = 0, order: str = "C", progress: Callable[[str, int], None] | None = None) -> Report:
     """Check a hand-written ``fun(theta) -> (cost, grad)`` at ``x0``.
 
     Parameters
@@ -903,21 +946,27 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
     lambda_, m : optional
         The regularization strength and number of examples behind ``fun``, when known: the doctor then
         names fitted factors such as ``lambda/m``.
-    mode : "full" or "directional"
-        ``"directional"`` compares derivatives along ``n_directions`` seeded (``seed``) random unit directions
-        and, when they disagree, localizes the wrong entries by group testing (:mod:`layerkit.check.directional`).
+    mode : "auto", "full" or "directional"
+        ``"full"`` checks every entry.  ``"directional"`` compares derivatives along ``n_directions`` seeded
+        (``seed``) random unit directions and, when they disagree, localizes the wrong entries by group
+        testing over rows and columns (:mod:`layerkit.check.directional`).  ``"auto"`` (the default) times the
+        first evaluations and runs the full check when it takes at most ``AUTO_SECONDS`` (10 s), the
+        directional one within that many seconds' worth of evaluations otherwise (a note says so).
+    progress : callable, optional
+        ``progress(stage, evaluations)``, called as a directional check goes (the CLI shows it).
     """
     lam = None if lambda_ is None else _tolerance_override(lambda_, "lambda_")
     mm = None if m is None else positive_int(m, "m")
     subject = function_subject(fun, x0, blocks, lam, mm, order)
     return run_check(subject, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose,
-                     executor=executor, mode=mode, n_directions=n_directions, seed=seed)
+                     executor=executor, mode=mode, n_directions=n_directions, seed=seed, progress=progress)
 
 
 def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: Any = "central", *,
                   step: Step | None = None, rtol: float | None = None, atol: float | None = None, top: int = 5,
-                  diagnose: bool = True, engine: str = "auto", mode: str = "full",
-                  n_directions: int | None = None, seed: int = 0) -> Report:
+                  diagnose: bool = True, engine: str = "auto", mode: str = "auto",
+                  n_directions: int | None = None, seed: int = 0,
+                  progress: Callable[[str, int], None] | None = None) -> Report:
     """Check a :class:`~layerkit.Network`'s backprop on ``(X, y)`` with regularization ``lambda_``.
 
     The network itself is evaluated (its class, layers, ties and bindings), in place, and left exactly as it
@@ -930,12 +979,12 @@ def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: An
     """
     subject = NetworkSubject(net, X, y, lambda_)
     return run_check(subject, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose, engine=engine,
-                     mode=mode, n_directions=n_directions, seed=seed)
+                     mode=mode, n_directions=n_directions, seed=seed, progress=progress)
 
 
 def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0, step: Step | None = None,
                 rtol: float | None = None, atol: float | None = None, top: int = 5,
-                diagnose: bool = True, mode: str = "full", n_directions: int | None = None) -> Report:
+                diagnose: bool = True, mode: str = "auto", n_directions: int | None = None) -> Report:
     """Check one layer's input gradient and parameter gradients.
 
     The scalar checked is ``sum(forward(x) * r)`` with ``r`` a seeded standard-normal upstream gradient

@@ -58,6 +58,10 @@ from .tolerance import SAFETY, directional_tolerance
 DEFAULT_DIRECTIONS = 2
 #: Guilty ranges at one bisection level beyond which the mismatch counts as spread over the block.
 MAX_SPREAD = 32
+#: A failing row or column of at most this many entries is measured entry by entry (see ``locate``).
+LINE = 64
+#: Most guilty ranges of columns (or rows) at one level before the search by lines gives up (``locate``).
+LINES = 4
 #: A failing direction is measured again when it fails by less than this many times its tolerance.
 SECOND_LOOK = 100.0
 
@@ -228,10 +232,14 @@ class _AlongDirections:
 
 class _Directional:
     def __init__(self, subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, n_directions: int,
-                 seed: int, evaluations: dict[str, int] | None = None, rounding_dtype: Any = None) -> None:
+                 seed: int, evaluations: dict[str, int] | None = None, rounding_dtype: Any = None,
+                 budget: int | None = None, progress: Callable[[str, int], None] | None = None) -> None:
         """The evaluator's own noise is measured (``calibrate``) unless its rules are layerkit's own."""
         self.subject, self.strategy, self.probe = subject, strategy, probe
         self.n_directions = n_directions
+        #: Most evaluations localization may bring the check to (None: no limit), and whether it stopped there.
+        self.budget, self.over_budget = budget, False
+        self.progress = progress
         #: Directions whose stencil crossed a kink and that were settled without crossing (with how).
         self.settled: list[tuple[Direction, str]] = []
         #: Directions settled only within a tolerance coarser than the first (with how many times).
@@ -295,7 +303,26 @@ class _Directional:
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
                                        SAFETY * float(noise_term[k] + trunc[k])))
         self.evals[stage] = self.evals.get(stage, 0) + used
-        return self.kinks(self.second_look(out, stage), stage)
+        out = self.kinks(self.second_look(out, stage), stage)
+        if self.progress is not None:
+            self.progress(stage, self.used)
+        return out
+
+    @property
+    def used(self) -> int:
+        """Evaluations spent so far (the analytic ones included)."""
+        return sum(self.evals.values())
+
+    def affordable(self, n_tests: int) -> bool:
+        """Whether ``n_tests`` more directional tests fit in the budget (about ``2 + 1`` evaluations each:
+        the stencil and a share of second looks); records when they do not."""
+        if self.budget is None:
+            return True
+        points = max(1, len(getattr(self.strategy, "offsets", (1, -1))))
+        if self.used + n_tests * (points + 1) <= self.budget:
+            return True
+        self.over_budget = True
+        return False
 
     def kinks(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
         """Failing directions of a network with kinked layers whose stencil crosses a kink are measured again
@@ -365,7 +392,8 @@ class _Directional:
 
     # -- group testing -------------------------------------------------------------------------------
     def bisect(self, lo: int, hi: int) -> tuple[list[DirectionalTest], bool]:
-        """Guilty single entries in ``[lo, hi)`` and whether the search stopped because of spread."""
+        """Guilty single entries in ``[lo, hi)`` and whether the search stopped because of spread (or the
+        budget)."""
         level = [(lo, hi)]
         leaves: list[DirectionalTest] = []
         while level:
@@ -373,11 +401,99 @@ class _Directional:
             for a, b in level:
                 mid = (a + b) // 2
                 halves += [(a, mid), (mid, b)]
-            tests = self.run_tests([self.direction(a, b) for a, b in halves if b > a], "localize")
+            halves = [(a, b) for a, b in halves if b > a]
+            if not self.affordable(len(halves)):
+                return leaves, True
+            tests = self.run_tests([self.direction(a, b) for a, b in halves], "localize")
             guilty = [t for t in tests if not t.passed]
             leaves += [t for t in guilty if t.direction.hi - t.direction.lo == 1]
             level = [(t.direction.lo, t.direction.hi) for t in guilty if t.direction.hi - t.direction.lo > 1]
             if len(level) + len(leaves) > MAX_SPREAD:
+                return leaves, True
+        return leaves, False
+
+    def on_entries(self, entries: NDArray) -> Direction:
+        """A seeded random unit direction supported on the flat ``entries`` only."""
+        entries = np.sort(np.asarray(entries, dtype=np.int64))
+        lo, hi = int(entries[0]), int(entries[-1]) + 1
+        u = np.zeros(hi - lo)
+        w = self.rng.standard_normal(entries.size)
+        u[entries - lo] = w / np.linalg.norm(w)
+        return Direction(lo, hi, u)
+
+    def locate(self, block: Any) -> tuple[list[DirectionalTest], bool]:
+        """Guilty single entries of a 2-D block, by rows and columns: a wrong gradient is typically wrong along
+        whole columns (the bias column, an input) or rows (one unit).  First the columns are bisected with
+        directions spanning every row, then the rows (when more than :data:`LINES` column ranges are guilty at
+        once, the error is not confined to a few columns); the entries of each guilty line are then measured
+        one by one, or the line is bisected when it is longer than :data:`LINE`.  Ten wrong entries in one
+        column cost about ``2 log2(cols) + 10`` tests.  Falls back to plain bisection when neither confines
+        the error.  Returns the leaves and whether the search stopped because of spread or the budget."""
+        grid = block.grid() + block.start
+        rows, cols = block.shape
+        for axis in (1, 0):
+            lines = self.guilty_lines(grid, axis)
+            if lines is None:
+                if self.over_budget:
+                    return [], True
+                continue
+            leaves: list[DirectionalTest] = []
+            for k in lines:
+                entries = grid[:, k] if axis == 1 else grid[k, :]
+                found, stopped = self.bisect_entries(np.sort(entries))
+                leaves += found
+                if stopped:
+                    return leaves, True
+            return leaves, False
+        return self.bisect(block.start, block.stop)
+
+    def guilty_lines(self, grid: NDArray, axis: int) -> list[int] | None:
+        """The columns (``axis=1``) or rows (``axis=0``) of a block whose directions fail, by bisection over
+        ranges of them (each test spans the whole other axis); None when more than :data:`LINES` ranges are
+        guilty at once, or the budget ends the search."""
+        n = grid.shape[axis]
+        level, found = [(0, n)], []
+        while level:
+            halves = []
+            for a, b in level:
+                if b - a == 1:
+                    found.append(a)
+                    continue
+                mid = (a + b) // 2
+                halves += [(a, mid), (mid, b)]
+            if not halves:
+                break
+            if not self.affordable(len(halves)):
+                return None
+            dirs = [self.on_entries((grid[:, a:b] if axis == 1 else grid[a:b, :]).ravel()) for a, b in halves]
+            tests = self.run_tests(dirs, "localize")
+            level = [h for h, t in zip(halves, tests) if not t.passed]
+            if len(level) > LINES:
+                return None
+        return found
+
+    def bisect_entries(self, entries: NDArray) -> tuple[list[DirectionalTest], bool]:
+        """Bisection over a sorted set of flat entries (a row or column that fails).  When every half of a
+        level fails (the error fills the line: the bias column) and at most :data:`LINE` entries remain, they
+        are measured one by one, which costs less than bisecting on."""
+        level = [entries]
+        leaves: list[DirectionalTest] = []
+        dense = False
+        while level:
+            if dense and sum(g.size for g in level) <= LINE:
+                halves = [g[k:k + 1] for g in level for k in range(g.size)]
+            else:
+                halves = [part for group in level for part in (group[: group.size // 2], group[group.size // 2:])
+                          if part.size]
+            if not self.affordable(len(halves)):
+                return leaves, True
+            dirs = [Direction(int(h[0]), int(h[0]) + 1, np.ones(1)) if h.size == 1 else self.on_entries(h)
+                    for h in halves]
+            tests = self.run_tests(dirs, "localize")
+            leaves += [t for t, h in zip(tests, halves) if not t.passed and h.size == 1]
+            level = [h for t, h in zip(tests, halves) if not t.passed and h.size > 1]
+            dense = len(halves) > 1 and all(not t.passed for t in tests)
+            if len(level) > MAX_SPREAD:
                 return leaves, True
         return leaves, False
 
@@ -417,7 +533,8 @@ class _Directional:
                 if b.size == 1:
                     leaves += [t for t in block_tests[b.name]]
                     continue
-                found, stopped = self.bisect(b.start, b.stop)
+                found, stopped = self.locate(b) if len(b.shape) == 2 and min(b.shape) > 1 else \
+                    self.bisect(b.start, b.stop)
                 leaves += found
                 if stopped:
                     spread.append(b.name)
@@ -445,14 +562,17 @@ class _Directional:
 def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, *,
                     n_directions: int = DEFAULT_DIRECTIONS, seed: int = 0, top: int = 5, t0: float | None = None,
                     evaluations: dict[str, int] | None = None, noise: Noise | None = None,
-                    evaluator: str = "cost", rounding_dtype: Any = None) -> Report:
+                    evaluator: str = "cost", rounding_dtype: Any = None, budget: int | None = None,
+                    progress: Callable[[str, int], None] | None = None) -> Report:
     """The directional check of ``subject`` with evaluator ``probe`` (module docstring); the analytic gradient
     ``a`` and cost ``f0`` at ``x0`` are already known, and ``evaluations`` (by purpose) were spent on them;
     ``rounding_dtype`` is the dtype of the analytic gradient's rounding (default: the parameters').  Returns a
     Report whose ``directional`` field holds the evidence and whose ``measured`` mask marks the localized
-    entries."""
+    entries.  ``budget`` caps the evaluations localization may bring the check to (it stops, with a note, when
+    the next round would not fit); ``progress(stage, evaluations)`` is called after each round of tests."""
     t0 = time.perf_counter() if t0 is None else t0
-    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed, evaluations, rounding_dtype)
+    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed, evaluations, rounding_dtype, budget,
+                       progress)
     first, block_tests, leaves, spread, taylor, passed = run.run()
     x, layout = run.x, run.layout
     P = x.size
@@ -493,6 +613,10 @@ def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray
         text = finding_text(n, names, smaller, n - smaller).replace(
             "entr" + ("y" if n == 1 else "ies"), "direction" + ("" if n == 1 else "s"), 1)
         report = evolve(report, findings=(Finding("nonsmooth", blocks, text, {"directions": n}),) + report.findings)
+    if run.over_budget:
+        report = evolve(report, notes=report.notes + (
+            f"localization stopped at the evaluation budget ({budget}): the entries named are those found by "
+            "then; the failing blocks stand",))
     if run.coarse:
         worst = max(r for _, r in run.coarse)
         blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in run.coarse))
