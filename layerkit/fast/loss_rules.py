@@ -22,6 +22,8 @@ from ..nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntro
 from .changes import SeriesChange, compose_series, loss_change, loss_series
 from .layer_rules import strip_limit
 
+#: Most Taylor terms of a loss's rank-one expansion (beyond, the exact identity).
+MAX_LOSS_TERMS = 8
 #: Bound on ``|d^n loss / dz^n|`` for n >= 2 (derivatives of the sigmoid: 0.25, 0.096, 0.125, 0.093).
 _D5_BOUND = 0.25
 
@@ -222,7 +224,45 @@ class SoftmaxCrossEntropyTerms:
         return np.sum(y * inside + (self.rowsum - y) * outside, axis=1)
 
     def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
+        """The logits change by ``outer(u[b], v)``.  Example ``i``'s change is ``f_i(u_bi)`` with ``f_i(t) =
+        s_i log(sum_k p_ik e^(t w_ik)) - t Y_i . w_i``, ``w_ik = v_k - v_(r_i)``: its Taylor coefficients
+        (the mixture's cumulants) are computed once for all batch items, and the series is used when its
+        remainder is certified below :meth:`budget`: on ``|t| <= R = ln 1.5 / span(v)`` the mixture stays
+        within 1/2 of 1, so ``|f_i| <= s_i (ln 2 + ln 1.5) <= 4 s_i ln 1.5`` there, Cauchy's estimate bounds each
+        coefficient by that over ``R^n``, and the tail after ``N`` terms at ``|t| = q R`` by that times
+        ``q^(N+1) / (1 - q)``, summed over the examples.  Otherwise the exact identity."""
+        span = float(np.max(v, initial=0.0) - np.min(v, initial=0.0))
+        umax = max(float(np.max(u, initial=0.0)), -float(np.min(u, initial=0.0)))
+        if span == 0 or umax == 0:
+            return np.zeros(u.shape[0])
+        q = umax * span / float(np.log(1.5))
+        if q < 1:
+            bound = float(np.sum(self.rowsum)) * 4 * float(np.log(1.5)) / (1 - q)
+            budget = self.budget()
+            for N in range(1, MAX_LOSS_TERMS + 1):
+                if bound * q ** (N + 1) <= budget:
+                    phi = self._rank_one_coefficients(v, N)  # (N, m)
+                    total = np.zeros(u.shape[0])
+                    power = np.ones_like(u)
+                    for n in range(N):
+                        power = power * u
+                        total += power @ phi[n]
+                    return total
         return self.dense(u[:, :, None] * v[None, None, :])
+
+    def _rank_one_coefficients(self, v: NDArray, N: int) -> NDArray:
+        w = v[None, :] - v[self.labels][:, None]  # (m, n): v_k - v_(r_i)
+        S = np.empty((N,) + (self.P.shape[0],))
+        wn = np.ones_like(w)
+        fact = 1.0
+        for n in range(1, N + 1):
+            wn = wn * w
+            fact *= n
+            S[n - 1] = np.sum(self.P * wn, axis=1) / fact
+        phi = self.rowsum * _log1p_series(S)
+        if not self.one_hot:
+            phi[0] -= np.sum(self.Y * w, axis=1)
+        return phi
 
     def dense(self, d: NDArray, with_noise: bool = False) -> Any:
         terms = self._terms(d)
@@ -233,6 +273,73 @@ class SoftmaxCrossEntropyTerms:
 
     def total(self, d: NDArray) -> float:
         return float(self.dense(d[None])[0])
+
+    def series(self, change: SeriesChange) -> NDArray:
+        """Per-example Taylor coefficients ``(K, B, m)`` of the loss change for a series change of the logits.
+
+        With ``r_i`` the example's class (its largest target), ``l_i(z + d) - l_i(z) = s_i log(sum_k p_ik
+        e^(d_k - d_r)) - sum_k Y_ik (d_k - d_r)`` (``s_i`` the row's sum; the last sum vanishes for one-hot
+        targets): the series of each ``e^(d_k - d_r)`` by the recurrence of ``E' = D' E``, their mixture
+        ``S = sum_k p_k E_k`` (``S_0 = 1``), then ``log S`` by the recurrence of ``S L' = S'``.  Relative to the
+        example's own class nothing cancels: for a confident right prediction every term is small."""
+        c = change.coeffs
+        K, B, m = c.shape[0], c.shape[1], c.shape[2]
+        r = self.labels
+        n = self.P.shape[1]
+
+        def shifted(k: int) -> NDArray:  # coefficients of d_k - d_r, (K, B, m)
+            if change.cols is not None:
+                cols = np.asarray(change.cols)
+                mask = (cols[:, None] == k).astype(c.dtype) - (cols[:, None] == r[None, :]).astype(c.dtype)
+                return c * mask[None]
+            if change.v is not None:
+                v = change.v
+                return c * (v[:, k][:, None] - v[:, r])[None]
+            return c[..., k] - np.take_along_axis(c, r[None, None, :, None], axis=3)[..., 0]
+
+        S = np.zeros((K, B, m), dtype=np.result_type(c, np.float64))
+        lin = np.zeros((K, B, m), dtype=S.dtype)
+        for k in range(n):
+            D = shifted(k)
+            E = _exp_series(D)
+            S += self.P[:, k] * E
+            if not self.one_hot:
+                lin += self.Y[:, k] * D
+        return self.rowsum * _log1p_series(S) - lin
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """For logit changes with ``|d_k| <= rho b_k`` (complex) and ``rho bmax <= ln 1.5``: ``|sum_k p_k
+        e^(d_k) - 1| <= e^(rho bmax) - 1 <= 1.5 rho bmax <= 1/2``, so ``|log(...)| <= 2 (1.5 rho bmax)``, and
+        ``|Y . d| <= s rho bmax``: the change is at most ``rho bmax (3 s + s)`` with ``s`` the largest row sum
+        (log of the mixture times ``s``, plus the linear part)."""
+        bmax = np.max(b, axis=1, initial=0.0)
+        s = float(np.max(self.rowsum, initial=1.0))
+        return 4 * s * bmax, strip_limit(b, float(np.log(1.5)))
+
+
+def _exp_series(D: NDArray) -> NDArray:
+    """Coefficients ``E_1..E_K`` of ``exp(d(tau)) - 1`` for ``d = sum_k D_k tau^k``: ``n E_n = sum_j j D_j
+    E_(n-j)``, ``E_0 = 1``."""
+    K = D.shape[0]
+    E = np.empty_like(D)
+    for n in range(1, K + 1):
+        acc = n * D[n - 1]
+        for j in range(1, n):
+            acc = acc + j * D[j - 1] * E[n - j - 1]
+        E[n - 1] = acc / n
+    return E
+
+
+def _log1p_series(S: NDArray) -> NDArray:
+    """Coefficients ``L_1..L_K`` of ``log(1 + sum_k S_k tau^k)``: ``n L_n = n S_n - sum_{j<n} j L_j S_(n-j)``."""
+    K = S.shape[0]
+    L = np.empty_like(S)
+    for n in range(1, K + 1):
+        acc = n * S[n - 1]
+        for j in range(1, n):
+            acc = acc - j * L[j - 1] * S[n - j - 1]
+        L[n - 1] = acc / n
+    return L
 
 
 class SquaredErrorTerms:

@@ -67,6 +67,8 @@ MAX_BATCH_ELEMENTS = 1 << 18
 #: Most Taylor terms of the series engine (:class:`SeriesBlock`); entries whose remainder is not certified
 #: with this many are evaluated by the exact per-perturbation path.
 MAX_SERIES_TERMS = 8
+#: Fewest Taylor tables computed at once (central differences on the course network need 3).
+MIN_TABLES = 3
 
 
 def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:
@@ -238,8 +240,10 @@ class SeriesBlock:
         return np.where((q < 1) & ~np.isnan(C), C, np.inf), q
 
     def table(self, K: int) -> NDArray:
-        """``T_1..T_K``, shape ``(K, rows, cols)`` (float64), computed once for the largest ``K`` asked."""
+        """``T_1..T_K``, shape ``(K, rows, cols)`` (float64), computed once for the largest ``K`` asked (at
+        least :data:`MIN_TABLES`: a first small request, such as a verification's, is not computed twice)."""
         if self.tables is None or len(self.tables) < K:
+            K = max(K, MIN_TABLES)
             G = self._coefficients(K)
             tables = np.empty((K, self.rows, self.cols))
             m = self.F.shape[0]
