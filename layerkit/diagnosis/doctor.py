@@ -67,7 +67,8 @@ def name_factor(c: float, m: int | None) -> str | None:
     cands: list[tuple[float, str]] = [(2.0, "2"), (0.5, "1/2")]
     if m and m > 1:
         cands += [(float(m), f"m = {m}"), (1.0 / m, f"1/m = 1/{m}"), (2.0 * m, f"2m = {2 * m}"),
-                  (1.0 / (2 * m), f"1/(2m) = 1/{2 * m}")]
+                  (1.0 / (2 * m), f"1/(2m) = 1/{2 * m}"), (4.0 * m, f"4m = {4 * m}"),
+                  (1.0 / (4 * m), f"1/(4m) = 1/{4 * m}")]
     for value, name in cands:
         for sign, s in ((1, ""), (-1, "-")):
             if abs(c - sign * value) <= FIT_TOL * value:
@@ -236,7 +237,8 @@ class _Doctor:
             if not bad.size:
                 continue
             for check in (self.zero_gradient, self.scale_or_sign, self.layout_mismatch, self.regularization,
-                          self.localized):
+                          self.penalty_columns, self.constant_offset, self.data_missing, self.data_factor,
+                          self.dropped_example, self.localized):
                 if check(block, bad):
                     self.explained[block.start + bad] = True
                     break
@@ -402,6 +404,17 @@ class _Doctor:
                         meaning = why or meaning
                         evidence["factor_name"] = text
                         break
+                else:  # the gradient's penalty is c times the cost's, with c named (1/(4m): divided by 2m twice)
+                    c = 1.0 + ratio
+                    named = name_factor(c, m) if what.startswith("the weights") else None
+                    if named:
+                        short = named.split(" =")[0]
+                        rel = f" = ({short} - 1) lambda/m (lambda = {lam:g}, m = {m})"
+                        meaning = (f"the gradient's penalty is {named} times the cost's (lambda/m theta): "
+                                   + ("divided by 2m twice?" if "4m" in named and "1/" in named else
+                                      "a factor in the penalty's gradient"))
+                        evidence["penalty_factor"] = c
+                        evidence["factor_name"] = f"({short} - 1) lambda/m"
             self.add("regularization-mismatch", [block.name],
                      f"on {what} of {block.name}, analytical - numerical = k * theta with k = {k:.6g}{rel}: "
                      f"{meaning}" + (" (the bias should not be regularized)" if what.startswith("column 0") and k < 0 else ""),
@@ -409,17 +422,167 @@ class _Doctor:
             return True
         return False
 
+    # -------------------------------------------------------------- patterns of hand-written costs
+    def penalty(self) -> NDArray | None:
+        """``(lambda/m) theta`` on the entries a course-style penalty covers: a network's penalized entries;
+        for a function with ``lambda`` and ``m`` given, every column but column 0 of its 2-D blocks (the
+        classic convention).  None when unknown."""
+        if not (self.lam and self.m):
+            return None
+        if self.experiments is not None and getattr(self.subject, "kind", "") == "network":
+            return self.attempt("the penalty's gradient", self.experiments.penalty_gradient)
+        mask = np.zeros(self.n.size, dtype=bool)
+        for b in self.r.layout.blocks:
+            if len(b.shape) != 2 or b.shape[1] < 2:
+                return None
+            mask[b.start + b.grid()[:, 1:].ravel()] = True
+        return np.where(mask, self.lam / self.m * self.x, 0.0)
+
+    def penalty_columns(self, block: Block, bad: NDArray) -> bool:
+        """The gradient's penalty on the wrong columns: on each failing column ``r = k theta`` with ``k`` one
+        of ``+-lambda/m``, some added and some missing (``Theta[:, :-1]`` for ``Theta[:, 1:]``)."""
+        if len(block.shape) != 2 or not (self.lam and self.m) or self.directional:
+            return False
+        cols = np.unique(block.unravel(bad)[1])
+        if not 2 <= cols.size <= 3:
+            return False
+        R, T, base = block.matrix(self.a - self.n), block.matrix(self.x), self.lam / self.m
+        ks = []
+        for c in cols:
+            k, misfit = _fit(R[:, c], T[:, c])
+            if misfit > 1e-2 or abs(abs(k / base) - 1) > 1e-2:
+                return False
+            ks.append(int(round(k / base)))
+        added, missing = [int(c) for c, k in zip(cols, ks) if k > 0], [int(c) for c, k in zip(cols, ks) if k < 0]
+        if not added or not missing:
+            return False
+        self.add("regularization-mismatch", [block.name],
+                 f"the gradient's penalty on {block.name} is on the wrong columns: it adds lambda/m theta on "
+                 f"column{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} (k = +lambda/m, lambda = "
+                 f"{self.lam:g}, m = {self.m}), which the cost does not penalize, and leaves it out on column"
+                 f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} (k = -lambda/m), which it "
+                 "does: the slice is shifted (Theta[:, :-1] where Theta[:, 1:] was meant)",
+                 added_columns=added, missing_columns=missing, factor=base, factor_name="lambda/m")
+        return True
+
+    def constant_offset(self, block: Block, bad: NDArray) -> bool:
+        """``r`` is the same constant on every failing entry of a row, a column or the block (named when it is
+        ``lambda/m``, ``lambda``, ``1/m``...): something adds a number where it should add a term."""
+        if self.directional or bad.size < 2:
+            return False
+        r = (self.a - self.n)[block.slice]
+        vals = r[bad]
+        c = float(np.mean(vals))
+        if c == 0 or np.max(np.abs(vals - c)) > 1e-3 * abs(c) + 4 * float(np.max(self.tol[block.slice][bad])):
+            return False
+        names = []
+        if self.lam and self.m:
+            names += [(self.lam / self.m, "lambda/m"), (self.lam / (2 * self.m), "lambda/(2m)"), (self.lam, "lambda")]
+        if self.m:
+            names += [(1.0 / self.m, "1/m")]
+        named = next((t for v, t in names if abs(c - v) <= 1e-3 * abs(v)), None) or \
+            next((f"-{t}" for v, t in names if abs(c + v) <= 1e-3 * abs(v)), None)
+        what = _region(block, bad)
+        self.add("constant-offset", [block.name],
+                 f"on {what} of {block.name}, analytical - numerical = {c:.6g}" + (
+                     f" = {named} (lambda = {self.lam:g}, m = {self.m})" if named else "")
+                 + ", the same on every entry: the gradient adds a constant where it should add a term "
+                   "(lambda/m instead of lambda/m * theta?)", offset=c, offset_name=named or "", region=what)
+        return True
+
+    def data_missing(self, block: Block, bad: NDArray) -> bool:
+        """The analytic gradient equals the penalty's alone: the data term (backprop) is missing."""
+        p = self.penalty()
+        if p is None or self.directional:
+            return False
+        s = block.slice
+        a, pb = self.a[s], p[s]
+        if not np.any(pb) or not np.all(np.abs(a - pb) <= 1e-6 * np.abs(pb) + self.tol[s]):
+            return False
+        self.add("data-term-missing", [block.name],
+                 f"on {block.name} the analytic gradient is the penalty alone, lambda/m theta (lambda = "
+                 f"{self.lam:g}, m = {self.m}): the data term (backprop's average over the examples) is missing")
+        return True
+
+    def data_factor(self, block: Block, bad: NDArray) -> bool:
+        """The data term is off by a factor while the penalty is right: ``a - p = c (n - p)``, ``c`` named."""
+        p = self.penalty()
+        if p is None or self.directional:
+            return False
+        s = block.slice
+        c, misfit = _fit((self.a - p)[s], (self.n - p)[s])
+        named = name_factor(c, self.m)
+        if misfit > 1e-3 or not named or c in (0.0, 1.0):
+            return False
+        why = ("the data term is not divided by m (the penalty is)" if named.startswith("m") else
+               "the data term is divided by m twice" if named.startswith("1/m") else
+               "a factor in the data term only (a doubled sum, or 2 (h - y)?)")
+        self.add("scale-mismatch", [block.name],
+                 f"on {block.name}, the data term of the gradient (the gradient without its penalty lambda/m "
+                 f"theta) is {named} times the cost's, while the penalty is right: {why}",
+                 factor=c, factor_name=named, part="data")
+        return True
+
+    def dropped_example(self, block: Block, bad: NDArray) -> bool:
+        """``r`` on a Dense-like block is rank one, ``u v^T``: one example's contribution ``delta_i a_i^T / m``
+        missing or counted twice (named when the subject's activations identify ``a_i``)."""
+        if len(block.shape) != 2 or min(block.shape) < 2 or self.directional or 2 * bad.size < block.size:
+            return False  # one example's contribution touches (nearly) every entry of the block
+        rows, cols = block.unravel(bad)
+        if np.unique(rows).size < 2 or np.unique(cols).size < 2:
+            return False  # a single wrong row or column is rank one too, and is not an example
+        R = block.matrix(self.a - self.n)
+        sv = np.linalg.svd(R, compute_uv=True, full_matrices=False)
+        u, sig, vt = sv
+        if sig[0] == 0 or sig[1] > 1e-6 * sig[0]:
+            return False
+        v = vt[0]
+        example = self.identify_example(block, v)
+        who = f" example {example}'s" if example is not None else " one example's"
+        self.add("dropped-example", [block.name],
+                 f"on {block.name}, analytical - numerical is rank one (an outer product u v^T, second singular "
+                 f"value {sig[1] / sig[0]:.1e} of the first):{who} contribution delta_i a_i^T / m is missing "
+                 "from the gradient or counted twice (a loop over the examples that skips one: range(1, m), or "
+                 "m - 1)", example=example, rank=1)
+        return True
+
+    def identify_example(self, block: Block, v: NDArray) -> int | None:
+        """The example whose ``[1, input]`` is parallel to ``v``, for a network's Dense block."""
+        if getattr(self.subject, "kind", "") != "network" or v[0] == 0:
+            return None
+        net = self.subject.network
+        binding = next((b for b in net.bindings if b.block == block.name), None)
+        if binding is None:
+            return None
+        try:
+            acts = self.subject.activations()
+        except Exception:  # noqa: BLE001 - evidence only
+            return None
+        x = np.asarray(acts[binding.index], dtype=np.float64)
+        if x.shape[1] + 1 != v.size:
+            return None
+        rows = np.hstack([np.ones((x.shape[0], 1)), x])
+        w = v / v[0]
+        err = np.max(np.abs(rows - w), axis=1) / np.maximum(1.0, np.max(np.abs(rows), axis=1))
+        i = int(np.argmin(err))
+        return i if err[i] <= 1e-6 and np.sum(err <= 1e-6) == 1 else None
+
     def localized(self, block: Block, bad: NDArray) -> bool:
+        """The mismatch is confined to a proper part of the block (a few entries, rows or columns); the whole
+        block, or every row, is no confinement and says nothing."""
+        if bad.size >= block.size:
+            return False
         few = bad.size <= 10
         region = ""
         if bad.size == 1:
             region = "one entry"
         elif len(block.shape) == 2:
             rows, cols = block.unravel(bad)
-            if len(np.unique(cols)) <= 2:
-                region = "column" + ("s " if len(np.unique(cols)) > 1 else " ") + ", ".join(map(str, np.unique(cols)))
-            elif len(np.unique(rows)) <= 2:
-                region = "row" + ("s " if len(np.unique(rows)) > 1 else " ") + ", ".join(map(str, np.unique(rows)))
+            ucols, urows = np.unique(cols), np.unique(rows)
+            if len(ucols) <= 2 and len(ucols) < block.shape[1]:
+                region = "column" + ("s " if len(ucols) > 1 else " ") + ", ".join(map(str, ucols))
+            elif len(urows) <= 2 and len(urows) < block.shape[0]:
+                region = "row" + ("s " if len(urows) > 1 else " ") + ", ".join(map(str, urows))
         if not (few or region):
             return False
         where = region or f"{bad.size} entries"

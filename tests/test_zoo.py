@@ -1,0 +1,100 @@
+"""Course ports as people write them (tests/zoo.py): every correct variant stays clean, every bug is named."""
+
+import numpy as np
+import pytest
+from zoo import BUGS, make
+
+import layerkit
+
+EXPECTED = {
+    "bias-regularized-in-gradient": ("regularization-mismatch", "lambda/m"),
+    "bias-regularized-in-cost": ("regularization-mismatch", "-lambda/m"),
+    "penalty-on-wrong-columns": ("regularization-mismatch", "wrong columns"),
+    "penalty-starts-late": ("regularization-mismatch", "column 1"),
+    "bias-offset": ("constant-offset", "= lambda/m"),
+    "no-1-over-m": ("scale-mismatch", "not divided by m"),
+    "data-times-2": ("scale-mismatch", "data term"),
+    "gradient-times-2": ("scale-mismatch", "2 x numerical"),
+    "penalty-halved": ("regularization-mismatch", "-lambda/(2m)"),
+    "penalty-over-2m-twice": ("regularization-mismatch", "1/(4m)"),
+    "data-missing": ("data-term-missing", "penalty alone"),
+    "dropped-example": ("dropped-example", "rank one"),
+    "sign-flip": ("sign-flip", "sign"),
+}
+
+VARIANTS = [  # sizes, m, lambda, order, cost shape
+    ((3, 5, 3), 7, 1.0, "C", "scalar"),
+    ((4, 6, 2), 12, 3.0, "F", "(1, 1)"),
+    ((5, 3, 4), 9, 0.5, "F", "(1,)"),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_correct_ports_stay_clean(variant):
+    sizes, m, lam, order, shape = variant
+    fun, theta, blocks, lam, m, order = make("none", sizes, m, lam, order, cost_shape=shape)
+    report = layerkit.check_function(fun, theta, blocks=blocks, lambda_=lam, m=m, order=order)
+    assert report.passed and not report.findings, report
+    for method in ("richardson", "forward"):
+        assert layerkit.check_function(fun, theta, method, blocks=blocks, order=order).passed
+
+
+@pytest.mark.parametrize("bug", [b for b in BUGS if b != "none"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_bug_is_named(bug, variant):
+    sizes, m, lam, order, shape = variant
+    fun, theta, blocks, lam, m, order = make(bug, sizes, m, lam, order, cost_shape=shape)
+    report = layerkit.check_function(fun, theta, blocks=blocks, lambda_=lam, m=m, order=order)
+    assert not report.passed
+    code, words = EXPECTED[bug]
+    hits = [f for f in report.findings if f.code == code and words in f.message]
+    assert hits, [(f.code, f.message) for f in report.findings]
+    assert not any(f.code == "localized" for f in report.findings)
+
+
+def test_localized_is_said_only_of_a_proper_part():
+    fun, theta, blocks, lam, m, order = make("none", (3, 2, 2), 5, 1.0)
+
+    def rows_wrong(t):  # every entry of Theta2 (2 rows) slightly off: no confinement to claim
+        J, g = fun(t)
+        g = g.copy()
+        g[-6:] += 1e-3 * np.arange(1, 7)
+        return J, g
+
+    report = layerkit.check_function(rows_wrong, theta, blocks=blocks)
+    assert not report.passed
+    assert not any(f.code == "localized" for f in report.findings)
+
+
+def test_c_order_blocks_for_an_f_order_port_say_which_order():
+    fun, theta, blocks, lam, m, order = make("none", (3, 5, 3), 7, 1.0, "F")
+
+    def mixed(t):  # the cost reads F order, the gradient comes in C order
+        J, g = fun(t)
+        out, start = [], 0
+        for shape in blocks.values():
+            size = shape[0] * shape[1]
+            out.append(g[start:start + size].reshape(shape, order="F").ravel(order="C"))
+            start += size
+        return J, np.concatenate(out)
+
+    report = layerkit.check_function(mixed, theta, blocks=blocks, order="F")
+    f = next(f for f in report.findings if f.code == "layout-mismatch")
+    assert "C (row-major" in f.message and "Fortran" in f.message
+
+
+def test_per_block_gradients_and_a_column_x0():
+    fun, theta, blocks, lam, m, order = make("bias-regularized-in-cost", (3, 5, 3), 7, 1.0, "F",
+                                               cost_shape="(1, 1)")
+    sizes = [a * b for a, b in blocks.values()]
+
+    def per_block(t):
+        J, g = fun(t)
+        g = np.asarray(g).reshape(-1)
+        return J, g[:sizes[0]].reshape(blocks["Theta1"], order="F"), g[sizes[0]:].reshape(blocks["Theta2"], order="F")
+
+    report = layerkit.check_function(per_block, theta.reshape(-1, 1), blocks=blocks, lambda_=lam, m=m, order="F")
+    f = next(f for f in report.findings if f.code == "regularization-mismatch")
+    assert f.blocks == ("Theta2",) and "column 0" in f.message
+    with pytest.raises(layerkit.TargetError, match="block Theta2"):
+        layerkit.check_function(lambda t: (1.0, np.zeros(20), np.zeros(3)), theta, blocks=blocks)
