@@ -458,6 +458,27 @@ def targets():
           f"{t('big', 'layerkit directional with the doctor'):.2f} s (target < 10 s)")
 
 
+def bench_blackbox():
+    """The course-size forum cost as a black box (examples/course_port.py: 400-25-10, m = 5000, lambda = 1,
+    Octave order, Theta2's bias regularized in the cost only), checked in the default (auto) mode, against
+    the naive loop on the same function (timed on 20 coordinates, scaled to all P)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    import course_port
+
+    problem = course_port.problem(1.0)
+    rep, t, _ = measure(lambda: problem.check(), 1)
+    found = next((f for f in rep.findings if f.code == "regularization-mismatch"), None)
+    add("course port (black box)", "layerkit auto mode (default)", t, float("nan"), float("nan"),
+        f"{rep.n_evals} evaluations, mode={rep.mode}; finding: "
+        + (f"{found.code} [{', '.join(found.blocks)}] k = {found.evidence.get('factor_name')}" if found else "none"))
+    fun, theta = problem.fun, np.asarray(problem.x0, dtype=np.float64)
+    idx = np.random.default_rng(0).choice(theta.size, 20, replace=False)
+    t0 = time.perf_counter()
+    naive_loop(lambda th: float(np.asarray(fun(th)[0]).reshape(-1)[0]), theta, idx)
+    add("course port (black box)", "naive loop (course style, h=1e-4)", (time.perf_counter() - t0) * theta.size / 20,
+        float("nan"), float("nan"), "scaled from 20 coords")
+
+
 def framework_targets():
     def t(net, method):
         for r in ROWS:
@@ -483,6 +504,7 @@ def main():
     ap.add_argument("--exactness", action="store_true", help="only the exactness rows")
     ap.add_argument("--trust", action="store_true", help="only the rows of what trust costs")
     ap.add_argument("--framework", action="store_true", help="only the custom-network rows (layers, losses)")
+    ap.add_argument("--blackbox", action="store_true", help="only the black-box course port in auto mode")
     args = ap.parse_args()
     global MEMORY
     MEMORY = not args.no_memory
@@ -491,6 +513,10 @@ def main():
     if args.trust:
         bench_trust("course", [400, 25, 10], 5000)
         bench_failing_directional("big", [1000, 1000, 10], 256)
+        print_table()
+        return
+    if args.blackbox:
+        bench_blackbox()
         print_table()
         return
     if args.framework:
@@ -518,6 +544,7 @@ def main():
         bench_localization("big", [1000, 1000, 10], 256)
         bench_failing_directional("big", [1000, 1000, 10], 256)
         bench_framework()
+        bench_blackbox()
     bench_executor()
     print_table()
     if not args.quick:

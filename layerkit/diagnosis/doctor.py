@@ -14,12 +14,18 @@ code                        meaning
 ``stateful-gradient``       the gradient at the same point differed between two calls (found by the check)
 ``zero-gradient``           analytical is exactly zero where numerical is not (a block never written)
 ``sign-flip``               analytical = -numerical on a block or overall
-``scale-mismatch``          analytical = c * numerical on a block or overall (c named: m, 1/m, 2, 1/2)
+``scale-mismatch``          analytical = c * numerical on a block or overall (c named: m, 1/m, 2, 1/2); or
+                            the data term alone off by c while the penalty is right
 ``layout-mismatch``         analytical matches numerical after re-unrolling a block in Fortran order
                             (equivalently: the block transposed)
 ``regularization-mismatch`` on the affected entries r = k x: a penalty in the cost or the gradient but not
-                            both, or with a different factor; k is related to lambda/m and lambda/(2m)
-``localized``               the mismatch is confined to a few entries, rows or columns (listed)
+                            both, or with a different factor; k is related to lambda/m and lambda/(2m);
+                            or the penalty on the wrong columns (+lambda/m on some, -lambda/m on others)
+``constant-offset``         on a row, a column or a block r is one constant (named: lambda/m, 1/m, lambda)
+``data-term-missing``       the analytic gradient is the penalty lambda/m theta alone
+``dropped-example``         r on a 2-D block is rank one: one example's contribution missing or doubled
+``localized``               the mismatch is confined to a proper part of a block: a few entries, rows or
+                            columns (listed)
 ``layer-mismatch``          (networks) a layer fails its own ``check_layer``: its backward is wrong
 =========================== ============================================================================
 
