@@ -300,6 +300,10 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict lines.")] = False,
     show_traceback: Annotated[bool, typer.Option(
         "--traceback", help="When the target raises, show its own frames (layerkit's left out).")] = False,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="Write the heatmap of where the gradients disagree to this PNG (one file per report: "
+                       "NAME-2.png, ... after the first; needs matplotlib: pip install 'layerkit\\[plot]').",
+        show_default=False)] = None,
 ) -> None:
     """Compare analytic and numerical gradients; exit 0 if all agree, 1 on a mismatch, 2 on bad input."""
     global SHOW_TRACEBACK
@@ -317,6 +321,7 @@ def check(
     reports = [(p, r) for p, r in results if isinstance(r, layerkit.Report)]
     skipped = [(p, r) for p, r in results if not isinstance(r, layerkit.Report)]
     passed = bool(reports) and all(r.passed for _, r in reports)
+    written = _write_plots(plot, [r for _, r in reports]) if plot else []
     if as_json:
         doc = {"layerkit": layerkit.__version__, "command": "check", "passed": passed,
                "problem": results[0][0].name if results else "",
@@ -333,7 +338,32 @@ def check(
             if not quiet:
                 typer.echo(f"{chr(10) if i else ''}== {problem.name}")
             typer.echo(text)
+        for path in written:
+            typer.echo(f"picture written to {path}")
     raise typer.Exit(EXIT_PASSED if passed else EXIT_MISMATCH)
+
+
+def _write_plots(path: str, reports: list[Any]) -> list[str]:
+    """Each report's heatmap to ``path`` (then ``stem-2.png``, ...); a missing matplotlib or an unwritable
+    path is a usage error."""
+    from pathlib import Path
+
+    target = Path(path)
+    out = []
+    for k, report in enumerate(reports):
+        name = target if k == 0 else target.with_name(f"{target.stem}-{k + 1}{target.suffix or '.png'}")
+        try:
+            fig = report.plot()
+            fig.savefig(name, dpi=110)
+        except ImportError as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"--plot: cannot write {name}: {exc.strerror or exc}")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        out.append(str(name))
+    return out
 
 
 # ---------------------------------------------------------------------- sweep

@@ -65,9 +65,10 @@ def test_diabetes_regression_reports_r2_against_the_linear_baseline(capsys):
 
 
 @pytest.mark.parametrize("target", ["relu_softmax_digits.py:problem", "diabetes_regression.py:problem"])
-def test_examples_check_from_the_command_line(target):
+def test_examples_check_from_the_command_line(target, tmp_path):
     pytest.importorskip("sklearn")
+    # run outside the repository: from its root, ./layerkit would shadow the installed package (and its cli)
     proc = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", str(EXAMPLES / target)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED" in proc.stdout

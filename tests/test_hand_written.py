@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -15,8 +16,9 @@ TESTS = Path(__file__).resolve().parent
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "layerkit.cli.app", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    # never from the repository's root, where ./layerkit would shadow the installed package (and its cli)
+    return subprocess.run([sys.executable, "-m", "layerkit.cli.app", *args], cwd=cwd or tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture()

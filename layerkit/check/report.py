@@ -495,6 +495,21 @@ class Report:
         lines.append(f"  {self.n_evals} evaluations in {self.seconds * 1e3:.1f} ms")
         return "\n".join(lines)
 
+    def plot(self, ax: Any = None) -> Any:
+        """One heatmap per block of ``|analytical - numerical| / tolerance`` (log scale, failing entries
+        outlined), titled with each block's verdict and captioned with the first finding; returns the
+        matplotlib Figure (see :func:`layerkit.check.plot.plot_report`; needs ``layerkit[plot]``)."""
+        from .plot import plot_report
+
+        return plot_report(self, ax)
+
+    def _repr_html_(self) -> str:
+        """The report in a notebook: verdict, blocks, worst entries, findings and the heatmap (when matplotlib
+        is installed)."""
+        from .plot import report_html
+
+        return report_html(self)
+
     def __str__(self) -> str:
         return self.render()
 
