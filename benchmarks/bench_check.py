@@ -412,6 +412,24 @@ def bench_executor():
     add("slow function (5 ms/call, P=40)", "serial", t1, float("nan"), float("nan"))
     add("slow function (5 ms/call, P=40)", "ProcessPoolExecutor(2)", t2, float("nan"), float("nan"),
         f"speedup {t1 / t2:.2f}x, identical={same}")
+    try:
+        import distributed
+    except ImportError:
+        add("slow function (5 ms/call, P=40)", "Dask LocalCluster", float("nan"), float("nan"), float("nan"),
+            "distributed not installed: skipped (pip install 'layerkit[dask]')")
+        return
+    for processes in (False, True):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+            pool = client.get_executor()
+            check_function(slow_rosen, x0[:2], diagnose=False, executor=pool)  # warm the workers
+            dist, t3, _ = measure(lambda: check_function(slow_rosen, x0, diagnose=False, executor=pool))
+            directional = check_function(slow_rosen, x0, diagnose=False, executor=pool, mode="directional")
+        alone = check_function(slow_rosen, x0, diagnose=False, mode="directional")
+        what = "processes" if processes else "threads"
+        add("slow function (5 ms/call, P=40)", f"Dask LocalCluster, 2 workers ({what})", t3, float("nan"),
+            float("nan"), f"speedup {t1 / t3:.2f}x, identical={np.array_equal(serial.numerical, dist.numerical)}, "
+            f"directional identical={np.array_equal(alone.numerical, directional.numerical, equal_nan=True)}")
 
 
 # ---------------------------------------------------------------------- report
@@ -505,6 +523,7 @@ def main():
     ap.add_argument("--trust", action="store_true", help="only the rows of what trust costs")
     ap.add_argument("--framework", action="store_true", help="only the custom-network rows (layers, losses)")
     ap.add_argument("--blackbox", action="store_true", help="only the black-box course port in auto mode")
+    ap.add_argument("--executors", action="store_true", help="only the rows of checks spread over executors")
     args = ap.parse_args()
     global MEMORY
     MEMORY = not args.no_memory
@@ -513,6 +532,10 @@ def main():
     if args.trust:
         bench_trust("course", [400, 25, 10], 5000)
         bench_failing_directional("big", [1000, 1000, 10], 256)
+        print_table()
+        return
+    if args.executors:
+        bench_executor()
         print_table()
         return
     if args.blackbox:

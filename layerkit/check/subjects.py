@@ -135,11 +135,12 @@ class FunctionSubject(Subject):
         pieces = []
         for b, g in zip(self.layout.blocks, parts):
             g = np.asarray(g)
-            if g.size != b.size:
+            flat = ((b.size,), (b.size, 1), (1, b.size))
+            if g.shape != tuple(b.shape) and g.shape not in flat:
                 raise TargetError(f"the gradient of block {b.name} returned by the target {where} has shape "
-                                  f"{g.shape}; expected {b.shape} (or {b.size} entries)")
-            pieces.append(g.reshape(b.shape, order=b.order).ravel(order=b.order) if g.shape == b.shape
-                          else g.reshape(-1))
+                                  f"{g.shape}; expected {tuple(b.shape)} (or {b.size} entries in a vector; a "
+                                  "transposed block is not taken for the block)")
+            pieces.append(g.ravel(order=b.order) if g.shape == tuple(b.shape) else g.reshape(-1))
         return np.concatenate(pieces)
 
     def value(self, theta: NDArray) -> Any:
@@ -320,6 +321,18 @@ class _LayerSession:
         self.layer, self.x_shape, self.r, self.layout = layer, x_shape, r, layout
         self.nx = int(np.prod(x_shape))
         self.names = list(layer.param_shapes)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # unpickled (a worker's copy): the layer is bound to private copies before anything is written into
+        # them, since a transport may hand several copies the same memory (Dask's in-process workers do)
+        self.__dict__.update(state)
+        if self.names:
+            sub = ParameterLayout.from_shapes(dict(self.layer.param_shapes))
+            p, g = np.zeros(sub.size), np.zeros(sub.size)
+            views, gviews = sub.views(p), sub.views(g)
+            for n in self.names:
+                views[n][...] = self.layer.params[n]
+            self.layer.bind(views, gviews)
 
     def bind_for(self, dtype: np.dtype) -> None:
         """Make the layer's bound arrays writable arrays of ``dtype``: its own when they are, else private

@@ -302,6 +302,8 @@ class _Doctor:
         c, misfit = _fit(self.a[s], self.n[s])
         if misfit > FIT_TOL or abs(c - 1) <= FIT_TOL:
             return False
+        if block.size < 2 and abs(c + 1) > FIT_TOL and not name_factor(c, self.m):
+            return False  # one number is some multiple of another: only a named factor says something
         if abs(c + 1) <= FIT_TOL:
             self.add("sign-flip", [block.name], f"analytical = -numerical on {block.name}: a sign slip "
                      "(y - h instead of h - y, or a subtracted term that should be added)", factor=c)
@@ -379,7 +381,7 @@ class _Doctor:
             if not np.isin(bad, idx).all():
                 continue
             idx = idx[known[idx]]
-            if self.directional and idx.size < 2:
+            if idx.size < 2:  # one entry always fits r = k theta: that names no cause
                 continue
             k, misfit = _fit(r[idx], x[idx])
             if misfit > 1e-2 or k == 0:
@@ -405,7 +407,7 @@ class _Doctor:
                                               "gradient?)"),
                         (2.0, "2 lambda/m", "the gradient's penalty on these entries is 2 lambda/m theta more "
                                             "than the cost's")):
-                    if abs(ratio - value) <= 1e-2 * abs(value):
+                    if abs(ratio - value) <= max(FIT_TOL, 2 * misfit) * abs(value):
                         rel = f" = {text} (lambda = {lam:g}, m = {m})"
                         meaning = why or meaning
                         evidence["factor_name"] = text
@@ -534,6 +536,8 @@ class _Doctor:
         missing or counted twice (named when the subject's activations identify ``a_i``)."""
         if len(block.shape) != 2 or min(block.shape) < 2 or self.directional or 2 * bad.size < block.size:
             return False  # one example's contribution touches (nearly) every entry of the block
+        if self.m is not None and self.m < 3:
+            return False  # with one or two examples any residual of a Dense block has rank one or two
         rows, cols = block.unravel(bad)
         if np.unique(rows).size < 2 or np.unique(cols).size < 2:
             return False  # a single wrong row or column is rank one too, and is not an example

@@ -534,7 +534,11 @@ class Network:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Pickling and deep copies turn views into copies; re-bind the layers to views of the restored buffers.
+        # The buffers are copied first: a transport may hand several unpickled networks the same memory (Dask's
+        # in-process workers deserialize without copying), and each evaluates in its own buffer, in place.
         self.__dict__.update(state)
+        self._params = np.array(self._params, copy=True)
+        self._grads = np.array(self._grads, copy=True)
         self._lock = threading.RLock()
         self._bind_layers()
 
