@@ -420,7 +420,7 @@ def bench_executor():
         return
     for processes in (False, True):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
             pool = client.get_executor()
             check_function(slow_rosen, x0[:2], diagnose=False, executor=pool)  # warm the workers
             dist, t3, _ = measure(lambda: check_function(slow_rosen, x0, diagnose=False, executor=pool))

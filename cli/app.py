@@ -120,7 +120,7 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
     if lambdas and takes_lambda(_target_object(target)):  # the factory builds the problem for each lambda
         return [load_problem(target, lam) for lam in lambdas]
     problem = load_problem(target)
-    if problem.kind == "network":
+    if problem.network is not None:
         if lambdas:
             return [layerkit.Problem.from_network(problem.network, problem.X, problem.y, lam, name=problem.name)
                     for lam in lambdas]

@@ -41,7 +41,7 @@ def positive_int(value: Any, argument: str, minimum: int = 1) -> int:
 
 def nonnegative_float(value: Any, argument: str) -> float:
     """Return ``value`` as a finite float ``>= 0``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)) or value < 0:
         raise InputError(argument, "a finite number >= 0", describe(value))
     return float(value)
 

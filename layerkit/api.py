@@ -51,6 +51,7 @@ from .errors import ComplexEvaluationError, InputError
 from .fast.directions import EngineRefused, NetworkDirections
 from .fast.probe import AGREEMENT, NOISE_C, NetworkProbe, NetworkState, rounding_scales, supports_engine
 from .nn.layers import Layer
+from .nn.layout import Order
 from .nn.network import Network
 
 #: Engines a network check may ask for.
@@ -164,7 +165,7 @@ class Experiments:
             return None
         g = np.zeros(subject.x0.size)
         mask = subject.network.penalized_mask()
-        g[mask] = subject.lambda_ / subject.m * subject.x0[mask].astype(np.float64)
+        g[mask] = subject.lambda_ / float(subject.m or 1) * subject.x0[mask].astype(np.float64)
         return g
 
     def check_layers(self) -> list[tuple[int, Any, Report]]:
@@ -399,8 +400,10 @@ class _Check:
                             probe = None
             if probe is None:
                 noise = self.measured_noise()
-                probe = FunctionDirections(s.value, s.x0, self.f0, self.executor, noise.level)
-                probe.noise_excess = step_excess(noise)
+                fallback = FunctionDirections(s.value, s.x0, self.f0, self.executor, noise.level)
+                fallback.noise_excess = step_excess(noise)
+                self._directions = fallback
+                return fallback
             self._directions = probe
         return self._directions
 
@@ -466,14 +469,16 @@ class _Check:
     def full(self) -> Report:
         s, strategy = self.subject, self.strategy
         self.analytic()
+        probe: Any
         if isinstance(strategy, ComplexStep) or getattr(strategy, "name", "") == "complex-step":
             self.confirm_analytic()
             probe = self.cost_probe()
         else:
-            probe = self.engine_probe()
-            if probe is not None:
+            engine: Any = self.engine_probe()
+            if engine is not None:
                 self.evaluator = "engine"
                 self.noise = self.noise or self.assumed_noise()
+                probe = engine
             else:
                 probe = self.cost_probe()
         self.probe = probe
@@ -591,7 +596,7 @@ class _Check:
         if float(np.max(a, initial=0.0)) <= floor(self.a, self.rounding_dtype):
             self.unresolved_zero(float(np.max(bound, initial=0.0)), "entry")
             return
-        weak = [(b, float(np.linalg.norm(bound[b.slice]) / max(np.linalg.norm(a[b.slice]), 1e-300)))
+        weak = [(b, float(np.linalg.norm(bound[b.slice])) / max(float(np.linalg.norm(a[b.slice])), 1e-300))
                 for b in self.subject.layout.blocks]
         weak = [(b, r) for b, r in weak if r >= 1]
         if not weak:
@@ -747,7 +752,7 @@ class _Check:
         m_rtol, m_atol = tolerances(est, self.a[chosen], self.rounding_dtype, scale=self.a)
         rounding = self.analytic_rounding(probe)
         if not np.isscalar(rounding):
-            m_atol = m_atol + rounding[chosen]
+            m_atol = m_atol + np.asarray(rounding)[chosen]
         r_rtol = m_rtol if self.rtol_o is None else self.rtol_o
         r_atol = m_atol if self.atol_o is None else np.full(chosen.size, self.atol_o)
         big = np.maximum(np.abs(est.values), np.abs(self.a[chosen]))
@@ -765,7 +770,7 @@ class _Check:
         values[take] = est.values[discredited]
         atol[take] = (r_atol + (r_rtol - rtol) * big)[discredited]
         model[take] = (m_atol + (m_rtol - self.model_rtol) * big)[discredited]
-        if error is not None:
+        if error is not None and est.truncation is not None:
             error[take] = est.truncation[discredited]
         return n_confirmed, int(chosen.size), int(np.sum(ok))
 
@@ -913,7 +918,7 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
                    executor: Executor | None = None, lambda_: float | None = None,
                    m: int | None = None, mode: str = "auto", n_directions: int | None = None,
-                   seed: int = 0, order: str = "C", progress: Callable[[str, int], None] | None = None) -> Report:
+                   seed: int = 0, order: Order = "C", progress: Callable[[str, int], None] | None = None) -> Report:
     """Check a hand-written ``fun(theta) -> (cost, grad)`` at ``x0``.
 
     Parameters

@@ -20,6 +20,7 @@ from .api import check_function, check_network
 from .check.report import Report
 from .errors import InputError
 from .nn.datasets import debug_data
+from .nn.layout import Order
 from .nn.network import Network
 
 
@@ -49,12 +50,12 @@ class Problem:
     lambda_: float | None = None
     m: int | None = None
     sizes: tuple[int, ...] = field(default=())
-    order: str = "C"
+    order: Order = "C"
 
     @classmethod
     def from_function(cls, fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None, *,
                       lambda_: float | None = None, m: int | None = None, name: str = "",
-                      order: str = "C") -> Problem:
+                      order: Order = "C") -> Problem:
         """A hand-written ``fun(theta) -> (cost, grad)`` at ``x0`` (optional ``blocks``: name -> shape, each
         unrolled in ``order``: "C", or "F" for MATLAB/Octave's ``[Theta1(:); Theta2(:)]``)."""
         if not callable(fun):
@@ -100,6 +101,8 @@ class Problem:
     def check(self, method: Any = "central", **options: Any) -> Report:
         """Run the check: :func:`~layerkit.check_function` or :func:`~layerkit.check_network` with ``options``."""
         if self.kind == "network":
+            assert self.network is not None
             return check_network(self.network, self.X, self.y, self.lambda_ or 0.0, method, **options)
+        assert self.fun is not None
         return check_function(self.fun, self.x0, method, blocks=self.blocks, lambda_=self.lambda_, m=self.m,
                               order=self.order, **options)

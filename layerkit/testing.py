@@ -88,7 +88,7 @@ def plant_gradient_error(net: Network, index: int, rel: float = 1e-4) -> Network
         return dx
 
     def backward_params(self: Any, dy: NDArray) -> None:
-        base.backward_params(self, dy)
+        base.backward_params(self, dy)  # type: ignore[attr-defined]  # present: see the override below
         self.grads[p].reshape(-1)[local] *= 1 + rel
 
     # a subclass rather than an instance attribute, so that copies made for evaluation keep the error; a layer

@@ -223,6 +223,7 @@ def test_progress_appears_only_for_slow_runs():
     assert not bar.shown
 
 
+@pytest.mark.slow
 def test_installed_console_script_runs():
     exe = shutil.which("layerkit") or str(Path(sys.executable).parent / "layerkit")
     if not os.path.exists(exe):

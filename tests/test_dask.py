@@ -37,7 +37,7 @@ def clusters():
     out = []
     for n in (1, 2):
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=False,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         out.append((cluster, distributed.Client(cluster)))
     yield [client.get_executor() for _, client in out]
     for cluster, client in out:

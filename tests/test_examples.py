@@ -30,6 +30,7 @@ def test_custom_layer_example(capsys):
     assert "trained" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_digits_reaches_95_percent():
     pytest.importorskip("sklearn")
     import train_digits
@@ -45,6 +46,7 @@ def test_scripts_run_as_programs(script):
     assert proc.stdout.strip()
 
 
+@pytest.mark.slow
 def test_relu_softmax_digits_reaches_97_percent_and_its_problem_passes():
     pytest.importorskip("sklearn")
     import relu_softmax_digits
@@ -54,6 +56,7 @@ def test_relu_softmax_digits_reaches_97_percent_and_its_problem_passes():
     assert relu_softmax_digits.problem().check().passed
 
 
+@pytest.mark.slow
 def test_diabetes_regression_reports_r2_against_the_linear_baseline(capsys):
     pytest.importorskip("sklearn")
     import diabetes_regression

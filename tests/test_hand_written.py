@@ -114,6 +114,7 @@ def layerkit_zoo(bug):
     return make(bug, (3, 5, 3), 7, 1.0)
 
 
+@pytest.mark.slow
 def test_the_course_size_port_is_diagnosed_within_150_evaluations():
     out = _cli("check", str(ROOT / "examples" / "course_port.py:problem"), "--json")
     assert out.returncode == 1, out.stderr

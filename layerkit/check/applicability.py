@@ -53,6 +53,7 @@ def confirm_analytic(value: Any, x0: Any, noise_level: float, noise_excess: floa
                 "input, so the imaginary part was lost; use method='central' or 'richardson' instead")
         cs = float(np.imag(np.asarray(fc).reshape(-1)[0])) / h
         est = refine(_Line(value, x0, u, noise_level))
+        assert est.truncation is not None and est.noise is not None  # a difference rule's estimate has both
         best, err = float(est.values[0]), float(est.truncation[0] + est.noise[0])
         allowed = SAFETY * err + 64 * eps * max(abs(cs), abs(best))
         if not abs(cs - best) <= allowed:

@@ -111,6 +111,8 @@ class FunctionDirections:
     carries twice the cost's noise ``noise_level``."""
 
     exact = False
+    #: How much noisier than its rounding the cost is (set by the check from its noise measurement).
+    noise_excess = 1.0
 
     def __init__(self, cost: Callable[[NDArray], Any], x0: NDArray, f0: float,
                  executor: Executor | None = None, noise_level: float = 0.0) -> None:
@@ -381,6 +383,7 @@ class _Directional:
             return tests
         dirs = [tests[k].direction for k in again]
         est = refine(_AlongDirections(self.probe, dirs, np.array([self.length(d) for d in dirs]), self.x.dtype))
+        assert est.noise is not None and est.truncation is not None  # refine measures both
         self.evals[stage] = self.evals.get(stage, 0) + 16 * len(dirs)
         out = list(tests)
         for i, k in enumerate(again):
@@ -534,8 +537,8 @@ class _Directional:
             per_block = self.run_tests([self.direction(b.start, b.stop) for b in sized], "blocks")
             for b, t in zip(sized, per_block):
                 block_tests[b.name] = [t]
-            failing = [b for b, t in zip(sized, per_block) if not t.passed]
-            for b in failing:
+            failing_blocks = [b for b, t in zip(sized, per_block) if not t.passed]
+            for b in failing_blocks:
                 if b.size == 1:
                     leaves += [t for t in block_tests[b.name]]
                     continue
@@ -615,19 +618,19 @@ def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray
         names = ", ".join(layout.label(lo) if hi - lo == 1 else f"a direction over {layout.label(lo)}.."
                           f"{layout.label(hi - 1)}" for lo, hi in spans[:4]) + (" ..." if len(spans) > 4 else "")
         smaller = sum(how == "own-piece" for _, how in run.settled)
-        blocks = tuple(dict.fromkeys(layout.block_of(lo).name for lo, _ in spans))
+        names_of = tuple(dict.fromkeys(layout.block_of(lo).name for lo, _ in spans))
         text = finding_text(n, names, smaller, n - smaller).replace(
             "entr" + ("y" if n == 1 else "ies"), "direction" + ("" if n == 1 else "s"), 1)
-        report = evolve(report, findings=(Finding("nonsmooth", blocks, text, {"directions": n}),) + report.findings)
+        report = evolve(report, findings=(Finding("nonsmooth", names_of, text, {"directions": n}),) + report.findings)
     if run.over_budget:
         report = evolve(report, notes=report.notes + (
             f"localization stopped at the evaluation budget ({budget}): the entries named are those found by "
             "then; the failing blocks stand",))
     if run.coarse:
         worst = max(r for _, r in run.coarse)
-        blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in run.coarse))
+        coarse_blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in run.coarse))
         report = evolve(report, passed=False, findings=report.findings + (Finding(
-            "precision-limited", blocks,
+            "precision-limited", coarse_blocks,
             f"inconclusive: the stencil of {len(run.coarse)} direction{'' if len(run.coarse) == 1 else 's'} crossed "
             f"a kink; measured without crossing one they agree only within up to {worst:.0f} times the first "
             "tolerance (a step that stays on one piece resolves less there), or several units sit on kinks the "

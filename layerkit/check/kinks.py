@@ -115,7 +115,9 @@ def settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float,
 
 def _settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float, analytic: float,
             extra_tolerance: float) -> Settled:
-    base = sides(0.0)
+    at_zero = sides(0.0)
+    assert at_zero is not None  # t = 0 is the point itself
+    base: NDArray = at_zero
 
     def keeps(t: float) -> bool:
         at = sides(t)

@@ -18,7 +18,7 @@ import base64
 import html
 import io
 import textwrap
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,8 +49,8 @@ def block_ratios(report: Any, block: Any) -> tuple[NDArray, NDArray]:
         err = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(n, dtype=np.float64))
         ratio = np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
     ratio = np.where(np.isnan(ratio), np.inf, ratio)
-    shape = block.shape if len(block.shape) == 2 else (1, block.size)
-    order = block.order if len(block.shape) == 2 else "C"
+    shape = tuple(block.shape) if len(block.shape) == 2 else (1, block.size)
+    order: Literal["C", "F"] = block.order if len(block.shape) == 2 else "C"
     return ratio.reshape(shape, order=order), known.reshape(shape, order=order)
 
 

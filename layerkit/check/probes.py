@@ -63,7 +63,7 @@ def as_scalar_cost(value: Any, where: str) -> Any:
     return arr.reshape(()).item() if arr.dtype.kind != "c" else complex(arr.reshape(()))
 
 
-def _costs_at(cost: CostFn, x: NDArray, axes: Sequence[int], steps: Sequence[Any]) -> list[Any]:
+def _costs_at(cost: CostFn, x: NDArray, axes: Sequence[int] | NDArray, steps: Sequence[Any] | NDArray) -> list[Any]:
     """Costs at ``x + steps[k] e_{axes[k]}``, each on a fresh copy of ``x`` (picklable worker)."""
     out = []
     for j, s in zip(axes, steps):
@@ -97,7 +97,7 @@ class CoordinateProbe:
 
     cheap = False
 
-    def __init__(self, cost: CostFn, x0: NDArray, f0: float, axes: Sequence[int] | None = None,
+    def __init__(self, cost: CostFn, x0: NDArray, f0: float, axes: Sequence[int] | NDArray | None = None,
                  executor: Executor | None = None, axis_scale: NDArray | None = None,
                  noise_level: float = 0.0) -> None:
         self.cost = cost

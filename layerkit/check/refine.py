@@ -99,7 +99,7 @@ def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
         half = np.where(np.isfinite(mismatch), mismatch / 2, np.inf)
         resolving = np.isfinite(D) & (bound < half)
         agreeing = resolving & (np.abs(D - a) <= bound)
-    agree = agreeing.any(axis=0)
+    agree = np.asarray(agreeing.any(axis=0))
     count = resolving.sum(axis=0)
     k = np.argmax(agreeing, axis=0)
     cols = np.arange(n)

@@ -26,7 +26,7 @@ from .._validate import describe
 from ..errors import InputError, NonFiniteError, TargetError
 from ..fast.rules import rule_for
 from ..nn.layers import Layer
-from ..nn.layout import ParameterLayout
+from ..nn.layout import Order, ParameterLayout
 from ..nn.network import Network, Objective, preserving
 from .probes import as_scalar_cost
 
@@ -457,7 +457,7 @@ class _ColumnCall:
 
 
 def function_subject(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None,
-                     lambda_: float | None = None, m: int | None = None, order: str = "C") -> FunctionSubject:
+                     lambda_: float | None = None, m: int | None = None, order: Order = "C") -> FunctionSubject:
     """Subject for a user's ``fun(theta) -> (cost, grad)`` at ``x0``, with optional ``blocks`` (name -> shape,
     laid out in order, each unrolled in ``order``; their sizes must sum to ``x0.size``).  ``x0`` may be a
     column ``(P, 1)``: the function gets the same shape back."""

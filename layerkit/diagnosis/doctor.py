@@ -53,7 +53,7 @@ from ..check.directional import Direction, taylor_remainder
 from ..check.methods import Central
 from ..check.report import Finding, Report
 from ..check.tolerance import SAFETY
-from ..nn.layout import Block
+from ..nn.layout import Block, Order
 
 #: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
 FIT_TOL = 1e-3
@@ -264,7 +264,7 @@ class _Doctor:
 
     def directional_block(self, block: Block) -> None:
         """Block-level patterns from directions restricted to a block whose mismatch is spread out."""
-        ev = self.evidence.get(block.name, [])
+        ev: list[Any] = list(self.evidence.get(block.name, []))
         if len(ev) < 2:
             return
         n = np.array([e.numerical for e in ev])
@@ -327,13 +327,14 @@ class _Doctor:
             P = block.size
             shapes = [(r, P // r) for r in range(2, int(math.isqrt(P)) + 1) if P % r == 0]
             shapes += [(c, r) for r, c in shapes if r != c]
-        declared = block.order if len(block.shape) == 2 else "C"
-        other = "F" if declared == "C" else "C"
+        declared: Order = block.order if len(block.shape) == 2 else "C"
+        other: Order = "F" if declared == "C" else "C"
         names = {"C": "C (row-major, numpy's ravel)", "F": "Fortran (column-major, MATLAB/Octave's G(:))"}
         for shape in shapes:
             if 1 in shape:
                 continue
-            for src, dst in ((declared, other), (other, declared)):
+            pairs: tuple[tuple[Order, Order], ...] = ((declared, other), (other, declared))
+            for src, dst in pairs:
                 perm = n.reshape(shape, order=src).ravel(order=dst)
                 perm_tol = tol.reshape(shape, order=src).ravel(order=dst)  # the error of n where it lands
                 if not _close(a, perm, 4 * np.maximum(tol, perm_tol)):
@@ -699,7 +700,7 @@ class _Doctor:
                     "still fails: the data term (backprop) is wrong too"))
             self.attempt("the re-check at lambda = 0", at_zero)
         results = self.attempt("the check of each layer", self.experiments.check_layers) or []
-        names = {}
+        names: dict[int, dict[str, str]] = {}
         for b in getattr(self.subject.network, "bindings", ()):
             names.setdefault(b.index, {})[b.param] = b.block
         for k, layer, rep in results:

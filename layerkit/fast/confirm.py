@@ -235,7 +235,7 @@ class Rules:
         D = self._change(x)
         c = int(self.rng.integers(n))
         u = D[:, c].copy()
-        v = self.rng.standard_normal(n).astype(x.dtype)
+        v = np.asarray(self.rng.standard_normal(n)).astype(x.dtype)
         cols = slice(0, max(1, n // 2))
         changes = [
             (DenseChange(D[None].copy()), D),

@@ -107,6 +107,7 @@ class NetworkDirections:
                     change = self.rules.rule(li).direction_change(self.acts[li], change, dth, rows)
             elif change is not None:
                 change = self.rules.propagate(li, self.acts[li], self.acts[li + 1], change)
+        assert change is not None  # a direction moves at least one block
         total, noise = self.loss.dense(change.dense(self.loss.Z.shape), with_noise=True)
         total, noise = total / self.m, noise / self.m
         if self.lambda_:

@@ -134,9 +134,9 @@ class SigmoidRule:
             c = change.col
             return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True, z=x[:, c]))
         if isinstance(change, ColumnsChange):
-            c = change.cols
-            return ColumnsChange(c, sigmoid_change(y[:, c], slope[3][:, c], change.delta, overwrite=True,
-                                                   z=x[:, c]))
+            cs = change.cols
+            return ColumnsChange(cs, sigmoid_change(y[:, cs], slope[3][:, cs], change.delta, overwrite=True,
+                                                    z=x[:, cs]))
         return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True, z=x))
 
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
@@ -197,7 +197,7 @@ class ElementwiseRule:
 
     def __init__(self, layer: Elementwise) -> None:
         self.layer = layer
-        self._change = layer.change if _own(layer, "change") else None
+        self._change = getattr(layer, "change") if _own(layer, "change") else None
         self.cancels = self._change is None
         if _own(layer, "taylor") and _own(layer, "strip") and _own(layer, "slope"):
             self.series = self._series
@@ -219,8 +219,8 @@ class ElementwiseRule:
             c = change.col
             return ColumnChange(c, self._diff(x[:, c], y[:, c], change.delta))
         if isinstance(change, ColumnsChange):
-            c = change.cols
-            return ColumnsChange(c, self._diff(x[:, c], y[:, c], change.delta))
+            cs = change.cols
+            return ColumnsChange(cs, self._diff(x[:, cs], y[:, cs], change.delta))
         return DenseChange(self._diff(x, y, change.dense(x.shape)))
 
     def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
@@ -233,7 +233,7 @@ class ElementwiseRule:
     def _taylor(self, x: NDArray, y: NDArray, K: int) -> NDArray:
         memo = self._taylor_memo
         if memo is None or memo[0] is not x or len(memo[1]) < K:
-            memo = self._taylor_memo = (x, np.asarray(self.layer.taylor(x, y, K)))
+            memo = self._taylor_memo = (x, np.asarray(getattr(self.layer, "taylor")(x, y, K)))
         return memo[1][:K]
 
     def _series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
@@ -251,7 +251,9 @@ class ElementwiseRule:
         """``|f'| <= slope`` in the strip ``|Im z| <= strip``: the bound scales by ``slope``, for
         ``rho <= strip / max_l b[B, l]``."""
         layer = self.layer
-        return b * float(layer.slope), strip_limit(b, float(layer.strip))
+        slope, strip = layer.slope, layer.strip
+        assert slope is not None and strip is not None  # the rule has series only when both are given
+        return b * float(slope), strip_limit(b, float(strip))
 
 
 register_rule(Dense, DenseRule, reads=("forward",), builtin=True)

@@ -15,7 +15,7 @@ def debug_matrix(shape: tuple[int, int], dtype: object = np.float64) -> NDArray:
     ``(i, j)`` holds ``sin(1 + i + j * shape[0]) / 10``.
     """
     n = int(np.prod(shape))
-    return (np.sin(np.arange(1, n + 1, dtype=np.float64)).reshape(shape, order="F") / 10).astype(dtype)
+    return (np.sin(np.arange(1, n + 1, dtype=np.float64)).reshape(shape, order="F") / 10).astype(np.dtype(dtype))  # type: ignore[call-overload]
 
 
 def debug_data(m: int = 5, n_features: int = 3, dtype: object = np.float64) -> tuple[NDArray, NDArray]:

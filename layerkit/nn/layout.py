@@ -31,7 +31,7 @@ Order = Literal["C", "F"]
 
 def _shape(value: object, argument: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in value)  # type: ignore[union-attr]
+        shape = tuple(int(s) for s in value)  # type: ignore[attr-defined]
     except TypeError:
         raise InputError(argument, "a shape (a tuple of non-negative integers)", describe(value)) from None
     if any(s < 0 for s in shape):
@@ -59,7 +59,7 @@ class Block:
     name: str
     shape: tuple[int, ...]
     start: int
-    order: str = "C"
+    order: Order = "C"
 
     @property
     def size(self) -> int:
@@ -98,7 +98,7 @@ class Block:
         return f"Block({self.name!r}, shape={self.shape}, slice={self.start}:{self.stop})"
 
 
-def _blocks_from_shapes(shapes: Mapping[str, Iterable[int]], order: str = "C") -> tuple[Block, ...]:
+def _blocks_from_shapes(shapes: Mapping[str, Iterable[int]], order: Order = "C") -> tuple[Block, ...]:
     names = list(shapes)
     dims = [_shape(shapes[n], f"blocks[{n!r}]") for n in names]
     sizes = [int(np.prod(d, dtype=np.int64)) for d in dims]
@@ -117,19 +117,19 @@ class ParameterLayout:
     blocks: tuple[Block, ...] = field(converter=tuple)
 
     @classmethod
-    def from_shapes(cls, shapes: Mapping[str, Iterable[int]], order: str = "C") -> ParameterLayout:
+    def from_shapes(cls, shapes: Mapping[str, Iterable[int]], order: Order = "C") -> ParameterLayout:
         """Lay out blocks in the mapping's order, each unrolled in ``order`` ("C", numpy's row-major, or "F",
         MATLAB/Octave's column-major ``Theta(:)``)."""
         if not isinstance(shapes, Mapping):
             raise InputError("blocks", "a mapping from block name to shape", describe(shapes))
         if order not in ("C", "F"):
             raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
-        return cls(_blocks_from_shapes(shapes, order))
+        return cls(_blocks_from_shapes(shapes, order))  # type: ignore[arg-type]  # attrs' converter
 
     @classmethod
     def single(cls, size: int, name: str = "x") -> ParameterLayout:
         """A layout with one 1-D block covering the whole vector."""
-        return cls((Block(name, (int(size),), 0),))
+        return cls((Block(name, (int(size),), 0),))  # type: ignore[arg-type]  # attrs' converter
 
     @property
     def size(self) -> int:

@@ -75,10 +75,11 @@ def _labels(y: Any, m: int, K: int | None, dtype: Any) -> NDArray:
         raise InputError("y", "integer class labels", f"{y[bad]} at position {bad}")
     labels = y.astype(np.int64)
     top = K if K is not None else int(labels.max()) + 1
-    bad = np.flatnonzero((labels < 0) | (labels >= top))
-    if bad.size:
+    out_of_range = np.flatnonzero((labels < 0) | (labels >= top))
+    if out_of_range.size:
+        first = int(out_of_range[0])
         raise InputError("y", f"labels in 0..{top - 1} (0-based, {top} classes)",
-                         f"{labels[bad[0]]} at position {bad[0]} ({bad.size} out of range)")
+                         f"{labels[first]} at position {first} ({out_of_range.size} out of range)")
     Y = np.zeros((m, top), dtype=dtype)
     Y[np.arange(m), labels] = 1
     return Y

@@ -22,7 +22,7 @@ import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import scipy.optimize
@@ -276,7 +276,7 @@ class Network:
         sizes = [positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
         layers: list[Layer] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [Dense(n_in, n_out, dtype=float_dtype(dtype)), Sigmoid()]
+            layers += [cast(Layer, Dense(n_in, n_out, dtype=float_dtype(dtype))), cast(Layer, Sigmoid())]
         net = cls(layers, dtype=dtype)
         if init == "random":
             net.init_random(seed)
@@ -300,7 +300,7 @@ class Network:
             layer = self.layers[b.index]
             if b.block in own:
                 if b.index not in done:
-                    layer.init_params(rng)
+                    layer.init_params(rng)  # type: ignore[attr-defined]
                     done.add(b.index)
                 continue
             block = self.layout[b.block]
@@ -666,8 +666,8 @@ def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bo
         yield
     finally:
         _restore(snapshot)
-        for a, values in saved:
-            a[...] = values
+        for a, copied in saved:
+            a[...] = copied
 
 
 def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:
