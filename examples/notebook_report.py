@@ -20,7 +20,10 @@ report  # in a notebook, this cell shows report._repr_html_()
 # The picture alone: one heatmap per block of |analytical - numerical| / tolerance, failing entries outlined.
 
 # %%
-fig = report.plot()
+try:
+    fig = report.plot()
+except ImportError as exc:  # matplotlib is the plot extra: pip install 'layerkit[plot]'
+    print(exc)
 
 # %%
 if __name__ == "__main__":

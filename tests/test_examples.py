@@ -39,7 +39,7 @@ def test_train_digits_reaches_95_percent():
     assert result["accuracy"] >= 0.95
 
 
-@pytest.mark.parametrize("script", ["forum_bug.py", "custom_layer.py"])
+@pytest.mark.parametrize("script", ["forum_bug.py", "custom_layer.py", "notebook_report.py"])
 def test_scripts_run_as_programs(script):
     proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
