@@ -301,59 +301,15 @@ def bench_trust(name, sizes, m):
         f"{t_fail / t_pass:.2f}x the passing check; findings {','.join(fail.codes())}")
 
 
-class UserTanh:
-    """examples/custom_layer.py's Tanh: a user's layer with no rule and no base class."""
-
-    param_shapes: dict = {}
-    params: dict = {}
-    grads: dict = {}
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
-
-    def backward(self, dy):
-        return dy * (1 - self._y**2)
-
-
-class HelperSoftplus(layerkit.Elementwise):
-    """An elementwise-helper layer with derivatives (18 lines with its docstring): softplus."""
-
-    strip, slope = np.pi / 2, 1.0  # |sigmoid(z)| <= 1 on |Im z| <= pi/2
-
-    def fn(self, x):
-        return np.logaddexp(0, x)
-
-    def derivative(self, x, y):
-        return 1 / (1 + np.exp(-x))
-
-    def taylor(self, x, y, K):
-        from layerkit.fast.changes import sigmoid_series
-
-        s = 1 / (1 + np.exp(-x))
-        out = np.empty((K,) + x.shape)
-        out[0] = s
-        out[1:] = sigmoid_series(s, 1 / (1 + np.exp(x)), None, K - 1) / np.arange(2, K + 1)[:, None, None]
-        return out
-
-
-class HelperSoftsign(layerkit.Elementwise):
-    """An elementwise-helper layer with fn and derivative only (no Taylor coefficients)."""
-
-    def fn(self, x):
-        return x / (1 + np.abs(x))
-
-    def derivative(self, x, y):
-        return (1 - np.abs(y)) ** 2
-
-
 def bench_framework(sizes=(400, 25, 10), m=5000, subset=40):
     """Custom networks at the course's size: each row against the naive loop on the same network, in the
     same run (timed on ``subset`` coordinates and scaled to all P)."""
     from layerkit import Dense, ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    from custom_layer import Softplus as HelperSoftplus  # 18 lines on the Elementwise helper, with taylor
+    from custom_layer import Softsign as HelperSoftsign  # fn and derivative only
+    from custom_layer import Tanh as UserTanh  # the README's user layer: no rule, no base class
 
     rng = np.random.default_rng(0)
     X = rng.random((m, sizes[0]))

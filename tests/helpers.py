@@ -80,3 +80,21 @@ class CourseCost:
 
             time.sleep(self.delay)
         return course_cost(theta, self.X, self.Y, self.lam, self.sizes, self.bug)
+
+
+class PlainTanh:
+    """``tanh`` written without layerkit's help: no base class, no rule, no error of its own before forward."""
+
+    param_shapes: dict = {}
+    params: dict = {}
+    grads: dict = {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y**2)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from custom_layer import Softsign
+from helpers import PlainTanh
 
 import layerkit
 from layerkit.testing import LayerContract
@@ -47,12 +49,7 @@ class TestIdentity(LayerContract):
         return layerkit.Identity()
 
 
-class _Softsign(layerkit.Elementwise):
-    def fn(self, x):
-        return x / (1 + np.abs(x))
-
-    def derivative(self, x, y):
-        return (1 - np.abs(y)) ** 2
+_Softsign = Softsign  # a user's layer on the Elementwise helper (examples/custom_layer.py)
 
 
 class TestUsersElementwiseLayer(LayerContract):
@@ -104,22 +101,9 @@ def test_the_contract_catches_accumulating_gradients_and_a_mutated_input():
 
 
 def test_the_contract_catches_an_obscure_error_before_forward_and_a_wrong_rule():
-    class Obscure:
-        param_shapes, params, grads = {}, {}, {}
-
-        def bind(self, params, grads):
-            pass
-
-        def forward(self, x):
-            self._y = np.tanh(x)
-            return self._y
-
-        def backward(self, dy):
-            return dy * (1 - self._y**2)
-
     class C(LayerContract):
         def make_layer(self, dtype):
-            return Obscure()
+            return PlainTanh()  # backward before forward: an AttributeError that names nothing
 
     with pytest.raises(AssertionError, match="say that forward is missing"):
         _run(C(), "test_backward_before_forward_is_a_clear_error")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PlainTanh
 
 import layerkit
 from layerkit import Dense, Elementwise, Network, Sigmoid, Tanh, check_network, register_rule, rule_for
@@ -15,20 +16,7 @@ RNG = np.random.default_rng(5)
 X, Y = RNG.standard_normal((30, 6)), RNG.integers(0, 3, 30)
 
 
-class UserTanh:
-    """A layer written without layerkit's help: no rule, no base class."""
-
-    param_shapes, params, grads = {}, {}, {}
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
-
-    def backward(self, dy):
-        return dy * (1 - self._y**2)
+UserTanh = PlainTanh  # a layer written without layerkit's help: no rule, no base class
 
 
 def test_layers_import_nothing_from_the_engine():
@@ -106,23 +94,7 @@ def test_a_registered_rule_is_used_and_a_wrong_one_refused():
 
 
 def test_an_elementwise_helper_layer_in_a_few_lines_is_checked_exactly():
-    class Softplus(Elementwise):
-        strip, slope = np.pi / 2, 1.0  # |sigmoid| <= 1 on |Im z| <= pi/2
-
-        def fn(self, x):
-            return np.logaddexp(0, x)
-
-        def derivative(self, x, y):
-            return 1 / (1 + np.exp(-x))
-
-        def taylor(self, x, y, K):
-            from layerkit.fast.changes import sigmoid_series
-
-            s = 1 / (1 + np.exp(-x))
-            out = np.empty((K,) + x.shape)
-            out[0] = s
-            out[1:] = sigmoid_series(s, 1 - s, None, K - 1) / np.arange(2, K + 1)[:, None, None]
-            return out
+    from custom_layer import Softplus
 
     assert rule_for(Softplus()).has("series", "series_bound")
     net = Network([Dense(6, 5), Softplus(), Dense(5, 3), Sigmoid()])

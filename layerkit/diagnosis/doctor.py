@@ -130,6 +130,7 @@ class _Doctor:
         self.known = report.measured if report.measured is not None else np.ones(self.n.size, dtype=bool)
         d = report.directional
         self.evidence = {} if d is None else d.block_tests
+        self._memo: dict[str, Any] = {}
 
     def attempt(self, what: str, fn: Any) -> Any:
         """Run one follow-up; a budget overrun or a failure of the target far from ``x0`` becomes a note."""
@@ -435,7 +436,12 @@ class _Doctor:
     def penalty(self) -> NDArray | None:
         """``(lambda/m) theta`` on the entries a course-style penalty covers: a network's penalized entries;
         for a function with ``lambda`` and ``m`` given, every column but column 0 of its 2-D blocks (the
-        classic convention).  None when unknown."""
+        classic convention).  None when unknown.  Computed once per diagnosis (every block's patterns ask)."""
+        if "penalty" not in self._memo:
+            self._memo["penalty"] = self._penalty()
+        return self._memo["penalty"]
+
+    def _penalty(self) -> NDArray | None:
         if not (self.lam and self.m):
             return None
         if self.experiments is not None and getattr(self.subject, "kind", "") == "network":
