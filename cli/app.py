@@ -287,6 +287,10 @@ def check(
                                       "'directional' (random directions, then localization by rows and "
                                       "columns).")] = "auto",
     step: Annotated[str, typer.Option("--step", help="'auto' (error-model step) or a number.")] = "auto",
+    budget: Annotated[Optional[int], typer.Option(
+        "--budget", min=1, help="--mode auto in evaluations instead of seconds: full when it needs at most this "
+                                "many, else directional within them (the same choice on every machine).",
+        show_default=False)] = None,
     dtype: Annotated[Optional[DtypeChoice], typer.Option(
         "--dtype", help="dtype of the built-in problem. Default: float64.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights instead of the debug "
@@ -316,7 +320,7 @@ def check(
         methods = _methods(method)
     except UsageError as exc:
         _fail(str(exc))
-    options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top, "mode": mode}
+    options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top, "mode": mode, "budget": budget}
     results = _library_call(_run_checks, problems, methods, options, not (as_json or quiet), method == "all")
     reports = [(p, r) for p, r in results if isinstance(r, layerkit.Report)]
     skipped = [(p, r) for p, r in results if not isinstance(r, layerkit.Report)]

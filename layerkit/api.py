@@ -238,6 +238,8 @@ class _Check:
         self.looked = {"confirmed": 0, "measured": 0, "agree": 0}
         #: The directional check's evaluation budget (auto mode) and a progress callback.
         self.budget: int | None = None
+        #: The evaluations auto mode may take, when the caller fixed them (None: AUTO_SECONDS' worth).
+        self.max_evals: int | None = None
         self.progress: Callable[[str, int], None] | None = None
 
     # ------------------------------------------------------------------ shared steps
@@ -423,18 +425,25 @@ class _Check:
             return "full"
         if isinstance(self.strategy, ComplexStep) or not hasattr(self.strategy, "plan"):
             return "full"
-        t = time.perf_counter()
-        self.analytic()
-        per_eval = (time.perf_counter() - t) / max(1, self.evals.get("analytic", 1))
         points = len(getattr(self.strategy, "offsets", (1, -1))) or 2
         n_full = s.x0.size * points + 32
-        if n_full * per_eval <= AUTO_SECONDS:
-            return "full"
-        self.budget = max(AUTO_MIN_BUDGET, int(AUTO_SECONDS / max(per_eval, 1e-9)))
+        if self.max_evals is not None:  # a budget in evaluations: the same choice on every machine
+            if n_full <= self.max_evals:
+                return "full"
+            self.budget = self.max_evals
+            cost = f"more than the budget of {self.max_evals}"
+        else:
+            t = time.perf_counter()
+            self.analytic()
+            per_eval = (time.perf_counter() - t) / max(1, self.evals.get("analytic", 1))
+            if n_full * per_eval <= AUTO_SECONDS:
+                return "full"
+            self.budget = max(AUTO_MIN_BUDGET, int(AUTO_SECONDS / max(per_eval, 1e-9)))
+            cost = f"{n_full * per_eval:.0f} s at {1e3 * per_eval:.3g} ms each"
         self.notes.append(
-            f"auto mode: a full check would take about {n_full} evaluations ({n_full * per_eval:.0f} s at "
-            f"{1e3 * per_eval:.3g} ms each), so the directional check ran instead: random directions, then "
-            f"localization by rows and columns, within {self.budget} evaluations; mode='full' checks every entry")
+            f"auto mode: a full check would take about {n_full} evaluations ({cost}), so the directional check "
+            f"ran instead: random directions, then localization by rows and columns, within {self.budget} "
+            "evaluations; mode='full' checks every entry")
         return "directional"
 
     def strategy_for_layers(self) -> Any:
@@ -874,7 +883,7 @@ class _Check:
 def run_check(subject: Subject, method: Any = "central", *, step: Step | None = None, rtol: float | None = None,
               atol: float | None = None, top: int = 5, diagnose: bool = True, executor: Executor | None = None,
               engine: str = "auto", mode: str = "auto", n_directions: int | None = None, seed: int = 0,
-              progress: Callable[[str, int], None] | None = None) -> Report:
+              progress: Callable[[str, int], None] | None = None, budget: int | None = None) -> Report:
     """Check ``subject`` with ``method`` (the pipeline of the module docstring).  ``mode="auto"`` chooses
     between "full" and "directional" (see :meth:`_Check.choose_mode`); ``progress(stage, evaluations)`` is
     called as the directional check goes."""
@@ -898,12 +907,13 @@ def run_check(subject: Subject, method: Any = "central", *, step: Step | None = 
                              "richardson or a FiniteDifference) for mode='directional'",
                              repr(getattr(strategy, "name", strategy)))
     directions = DEFAULT_DIRECTIONS if n_directions is None else positive_int(n_directions, "n_directions")
+    max_evals = None if budget is None else positive_int(budget, "budget")
     # Floating-point warnings are silenced inside a check (the target's included): what overflows or turns
     # into NaN is reported, entry by entry, as a non-finite finding instead.
     with subject.session(), np.errstate(all="ignore"):
         check = _Check(subject, strategy, engine=engine, executor=executor, seed=seed, top=top, rtol=rtol_o,
                        atol=atol_o)
-        check.progress = progress
+        check.progress, check.max_evals = progress, max_evals
         if mode == "auto":
             mode = check.choose_mode()
         report = check.directional(directions) if mode == "directional" else check.full()
@@ -918,7 +928,8 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
                    executor: Executor | None = None, lambda_: float | None = None,
                    m: int | None = None, mode: str = "auto", n_directions: int | None = None,
-                   seed: int = 0, order: Order = "C", progress: Callable[[str, int], None] | None = None) -> Report:
+                   seed: int = 0, order: Order = "C", progress: Callable[[str, int], None] | None = None,
+                   budget: int | None = None) -> Report:
     """Check a hand-written ``fun(theta) -> (cost, grad)`` at ``x0``.
 
     Parameters
@@ -959,19 +970,23 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
         directional one within that many seconds' worth of evaluations otherwise (a note says so).
     progress : callable, optional
         ``progress(stage, evaluations)``, called as a directional check goes (the CLI shows it).
+    budget : int, optional
+        ``mode="auto"`` in evaluations instead of seconds: the full check when it needs at most ``budget``
+        evaluations, else the directional one within ``budget`` (the same choice on every machine).
     """
     lam = None if lambda_ is None else _tolerance_override(lambda_, "lambda_")
     mm = None if m is None else positive_int(m, "m")
     subject = function_subject(fun, x0, blocks, lam, mm, order)
     return run_check(subject, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose,
-                     executor=executor, mode=mode, n_directions=n_directions, seed=seed, progress=progress)
+                     executor=executor, mode=mode, n_directions=n_directions, seed=seed, progress=progress,
+                     budget=budget)
 
 
 def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: Any = "central", *,
                   step: Step | None = None, rtol: float | None = None, atol: float | None = None, top: int = 5,
                   diagnose: bool = True, engine: str = "auto", mode: str = "auto",
                   n_directions: int | None = None, seed: int = 0,
-                  progress: Callable[[str, int], None] | None = None) -> Report:
+                  progress: Callable[[str, int], None] | None = None, budget: int | None = None) -> Report:
     """Check a :class:`~layerkit.Network`'s backprop on ``(X, y)`` with regularization ``lambda_``.
 
     The network itself is evaluated (its class, layers, ties and bindings), in place, and left exactly as it
@@ -984,12 +999,13 @@ def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: An
     """
     subject = NetworkSubject(net, X, y, lambda_)
     return run_check(subject, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose, engine=engine,
-                     mode=mode, n_directions=n_directions, seed=seed, progress=progress)
+                     mode=mode, n_directions=n_directions, seed=seed, progress=progress, budget=budget)
 
 
 def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0, step: Step | None = None,
                 rtol: float | None = None, atol: float | None = None, top: int = 5,
-                diagnose: bool = True, mode: str = "auto", n_directions: int | None = None) -> Report:
+                diagnose: bool = True, mode: str = "auto", n_directions: int | None = None,
+                budget: int | None = None) -> Report:
     """Check one layer's input gradient and parameter gradients.
 
     The scalar checked is ``sum(forward(x) * r)`` with ``r`` a seeded standard-normal upstream gradient
@@ -999,4 +1015,4 @@ def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0,
     """
     subject = LayerSubject(layer, x, _seed(seed))
     return run_check(subject, method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose, mode=mode,
-                     n_directions=n_directions, seed=seed)
+                     n_directions=n_directions, seed=seed, budget=budget)

@@ -386,3 +386,17 @@ def test_a_method_the_target_registers_can_be_named(tmp_path):
     result = invoke("check", f"{target}:problem", "--method", "five-point-cli", "--quiet")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("PASSED  five-point-cli")
+
+
+def test_a_budget_fixes_auto_mode_in_evaluations(tmp_path):
+    target = tmp_path / "wide.py"
+    target.write_text(textwrap.dedent("""
+        import numpy as np
+        import layerkit
+        w = np.linspace(0.5, 2.0, 4000)
+        problem = layerkit.Problem.from_function(lambda x: (0.5 * float(np.sum(w * x * x)), w * x), np.ones(4000))
+    """))
+    result = invoke("check", f"{target}:problem", "--budget", "300", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["reports"][0]["mode"] == "directional"
+    assert invoke("check", "--budget", "0").exit_code == 2

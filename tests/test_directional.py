@@ -175,3 +175,20 @@ def test_directional_mode_raises_no_false_alarm_on_random_architectures(sizes, m
     X, y = rng.standard_normal((m, sizes[0])), rng.integers(0, sizes[-1], m)
     report = check_network(net, X, y, lam, mode="directional", seed=seed)
     assert report.passed, str(report)
+
+
+def test_an_evaluation_budget_makes_auto_mode_the_same_on_every_machine():
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.5, 2.0, 3000)
+
+    def fun(x):
+        return 0.5 * float(np.sum(w * x * x)), w * x
+
+    x0 = rng.standard_normal(3000)
+    small = check_function(fun, x0, budget=10_000)  # 2 x 3000 + 32 evaluations fit: every entry
+    assert small.mode == "full" and small.passed
+    tight = check_function(fun, x0, budget=200)
+    assert tight.mode == "directional" and tight.passed
+    assert any("more than the budget of 200" in n for n in tight.notes)
+    with pytest.raises(layerkit.InputError, match="budget"):
+        check_function(fun, x0, budget=0)
