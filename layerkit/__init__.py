@@ -46,7 +46,8 @@ from .nn.elementwise import Elementwise, Identity, LeakyReLU, ReLU, Sigmoid, Tan
 from .nn.layers import Dense, Layer
 from .nn.layout import Block, ParameterLayout
 from .nn.losses import L2, Loss, MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
-from .nn.network import Binding, FitResult, Network, Objective
+from .nn.network import Binding, FitResult, Network
+from .nn.objective import Objective
 from .problem import Problem
 
 try:

@@ -39,7 +39,7 @@ from ._validate import describe, positive_int
 from .check.applicability import confirm_analytic
 from .check.directional import DEFAULT_DIRECTIONS, FunctionDirections, run_directional
 from .check.kinks import COARSER, MAX_LINES, SETTLED, coordinate_delta, finding_text, kinked_sides, line_sides, settle
-from .check.methods import ComplexStep, Step, get_method, machine_eps
+from .check.methods import ComplexStep, Step, get_method
 from .check.noise import EXCESS_THRESHOLD, Noise, measure_noise, step_excess
 from .check.probes import CoordinateProbe
 from .check.refine import Scales, across_scales, confirms, refine
@@ -49,10 +49,12 @@ from .check.tolerance import SAFETY, floor, tolerances
 from .diagnosis.doctor import diagnose as run_doctor
 from .errors import ComplexEvaluationError, InputError
 from .fast.directions import EngineRefused, NetworkDirections
-from .fast.probe import AGREEMENT, NOISE_C, NetworkProbe, NetworkState, rounding_scales, supports_engine
+from .fast.probe import NetworkProbe, NetworkState, rounding_scales, supports_engine
 from .nn.layers import Layer
 from .nn.layout import Order
+from .nn.losses import L2
 from .nn.network import Network
+from .numerics import AGREEMENT, NOISE_C, machine_eps
 
 #: Engines a network check may ask for.
 ENGINES = ("auto", "generic", "structured")
@@ -165,7 +167,7 @@ class Experiments:
             return None
         g = np.zeros(subject.x0.size)
         mask = subject.network.penalized_mask()
-        g[mask] = subject.lambda_ / float(subject.m or 1) * subject.x0[mask].astype(np.float64)
+        g[mask] = L2.gradient(subject.lambda_, float(subject.m or 1), subject.x0[mask].astype(np.float64))
         return g
 
     def check_layers(self) -> list[tuple[int, Any, Report]]:

@@ -20,7 +20,7 @@ from .api import check_function, check_network
 from .check.report import Report
 from .errors import InputError
 from .nn.datasets import debug_data
-from .nn.layout import Order
+from .nn.layout import Order, check_order
 from .nn.network import Network
 
 
@@ -60,10 +60,8 @@ class Problem:
         unrolled in ``order``: "C", or "F" for MATLAB/Octave's ``[Theta1(:); Theta2(:)]``)."""
         if not callable(fun):
             raise InputError("fun", "a callable theta -> (cost, grad)", describe(fun))
-        if order not in ("C", "F"):
-            raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
         return cls("function", name or getattr(fun, "__name__", "function"), fun=fun, x0=np.asarray(x0),
-                   blocks=blocks, lambda_=lambda_, m=m, order=order)
+                   blocks=blocks, lambda_=lambda_, m=m, order=check_order(order))
 
     @classmethod
     def from_network(cls, network: Network, X: Any, y: Any, lambda_: float = 0.0, *, name: str = "") -> Problem:

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ComplexEvaluationError
-from .methods import machine_eps
+from ..numerics import machine_eps
 from .refine import refine
 from .tolerance import SAFETY
 

@@ -46,8 +46,8 @@ from attrs import evolve, frozen
 from numpy.typing import NDArray
 
 from ..fast.directions import Direction
+from ..numerics import machine_eps
 from .kinks import COARSER, MAX_LINES, SETTLED, finding_text, kinked_sides, line_sides, settle
-from .methods import machine_eps
 from .noise import Noise, noise_from_table
 from .probes import as_scalar_cost
 from .refine import WIDE, across_scales, confirms, refine

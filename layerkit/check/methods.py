@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import InputError, UnknownMethodError
+from ..numerics import machine_eps
 from .probes import Probe
 
 Step = Union[float, str]
@@ -118,11 +119,6 @@ def nonzero_steps(h: NDArray, step: Any, probe: Probe) -> NDArray:
         raise InputError("step", f"a step that keeps every perturbed parameter finite in {np.dtype(probe.dtype)}",
                          f"{step!r}, which overflows at axis {j}")
     return h
-
-
-def machine_eps(dtype: Any) -> float:
-    """Machine epsilon of a real or complex dtype's real part."""
-    return float(np.finfo(np.dtype(dtype)).eps)
 
 
 def auto_steps(probe: Probe, relative: float) -> NDArray:
@@ -275,10 +271,6 @@ class Central(FiniteDifference):
         return np.stack([h, hm]), np.stack([1 / width, -1 / width])
 
 
-def _resolve(method: Any) -> Any:
-    return get_method(method) if isinstance(method, str) else method
-
-
 @frozen
 class Richardson:
     """Richardson extrapolation of a base difference rule over steps ``h, h/2, ..., h/2^levels``.
@@ -296,7 +288,7 @@ class Richardson:
     """
 
     name: ClassVar[str] = "richardson"
-    base: Any = field(factory=Central, converter=_resolve)
+    base: Any = field(factory=Central, converter=lambda m: resolve(m))
     levels: int = field(default=1)
     step: Step = field(default="auto", validator=_check_step)
 
@@ -421,6 +413,11 @@ def register_method(name: str, factory: Callable[..., Any]) -> None:
 def method_names() -> list[str]:
     """Registered strategy names, in registration order."""
     return list(_REGISTRY)
+
+
+def resolve(method: Any) -> Any:
+    """A strategy from a registered name, or the strategy object itself."""
+    return get_method(method) if isinstance(method, str) else method
 
 
 def get_method(name: str, **options: Any) -> Any:

@@ -33,7 +33,8 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from .methods import Estimate, auto_steps, machine_eps
+from ..numerics import machine_eps
+from .methods import Estimate, auto_steps
 from .tolerance import SAFETY
 
 #: Steps in the ladder, and the ratio between consecutive ones.

@@ -26,8 +26,10 @@ from .._validate import describe
 from ..errors import InputError, NonFiniteError, TargetError
 from ..fast.rules import rule_for
 from ..nn.layers import Layer
-from ..nn.layout import Order, ParameterLayout
-from ..nn.network import Network, Objective, preserving
+from ..nn.layout import Order, ParameterLayout, check_order
+from ..nn.network import Network
+from ..nn.objective import Objective
+from ..snapshot import preserving
 from .probes import as_scalar_cost
 
 
@@ -463,8 +465,7 @@ def function_subject(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str
     column ``(P, 1)``: the function gets the same shape back."""
     if not callable(fun):
         raise InputError("fun", "a callable theta -> (cost, grad)", describe(fun))
-    if order not in ("C", "F"):
-        raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
+    check_order(order)
     shape = np.shape(x0)
     column = len(shape) == 2 and shape[1] == 1 and shape[0] > 0
     x = _as_point(np.asarray(x0).reshape(-1) if column else x0)

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .methods import Estimate, machine_eps
+from ..numerics import machine_eps
+from .methods import Estimate
 
 #: Safety factor between the estimated error of a numerical derivative and its tolerance.
 SAFETY = 16.0

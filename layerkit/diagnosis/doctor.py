@@ -54,6 +54,7 @@ from ..check.methods import Central
 from ..check.report import Finding, Report
 from ..check.tolerance import SAFETY
 from ..nn.layout import Block, Order
+from ..nn.losses import L2
 
 #: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
 FIT_TOL = 1e-3
@@ -451,7 +452,7 @@ class _Doctor:
             if len(b.shape) != 2 or b.shape[1] < 2:
                 return None
             mask[b.start + b.grid()[:, 1:].ravel()] = True
-        return np.where(mask, self.lam / self.m * self.x, 0.0)
+        return np.where(mask, L2.gradient(self.lam, self.m, self.x), 0.0)
 
     def penalty_columns(self, block: Block, bad: NDArray) -> bool:
         """The gradient's penalty on the wrong columns: on each failing column ``r = k theta`` with ``k`` one

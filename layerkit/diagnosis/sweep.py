@@ -22,7 +22,7 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from ..check.applicability import confirm_analytic
-from ..check.methods import ComplexStep, Richardson, get_method
+from ..check.methods import ComplexStep, Richardson, resolve
 from ..check.noise import measure_noise, step_excess
 from ..check.probes import CoordinateProbe
 from ..check.report import _num
@@ -124,10 +124,6 @@ def _subject_of(problem: Any) -> Subject:
     return function_subject(problem.fun, problem.x0, problem.blocks)
 
 
-def _strategy(method: Any) -> Any:
-    return get_method(method) if isinstance(method, str) else method
-
-
 def sweep_steps(problem: Any, methods: Sequence[Any] = ("forward", "central", "richardson"),
                 steps: Sequence[float] = DEFAULT_STEPS) -> SweepResult:
     """Sweep absolute steps ``steps`` for each of ``methods`` on a problem (a :class:`~layerkit.Problem` or a
@@ -156,7 +152,7 @@ def _sweep(subject: Subject, methods: Sequence[Any], steps: Sequence[float]) -> 
     except (ComplexEvaluationError, np.exceptions.ComplexWarning, TypeError, ValueError):
         ref = Richardson().estimate(probe).values
         reference = "richardson"
-    strategies = [_strategy(m) for m in methods]
+    strategies = [resolve(m) for m in methods]
     errors, block_errors, auto_steps, auto_errors, best = {}, {}, {}, {}, {}
     nan = np.full(subject.x0.size, np.nan)
     for s in strategies:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..numerics import AGREEMENT
 from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange
 from .rules import BoundRule, registered, rule_for
 
@@ -43,8 +44,6 @@ from .rules import BoundRule, registered, rule_for
 SUBSET = 256
 #: Examples each engine call to a user's ``propagate`` is spot-checked on.
 SPOT = 16
-#: Allowed disagreement, in units of ``eps`` times the size of the values compared.
-AGREEMENT = 64.0
 
 #: The members each rule consists of.
 MEMBERS = {"propagate": ("propagate",), "series": ("series", "series_bound"),

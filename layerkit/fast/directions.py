@@ -19,11 +19,13 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
+from ..nn.losses import L2
 from ..nn.network import Network
+from ..numerics import AGREEMENT
 from .changes import ColumnsChange
 from .confirm import RuleMismatch, Rules
 from .loss_rules import has_loss_rule
-from .probe import AGREEMENT, BlockCheck, NetworkState
+from .probe import BlockCheck, NetworkState
 from .rules import rule_for
 
 
@@ -114,7 +116,7 @@ class NetworkDirections:
             pen = self.penalized[lo0:hi0]
             th = self.x0[lo0:hi0][pen].astype(np.float64)
             su = flat_steps[:, None] * np.repeat(U[:, pen][None], S, axis=0).reshape(S * k, -1)
-            pterms = (self.lambda_ / (2 * self.m)) * su * (2 * th[None, :] + su)
+            pterms = L2.change(self.lambda_, self.m, th[None, :], su)
             total = total + pterms.sum(axis=1)
             noise = noise + 4 * float(np.finfo(self.dtype).eps) * np.abs(pterms).sum(axis=1)
         return total.reshape(S, k), noise.reshape(S, k)

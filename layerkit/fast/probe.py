@@ -55,7 +55,9 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..nn.losses import L2
 from ..nn.network import Binding, Network, evaluation_overrides
+from ..numerics import AGREEMENT, NOISE_C
 from .changes import Change, ColumnChange, RankOneChange, SeriesChange
 from .confirm import RuleMismatch, Rules
 from .loss_rules import has_loss_rule, loss_rule
@@ -357,10 +359,6 @@ class BlockCheck:
         return bool(np.isfinite(self.difference) and self.difference <= self.threshold)
 
 
-#: How many times the combined noise of a prediction and a real evaluation they may differ by.
-AGREEMENT = 64.0
-#: Relative rounding of one engine term, before the factor that sums of ``m`` of them add.
-NOISE_C = 4.0
 
 
 class NetworkProbe:
@@ -500,10 +498,9 @@ class NetworkProbe:
         self.n_evals += steps.size
         if self.lambda_:
             pen = self.penalized[positions]
-            th2 = 2 * self.x[positions][pen].astype(np.float64)
+            th = self.x[positions][pen].astype(np.float64)
             for s in range(S):  # a row at a time: temporaries of P entries, not S x P
-                sp = steps[s, pen].astype(np.float64)
-                out[s, pen] += (self.lambda_ / (2 * self.m)) * sp * (th2 + sp)
+                out[s, pen] += L2.change(self.lambda_, self.m, th, steps[s, pen].astype(np.float64))
         self._noise = (given, noise)
         return out
 
@@ -628,7 +625,7 @@ class NetworkProbe:
         if self.lambda_:
             pen = self.penalized[flat]
             th = self.x[flat][pen].astype(np.float64)
-            data += float(np.sum((self.lambda_ / (2 * self.m)) * vals[pen] * (2 * th + vals[pen])))
+            data += float(np.sum(L2.change(self.lambda_, self.m, th, vals[pen])))
         return data, noise
 
     def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0,

@@ -29,6 +29,14 @@ from ..errors import InputError
 Order = Literal["C", "F"]
 
 
+def check_order(order: Any, argument: str = "order") -> Order:
+    """``order`` if it is ``"C"`` (numpy's row-major) or ``"F"`` (MATLAB/Octave's column-major), else an
+    :class:`~layerkit.errors.InputError` naming ``argument``."""
+    if order not in ("C", "F"):
+        raise InputError(argument, "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
+    return order
+
+
 def _shape(value: object, argument: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in value)  # type: ignore[attr-defined]
@@ -122,9 +130,7 @@ class ParameterLayout:
         MATLAB/Octave's column-major ``Theta(:)``)."""
         if not isinstance(shapes, Mapping):
             raise InputError("blocks", "a mapping from block name to shape", describe(shapes))
-        if order not in ("C", "F"):
-            raise InputError("order", "'C' (numpy's row-major) or 'F' (MATLAB/Octave's Theta(:))", repr(order))
-        return cls(_blocks_from_shapes(shapes, order))  # type: ignore[arg-type]  # attrs' converter
+        return cls(_blocks_from_shapes(shapes, check_order(order)))  # type: ignore[arg-type]  # attrs' converter
 
     @classmethod
     def single(cls, size: int, name: str = "x") -> ParameterLayout:

@@ -239,6 +239,22 @@ class L2:
                 raise InputError(f"L2(layers[{key!r}])", f"one of {LAYER_RULES}", repr(rule))
         self.layers = layers
 
+    @staticmethod
+    def value(lambda_: float, m: float, W: NDArray) -> Any:
+        """``lambda/(2m) sum W^2`` over the penalized entries ``W``."""
+        return np.sum(W * W) * (lambda_ / (2 * m))
+
+    @staticmethod
+    def gradient(lambda_: float, m: float, W: NDArray) -> NDArray:
+        """``(lambda/m) W``: the penalty's gradient on the penalized entries."""
+        return (lambda_ / m) * W
+
+    @staticmethod
+    def change(lambda_: float, m: float, theta: NDArray, step: NDArray) -> NDArray:
+        """The exact change of each penalized term when ``theta`` moves by ``step``:
+        ``lambda/(2m) ((theta + s)^2 - theta^2) = lambda/(2m) s (2 theta + s)``, without cancellation."""
+        return (lambda_ / (2 * m)) * step * (2 * theta + step)
+
     def rule(self, index: int, layer: Any) -> str:
         """The rule for the layer at ``index``."""
         for key, rule in self.layers.items():

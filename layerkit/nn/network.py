@@ -17,12 +17,11 @@ The flat layout is defined in :mod:`layerkit.nn.layout`.
 
 from __future__ import annotations
 
-import collections
 import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import scipy.optimize
@@ -32,12 +31,14 @@ from numpy.typing import NDArray
 from .._classes import defined_in
 from .._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
 from ..errors import InputError
+from ..snapshot import preserving
 from .datasets import debug_matrix
 from .layers import Dense, Layer, Sigmoid, epsilon_init
 from .layout import Block, Order, ParameterLayout
 from .losses import L2, Loss, SigmoidCrossEntropy
 
-CostAndGradient = Callable[[NDArray], tuple[Any, NDArray]]
+if TYPE_CHECKING:
+    from .objective import Objective
 
 
 @frozen
@@ -417,10 +418,9 @@ class Network:
             return 0.0
         mask = self.penalized_mask()
         W = self._params[mask]
-        total = np.sum(W * W) * (lambda_ / (2 * m))
         if with_grad:
-            self._grads[mask] += (lambda_ / m) * W
-        return total
+            self._grads[mask] += L2.gradient(lambda_, m, W)
+        return L2.value(lambda_, m, W)
 
     def prepare(self, X: Any, y: Any) -> tuple[NDArray, NDArray]:
         """Validate data once: ``X`` as an ``(m, n_inputs)`` array of this network's dtype and ``y`` as the
@@ -501,6 +501,8 @@ class Network:
 
     def objective(self, X: Any, y: Any, lambda_: float = 0.0) -> Objective:
         """A function ``theta -> (cost, grad)`` for optimizers and checkers; see :class:`Objective`."""
+        from .objective import Objective
+
         return Objective(self, X, y, lambda_)
 
     def predict_proba(self, X: Any) -> NDArray:
@@ -558,249 +560,3 @@ def evaluation_overrides(net: Network) -> list[str]:
     cls = type(net)
     return [name for name in EVALUATION_MEMBERS
             if name in vars(net) or getattr(cls, name, None) is not getattr(Network, name, None)]
-
-
-class Objective:
-    """``theta -> (cost, grad)`` for one network and data set, evaluated on the network itself.
-
-    A call writes ``theta`` into the network's buffer, evaluates, and restores the network exactly as it was
-    (:meth:`Network.preserved`): calling it never changes the network.  It evaluates what the network *is*:
-    a subclass's ``cost_and_gradient``, tied or shared layers, user layers.  ``theta`` is a 1-D vector of ``P``
-    entries; a real ``theta`` is computed in the network's dtype, a complex one in the matching complex dtype
-    (so that the complex-step check works).  Returns ``(float or complex, grad of shape (P,))``.  Calls from
-    several threads are serialized by the network's lock.
-    """
-
-    def __init__(self, net: Network, X: Any, y: Any, lambda_: float) -> None:
-        self.lambda_ = nonnegative_float(lambda_, "lambda_")
-        self.X, self.Y = net.prepare(X, y)
-        self.network = net
-        self._data = (X, y)  # as given, for a subclass's own cost methods
-        self._inputs: dict[np.dtype, NDArray] = {self.X.dtype: self.X}
-        overrides = evaluation_overrides(net)
-        self._public_grad = "cost_and_gradient" in overrides
-        self._public_cost = "cost" in overrides
-
-    @property
-    def m(self) -> int:
-        """Number of examples."""
-        return self.X.shape[0]
-
-    def _dtype(self, theta: NDArray) -> np.dtype:
-        real = np.dtype(self.network.dtype).type(0).real.dtype
-        return np.dtype(np.result_type(real, np.complex64) if np.iscomplexobj(theta) else real)
-
-    def _check(self, theta: Any) -> NDArray:
-        theta = np.asarray(theta)
-        if theta.ndim != 1 or theta.size != self.network.size:
-            raise InputError("theta", f"a 1-D vector of {self.network.size} entries", describe(theta))
-        return theta
-
-    def evaluate_in_place(self, theta: NDArray, with_grad: bool, record: list[NDArray] | None = None) -> Any:
-        """Write ``theta`` into the network's buffer and evaluate there, leaving both changed: for callers
-        that already hold :meth:`Network.preserved` (a check), and restore the network themselves.  Returns
-        the cost, the gradient being in ``network.grads``."""
-        net = self.network
-        net.use_dtype(self._dtype(theta))
-        net.params[...] = theta
-        if with_grad:
-            if self._public_grad:
-                return net.cost_and_gradient(*self._data, self.lambda_)[0]
-            return net.evaluate(self.inputs(net.params.dtype), self.Y, self.lambda_, True, record)
-        if self._public_cost:
-            return net.cost(*self._data, self.lambda_)
-        if self._public_grad:
-            return net.cost_and_gradient(*self._data, self.lambda_)[0]
-        return net.evaluate(self.inputs(net.params.dtype), self.Y, self.lambda_, False)
-
-    def __call__(self, theta: Any) -> tuple[Any, NDArray]:
-        theta = self._check(theta)
-        with self.network.preserved():
-            cost = self.evaluate_in_place(theta, with_grad=True)
-            return cost, self.network.grads.copy()
-
-    def cost(self, theta: Any) -> Any:
-        """The cost alone at ``theta``; same dtype rules as a call."""
-        theta = self._check(theta)
-        with self.network.preserved():
-            return self.evaluate_in_place(theta, with_grad=False)
-
-    def inputs(self, dtype: np.dtype) -> NDArray:
-        """``X`` in ``dtype`` (converted once)."""
-        X = self._inputs.get(dtype)
-        if X is None:
-            X = self._inputs[dtype] = self.X.astype(dtype)
-        return X
-
-    def __repr__(self) -> str:
-        return f"Objective({self.network!r}, m={self.m}, lambda_={self.lambda_})"
-
-
-#: Arrays a layer holds of up to this many entries are state whose values a check puts back (a running
-#: statistic, a counter); larger ones, per-example caches of activations, are put back by identity only
-#: (copying them at every check would cost more than some checks).
-MAX_STATE = 1 << 16
-
-
-@contextmanager
-def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bool = False) -> Iterator[None]:
-    """Put ``objects`` (and layers they refer to by attribute) and the values of ``arrays`` back as they were
-    when the block is left, however it is left: rebound attributes get their old objects, the lists, dicts
-    and helper objects they lead to their old contents, and each array its old values (written in place,
-    after the attributes).  With ``state``, every writeable array of at most :data:`MAX_STATE` entries among
-    those attributes and contents is one of ``arrays`` too."""
-    snapshot = _snapshot(list(objects) + _attached(objects))
-    arrays = list(arrays)
-    if state:
-        seen = {id(a) for a in arrays}
-        for _, attrs, held in snapshot:
-            values = list(attrs["__dict__"].values()) + list(attrs["__slots__"].values())
-            for _, contents in held:
-                values += list(contents.values()) if isinstance(contents, dict) else list(contents)
-            for v in values:
-                if isinstance(v, np.ndarray) and v.flags.writeable and v.size <= MAX_STATE and id(v) not in seen:
-                    seen.add(id(v))
-                    arrays.append(v)
-    saved = [(a, a.copy()) for a in arrays]
-    try:
-        yield
-    finally:
-        _restore(snapshot)
-        for a, copied in saved:
-            a[...] = copied
-
-
-def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:
-    """Layers reachable from ``objects`` through attributes, and through lists, tuples and dicts held in
-    attributes, ``depth`` levels down (a layer that wraps another, a block of layers kept in a list, a tied
-    layer's partner), that are not among ``objects`` themselves."""
-    seen = {id(o) for o in objects}
-    out: list[Any] = []
-    frontier = list(objects)
-    for _ in range(depth):
-        found = []
-        for obj in frontier:
-            for value in _attribute_values(obj):
-                items = list(value.values()) if isinstance(value, dict) else \
-                    list(value) if isinstance(value, (list, tuple)) else [value]
-                for item in items:
-                    if id(item) not in seen and _is_layer(item):
-                        seen.add(id(item))
-                        found.append(item)
-        out += found
-        frontier = found
-        if not frontier:
-            break
-    return out
-
-
-def _is_layer(obj: Any) -> bool:
-    """``isinstance(obj, Layer)`` without the cost of a runtime protocol check (it runs on every attribute of
-    every layer, at every evaluation of an objective)."""
-    return not isinstance(obj, (type, np.ndarray)) and all(
-        hasattr(obj, name) for name in ("param_shapes", "bind", "forward", "backward"))
-
-
-def _slots(obj: Any) -> list[str]:
-    names: list[str] = []
-    for klass in type(obj).__mro__:
-        slots = vars(klass).get("__slots__", ())
-        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
-    return names
-
-
-def _attribute_values(obj: Any) -> list[Any]:
-    values = list(getattr(obj, "__dict__", {}).values())
-    for name in _slots(obj):
-        if hasattr(obj, name):
-            values.append(getattr(obj, name))
-    return values
-
-
-_MISSING = object()
-
-
-#: How far below an object's attributes the containers that may hold its bindings are looked for.
-HOLDER_DEPTH = 3
-
-
-def _holders(values: Sequence[Any], seen: set[int]) -> list[Any]:
-    """Lists, dicts and plain attribute holders (``SimpleNamespace``, a user's helper object) reachable from
-    ``values``, ``HOLDER_DEPTH`` levels down: where a layer may keep what ``bind`` gives it (``self._bound =
-    [w, gw]``, ``self.state["bound"]["w"]``).  Layers are left to their own snapshot; arrays, types, modules
-    and functions hold no bindings of their own."""
-    out: list[Any] = []
-    frontier = list(values)
-    for _ in range(HOLDER_DEPTH):
-        found = []
-        for v in frontier:
-            if id(v) in seen or isinstance(v, (np.ndarray, type, str, bytes, int, float, complex)) or callable(v) \
-                    or type(v).__module__ in ("builtins", "numpy") and not isinstance(v, _CONTAINERS) \
-                    or _is_layer(v):
-                continue
-            if isinstance(v, _CONTAINERS) or hasattr(v, "__dict__"):
-                seen.add(id(v))
-                out.append(v)
-                found += list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, _SEQUENCES) \
-                    else list(vars(v).values())
-        frontier = found
-    return out
-
-
-#: Sequences whose items a layer may keep its bindings or state in (a tuple's items cannot be rebound, but the
-#: arrays they hold can change in place); dicts and plain objects are the other holders.
-_SEQUENCES = (list, tuple, collections.deque)
-_CONTAINERS = _SEQUENCES + (dict,)
-
-
-def _contents(holder: Any) -> Any:
-    return list(holder) if isinstance(holder, _SEQUENCES) else dict(
-        holder if isinstance(holder, dict) else vars(holder))
-
-
-def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]:
-    """Each distinct object's attributes (shallow; ``__slots__`` too) and the shallow contents of the lists,
-    dicts and helper objects its attributes lead to (see :func:`_holders`)."""
-    out, seen = [], set()
-    for obj in objects:
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        attrs = dict(getattr(obj, "__dict__", {}))
-        slots = {name: getattr(obj, name, _MISSING) for name in _slots(obj)}
-        held = [(h, _contents(h)) for h in _holders(list(attrs.values()) + list(slots.values()), seen)]
-        out.append((obj, {"__dict__": attrs, "__slots__": slots}, held))
-    return out
-
-
-def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]) -> None:
-    for obj, saved, held in state:
-        attrs = saved["__dict__"]
-        if hasattr(obj, "__dict__"):
-            current = vars(obj)
-            if not _same(current, attrs):
-                current.clear()
-                current.update(attrs)
-        for name, value in saved["__slots__"].items():
-            if value is _MISSING:
-                if hasattr(obj, name):
-                    delattr(obj, name)
-            elif getattr(obj, name, _MISSING) is not value:
-                setattr(obj, name, value)
-        for h, contents in held:
-            if isinstance(h, tuple):
-                continue  # its items cannot have been rebound
-            if isinstance(h, (list, collections.deque)):
-                if len(h) != len(contents) or any(a is not b for a, b in zip(h, contents)):
-                    h.clear()
-                    h.extend(contents)
-                continue
-            d = h if isinstance(h, dict) else vars(h)
-            if not _same(d, contents):
-                d.clear()
-                d.update(contents)
-
-
-def _same(a: dict, b: dict) -> bool:
-    """Whether two dicts hold the same keys bound to the same objects (identity, never ``==``)."""
-    return len(a) == len(b) and all(k in a and a[k] is v for k, v in b.items())

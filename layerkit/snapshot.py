@@ -1,0 +1,188 @@
+"""Put the caller's objects back as they were: the snapshot a check takes of a network, a layer or a user's
+helper objects before it evaluates them in place, and restores on every exit path (a normal return, an
+exception, a KeyboardInterrupt).
+
+What is kept: every object's attributes (shallow, ``__slots__`` too), the contents of the lists, tuples,
+deques, dicts and plain helper objects those attributes lead to (where a layer keeps what ``bind`` gave it),
+the layers reachable from them, and with ``state`` the values of the small writeable arrays among them (a
+running statistic).  Attributes are compared and put back by identity, never by ``==``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Arrays a layer holds of up to this many entries are state whose values a check puts back (a running
+#: statistic, a counter); larger ones, per-example caches of activations, are put back by identity only
+#: (copying them at every check would cost more than some checks).
+MAX_STATE = 1 << 16
+
+
+@contextmanager
+def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bool = False) -> Iterator[None]:
+    """Put ``objects`` (and layers they refer to by attribute) and the values of ``arrays`` back as they were
+    when the block is left, however it is left: rebound attributes get their old objects, the lists, dicts
+    and helper objects they lead to their old contents, and each array its old values (written in place,
+    after the attributes).  With ``state``, every writeable array of at most :data:`MAX_STATE` entries among
+    those attributes and contents is one of ``arrays`` too."""
+    snapshot = _snapshot(list(objects) + _attached(objects))
+    arrays = list(arrays)
+    if state:
+        seen = {id(a) for a in arrays}
+        for _, attrs, held in snapshot:
+            values = list(attrs["__dict__"].values()) + list(attrs["__slots__"].values())
+            for _, contents in held:
+                values += list(contents.values()) if isinstance(contents, dict) else list(contents)
+            for v in values:
+                if isinstance(v, np.ndarray) and v.flags.writeable and v.size <= MAX_STATE and id(v) not in seen:
+                    seen.add(id(v))
+                    arrays.append(v)
+    saved = [(a, a.copy()) for a in arrays]
+    try:
+        yield
+    finally:
+        _restore(snapshot)
+        for a, copied in saved:
+            a[...] = copied
+
+
+def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:
+    """Layers reachable from ``objects`` through attributes, and through lists, tuples and dicts held in
+    attributes, ``depth`` levels down (a layer that wraps another, a block of layers kept in a list, a tied
+    layer's partner), that are not among ``objects`` themselves."""
+    seen = {id(o) for o in objects}
+    out: list[Any] = []
+    frontier = list(objects)
+    for _ in range(depth):
+        found = []
+        for obj in frontier:
+            for value in _attribute_values(obj):
+                items = list(value.values()) if isinstance(value, dict) else \
+                    list(value) if isinstance(value, (list, tuple)) else [value]
+                for item in items:
+                    if id(item) not in seen and _is_layer(item):
+                        seen.add(id(item))
+                        found.append(item)
+        out += found
+        frontier = found
+        if not frontier:
+            break
+    return out
+
+
+def _is_layer(obj: Any) -> bool:
+    """``isinstance(obj, Layer)`` without the cost of a runtime protocol check (it runs on every attribute of
+    every layer, at every evaluation of an objective)."""
+    return not isinstance(obj, (type, np.ndarray)) and all(
+        hasattr(obj, name) for name in ("param_shapes", "bind", "forward", "backward"))
+
+
+def _slots(obj: Any) -> list[str]:
+    names: list[str] = []
+    for klass in type(obj).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
+    return names
+
+
+def _attribute_values(obj: Any) -> list[Any]:
+    values = list(getattr(obj, "__dict__", {}).values())
+    for name in _slots(obj):
+        if hasattr(obj, name):
+            values.append(getattr(obj, name))
+    return values
+
+
+_MISSING = object()
+
+
+#: How far below an object's attributes the containers that may hold its bindings are looked for.
+HOLDER_DEPTH = 3
+
+
+def _holders(values: Sequence[Any], seen: set[int]) -> list[Any]:
+    """Lists, dicts and plain attribute holders (``SimpleNamespace``, a user's helper object) reachable from
+    ``values``, ``HOLDER_DEPTH`` levels down: where a layer may keep what ``bind`` gives it (``self._bound =
+    [w, gw]``, ``self.state["bound"]["w"]``).  Layers are left to their own snapshot; arrays, types, modules
+    and functions hold no bindings of their own."""
+    out: list[Any] = []
+    frontier = list(values)
+    for _ in range(HOLDER_DEPTH):
+        found = []
+        for v in frontier:
+            if id(v) in seen or isinstance(v, (np.ndarray, type, str, bytes, int, float, complex)) or callable(v) \
+                    or type(v).__module__ in ("builtins", "numpy") and not isinstance(v, _CONTAINERS) \
+                    or _is_layer(v):
+                continue
+            if isinstance(v, _CONTAINERS) or hasattr(v, "__dict__"):
+                seen.add(id(v))
+                out.append(v)
+                found += list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, _SEQUENCES) \
+                    else list(vars(v).values())
+        frontier = found
+    return out
+
+
+#: Sequences whose items a layer may keep its bindings or state in (a tuple's items cannot be rebound, but the
+#: arrays they hold can change in place); dicts and plain objects are the other holders.
+_SEQUENCES = (list, tuple, collections.deque)
+_CONTAINERS = _SEQUENCES + (dict,)
+
+
+def _contents(holder: Any) -> Any:
+    return list(holder) if isinstance(holder, _SEQUENCES) else dict(
+        holder if isinstance(holder, dict) else vars(holder))
+
+
+def _snapshot(objects: Sequence[Any]) -> list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]:
+    """Each distinct object's attributes (shallow; ``__slots__`` too) and the shallow contents of the lists,
+    dicts and helper objects its attributes lead to (see :func:`_holders`)."""
+    out, seen = [], set()
+    for obj in objects:
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        attrs = dict(getattr(obj, "__dict__", {}))
+        slots = {name: getattr(obj, name, _MISSING) for name in _slots(obj)}
+        held = [(h, _contents(h)) for h in _holders(list(attrs.values()) + list(slots.values()), seen)]
+        out.append((obj, {"__dict__": attrs, "__slots__": slots}, held))
+    return out
+
+
+def _restore(state: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]) -> None:
+    for obj, saved, held in state:
+        attrs = saved["__dict__"]
+        if hasattr(obj, "__dict__"):
+            current = vars(obj)
+            if not _same(current, attrs):
+                current.clear()
+                current.update(attrs)
+        for name, value in saved["__slots__"].items():
+            if value is _MISSING:
+                if hasattr(obj, name):
+                    delattr(obj, name)
+            elif getattr(obj, name, _MISSING) is not value:
+                setattr(obj, name, value)
+        for h, contents in held:
+            if isinstance(h, tuple):
+                continue  # its items cannot have been rebound
+            if isinstance(h, (list, collections.deque)):
+                if len(h) != len(contents) or any(a is not b for a, b in zip(h, contents)):
+                    h.clear()
+                    h.extend(contents)
+                continue
+            d = h if isinstance(h, dict) else vars(h)
+            if not _same(d, contents):
+                d.clear()
+                d.update(contents)
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Whether two dicts hold the same keys bound to the same objects (identity, never ``==``)."""
+    return len(a) == len(b) and all(k in a and a[k] is v for k, v in b.items())
