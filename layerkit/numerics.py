@@ -5,6 +5,8 @@
   may differ by and still count as agreeing.  Used where the fast engine's prediction is compared with the
   network's own cost, and where a layer's rule is compared with its ``forward``: a disagreement beyond it
   is a different model, not rounding.
+* :func:`scaled`: the length scale of an axis, that automatic steps are relative to.
+* :class:`Direction`: a unit direction on a range of the flat parameter vector.
 * :data:`NOISE_C`: the relative rounding of one term the engine adds up, in units of ``eps``, before the
   growth that a sum of ``m`` such terms brings (``sqrt(m)`` for random signs, see
   :func:`layerkit.fast.state.magnitudes`).
@@ -15,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from attrs import frozen
+from numpy.typing import NDArray
 
 #: Allowed disagreement between two computations of one number, in units of their combined rounding.
 AGREEMENT = 64.0
@@ -25,3 +29,19 @@ NOISE_C = 4.0
 def machine_eps(dtype: Any) -> float:
     """Machine epsilon of a real or complex dtype's real part."""
     return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:
+    """The length scale of each axis that automatic steps are relative to: ``max(1, |x_j|) / s_j``."""
+    out = np.maximum(1.0, magnitude)
+    return out if axis_scale is None else out / axis_scale
+
+
+@frozen(eq=False)
+class Direction:
+    """A unit direction supported on the flat range ``[lo, hi)`` of the parameter vector: ``u`` has
+    ``hi - lo`` entries.  A coordinate ``e_j`` is ``Direction(j, j + 1, [1.0])``."""
+
+    lo: int
+    hi: int
+    u: NDArray

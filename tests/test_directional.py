@@ -8,9 +8,10 @@ from helpers import CourseCost, rosen_pair
 
 import layerkit
 from layerkit import Dense, Network, check_function, check_layer, check_network
-from layerkit.check.directional import Direction, FunctionDirections, _Directional
-from layerkit.check.methods import Central
+from layerkit.check.directional import taylor_remainder
+from layerkit.check.probes import CostDirections
 from layerkit.check.subjects import function_subject
+from layerkit.numerics import Direction
 from layerkit.testing import plant_gradient_error
 
 
@@ -99,24 +100,25 @@ def test_a_whole_wrong_block_stops_bisecting_and_is_diagnosed():
     assert "spread" in str(report)
 
 
-def _directional(fun, x0):
+def _taylor(fun, x0, d):
     subject = function_subject(fun, x0)
     f0, a = subject.evaluate()
-    return _Directional(subject, Central(), FunctionDirections(subject.value, subject.x0, f0), f0, a, 1, 0)
+    return taylor_remainder(CostDirections(subject.value, subject.x0, f0), subject.x0, a, d)
 
 
 def test_taylor_slope_is_two_for_a_right_gradient_and_one_for_a_wrong_one():
     x0 = np.random.default_rng(0).uniform(-1, 1, 12)
-    right = _directional(rosen_pair, x0)
-    d = right.direction(0, 12)
-    assert right.taylor(d)["slope"] > 1.8
+    u = np.random.default_rng(1).standard_normal(12)
+    d = Direction(0, 12, u / np.linalg.norm(u))
+    assert _taylor(rosen_pair, x0, d)["slope"] > 1.8
 
     def wrong(x):
         c, g = rosen_pair(x)
         return c, g * (1 + 1e-3)
 
-    bad = _directional(wrong, x0)
-    assert bad.taylor(Direction(0, 12, d.u))["slope"] < 1.2
+    assert _taylor(wrong, x0, d)["slope"] < 1.2
+    report = check_function(wrong, x0, mode="directional")  # the check's own fit, through its report
+    assert not report.passed and report.context["taylor"]["slope"] < 1.2
 
 
 @pytest.mark.parametrize("mode", ["full", "directional"])

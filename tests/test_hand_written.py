@@ -91,16 +91,16 @@ def test_auto_is_full_for_a_cheap_target_and_directional_for_a_slow_one():
         time.sleep(0.002)
         return fun(t)
 
-    import layerkit.api as api
+    import layerkit.check.pipeline as pipeline
 
-    saved = api.AUTO_SECONDS
-    api.AUTO_SECONDS = 0.05  # a full check of 38 entries at 2 ms each would take longer
+    saved = pipeline.AUTO_SECONDS
+    pipeline.AUTO_SECONDS = 0.05  # a full check of 38 entries at 2 ms each would take longer
     try:
         stages = []
         report = layerkit.check_function(slow, theta, blocks=blocks, lambda_=lam, m=m,
                                          progress=lambda stage, n: stages.append((stage, n)))
     finally:
-        api.AUTO_SECONDS = saved
+        pipeline.AUTO_SECONDS = saved
     assert report.mode == "directional" and not report.passed
     assert any("auto mode" in n for n in report.notes) and stages and stages[-1][1] <= report.n_evals
     f = next(f for f in report.findings if f.code == "regularization-mismatch")

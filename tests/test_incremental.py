@@ -114,30 +114,31 @@ def test_dense_turns_a_column_change_into_rank_one():
 
 
 def test_batches_stay_bounded(monkeypatch):
-    import layerkit.fast.probe as inc
+    import layerkit.fast.exact as exact
+    import layerkit.fast.series as series
 
-    monkeypatch.setattr(inc, "MAX_BATCH_ELEMENTS", 2000)
-    monkeypatch.setattr(inc, "MAX_SERIES_TERMS", 0)  # the exact per-perturbation path
+    monkeypatch.setattr(exact, "MAX_BATCH_ELEMENTS", 2000)
+    monkeypatch.setattr(series, "MAX_SERIES_TERMS", 0)  # the exact per-perturbation path
     rng = np.random.default_rng(0)
     net = Network.from_sizes([12, 10, 8, 3], seed=0)
     X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
     largest = []
-    orig = inc.NetworkProbe._loss_change
+    orig = exact.ExactPath.loss_change
 
     def spy(self, change):
         arr = getattr(change, "delta", getattr(change, "u", None))
         largest.append(arr.size * (1 if isinstance(change, RankOneChange) else 1))
         return orig(self, change)
 
-    monkeypatch.setattr(inc.NetworkProbe, "_loss_change", spy)
+    monkeypatch.setattr(exact.ExactPath, "loss_change", spy)
     fast, naive, rel = _agreement(net, X, y, 1.0, "central")
     assert rel < 1 and max(largest) <= 2000 * 3
 
 
 def test_series_batches_stay_bounded(monkeypatch):
-    import layerkit.fast.probe as inc
+    import layerkit.fast.series as series
 
-    monkeypatch.setattr(inc, "MAX_BATCH_ELEMENTS", 2000)
+    monkeypatch.setattr(series, "MAX_BATCH_ELEMENTS", 2000)
     rng = np.random.default_rng(0)
     net = Network.from_sizes([12, 10, 8, 3], seed=0)
     X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
@@ -156,60 +157,87 @@ def test_series_batches_stay_bounded(monkeypatch):
     assert rel < 1 and largest and max(largest) <= 2000
 
 
-def _probe(net, X, y, lam=1.0):
+def _state(net, X, y, lam=1.0):
     from layerkit.check.subjects import NetworkSubject
-    from layerkit.fast.probe import NetworkState
+    from layerkit.fast.state import NetworkState
 
     subject = NetworkSubject(net, X, y, lam)
+    return subject, NetworkState.at(net, subject.objective.X, subject.objective.Y, lam)
+
+
+def _probe(net, X, y, lam=1.0):
+    subject, state = _state(net, X, y, lam)
     x0 = net.params.copy()
-    state = NetworkState.at(net, subject.objective.X, subject.objective.Y, lam)
     return NetworkProbe(state, x0, subject.value(x0))
 
 
+def _tables(net, X, y, lam=1.0):
+    """Each block's Taylor tables (fast.series.SeriesBlock), built on the network's state at its parameters."""
+    from layerkit.fast.series import SeriesBlock
+    from layerkit.fast.state import ForwardPass
+
+    fp = ForwardPass.of(_state(net, X, y, lam)[1])
+    return {bd.block: SeriesBlock(fp, bd.index, bd.param, net.layout[bd.block].shape) for bd in net.bindings}
+
+
 def _exact_deltas(net, X, y, steps, monkeypatch, lam=1.0):
-    import layerkit.fast.probe as inc
+    import layerkit.fast.series as series
 
     with monkeypatch.context() as mp:
-        mp.setattr(inc, "MAX_SERIES_TERMS", 0)
+        mp.setattr(series, "MAX_SERIES_TERMS", 0)
         return _probe(net, X, y, lam).delta(steps)
 
 
 @pytest.mark.parametrize("sizes", [[3, 5, 3], [6, 5, 4, 3], [5, 4, 6, 3, 2]])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_series_tables_agree_with_the_exact_path_within_the_budget(sizes, dtype, monkeypatch):
+    import layerkit.fast.series as series
+
     rng = np.random.default_rng(1)
     net = Network.from_sizes(sizes, seed=2, dtype=dtype)
     X, y = rng.standard_normal((30, sizes[0])), rng.integers(0, sizes[-1], 30)
+    used = []
+    orig = series.SeriesBlock.evaluate
+    monkeypatch.setattr(series.SeriesBlock, "evaluate", lambda self, *a: used.append(1) or orig(self, *a))
     for h in (6e-6, 7.4e-4, 1e-2):
         steps = np.stack([np.full(net.size, h), np.full(net.size, -h), np.full(net.size, h / 2)]).astype(dtype)
         probe = _probe(net, X, y)
+        del used[:]
         fast = probe.delta(steps)
+        assert len(used) == len(net.bindings)  # every block read off its tables ...
         exact = _exact_deltas(net, X, y, steps, monkeypatch)
         # both are within the budget of the true change (the exact path up to its own rounding)
         budget = probe.loss.budget() / probe.m
         assert np.max(np.abs(fast - exact)) <= 2 * budget
-        assert all(s is not None for s in probe._series.values())
+        assert not probe.notes  # ... and none was dropped for disagreeing with the exact path
 
 
 def test_series_remainder_bound_holds(monkeypatch):
-    """Truncating after K terms errs by no more than the certified bound, for every K and entry."""
+    """What the tables certify at K terms is within the budget of the exact change, for every K up to five and
+    budgets from loose (few terms) to tight (many): the certified remainder bound holds."""
+    import layerkit.fast.series as series
+
     rng = np.random.default_rng(3)
     net = Network.from_sizes([4, 6, 5, 3], seed=4)
     X, y = 2 * rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
-    probe = _probe(net, X, y, lam=0.0)
     h = 0.05  # large enough that low orders are visibly truncated
+    probe = _probe(net, X, y, lam=0.0)
     exact = _exact_deltas(net, X, y, np.full((1, net.size), h), monkeypatch, lam=0.0)[0] * probe.m
-    for bd in net.bindings:
-        i, p, b = bd.index, bd.param, net.layout[bd.block]
-        series = probe._series_block(i, p, b)
-        T = np.full(b.shape, h)
-        for K in range(1, 6):
-            tables = series.table(K)
-            value = sum(tables[k] * h ** (k + 1) for k in range(K)).ravel()
-            err = np.abs(value - exact[b.start:b.stop])
-            bound = series.remainder(K, T).ravel()
-            assert np.all(err <= bound + 1e-14), (bd.block, K)
-        assert np.max(series.remainder(1, T)) > 1e-6  # the test exercises real truncation
+    certified = 0
+    for K in range(1, 6):
+        monkeypatch.setattr(series, "MAX_SERIES_TERMS", K)
+        for name, tables in _tables(net, X, y, lam=0.0).items():
+            b = net.layout[name]
+            for budget in (1e-2, 1e-5, 1e-8, 1e-12):
+                out = np.zeros((1, b.size))
+                ok = tables.evaluate(np.full((1, b.size), h), budget, out)
+                assert np.all(np.abs(out[0, ok] - exact[b.start:b.stop][ok]) <= budget + 1e-14), (name, K, budget)
+                certified += int(ok.sum())
+    assert certified > 0
+    # the test exercises real truncation: one term is not enough at the tightest budget
+    monkeypatch.setattr(series, "MAX_SERIES_TERMS", 1)
+    tables = _tables(net, X, y, lam=0.0)["Theta1"]
+    assert not tables.evaluate(np.full((1, 30), h), 1e-12, np.zeros((1, 30))).all()
 
 
 def test_cauchy_bound_on_the_complex_circle():
@@ -217,11 +245,11 @@ def test_cauchy_bound_on_the_complex_circle():
     rng = np.random.default_rng(5)
     net = Network.from_sizes([3, 4, 5, 2], seed=6)
     X, y = 3 * rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
-    probe = _probe(net, X, y, lam=0.0)
     theta = net.params.astype(complex)
+    blocks = _tables(net, X, y, lam=0.0)
     for bd in net.bindings:
-        i, p, b = bd.index, bd.param, net.layout[bd.block]
-        series = probe._series_block(i, p, b)
+        b = net.layout[bd.block]
+        series = blocks[bd.block]
         rows, cols = b.shape
         for r in range(rows):
             j = b.start + r * cols  # the bias column: tau = t for every example
@@ -235,7 +263,7 @@ def test_cauchy_bound_on_the_complex_circle():
 
 
 def test_large_steps_fall_back_to_the_exact_path_for_uncertified_entries(monkeypatch):
-    import layerkit.fast.probe as inc
+    import layerkit.fast.series as inc
 
     rng = np.random.default_rng(0)
     net = Network.from_sizes([5, 4, 3], seed=1)
@@ -282,7 +310,7 @@ def test_probe_reports_perturbations_as_evaluations(debug_problem):
 
 
 def test_steps_beyond_the_radius_leave_every_entry_to_the_exact_path(monkeypatch):
-    import layerkit.fast.probe as inc
+    import layerkit.fast.series as inc
 
     rng = np.random.default_rng(2)
     net = Network.from_sizes([4, 5, 3], seed=2)

@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ComplexEvaluationError
-from ..numerics import machine_eps
+from ..numerics import Direction, machine_eps
+from .probes import CostDirections, LineProbe
 from .refine import refine
 from .tolerance import SAFETY
 
@@ -52,7 +53,9 @@ def confirm_analytic(value: Any, x0: Any, noise_level: float, noise_excess: floa
                 "the target cannot be evaluated at complex parameters: it returned a real cost for a complex "
                 "input, so the imaginary part was lost; use method='central' or 'richardson' instead")
         cs = float(np.imag(np.asarray(fc).reshape(-1)[0])) / h
-        est = refine(_Line(value, x0, u, noise_level))
+        f0 = float(np.real(np.asarray(value(np.array(x0, copy=True))).reshape(-1)[0]))
+        line = CostDirections(value, x0, f0, noise_level=noise_level, rounding=False)
+        est = refine(LineProbe(line, [Direction(0, x0.size, u)], np.ones(1), x0.dtype))
         assert est.truncation is not None and est.noise is not None  # a difference rule's estimate has both
         best, err = float(est.values[0]), float(est.truncation[0] + est.noise[0])
         allowed = SAFETY * err + 64 * eps * max(abs(cs), abs(best))
@@ -66,32 +69,3 @@ def confirm_analytic(value: Any, x0: Any, noise_level: float, noise_excess: floa
             resolution = np.minimum(resolution, (SAFETY * err + abs(cs - best)) / np.abs(u))
     return 18 * n_directions, resolution
 
-
-class _Line:
-    """The probe protocol along one direction ``u`` of a real cost, for :func:`~layerkit.check.refine.refine`."""
-
-    cheap = False
-    noise_excess = 1.0
-    n_axes = 1
-
-    def __init__(self, value: Any, x0: Any, u: Any, noise_level: float) -> None:
-        self.value, self.x0, self.u, self.noise_level = value, x0, u, noise_level
-        self.dtype = self.real_dtype = np.dtype(x0.dtype)
-        self.f0 = float(np.real(np.asarray(value(np.array(x0, copy=True))).reshape(-1)[0]))
-
-    def scale(self) -> Any:
-        return np.ones(1)
-
-    def snap(self, h: Any) -> Any:
-        return h
-
-    def delta(self, steps: Any) -> Any:
-        out = np.empty(np.shape(steps))
-        for s in range(out.shape[0]):
-            x = np.array(self.x0, copy=True)
-            x += (float(steps[s, 0]) * self.u).astype(x.dtype)
-            out[s, 0] = float(np.real(np.asarray(self.value(x)).reshape(-1)[0])) - self.f0
-        return out
-
-    def noise(self, steps: Any) -> Any:
-        return np.full(np.shape(steps), 2 * self.noise_level)

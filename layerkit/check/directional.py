@@ -1,72 +1,73 @@
-"""Directional checks, localization by group testing, and the Taylor-remainder verdict.
+"""Directional checks, the Taylor-remainder verdict, and what a directional PASS guarantees.
 
 ``mode="directional"`` compares ``u . g`` with the finite-difference derivative of the cost along a few
 seeded random unit directions ``u`` (2 evaluations per direction with central differences) instead of
 checking every entry.  When that fails, the wrong entries are found without a full check:
 
-1. one directional check restricted to each block tells the failing blocks;
-2. inside a failing block, contiguous ranges of entries are bisected: a range is guilty when a directional
-   check restricted to it fails.  Down at single entries the check *is* the coordinate check, so the wrong
-   entries are reported with their block, index, numerical and analytical values, as a full check would.
-   One wrong entry costs ``~4 log2(P)`` evaluations.  When more than ``MAX_SPREAD`` ranges are guilty at
-   once (a whole block is wrong) bisection stops and says so; a few directions restricted to that block
-   then give the doctor its block-level evidence (a common factor, a sign, zeros, a penalty).
+1. one directional test restricted to each block tells the failing blocks;
+2. inside a failing block, the wrong entries are found by group testing (:mod:`layerkit.check.localize`);
+   a block whose mismatch is spread over many entries gets a few more directions restricted to it, which
+   give the doctor its block-level evidence (a common factor, a sign, zeros, a penalty);
+3. the Taylor remainder ``r(h) = |J(x + h u) - J(x) - h g.u|`` along the direction where the mismatch stands
+   out most shrinks like ``h^2`` when the gradient is right and like ``h`` when it is wrong; its fitted slope
+   is a verdict that needs no tolerance.
 
-3. The Taylor remainder ``r(h) = |J(x + h u) - J(x) - h g.u|`` along a failing direction shrinks like
-   ``h^2`` when the gradient is right and like ``h`` when it is wrong; its fitted slope is a verdict that
-   needs no tolerance.
+Every test gets the safeguards of a full check's entries: a second look when it fails
+(:mod:`layerkit.check.second_look`) and, for a subject with kinked layers, a stencil that crossed a kink
+measured again without crossing one (:mod:`layerkit.check.kinks`).
 
 What a PASS guarantees: for each entry ``j``, an error of that entry alone larger than its reported
 tolerance ``min_k tau_k / |u_kj|`` (over the whole-vector directions ``k``) would have failed direction ``k``.
 Errors in several entries can cancel along a random direction only on a set of directions of measure zero.
 
-Evaluators
-----------
-* :class:`FunctionDirections` re-evaluates the cost (any subject; optionally spread over an executor); each
-  difference carries twice the cost's measured noise.
-* :class:`~layerkit.fast.directions.NetworkDirections` propagates the change exactly through a network's
-  layers; its rounding is tiny, so the step can be ``sqrt(eps)``, once its own noise has been measured on a
-  difference table (a user's rule that cancels would be caught there).
+Evaluators (:mod:`layerkit.check.engine` chooses): the subject's own cost along directions
+(:class:`~layerkit.check.probes.CostDirections`; each difference carries twice the cost's measured noise),
+or the network engine (:class:`~layerkit.fast.directions.NetworkDirections`), which propagates the change
+exactly through a network's layers: its rounding is tiny, so the step can be ``sqrt(eps)``, once its own
+noise has been measured on a difference table (a user's rule that cancels would be caught there).
 
 Tolerance of one directional derivative: the formula of :mod:`layerkit.check.tolerance`, with the stencil's
-noise (the evaluator's bound divided by the step) and its truncation from the model ``(h / l)^p V / l`` of
-:mod:`layerkit.check.methods` (``l = max(1, max |x|)`` on the direction's support).
+noise (the evaluator's bound divided by the step) and its truncation from the model
+:func:`~layerkit.check.methods.truncation_model` (``l = min_j max(1, |x_j|)`` over the entries a direction
+moves), or measured from a second step for an exact evaluator whose rules are not layerkit's own.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from attrs import evolve, frozen
 from numpy.typing import NDArray
 
-from ..fast.directions import Direction
-from ..numerics import machine_eps
-from .kinks import COARSER, MAX_LINES, SETTLED, finding_text, kinked_sides, line_sides, settle
-from .noise import Noise, noise_from_table
-from .probes import as_scalar_cost
-from .refine import WIDE, across_scales, confirms, refine
-from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Finding, Report, relative_difference
-from .tolerance import SAFETY, directional_tolerance
+from ..numerics import Direction, machine_eps
+from .baseline import Baseline
+from .kinks import (
+    MAX_LINES,
+    SETTLED,
+    coarse,
+    coarse_finding,
+    direction_delta,
+    kinked_sides,
+    line_sides,
+    nonsmooth_finding,
+    settle,
+)
+from .ledger import Ledger
+from .localize import locate
+from .methods import truncation_model
+from .probes import LineProbe
+from .refine import WIDE, across_scales
+from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
+from .second_look import discredits, look_again
+from .tolerance import SAFETY, directional_tolerance, floor
+from .verdicts import resolution_cause, scales_verdict, undecided, unresolved, unresolved_directions, unresolved_zero
 
-#: Default number of random directions of the first, whole-vector check.
-DEFAULT_DIRECTIONS = 2
-#: Guilty ranges at one bisection level beyond which the mismatch counts as spread over the block.
-MAX_SPREAD = 32
-#: A failing row or column of at most this many entries is measured entry by entry (see ``locate``).
-LINE = 64
-#: Most guilty ranges of columns (or rows) at one level before the search by lines gives up (``locate``).
-LINES = 4
 #: A failing direction is measured again when it fails by less than this many times its tolerance.
 SECOND_LOOK = 100.0
-
-__all__ = ["DEFAULT_DIRECTIONS", "Direction", "DirectionalTest", "FunctionDirections", "run_directional",
-           "taylor_remainder"]
 
 
 @frozen(eq=False)
@@ -96,66 +97,6 @@ class DirectionalTest:
     def record(self, x: NDArray) -> DirectionRecord:
         return DirectionRecord(self.numerical, self.analytical, self.tolerance,
                                float(self.direction.u @ x[self.direction.lo:self.direction.hi]), self.bound)
-
-
-# ---------------------------------------------------------------------- evaluators
-def _cost_along(cost: Callable[[NDArray], Any], x0: NDArray, lo: int, hi: int, u: NDArray, s: float) -> Any:
-    """``cost(x0 + s u)`` for ``u`` supported on ``[lo, hi)``; a picklable worker for executors."""
-    x = np.array(x0, copy=True)
-    x[lo:hi] += (s * u).astype(x.dtype)
-    return as_scalar_cost(cost(x), "along a direction")
-
-
-class FunctionDirections:
-    """Cost differences along directions by re-evaluating ``cost`` (optionally over an executor); each
-    carries twice the cost's noise ``noise_level``."""
-
-    exact = False
-    #: How much noisier than its rounding the cost is (set by the check from its noise measurement).
-    noise_excess = 1.0
-
-    def __init__(self, cost: Callable[[NDArray], Any], x0: NDArray, f0: float,
-                 executor: Executor | None = None, noise_level: float = 0.0) -> None:
-        self.cost, self.x0, self.f0, self.executor = cost, x0, float(np.real(f0)), executor
-        self.dtype = x0.dtype
-        self.n_evals = 0
-        self.noise_level = noise_level
-
-    def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
-        """``J(x0 + steps[s, k] u_k) - J(x0)`` and its noise bound, both of shape ``(S, len(dirs))``."""
-        S = steps.shape[0]
-        jobs = [(d.lo, d.hi, d.u, float(steps[s, k])) for s in range(S) for k, d in enumerate(dirs)]
-        self.n_evals += len(jobs)
-        with np.errstate(all="ignore"):
-            if self.executor is None:
-                costs = [_cost_along(self.cost, self.x0, *job) for job in jobs]
-            else:
-                futures = [self.executor.submit(_cost_along, self.cost, self.x0, *job) for job in jobs]
-                costs = [f.result() for f in futures]
-        c = np.asarray([float(np.real(v)) for v in costs]).reshape(S, len(dirs))
-        eps = float(np.finfo(self.dtype).eps)
-        noise = np.maximum(2 * self.noise_level, eps * (np.abs(c) + abs(self.f0)))
-        return c - self.f0, noise
-
-
-def calibrate(probe: Any, x: NDArray, seed: int) -> float:
-    """The noise level of an exact evaluator, measured on its own difference table along a random direction
-    (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise."""
-    rng = np.random.default_rng(seed + 7)
-    u = rng.standard_normal(x.size)
-    d = Direction(0, x.size, u / np.linalg.norm(u))
-    scale = max(1.0, float(np.max(np.abs(x))))
-    delta = machine_eps(x.dtype) ** 0.25 / 10 * scale
-    for _ in range(3):
-        offsets = (np.arange(9) - 4) * delta
-        values, _ = probe.delta([d], offsets[:, None])
-        level, _, verdict = noise_from_table(values[:, 0], differences=True)
-        if verdict == "ok":
-            return level
-        if verdict == "too small":
-            return 0.0
-        delta /= 100
-    return 0.0
 
 
 def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dict[str, Any]:
@@ -188,237 +129,41 @@ def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dic
     return {**base, "slope": slope, "verdict": verdict, "h": hs[tail].tolist(), "remainder": r[tail].tolist()}
 
 
-# ---------------------------------------------------------------------- the directional check
-class _Axes:
-    """The minimal probe a stencil's ``plan`` needs along directions: steps are not snapped."""
+class Tester:
+    """Runs the directional tests of one check: steps, stencils, tolerances and the safeguards of every test
+    (module docstring), counting evaluations by stage in the ledger.
 
-    def __init__(self, h: NDArray) -> None:
-        self.n_axes = h.size
-        self.dtype = h.dtype
-        self.real_dtype = h.dtype
+    It keeps what its tests found on the way: the directions whose stencil crossed a kink and were settled
+    (``settled``, with how) or settled only coarsely (``coarse``, with how many times the first tolerance),
+    and whether the evaluation ``budget`` stopped a search (``over_budget``).  The random directions come from
+    one seeded stream, in the order they are asked for.
+    """
 
-    def snap(self, h: NDArray) -> NDArray:
-        return h
-
-
-class _AlongDirections:
-    """The probe protocol over directions instead of coordinates, for :func:`~layerkit.check.refine.refine`:
-    ``delta(steps)`` is the evaluator's change along each direction."""
-
-    cheap = False
-    noise_excess = 1.0
-
-    def __init__(self, probe: Any, dirs: list[Direction], lengths: NDArray, dtype: Any) -> None:
-        self.probe, self.dirs, self.lengths = probe, dirs, lengths
-        self.n_axes = len(dirs)
-        self.dtype = self.real_dtype = np.dtype(dtype)
-        self._noise: tuple[NDArray, NDArray] | None = None
-
-    def scale(self) -> NDArray:
-        return self.lengths
-
-    def snap(self, h: NDArray) -> NDArray:
-        return h
-
-    def delta(self, steps: NDArray) -> NDArray:
-        d, noise = self.probe.delta(self.dirs, np.asarray(steps, dtype=np.float64))
-        self._noise = (steps, noise)
-        return d
-
-    def noise(self, steps: NDArray) -> NDArray:
-        if self._noise is None or self._noise[0] is not steps:
-            self.delta(steps)
-        assert self._noise is not None
-        return self._noise[1]
-
-
-class _Directional:
-    def __init__(self, subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, n_directions: int,
-                 seed: int, evaluations: dict[str, int] | None = None, rounding_dtype: Any = None,
-                 budget: int | None = None, progress: Callable[[str, int], None] | None = None) -> None:
-        """The evaluator's own noise is measured (``calibrate``) unless its rules are layerkit's own."""
-        self.subject, self.strategy, self.probe = subject, strategy, probe
-        self.n_directions = n_directions
-        #: Most evaluations localization may bring the check to (None: no limit), and whether it stopped there.
-        self.budget, self.over_budget = budget, False
-        self.progress = progress
-        #: Directions whose stencil crossed a kink and that were settled without crossing (with how).
-        self.settled: list[tuple[Direction, str]] = []
-        #: Directions settled only within a tolerance coarser than the first (with how many times).
-        self.coarse: list[tuple[Direction, float]] = []
-        self.rng = np.random.default_rng(seed)
-        self.f0, self.a = float(np.real(f0)), a
+    def __init__(self, subject: Any, options: Any, evaluator: Any, base: Baseline, ledger: Ledger,
+                 budget: int | None = None) -> None:
+        self.subject, self.options, self.evaluator, self.ledger = subject, options, evaluator, ledger
+        self.a = base.a
+        self.strategy = options.strategy
         self.x = subject.x0
-        self.rounding_dtype = self.x.dtype if rounding_dtype is None else rounding_dtype
-        self.layout = subject.layout
         self.eps = machine_eps(self.x.dtype)
-        self.evals: dict[str, int] = dict(evaluations or {"analytic": 1})
-        self.tiny_steps = bool(getattr(probe, "exact", False))
+        self.rng = np.random.default_rng(options.seed)
+        self.budget, self.over_budget = budget, False
+        self.settled: list[tuple[Direction, str]] = []
+        self.coarse: list[tuple[Direction, float]] = []
+        self.sides = kinked_sides(subject)
+        self.rounding_dtype = base.rounding_dtype(self.x.dtype)
         # layerkit's own rules are exact identities: at sqrt(eps) steps their truncation is negligible and
-        # their rounding bound needs no measurement
+        # their rounding bound needs no measurement; an exact evaluator with other rules was calibrated
+        # (:func:`calibrated`), and a noise above the rounding bound of exact propagation means a rule that
+        # cancels: the tests then take normal steps
         self.known_rules = bool(getattr(subject, "known_rules", False))
-        if self.tiny_steps and not self.known_rules:
-            probe.noise_floor = calibrate(probe, self.x, seed)
-            self.evals["calibrate"] = 9
-            # a noise above the rounding bound of exact propagation means a rule that cancels: normal steps
-            self.tiny_steps = probe.noise_floor <= 64 * self.eps * max(abs(self.f0), 1e-300)
+        self.tiny_steps = bool(evaluator.exact) and (
+            self.known_rules or evaluator.noise_floor <= 64 * self.eps * max(abs(base.cost), 1e-300))
 
+    # -- directions ------------------------------------------------------------------------------------
     def direction(self, lo: int, hi: int) -> Direction:
         u = self.rng.standard_normal(hi - lo)
         return Direction(lo, hi, u / np.linalg.norm(u))
-
-    def length(self, d: Direction) -> float:
-        """The length scale the step along ``d`` is relative to: that of the *smallest* parameter it moves,
-        ``min_j max(1, |x_j|)`` over ``u_j != 0``, so that no entry is moved beyond the scale its own terms
-        curve on (a direction over a bias of size 1 and weights of size 1e6 would otherwise step by 1e3 on
-        the bias, and the truncation model, built on one scale, would not see it)."""
-        moved = np.abs(self.x[d.lo:d.hi])[np.asarray(d.u) != 0]
-        return max(1.0, float(np.min(moved, initial=np.inf))) if moved.size else 1.0
-
-    def step(self, d: Direction) -> float:
-        if self.strategy.step != "auto":
-            return float(self.strategy.step)
-        if self.tiny_steps:  # roundoff ~ eps sum|terms| does not grow as h shrinks: take h small
-            return math.sqrt(self.eps) * self.length(d)
-        excess = max(1.0, float(getattr(self.probe, "noise_excess", 1.0)))
-        return self.strategy.base_step(self.x.dtype, excess) * self.length(d)
-
-    def run_tests(self, dirs: list[Direction], stage: str) -> list[DirectionalTest]:
-        hs = np.array([self.step(d) for d in dirs])
-        steps, coef = self.strategy.plan(_Axes(hs), hs)
-        d, noise = self.probe.delta(dirs, steps)
-        n = np.einsum("sn,sn->n", coef, d)
-        noise_term = np.einsum("sn,sn->n", np.abs(coef), noise)
-        order = getattr(self.strategy, "order", 2)
-        used = steps.size
-        if getattr(self.probe, "exact", False) and not self.known_rules:  # the truncation from a second step
-            steps2, coef2 = self.strategy.plan(_Axes(hs / 2), hs / 2)
-            d2, _ = self.probe.delta(dirs, steps2)
-            trunc = np.abs(n - np.einsum("sn,sn->n", coef2, d2)) / (1 - 2.0**-order)
-            used += steps2.size
-        else:
-            length = np.array([self.length(di) for di in dirs])
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                V = np.abs(n) * length
-                if steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1]):
-                    V = np.maximum(V, np.nan_to_num(np.abs(d[0] + d[1]) / hs**2) * length**2)
-                trunc = (hs / length) ** order * V / length
-        out = []
-        for k, di in enumerate(dirs):
-            a = float(self.a[di.lo:di.hi] @ di.u)
-            tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
-            out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
-                                       SAFETY * float(noise_term[k] + trunc[k])))
-        self.evals[stage] = self.evals.get(stage, 0) + used
-        out = self.kinks(self.second_look(out, stage), stage)
-        if self.progress is not None:
-            self.progress(stage, self.used)
-        return out
-
-    @property
-    def used(self) -> int:
-        """Evaluations spent so far (the analytic ones included)."""
-        return sum(self.evals.values())
-
-    def affordable(self, n_tests: int) -> bool:
-        """Whether ``n_tests`` more directional tests fit in the budget (about ``2 + 1`` evaluations each:
-        the stencil and a share of second looks); records when they do not."""
-        if self.budget is None:
-            return True
-        points = max(1, len(getattr(self.strategy, "offsets", (1, -1))))
-        if self.used + n_tests * (points + 1) <= self.budget:
-            return True
-        self.over_budget = True
-        return False
-
-    def kinks(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
-        """Failing directions of a network with kinked layers whose stencil crosses a kink are measured again
-        without crossing one (:mod:`layerkit.check.kinks`)."""
-        sides = kinked_sides(self.subject)
-        if sides is None:
-            return tests
-        out = list(tests)
-        for k, t in enumerate(tests):
-            if t.passed or len(self.settled) >= MAX_LINES:
-                continue
-            d = t.direction
-
-            def delta(ts: NDArray, d: Direction = d) -> tuple[NDArray, NDArray]:
-                values, noise = self.probe.delta([d], np.asarray(ts, dtype=np.float64)[:, None])
-                return np.asarray(values, dtype=np.float64)[:, 0], np.asarray(noise, dtype=np.float64)[:, 0]
-
-            rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
-            done = settle(line_sides(sides, self.x, d.lo, d.hi, d.u), delta, 2 * t.step, t.analytical, rounding)
-            self.evals[stage] = self.evals.get(stage, 0) + done.evals
-            if done.how in SETTLED or done.how == "between":
-                out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
-                                         max(t.first_reach, t.tolerance + t.error))
-                if done.how == "between" or done.tolerance > COARSER * t.tolerance:
-                    self.coarse.append((d, done.tolerance / t.tolerance))
-                else:
-                    self.settled.append((d, done.how))
-        return out
-
-    def second_look(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
-        """Measure failing directions again over a ladder of steps (:mod:`layerkit.check.refine`), when the step
-        was automatic: every failing direction of the first two stages, and during bisection those that fail
-        by less than ``SECOND_LOOK`` times their tolerance (a model that misjudged the truncation; a wrong
-        gradient fails by far more).  The new estimate replaces the first only when it discredits it (they
-        differ by more than the first's tolerance); one that confirms it leaves the failure standing."""
-        if self.strategy.step != "auto":
-            return tests
-        # the few first directions decide the verdict: those always get a second look; bisection's many ranges
-        # only when they fail by little
-        always = stage != "localize"
-        again = [k for k, t in enumerate(tests) if not t.passed and (always or t.error < SECOND_LOOK * t.tolerance)]
-        if not again:
-            return tests
-        line = _AlongDirections(self.probe, [tests[k].direction for k in again],
-                                np.array([self.length(tests[k].direction) for k in again]), self.x.dtype)
-        confirmed = confirms(line, [tests[k].numerical for k in again], [tests[k].step for k in again],
-                             [tests[k].tolerance for k in again])
-        self.evals[stage] = self.evals.get(stage, 0) + 2 * len(again)
-        again = [k for k, c in zip(again, confirmed) if not c]  # the others: the step is not the cause
-        if not again:
-            return tests
-        dirs = [tests[k].direction for k in again]
-        est = refine(_AlongDirections(self.probe, dirs, np.array([self.length(d) for d in dirs]), self.x.dtype))
-        assert est.noise is not None and est.truncation is not None  # refine measures both
-        self.evals[stage] = self.evals.get(stage, 0) + 16 * len(dirs)
-        out = list(tests)
-        for i, k in enumerate(again):
-            t = tests[k]
-            n = float(est.values[i])
-            if not abs(n - t.numerical) > t.tolerance:  # it confirms the first estimate: the failure stands
-                continue
-            tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
-                                        self.rounding_dtype)
-            out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
-                                     SAFETY * float(est.noise[i] + est.truncation[i]),
-                                     max(t.first_reach, t.tolerance + t.error))
-        return out
-
-    # -- group testing -------------------------------------------------------------------------------
-    def bisect(self, lo: int, hi: int) -> tuple[list[DirectionalTest], bool]:
-        """Guilty single entries in ``[lo, hi)`` and whether the search stopped because of spread (or the
-        budget)."""
-        level = [(lo, hi)]
-        leaves: list[DirectionalTest] = []
-        while level:
-            halves = []
-            for a, b in level:
-                mid = (a + b) // 2
-                halves += [(a, mid), (mid, b)]
-            halves = [(a, b) for a, b in halves if b > a]
-            if not self.affordable(len(halves)):
-                return leaves, True
-            tests = self.run_tests([self.direction(a, b) for a, b in halves], "localize")
-            guilty = [t for t in tests if not t.passed]
-            leaves += [t for t in guilty if t.direction.hi - t.direction.lo == 1]
-            level = [(t.direction.lo, t.direction.hi) for t in guilty if t.direction.hi - t.direction.lo > 1]
-            if len(level) > MAX_SPREAD:  # too many guilty ranges at once: spread (found entries stay found)
-                return leaves, True
-        return leaves, False
 
     def on_entries(self, entries: NDArray) -> Direction:
         """A seeded random unit direction supported on the flat ``entries`` only."""
@@ -429,217 +174,315 @@ class _Directional:
         u[entries - lo] = w / np.linalg.norm(w)
         return Direction(lo, hi, u)
 
-    def locate(self, block: Any) -> tuple[list[DirectionalTest], bool]:
-        """Guilty single entries of a 2-D block, by rows and columns: a wrong gradient is typically wrong along
-        whole columns (the bias column, an input) or rows (one unit).  First the columns are bisected with
-        directions spanning every row, then the rows (when more than :data:`LINES` column ranges are guilty at
-        once, the error is not confined to a few columns); the entries of each guilty line are then measured
-        one by one, or the line is bisected when it is longer than :data:`LINE`.  Ten wrong entries in one
-        column cost about ``2 log2(cols) + 10`` tests.  Falls back to plain bisection when neither confines
-        the error.  Returns the leaves and whether the search stopped because of spread or the budget."""
-        grid = block.grid() + block.start
-        rows, cols = block.shape
-        for axis in (1, 0):
-            lines = self.guilty_lines(grid, axis)
-            if lines is None:
-                if self.over_budget:
-                    return [], True
+    def length(self, d: Direction) -> float:
+        """The length scale the step along ``d`` is relative to: that of the *smallest* parameter it moves,
+        ``min_j max(1, |x_j|)`` over ``u_j != 0``, so that no entry is moved beyond the scale its own terms
+        curve on (a direction over a bias of size 1 and weights of size 1e6 would otherwise step by 1e3 on
+        the bias, and the truncation model, built on one scale, would not see it)."""
+        moved = np.abs(self.x[d.lo:d.hi])[np.asarray(d.u) != 0]
+        return max(1.0, float(np.min(moved, initial=np.inf))) if moved.size else 1.0
+
+    def step(self, d: Direction) -> float:
+        if not self.options.auto_step:
+            return float(self.strategy.step)
+        if self.tiny_steps:  # roundoff ~ eps sum|terms| does not grow as h shrinks: take h small
+            return math.sqrt(self.eps) * self.length(d)
+        excess = max(1.0, float(self.evaluator.noise_excess))
+        return float(self.strategy.base_step(self.x.dtype, excess) * self.length(d))
+
+    def line(self, dirs: list[Direction], dtype: Any = None, excess: float = 1.0) -> LineProbe:
+        """The directions as the axes of a probe (for the stencil's plan: float64 steps, as directions are not
+        on a parameter's grid; else in the parameters' dtype), with the noise ``excess`` its ladders follow."""
+        return LineProbe(self.evaluator, dirs, np.array([self.length(d) for d in dirs]),
+                         self.x.dtype if dtype is None else dtype, excess)
+
+    # -- tests -----------------------------------------------------------------------------------------
+    @property
+    def used(self) -> int:
+        """Evaluations spent so far (the analytic ones included)."""
+        return self.ledger.spent
+
+    def affordable(self, n_tests: int) -> bool:
+        """Whether ``n_tests`` more directional tests fit in the budget (about ``2 + 1`` evaluations each:
+        the stencil and a share of second looks); records when they do not."""
+        if self.budget is None:
+            return True
+        if self.used + n_tests * (max(1, self.options.traits.points) + 1) <= self.budget:
+            return True
+        self.over_budget = True
+        return False
+
+    def tests(self, dirs: list[Direction], stage: str) -> list[DirectionalTest]:
+        """The directional tests along ``dirs``, with their second looks and kink settling."""
+        hs = np.array([self.step(d) for d in dirs])
+        steps, coef = self.strategy.plan(self.line(dirs, hs.dtype), hs)
+        d, noise = self.evaluator.delta(dirs, steps)
+        n = np.einsum("sn,sn->n", coef, d)
+        noise_term = np.einsum("sn,sn->n", np.abs(coef), noise)
+        used = steps.size
+        if self.evaluator.exact and not self.known_rules:  # the truncation from a second step
+            steps2, coef2 = self.strategy.plan(self.line(dirs, hs.dtype), hs / 2)
+            d2, _ = self.evaluator.delta(dirs, steps2)
+            trunc = np.abs(n - np.einsum("sn,sn->n", coef2, d2)) / (1 - 2.0 ** -self.options.traits.order)
+            used += steps2.size
+        else:
+            pair = (d[0], d[1]) if steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1]) else None
+            length = np.array([self.length(di) for di in dirs])
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                trunc = truncation_model(hs, length, self.options.traits.order, n, pair)
+        out = []
+        for k, di in enumerate(dirs):
+            a = float(self.a[di.lo:di.hi] @ di.u)
+            tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
+            out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
+                                       SAFETY * float(noise_term[k] + trunc[k])))
+        self.ledger.count(stage, used)
+        out = self.kinks(self.second_look(out, stage), stage)
+        if self.options.progress is not None:
+            self.options.progress(stage, self.used)
+        return out
+
+    def second_look(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+        """Failing directions measured again (:mod:`layerkit.check.second_look`), when the step was automatic:
+        every failing direction of the first two stages, and during localization those that fail by less
+        than :data:`SECOND_LOOK` times their tolerance (a model that misjudged the truncation; a wrong
+        gradient fails by far more).  A replaced estimate gets the directional tolerance of its own error."""
+        if not self.options.auto_step:
+            return tests
+        always = stage != "localize"
+        again = [k for k, t in enumerate(tests) if not t.passed and (always or t.error < SECOND_LOOK * t.tolerance)]
+        if not again:
+            return tests
+        relook = look_again(self.line([tests[k].direction for k in again]), [tests[k].numerical for k in again],
+                            [tests[k].step for k in again], [tests[k].tolerance for k in again])
+        self.ledger.count(stage, 2 * len(again))
+        est = relook.estimate
+        if est is None:  # every one confirmed: the step is not the cause
+            return tests
+        assert est.noise is not None and est.truncation is not None  # refine measures both
+        self.ledger.count(stage, 16 * relook.rest.size)
+        out = list(tests)
+        for i, k in enumerate(again[r] for r in relook.rest):
+            t = tests[k]
+            n = float(est.values[i])
+            if not discredits(np.array(n), np.array(t.numerical), np.array(t.tolerance), nan=False):
+                continue  # it confirms the first estimate: the failure stands
+            tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
+                                        self.rounding_dtype)
+            out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
+                                     SAFETY * float(est.noise[i] + est.truncation[i]),
+                                     max(t.first_reach, t.tolerance + t.error))
+        return out
+
+    def kinks(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+        """Failing directions of a subject with kinked layers whose stencil crossed a kink, measured again
+        without crossing one (:mod:`layerkit.check.kinks`), at most :data:`~layerkit.check.kinks.MAX_LINES`
+        settled per check."""
+        if self.sides is None:
+            return tests
+        out = list(tests)
+        for k, t in enumerate(tests):
+            if t.passed or len(self.settled) >= MAX_LINES:
                 continue
-            leaves: list[DirectionalTest] = []
-            for k in lines:
-                entries = grid[:, k] if axis == 1 else grid[k, :]
-                found, stopped = self.bisect_entries(np.sort(entries))
-                leaves += found
-                if stopped:
-                    return leaves, True
-            return leaves, False
-        return self.bisect(block.start, block.stop)
-
-    def guilty_lines(self, grid: NDArray, axis: int) -> list[int] | None:
-        """The columns (``axis=1``) or rows (``axis=0``) of a block whose directions fail, by bisection over
-        ranges of them (each test spans the whole other axis); None when more than :data:`LINES` ranges are
-        guilty at once, or the budget ends the search."""
-        n = grid.shape[axis]
-        level, found = [(0, n)], []
-        while level:
-            halves = []
-            for a, b in level:
-                if b - a == 1:
-                    found.append(a)
-                    continue
-                mid = (a + b) // 2
-                halves += [(a, mid), (mid, b)]
-            if not halves:
-                break
-            if not self.affordable(len(halves)):
-                return None
-            dirs = [self.on_entries((grid[:, a:b] if axis == 1 else grid[a:b, :]).ravel()) for a, b in halves]
-            tests = self.run_tests(dirs, "localize")
-            level = [h for h, t in zip(halves, tests) if not t.passed]
-            if len(level) > LINES:
-                return None
-        return found
-
-    def bisect_entries(self, entries: NDArray) -> tuple[list[DirectionalTest], bool]:
-        """Bisection over a sorted set of flat entries (a row or column that fails).  When every half of a
-        level fails (the error fills the line: the bias column) and at most :data:`LINE` entries remain, they
-        are measured one by one, which costs less than bisecting on."""
-        level = [entries]
-        leaves: list[DirectionalTest] = []
-        dense = False
-        while level:
-            if dense and sum(g.size for g in level) <= LINE:
-                halves = [g[k:k + 1] for g in level for k in range(g.size)]
-            else:
-                halves = [part for group in level for part in (group[: group.size // 2], group[group.size // 2:])
-                          if part.size]
-            if not self.affordable(len(halves)):
-                return leaves, True
-            dirs = [Direction(int(h[0]), int(h[0]) + 1, np.ones(1)) if h.size == 1 else self.on_entries(h)
-                    for h in halves]
-            tests = self.run_tests(dirs, "localize")
-            leaves += [t for t, h in zip(tests, halves) if not t.passed and h.size == 1]
-            level = [h for t, h in zip(tests, halves) if not t.passed and h.size > 1]
-            dense = len(halves) > 1 and all(not t.passed for t in tests)
-            if len(level) > MAX_SPREAD:
-                return leaves, True
-        return leaves, False
+            d = t.direction
+            rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
+            done = settle(line_sides(self.sides, self.x, d.lo, d.hi, d.u), direction_delta(self.evaluator, d),
+                          2 * t.step, t.analytical, rounding)
+            self.ledger.count(stage, done.evals)
+            if done.how in SETTLED or done.how == "between":
+                out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
+                                         max(t.first_reach, t.tolerance + t.error))
+                if coarse(done, t.tolerance):
+                    self.coarse.append((d, done.tolerance / t.tolerance))
+                else:
+                    self.settled.append((d, done.how))
+        return out
 
     def taylor(self, d: Direction) -> dict[str, Any]:
         """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""
-        out = taylor_remainder(self.probe, self.x, self.a, d)
-        self.evals["taylor"] = self.evals.get("taylor", 0) + len(out["all_h"])
-        return out
-
-    # -- assembly --------------------------------------------------------------------------------------
-    def run(self) -> tuple[list[DirectionalTest], dict[str, list[DirectionalTest]], list[DirectionalTest],
-                           list[str], dict[str, Any] | None, bool]:
-        P = self.x.size
-        first = self.run_tests([self.direction(0, P) for _ in range(self.n_directions)], "directions")
-        block_tests: dict[str, list[DirectionalTest]] = {}
-        leaves: list[DirectionalTest] = []
-        spread: list[str] = []
-        passed = all(t.passed for t in first)
-        taylor: dict[str, Any] | None = None
-        self.scales = None
-        if not passed and not getattr(self.probe, "exact", False):
-            failing = [t for t in first if not t.passed]
-            line = _AlongDirections(self.probe, [t.direction for t in failing],
-                                    np.array([self.length(t.direction) for t in failing]), self.x.dtype)
-            line.noise_excess = float(getattr(self.probe, "noise_excess", 1.0))
-            analytical = np.array([t.analytical for t in failing])
-            numerical = np.array([t.numerical for t in failing])
-            self.scales = (across_scales(line, analytical, numerical),
-                           [f"direction {first.index(t) + 1}" for t in failing], numerical, analytical)
-            self.evals["scales"] = 2 * WIDE * len(failing)
-        if not passed:
-            sized = [b for b in self.layout.blocks if b.size]
-            per_block = self.run_tests([self.direction(b.start, b.stop) for b in sized], "blocks")
-            for b, t in zip(sized, per_block):
-                block_tests[b.name] = [t]
-            failing_blocks = [b for b, t in zip(sized, per_block) if not t.passed]
-            for b in failing_blocks:
-                if b.size == 1:
-                    leaves += [t for t in block_tests[b.name]]
-                    continue
-                found, stopped = self.locate(b) if len(b.shape) == 2 and min(b.shape) > 1 else \
-                    self.bisect(b.start, b.stop)
-                leaves += found
-                if stopped:
-                    spread.append(b.name)
-                    block_tests[b.name] += self.run_tests([self.direction(b.start, b.stop) for _ in range(3)],
-                                                          "blocks")
-            # The Taylor verdict along the direction where the mismatch stands out most: a localized entry,
-            # else the worst block-restricted direction, else the worst whole-vector one.
-            ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
-            candidates = leaves or [t for tests in block_tests.values() for t in tests if not t.passed] or first
-            taylor = self.taylor(max(candidates, key=ratio).direction)
-        return first, block_tests, leaves, spread, taylor, passed
-
-    def detectable(self, first: list[DirectionalTest]) -> NDArray:
-        """Per entry, the smallest error of that entry alone that one of the whole-vector directions detects:
-        ``min_k (tau_k + |n_k - a_k|) / |u_kj|`` (``inf`` where every direction misses the entry), with the
-        first estimate's reach where a second look replaced it (an error has to fail the first to get the
-        second)."""
-        out = np.full(self.x.size, np.inf)
-        for t in first:
-            with np.errstate(divide="ignore"):
-                out = np.minimum(out, max(t.tolerance + t.error, t.first_reach) / np.abs(t.direction.u))
+        out = taylor_remainder(self.evaluator, self.x, self.a, d)
+        self.ledger.count("taylor", len(out["all_h"]))
         return out
 
 
-def run_directional(subject: Any, strategy: Any, probe: Any, f0: Any, a: NDArray, *,
-                    n_directions: int = DEFAULT_DIRECTIONS, seed: int = 0, top: int = 5, t0: float | None = None,
-                    evaluations: dict[str, int] | None = None, noise: Noise | None = None,
-                    evaluator: str = "cost", rounding_dtype: Any = None, budget: int | None = None,
-                    progress: Callable[[str, int], None] | None = None) -> Report:
-    """The directional check of ``subject`` with evaluator ``probe`` (module docstring); the analytic gradient
-    ``a`` and cost ``f0`` at ``x0`` are already known, and ``evaluations`` (by purpose) were spent on them;
-    ``rounding_dtype`` is the dtype of the analytic gradient's rounding (default: the parameters').  Returns a
-    Report whose ``directional`` field holds the evidence and whose ``measured`` mask marks the localized
-    entries.  ``budget`` caps the evaluations localization may bring the check to (it stops, with a note, when
-    the next round would not fit); ``progress(stage, evaluations)`` is called after each round of tests."""
-    t0 = time.perf_counter() if t0 is None else t0
-    run = _Directional(subject, strategy, probe, f0, a, n_directions, seed, evaluations, rounding_dtype, budget,
-                       progress)
-    first, block_tests, leaves, spread, taylor, passed = run.run()
-    x, layout = run.x, run.layout
-    P = x.size
-    numerical = np.full(P, np.nan)
-    tolerance = run.detectable(first)
-    measured = np.zeros(P, dtype=bool)
-    for t in leaves:
+def detectable(first: list[DirectionalTest], size: int) -> NDArray:
+    """Per entry, the smallest error of that entry alone that one of the whole-vector directions detects:
+    ``min_k (tau_k + |n_k - a_k|) / |u_kj|`` (``inf`` where every direction misses the entry), with the first
+    estimate's reach where a second look replaced it (an error has to fail the first to get the second)."""
+    out = np.full(size, np.inf)
+    for t in first:
+        with np.errstate(divide="ignore"):
+            out = np.minimum(out, max(t.tolerance + t.error, t.first_reach) / np.abs(t.direction.u))
+    return out
+
+
+#: A directional check's callback: ``progress(stage, evaluations)``.
+Progress = Callable[[str, int], None]
+
+
+@frozen(eq=False)
+class Measured:
+    """What the directional tests found: the whole-vector tests, each block's own (only when those failed),
+    the localized entries, the blocks whose mismatch was too spread to localize, the Taylor fit along the
+    most telling direction, and the failing whole-vector directions measured across scales."""
+
+    first: list[DirectionalTest]
+    block_tests: dict[str, list[DirectionalTest]]
+    leaves: list[DirectionalTest]
+    spread: list[str]
+    taylor: dict[str, Any] | None = None
+    scales: tuple[Any, ...] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.first)
+
+
+def measure(tester: Tester, n_directions: int) -> Measured:
+    """The directional check's measurements (module docstring): whole-vector directions, then, when they
+    fail, the blocks, localization inside the failing ones and the Taylor verdict."""
+    P = tester.x.size
+    first = tester.tests([tester.direction(0, P) for _ in range(n_directions)], "directions")
+    if all(t.passed for t in first):
+        return Measured(first, {}, [], [])
+    scales = None if tester.evaluator.exact else _across_scales(tester, first)
+    block_tests, leaves, spread = _blocks(tester)
+    ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
+    # the Taylor verdict along the direction where the mismatch stands out most: a localized entry, else the
+    # worst block-restricted direction, else the worst whole-vector one
+    candidates = leaves or [t for tests in block_tests.values() for t in tests if not t.passed] or first
+    taylor = tester.taylor(max(candidates, key=ratio).direction)
+    return Measured(first, block_tests, leaves, spread, taylor, scales)
+
+
+def _across_scales(tester: Tester, first: list[DirectionalTest]) -> tuple[Any, ...]:
+    """The failing whole-vector directions measured across a wide range of steps (the subject's own cost):
+    ``(Scales, labels, numerical, analytical)`` for the verdict of :func:`~layerkit.check.verdicts.scales_verdict`."""
+    failing = [t for t in first if not t.passed]
+    line = tester.line([t.direction for t in failing], excess=float(tester.evaluator.noise_excess))
+    analytical = np.array([t.analytical for t in failing])
+    numerical = np.array([t.numerical for t in failing])
+    scales = across_scales(line, analytical, numerical)
+    tester.ledger.count("scales", 2 * WIDE * len(failing))
+    return scales, [f"direction {first.index(t) + 1}" for t in failing], numerical, analytical
+
+
+def _blocks(tester: Tester) -> tuple[dict[str, list[DirectionalTest]], list[DirectionalTest], list[str]]:
+    """One test restricted to each block; inside each failing block, localization (a block of one entry is
+    its own leaf); a block whose search stopped gets three more directions restricted to it."""
+    sized = [b for b in tester.subject.layout.blocks if b.size]
+    per_block = tester.tests([tester.direction(b.start, b.stop) for b in sized], "blocks")
+    block_tests = {b.name: [t] for b, t in zip(sized, per_block)}
+    leaves: list[DirectionalTest] = []
+    spread: list[str] = []
+    for b in [b for b, t in zip(sized, per_block) if not t.passed]:
+        if b.size == 1:
+            leaves += block_tests[b.name]
+            continue
+        found, stopped = locate(tester, b)
+        leaves += found
+        if stopped:
+            spread.append(b.name)
+            block_tests[b.name] += tester.tests([tester.direction(b.start, b.stop) for _ in range(3)], "blocks")
+    return block_tests, leaves, spread
+
+
+def report(measured: Measured, tester: Tester, options: Any, base: Baseline, evaluators: Any,
+           ledger: Ledger) -> Report:
+    """The report of a directional check: localized entries measured, every other entry's tolerance its
+    :func:`detectable` error, blocks judged by their own directions, the summary numbers those of the
+    whole-vector directions; then the kink findings and the verdicts, and the ledger written in."""
+    s = tester.subject
+    x, layout, first = s.x0, s.layout, measured.first
+    numerical = np.full(x.size, np.nan)
+    tolerance = detectable(first, x.size)
+    seen = np.zeros(x.size, dtype=bool)
+    for t in measured.leaves:
         j, u = t.direction.lo, float(t.direction.u[0])
-        numerical[j], tolerance[j], measured[j] = t.numerical / u, t.tolerance / abs(u), True
-    blocks = []
-    for b in layout.blocks:
-        tests = block_tests.get(b.name)
-        ok = True if tests is None else all(t.passed for t in tests)
-        nb = np.array([t.numerical for t in tests]) if tests else np.zeros(0)
-        ab = np.array([t.analytical for t in tests]) if tests else np.zeros(0)
-        n_bad = int(np.sum(measured[b.slice])) if not ok else 0
-        blocks.append(BlockSummary(b.name, b.shape, relative_difference(nb, ab) if tests else 0.0,
-                                   float(np.max(np.abs(nb - ab), initial=0.0)), n_bad, ok))
+        numerical[j], tolerance[j], seen[j] = t.numerical / u, t.tolerance / abs(u), True
     evidence = DirectionalEvidence(
         n_directions=len(first), tests=tuple(t.record(x) for t in first),
-        block_tests={name: tuple(t.record(x) for t in tests) for name, tests in block_tests.items()},
-        localized=tuple(layout.label(t.direction.lo) for t in leaves), spread_blocks=tuple(spread),
-        evaluations=dict(run.evals), taylor=taylor, scales=run.scales)
-    h0 = float(np.median([t.step for t in first]))
-    report = Report.build(
-        method=strategy.name, step=h0, step_rule="auto" if strategy.step == "auto" else "fixed", dtype=x.dtype,
-        numerical=numerical, analytical=a, rtol=0.0, atol=tolerance, layout=layout, x=x, cost=f0,
-        n_evals=sum(run.evals.values()), seconds=time.perf_counter() - t0, top=top,
-        measured=measured, blocks=tuple(blocks), passed=passed, subject=subject.kind, lambda_=subject.lambda_,
-        m=subject.m, mode="directional", evaluator=evaluator, noise=noise, directional=evidence)
-    if run.settled:
-        n = len(run.settled)
-        spans = sorted({(d.lo, d.hi) for d, _ in run.settled})
-        names = ", ".join(layout.label(lo) if hi - lo == 1 else f"a direction over {layout.label(lo)}.."
-                          f"{layout.label(hi - 1)}" for lo, hi in spans[:4]) + (" ..." if len(spans) > 4 else "")
-        smaller = sum(how == "own-piece" for _, how in run.settled)
-        names_of = tuple(dict.fromkeys(layout.block_of(lo).name for lo, _ in spans))
-        text = finding_text(n, names, smaller, n - smaller).replace(
-            "entr" + ("y" if n == 1 else "ies"), "direction" + ("" if n == 1 else "s"), 1)
-        report = evolve(report, findings=(Finding("nonsmooth", names_of, text, {"directions": n}),) + report.findings)
-    if run.over_budget:
-        report = evolve(report, notes=report.notes + (
-            f"localization stopped at the evaluation budget ({budget}): the entries named are those found by "
-            "then; the failing blocks stand",))
-    if run.coarse:
-        worst = max(r for _, r in run.coarse)
-        coarse_blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in run.coarse))
-        report = evolve(report, passed=False, findings=report.findings + (Finding(
-            "precision-limited", coarse_blocks,
-            f"inconclusive: the stencil of {len(run.coarse)} direction{'' if len(run.coarse) == 1 else 's'} crossed "
-            f"a kink; measured without crossing one they agree only within up to {worst:.0f} times the first "
-            "tolerance (a step that stays on one piece resolves less there), or several units sit on kinks the "
-            "direction moves in different ways (the analytic value lies between the one-sided slopes)",
-            {"unresolved": True, "covers_mismatch": True}),))
-    # the summary numbers of a directional check are those of its whole-vector directions
+        block_tests={name: tuple(t.record(x) for t in tests) for name, tests in measured.block_tests.items()},
+        localized=tuple(layout.label(t.direction.lo) for t in measured.leaves), spread_blocks=tuple(measured.spread),
+        evaluations=dict(ledger.evals), taylor=measured.taylor, scales=measured.scales)
+    out = Report.build(
+        method=options.strategy.name, step=float(np.median([t.step for t in first])),
+        step_rule="auto" if options.auto_step else "fixed", dtype=x.dtype, numerical=numerical, analytical=base.a,
+        rtol=0.0, atol=tolerance, layout=layout, x=x, cost=base.f0, n_evals=ledger.spent,
+        seconds=time.perf_counter() - base.started, top=options.top, measured=seen,
+        blocks=_summaries(measured, layout, seen), passed=measured.passed, subject=s.kind, lambda_=s.lambda_,
+        m=s.m, mode="directional", evaluator=evaluators.evaluator, noise=evaluators.report_noise(),
+        directional=evidence)
+    out = _kink_findings(out, tester)
+    if tester.over_budget:
+        out = evolve(out, notes=out.notes + (
+            f"localization stopped at the evaluation budget ({tester.budget}): the entries named are those found "
+            "by then; the failing blocks stand",))
     nf = np.array([t.numerical for t in first])
     af = np.array([t.analytical for t in first])
     err = np.abs(nf - af)
-    return evolve(report, relative_difference=relative_difference(nf, af), max_abs_error=float(err.max(initial=0.0)),
-                  max_rel_error=float(np.max(err / np.maximum(np.maximum(np.abs(nf), np.abs(af)), 1e-300),
-                                              initial=0.0)))
+    out = evolve(out, relative_difference=relative_difference(nf, af), max_abs_error=float(err.max(initial=0.0)),
+                 max_rel_error=float(np.max(err / np.maximum(np.maximum(np.abs(nf), np.abs(af)), 1e-300),
+                                             initial=0.0)))
+    _verdicts(out, tester, base, evaluators, ledger)
+    return ledger.finish(out)
+
+
+def _summaries(measured: Measured, layout: Any, seen: NDArray) -> tuple[BlockSummary, ...]:
+    """Each block judged by the directions restricted to it (every block passes when there were none)."""
+    out = []
+    for b in layout.blocks:
+        tests = measured.block_tests.get(b.name)
+        ok = True if tests is None else all(t.passed for t in tests)
+        nb = np.array([t.numerical for t in tests]) if tests else np.zeros(0)
+        ab = np.array([t.analytical for t in tests]) if tests else np.zeros(0)
+        n_bad = int(np.sum(seen[b.slice])) if not ok else 0
+        out.append(BlockSummary(b.name, b.shape, relative_difference(nb, ab) if tests else 0.0,
+                                float(np.max(np.abs(nb - ab), initial=0.0)), n_bad, ok))
+    return tuple(out)
+
+
+def _kink_findings(out: Report, tester: Tester) -> Report:
+    """``nonsmooth`` for the directions settled without crossing a kink (first), and an inconclusive
+    ``precision-limited`` for those settled only coarsely (last)."""
+    layout = tester.subject.layout
+    if tester.settled:
+        n = len(tester.settled)
+        spans = sorted({(d.lo, d.hi) for d, _ in tester.settled})
+        names = ", ".join(layout.label(lo) if hi - lo == 1 else f"a direction over {layout.label(lo)}.."
+                          f"{layout.label(hi - 1)}" for lo, hi in spans[:4]) + (" ..." if len(spans) > 4 else "")
+        smaller = sum(how == "own-piece" for _, how in tester.settled)
+        blocks = tuple(dict.fromkeys(layout.block_of(lo).name for lo, _ in spans))
+        out = evolve(out, findings=(nonsmooth_finding("direction", names, smaller, n - smaller, blocks,
+                                                      {"directions": n}),) + out.findings)
+    if tester.coarse:
+        worst = max(r for _, r in tester.coarse)
+        blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in tester.coarse))
+        out = evolve(out, passed=False, findings=out.findings + (
+            coarse_finding("direction", len(tester.coarse), [], worst, blocks, {}),))
+    return out
+
+
+def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledger: Ledger) -> None:
+    """An unresolved pass (no direction resolves its own derivative, or a zero gradient on a blurred cost)
+    and a failure the wide range of steps contradicts are inconclusive (:mod:`layerkit.check.verdicts`)."""
+    s = tester.subject
+    d = out.directional
+    assert d is not None
+    cause = resolution_cause(evaluators.noise, False, s.x0.dtype)
+    everything = tuple(b.name for b in s.layout.blocks)
+    if out.passed:
+        a = max((abs(t.analytical) for t in d.tests), default=0.0)
+        if a <= floor(base.a, tester.rounding_dtype):
+            zero = unresolved_zero(max((t.bound for t in d.tests), default=0.0), "direction", evaluators.noise,
+                                   s.x0, base.cost)
+            if zero is not None:
+                ledger.fail(unresolved(everything, zero[0], zero[1], cause))
+            return
+        found = unresolved_directions(d.tests)
+        if found is not None:
+            ledger.fail(unresolved(everything, found[0], found[1], cause))
+    elif d.scales is not None:
+        why = scales_verdict(*d.scales)
+        if why:
+            ledger.fail(undecided(tuple(b.name for b in s.layout.blocks if b.size), why, s.x0.dtype))

@@ -38,6 +38,7 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
+from .report import Finding
 from .tolerance import SAFETY
 
 #: Halvings of the step tried before a line is taken to sit exactly on a kink.
@@ -113,84 +114,106 @@ def settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float,
     return Settled(out.how, out.value, out.tolerance, out.step, spent[0])
 
 
-def _settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float, analytic: float,
-            extra_tolerance: float) -> Settled:
-    at_zero = sides(0.0)
-    assert at_zero is not None  # t = 0 is the point itself
-    base: NDArray = at_zero
+class _Line:
+    """A line ``x0 + t v`` as :func:`settle` sees it: which side of every kink each point is on."""
 
-    def keeps(t: float) -> bool:
-        at = sides(t)
-        return at is not None and bool(np.array_equal(at, base))
+    def __init__(self, sides: Callable[[float], NDArray | None], delta: Delta, reach: float) -> None:
+        self.sides, self.delta, self.reach = sides, delta, reach
+        at_zero = sides(0.0)
+        assert at_zero is not None  # t = 0 is the point itself
+        self.base: NDArray = at_zero
+        moved = np.zeros(self.base.shape, dtype=bool)
+        for end in (sides(reach), sides(-reach)):
+            if end is not None:
+                moved |= end != self.base
+        self.moved = moved
+        # a unit exactly on a kink (among those the stencil moves to another side) is moved off it by any step
+        # that the engine resolves, even where the forward pass rounds the move away
+        self.on_kink = bool(np.any(self.base[moved] == 0))
 
-    def same(t1: float, t2: float) -> bool:
-        a1, a2 = sides(t1), sides(t2)
+    def keeps(self, t: float) -> bool:
+        at = self.sides(t)
+        return at is not None and bool(np.array_equal(at, self.base))
+
+    def same(self, t1: float, t2: float) -> bool:
+        a1, a2 = self.sides(t1), self.sides(t2)
         return a1 is not None and a2 is not None and bool(np.array_equal(a1, a2))
 
-    if not (reach > 0) or (keeps(reach) and keeps(-reach)):
-        return Settled("smooth")
-    moved = np.zeros(base.shape, dtype=bool)
-    for end in (sides(reach), sides(-reach)):
-        if end is not None:
-            moved |= end != base
-    # a unit exactly on a kink (among those the stencil moves to another side) is moved off it by any step
-    # that the engine resolves, even where the forward pass rounds the move away
-    on_kink = bool(np.any(base[moved] == 0))
-
-    def piece(t: float) -> bool:
+    def piece(self, t: float) -> bool:
         """One piece on ``(0, t]``: the point's own (off a kink), or the one beside it (on a kink, where a
         step too small to move the kinked inputs at all in the forward pass establishes nothing)."""
-        if on_kink:
-            return same(t, t / 2) and same(t / 2, t / 4) and not keeps(t / 4)
-        return keeps(t) and keeps(t / 2) and keeps(t / 4)
+        if self.on_kink:
+            return self.same(t, t / 2) and self.same(t / 2, t / 4) and not self.keeps(t / 4)
+        return self.keeps(t) and self.keeps(t / 2) and self.keeps(t / 4)
 
-    def best_on_piece(sign: float) -> tuple[float, float, float] | None:
+    def best_on_piece(self, sign: float, extra: float) -> tuple[float, float, float] | None:
         """The one-sided estimate with the least tolerance on one piece: from the widest step below the
         stencil's reach that stays there, doubled (at most :data:`GROWTH` times) while it stays there and the
         tolerance (rounding over the step, plus the truncation that grows with it) keeps falling."""
-        t = sign * reach
+        t = sign * self.reach
         for _ in range(HALVINGS):
-            if piece(t):
+            if self.piece(t):
                 break
             t /= 2
         else:
             return None
         best = None
         for _ in range(GROWTH + 1):
-            est, tol = _one_sided(delta, t)
+            est, tol = _one_sided(self.delta, t)
             if not (np.isfinite(est) and np.isfinite(tol)):
                 break
             if best is not None and tol >= best[1]:
                 break
-            best = (est, tol + extra_tolerance, abs(t))
-            if not (piece(2 * t) and same(2 * t, t)):
+            best = (est, tol + extra, abs(t))
+            if not (self.piece(2 * t) and self.same(2 * t, t)):
                 break
             t *= 2
         return best
 
-    candidates = []
-    for sign in (1.0, -1.0):
-        if on_kink or keeps(sign * reach):
-            best = best_on_piece(sign)
-            if best is not None:
-                candidates.append(best)
-    if on_kink and len(candidates) < 2:
-        return Settled("failing")
-    if not candidates:  # kinks close on both sides: a smaller central difference between them
-        h = reach
+    def between_kinks(self, extra: float) -> tuple[float, float, float] | None:
+        """Kinks close on both sides: a central difference at a step halved until ``+-h`` keeps every side."""
+        h = self.reach
         for _ in range(HALVINGS):
             h /= 2
-            if keeps(h) and keeps(-h):
-                est, tol = _central(delta, h)
-                candidates.append((est, tol + extra_tolerance, h))
-                break
-        else:
+            if self.keeps(h) and self.keeps(-h):
+                est, tol = _central(self.delta, h)
+                return est, tol + extra, h
+        return None
+
+
+def _settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float, analytic: float,
+            extra_tolerance: float) -> Settled:
+    base = sides(0.0)
+    assert base is not None  # t = 0 is the point itself
+    if not (reach > 0) or all(_same_side(sides(t), base) for t in (reach, -reach)):
+        return Settled("smooth")
+    line = _Line(sides, delta, reach)
+    candidates = []
+    for sign in (1.0, -1.0):
+        if line.on_kink or line.keeps(sign * reach):
+            best = line.best_on_piece(sign, extra_tolerance)
+            if best is not None:
+                candidates.append(best)
+    if line.on_kink and len(candidates) < 2:
+        return Settled("failing")
+    if not candidates:
+        central = line.between_kinks(extra_tolerance)
+        if central is None:
             return Settled("failing")
-    how = "on-kink" if on_kink else "own-piece"
+        candidates.append(central)
+    return _verdict(line, candidates, analytic)
+
+
+def _same_side(at: NDArray | None, base: NDArray) -> bool:
+    return at is not None and bool(np.array_equal(at, base))
+
+
+def _verdict(line: _Line, candidates: list[tuple[float, float, float]], analytic: float) -> Settled:
+    how = "on-kink" if line.on_kink else "own-piece"
     for est, tol, step in sorted(candidates, key=lambda c: abs(c[0] - analytic)):
         if abs(est - analytic) <= tol:
             return Settled(how, est, tol, step)
-    if on_kink and int(np.sum(base[moved] == 0)) >= 2:
+    if line.on_kink and int(np.sum(line.base[line.moved] == 0)) >= 2:
         # several units on a kink, moved off it in different directions: each contributes one of its
         # one-sided slopes (or anything between, for a subgradient), and the cost alone cannot tell which
         (a, ta, sa), (b, tb, sb) = candidates
@@ -252,3 +275,71 @@ def coordinate_delta(probe: Any, j: int) -> Delta:
         return d, np.asarray(sub.noise(steps), dtype=np.float64)[:, 0]
 
     return delta
+
+
+def direction_delta(evaluator: Any, d: Any) -> Delta:
+    """``delta`` along a direction ``d`` of a direction evaluator (``delta(dirs, steps) -> (values, noise)``)."""
+
+    def delta(ts: NDArray) -> tuple[NDArray, NDArray]:
+        values, noise = evaluator.delta([d], np.asarray(ts, dtype=np.float64)[:, None])
+        return np.asarray(values, dtype=np.float64)[:, 0], np.asarray(noise, dtype=np.float64)[:, 0]
+
+    return delta
+
+
+def coarse(out: Settled, tolerance: float) -> bool:
+    """Whether a settled line counts only as undecided: between two one-sided slopes, or measured without
+    crossing a kink only within more than :data:`COARSER` times its first ``tolerance``."""
+    return out.how == "between" or out.tolerance > COARSER * tolerance
+
+
+def _names(labels: list[str], most: int) -> str:
+    return ", ".join(labels[:most]) + (" ..." if len(labels) > most else "")
+
+
+#: How the coarse-kink finding ends, for entries of a full check and for directions.
+_COARSE_TAIL = {
+    "entry": "or their units sit on kinks that the entry moves in different directions (the analytic value lies "
+             "between the one-sided slopes, and the cost cannot tell which piece each unit's derivative belongs "
+             "to)",
+    "direction": "or several units sit on kinks the direction moves in different ways (the analytic value lies "
+                 "between the one-sided slopes)",
+}
+
+
+def coarse_finding(kind: str, n: int, labels: list[str], worst: float, blocks: tuple[str, ...],
+                   evidence: dict[str, Any]) -> Finding:
+    """INCONCLUSIVE: the stencil of ``n`` entries (``kind="entry"``, named by ``labels``) or directions
+    (``"direction"``) crossed a kink, and measured without crossing one they agree only coarsely
+    (:func:`coarse`)."""
+    what = ("entr" + ("y" if n == 1 else "ies")) if kind == "entry" else "direction" + ("" if n == 1 else "s")
+    names = f" ({_names(labels, 5)})" if labels else ""
+    return Finding(
+        "precision-limited", blocks,
+        f"inconclusive: the stencil of {n} {what}{names} crossed a kink; measured without crossing one they agree "
+        f"only within up to {worst:.0f} times the first tolerance (a step that stays on one piece resolves less "
+        f"there), {_COARSE_TAIL[kind]}", evidence, bearing="undecided")
+
+
+def nonsmooth_finding(kind: str, names: str, own_piece: int, on_kink: int, blocks: tuple[str, ...],
+                      evidence: dict[str, Any]) -> Finding:
+    """Not a failure: the stencil of ``own_piece + on_kink`` entries or directions crossed a kink, and measured
+    again without crossing one they agree (:func:`finding_text`)."""
+    n = own_piece + on_kink
+    text = finding_text(n, names, own_piece, on_kink)
+    if kind == "direction":
+        text = text.replace("entr" + ("y" if n == 1 else "ies"), "direction" + ("" if n == 1 else "s"), 1)
+    return Finding("nonsmooth", blocks, text, evidence)
+
+
+def one_sided_jumps(probe: Any, h: NDArray, scales: tuple[float, ...] = (1.0, 1e-2)) -> list[NDArray]:
+    """The kink test for a cost that declares none: at each of ``scales`` times the steps ``h``, the jump
+    ``|D+ - D-|`` between the forward and the backward one-sided slopes along each of ``probe``'s axes.  At
+    a kink the jump does not shrink with the step; on a smooth cost it shrinks like the step."""
+    jumps = []
+    for scale in scales:
+        hp = probe.snap(h * scale)
+        hm = probe.snap(-h * scale)
+        d = probe.delta(np.stack([hp, hm]))
+        jumps.append(np.abs(d[0] / hp - d[1] / hm))
+    return jumps

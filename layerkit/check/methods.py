@@ -108,8 +108,7 @@ def nonzero_steps(h: NDArray, step: Any, probe: Probe) -> NDArray:
         j = int(np.flatnonzero(h == 0)[0])
         raise InputError("step", f"a step large enough to change every parameter in {np.dtype(probe.dtype)}",
                          f"{step!r}, which rounds to no change at axis {j} ({int(np.sum(h == 0))} axes in all)")
-    x = getattr(probe, "x", None)
-    axes = getattr(probe, "axes", None)
+    x, axes = probe.x, probe.axes
     xj = np.zeros(h.shape) if x is None else np.asarray(x)[axes if axes is not None else slice(None)]
     with np.errstate(over="ignore", invalid="ignore"):
         wide = 4.0 * np.abs(h.astype(np.float64))  # the widest stencil (Richardson's h, central's 2h) fits
@@ -125,8 +124,7 @@ def auto_steps(probe: Probe, relative: float) -> NDArray:
     """The automatic per-axis step: ``relative`` times the probe's length scale, at least
     :data:`MIN_STEP_ULPS` units in the last place of ``x_j``, snapped."""
     h = relative * np.asarray(probe.scale(), dtype=np.float64)
-    x = getattr(probe, "x", None)
-    axes = getattr(probe, "axes", None)
+    x, axes = probe.x, probe.axes
     if x is not None:
         xj = np.abs(np.asarray(x)[axes] if axes is not None else np.asarray(x)).astype(np.float64)
         h = np.maximum(h, MIN_STEP_ULPS * machine_eps(probe.dtype) * xj)
@@ -134,7 +132,21 @@ def auto_steps(probe: Probe, relative: float) -> NDArray:
 
 
 def _noise_excess(probe: Probe) -> float:
-    return max(1.0, float(getattr(probe, "noise_excess", 1.0)))
+    return max(1.0, float(probe.noise_excess))
+
+
+def truncation_model(h: NDArray, scale: NDArray, order: int, values: NDArray,
+                     pair: tuple[NDArray, NDArray] | None = None) -> NDArray:
+    """The truncation of a rule of ``order`` at steps ``h`` along axes of length scale ``scale``:
+    ``(h / l)^p V / l`` with ``V = max(|D| l, |f''| l^2)`` (module docstring); the curvature comes from
+    ``pair``, the differences at ``+h`` and ``-h``, when the stencil has both."""
+    hs = np.abs(np.asarray(h).astype(np.float64))
+    V = np.abs(values) * scale
+    if pair is not None:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            curv = np.abs(np.asarray(pair[0], dtype=np.float64) + pair[1]) / (hs * hs)
+        V = np.maximum(V, np.nan_to_num(curv) * scale * scale)
+    return (hs / scale) ** order * V / scale
 
 
 def _combine(coef: NDArray, d: NDArray) -> NDArray:
@@ -204,7 +216,7 @@ class FiniteDifference:
         d = probe.delta(steps)
         values = _combine(coef, d)
         noise = _combine(np.abs(coef), probe.noise(steps))
-        cheap = getattr(probe, "cheap", False)
+        cheap = probe.cheap
         if cheap or self.step != "auto":
             # measured from a second stencil at h/2: always for an exact engine (cheap), and for a step the
             # user fixed, which no error model chose (a large step's truncation can be dominated by a third
@@ -223,15 +235,9 @@ class FiniteDifference:
     def truncation_model(self, probe: Probe, h: NDArray, d: NDArray, values: NDArray) -> NDArray:
         """``(h_j / l_j)^p V_j / l_j`` with ``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (module docstring); the
         curvature comes from the offsets ``+1`` and ``-1`` when the stencil has both."""
-        scale = np.asarray(probe.scale(), dtype=np.float64)
-        hs = np.abs(h.astype(np.float64))
-        V = np.abs(values) * scale
         offs = list(self.offsets)
-        if 1.0 in offs and -1.0 in offs:
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                curv = np.abs(np.asarray(d[offs.index(1.0)], dtype=np.float64) + d[offs.index(-1.0)]) / (hs * hs)
-            V = np.maximum(V, np.nan_to_num(curv) * scale * scale)
-        return (hs / scale) ** self.order * V / scale
+        pair = (d[offs.index(1.0)], d[offs.index(-1.0)]) if 1.0 in offs and -1.0 in offs else None
+        return truncation_model(h, np.asarray(probe.scale(), dtype=np.float64), self.order, values, pair)
 
 
 @frozen

@@ -1,7 +1,7 @@
-"""Probes: the evaluation engines that strategies ask for cost changes.
+"""Probes: the evaluators that strategies ask for cost changes, with their capabilities declared.
 
 A probe stands at a point ``x`` with cost ``f0 = J(x)`` and offers ``n_axes`` axes (coordinate unit
-vectors, a subset of them, or random directions).  Strategies only call:
+vectors, a subset of them, or directions).  Strategies only call:
 
 * ``probe.delta(steps)``: ``steps`` has shape ``(S, n_axes)``; returns ``J(x + steps[s, k] e_k) - f0`` with
   the same shape (NaN where the cost was not finite);
@@ -9,15 +9,23 @@ vectors, a subset of them, or random directions).  Strategies only call:
   re-evaluates the cost, twice its measured noise level (:mod:`layerkit.check.noise`); an engine that computes
   differences without cancellation reports its own, much smaller, rounding;
 * ``probe.imag(h)``: ``Im J(x + i h_k e_k)`` for each axis (complex step);
-* ``probe.snap(h)``, ``probe.scale()``, ``probe.dtype``, and ``probe.cheap``: whether an evaluation costs far
-  less than one of the cost (then strategies afford a second step to measure their truncation).
+* ``probe.snap(h)``, ``probe.scale()`` and ``probe.subset(axes)``.
+
+and read its declared capabilities, set when it is made (:class:`Probe`): ``cheap`` (an evaluation costs far
+less than one of the cost: strategies afford a second stencil to measure their truncation), ``noise_excess``
+(how much noisier than its rounding the cost is: automatic steps follow it), ``x`` and ``axes`` (the point
+and the coordinates the axes are, for steps relative to them; None along directions), and ``notes`` (what
+the evaluator refused to use, and why).
 
 ``scale()`` is the length scale, per axis, that automatic steps are relative to: ``max(1, |x_j|) / s_j``,
 where the optional ``axis_scale`` ``s_j >= 1`` says how much faster the cost varies along axis ``j`` (see
-:meth:`layerkit.check.subjects.Target.axis_scale`).
+:meth:`layerkit.check.subjects.NetworkSubject.axis_scale`).
 
-The probe owns a private copy of ``x`` and hands the cost a fresh copy of it, perturbed, at every
-evaluation: the caller's vector is never touched, even when the cost raises or writes into its argument.
+The probes here re-evaluate the subject's cost: :class:`CoordinateProbe` along coordinates and
+:class:`CostDirections` along directions; :class:`LineProbe` offers the directions of either kind of
+direction evaluator (this one, or the network engine's) as the axes of a probe.  A probe owns a private copy
+of ``x`` and hands the cost a fresh copy of it, perturbed, at every evaluation: the caller's vector is never
+touched, even when the cost raises or writes into its argument.
 """
 
 from __future__ import annotations
@@ -32,17 +40,38 @@ from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import ComplexEvaluationError, TargetError
-from ..fast.probe import scaled
+from ..numerics import Direction, scaled
 
 CostFn = Callable[[NDArray], Any]
 
 
 class Probe(Protocol):
-    dtype: np.dtype
-    real_dtype: np.dtype
-    n_axes: int
-    n_evals: int
-    cheap: bool
+    """What a strategy may ask of an evaluator (module docstring); capabilities are attributes set at
+    construction."""
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def real_dtype(self) -> np.dtype: ...
+
+    @property
+    def n_axes(self) -> int: ...
+
+    @property
+    def n_evals(self) -> int: ...
+
+    @property
+    def cheap(self) -> bool: ...
+
+    @property
+    def noise_excess(self) -> float: ...
+
+    @property
+    def x(self) -> NDArray | None: ...
+
+    @property
+    def axes(self) -> NDArray | None: ...
 
     def delta(self, steps: NDArray) -> NDArray: ...
 
@@ -53,6 +82,24 @@ class Probe(Protocol):
     def snap(self, h: NDArray) -> NDArray: ...
 
     def scale(self) -> NDArray: ...
+
+
+class Directions(Protocol):
+    """What a directional check asks of an evaluator: cost changes along directions, and their rounding.
+
+    ``exact`` says whether the changes are computed without cancellation (tiny steps are then fine);
+    ``noise_excess`` is as for :class:`Probe`."""
+
+    @property
+    def exact(self) -> bool: ...
+
+    @property
+    def noise_excess(self) -> float: ...
+
+    @property
+    def n_evals(self) -> int: ...
+
+    def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]: ...
 
 
 def as_scalar_cost(value: Any, where: str) -> Any:
@@ -73,6 +120,12 @@ def _costs_at(cost: CostFn, x: NDArray, axes: Sequence[int] | NDArray, steps: Se
     return out
 
 
+def not_complex(reason: str) -> ComplexEvaluationError:
+    """The complex step is not applicable, for ``reason``; the message names the methods that are."""
+    return ComplexEvaluationError(f"the target cannot be evaluated at complex parameters: {reason}; use "
+                                  "method='central' or 'richardson' instead")
+
+
 class CoordinateProbe:
     """Probe along coordinate axes ``e_j`` for ``j`` in ``axes`` (default: all) of a cost function.
 
@@ -90,21 +143,23 @@ class CoordinateProbe:
         Spread evaluations over it in chunks; results are identical to the serial run because every
         evaluation sees bit-identical inputs.  ``cost`` must then be picklable for process pools.
     axis_scale : NDArray, optional
-        Per-axis step divisors ``s_j >= 1`` (see :func:`scaled`).
+        Per-axis step divisors ``s_j >= 1`` of the coordinates ``axes`` (see :func:`~layerkit.numerics.scaled`).
     noise_level : float
         The noise of one cost evaluation (:class:`~layerkit.check.noise.Noise`); a difference carries twice it.
+    noise_excess : float
+        How much noisier than its rounding the cost is (:func:`~layerkit.check.noise.step_excess`).
     """
 
     cheap = False
 
     def __init__(self, cost: CostFn, x0: NDArray, f0: float, axes: Sequence[int] | NDArray | None = None,
                  executor: Executor | None = None, axis_scale: NDArray | None = None,
-                 noise_level: float = 0.0) -> None:
+                 noise_level: float = 0.0, noise_excess: float = 1.0) -> None:
         self.cost = cost
         self.x = np.array(x0, copy=True)
         self.f0 = f0
         self.axes = np.arange(self.x.size) if axes is None else np.asarray(axes, dtype=np.int64)
-        self.axis_scale = None if axis_scale is None else np.asarray(axis_scale, dtype=np.float64)[self.axes]
+        self.axis_scale = None if axis_scale is None else np.asarray(axis_scale, dtype=np.float64)
         self.dtype = self.x.dtype
         self.real_dtype = np.dtype(self.x.real.dtype)
         self.n_axes = int(self.axes.size)
@@ -112,16 +167,17 @@ class CoordinateProbe:
         self._parent: CoordinateProbe | None = None
         self.executor = executor
         self.noise_level = float(noise_level)
-        self.noise_excess = 1.0  # the noise over the cost's rounding that automatic steps follow
+        self.noise_excess = float(noise_excess)
+        self.notes: list[str] = []
 
     def subset(self, axes: Sequence[int]) -> CoordinateProbe:
-        """The same probe restricted to ``axes`` (positions among this probe's axes)."""
-        sub = CoordinateProbe(self.cost, self.x, self.f0, self.axes[np.asarray(axes, dtype=np.int64)],
-                              self.executor, None, self.noise_level)
-        if self.axis_scale is not None:
-            sub.axis_scale = self.axis_scale[np.asarray(axes, dtype=np.int64)]
-        sub.noise_excess = self.noise_excess
-        sub._parent = self  # its evaluations count as this probe's too
+        """The same probe restricted to ``axes`` (positions among this probe's axes); its evaluations count as
+        this probe's too."""
+        pick = np.asarray(axes, dtype=np.int64)
+        sub = CoordinateProbe(self.cost, self.x, self.f0, self.axes[pick], self.executor,
+                              None if self.axis_scale is None else self.axis_scale[pick], self.noise_level,
+                              self.noise_excess)
+        sub._parent = self
         return sub
 
     def noise(self, steps: NDArray) -> NDArray:
@@ -168,17 +224,101 @@ class CoordinateProbe:
                 warnings.simplefilter("error", np.exceptions.ComplexWarning)
                 costs = self._evaluate(xc, self.axes, steps)
         except np.exceptions.ComplexWarning as exc:
-            raise ComplexEvaluationError(
-                f"the target cannot be evaluated at complex parameters: it discards the imaginary part ({exc}); "
-                "use method='central' or 'richardson' instead") from None
+            raise not_complex(f"it discards the imaginary part ({exc})") from None
         except (TypeError, ValueError) as exc:
-            raise ComplexEvaluationError(
-                f"the target cannot be evaluated at complex parameters: {type(exc).__name__}: {exc}; "
-                "use method='central' or 'richardson' instead") from None
+            raise not_complex(f"{type(exc).__name__}: {exc}") from None
         if costs and not any(isinstance(c, complex) for c in costs):
-            raise ComplexEvaluationError(
-                "the target cannot be evaluated at complex parameters: it returned a real cost for a complex "
-                "input, so the imaginary part was lost; use method='central' or 'richardson' instead")
+            raise not_complex("it returned a real cost for a complex input, so the imaginary part was lost")
         out = np.asarray([complex(c).imag for c in costs], dtype=np.float64)
         out[~np.isfinite(out)] = np.nan
         return out
+
+
+def _cost_along(cost: CostFn, x0: NDArray, lo: int, hi: int, u: NDArray, s: float) -> Any:
+    """``cost(x0 + s u)`` for ``u`` supported on ``[lo, hi)``; a picklable worker for executors."""
+    x = np.array(x0, copy=True)
+    x[lo:hi] += (s * u).astype(x.dtype)
+    return as_scalar_cost(cost(x), "along a direction")
+
+
+class CostDirections:
+    """Cost differences along directions by re-evaluating ``cost`` (optionally over an executor).
+
+    Each difference carries twice the cost's noise ``noise_level`` and, with ``rounding`` (the default), at
+    least the rounding ``eps (|J| + |f0|)`` of the two costs it subtracts.
+    """
+
+    exact = False
+
+    def __init__(self, cost: CostFn, x0: NDArray, f0: float, executor: Executor | None = None,
+                 noise_level: float = 0.0, noise_excess: float = 1.0, rounding: bool = True) -> None:
+        self.cost, self.x0, self.f0, self.executor = cost, x0, float(np.real(f0)), executor
+        self.dtype = x0.dtype
+        self.n_evals = 0
+        self.noise_level, self.noise_excess, self.rounding = noise_level, float(noise_excess), rounding
+
+    def delta(self, dirs: Sequence[Direction], steps: NDArray) -> tuple[NDArray, NDArray]:
+        """``J(x0 + steps[s, k] u_k) - J(x0)`` and its noise bound, both of shape ``(S, len(dirs))``."""
+        S = steps.shape[0]
+        jobs = [(d.lo, d.hi, d.u, float(steps[s, k])) for s in range(S) for k, d in enumerate(dirs)]
+        self.n_evals += len(jobs)
+        with np.errstate(all="ignore"):
+            if self.executor is None:
+                costs = [_cost_along(self.cost, self.x0, *job) for job in jobs]
+            else:
+                futures = [self.executor.submit(_cost_along, self.cost, self.x0, *job) for job in jobs]
+                costs = [f.result() for f in futures]
+        c = np.asarray([float(np.real(v)) for v in costs]).reshape(S, len(dirs))
+        if not self.rounding:
+            return c - self.f0, np.full(c.shape, 2 * self.noise_level)
+        eps = float(np.finfo(self.dtype).eps)
+        noise = np.maximum(2 * self.noise_level, eps * (np.abs(c) + abs(self.f0)))
+        return c - self.f0, noise
+
+
+class LineProbe:
+    """The probe protocol over directions instead of coordinates: axis ``k`` is ``dirs[k]`` of a direction
+    evaluator (:class:`Directions`), its length scale ``lengths[k]``; steps are not snapped (a direction is
+    not on a parameter's grid).  ``dtype`` is the dtype steps are planned in."""
+
+    cheap = False
+    x = None
+    axes = None
+
+    def __init__(self, evaluator: Any, dirs: list[Direction], lengths: NDArray, dtype: Any,
+                 noise_excess: float = 1.0) -> None:
+        self.evaluator, self.dirs, self.lengths = evaluator, dirs, lengths
+        self.n_axes = len(dirs)
+        self.dtype = self.real_dtype = np.dtype(dtype)
+        self.noise_excess = float(noise_excess)
+        self.notes: list[str] = []
+        self._noise: tuple[NDArray, NDArray] | None = None
+
+    @property
+    def n_evals(self) -> int:
+        return int(self.evaluator.n_evals)
+
+    def scale(self) -> NDArray:
+        return self.lengths
+
+    def snap(self, h: NDArray) -> NDArray:
+        return h
+
+    def subset(self, axes: Sequence[int]) -> LineProbe:
+        pick = [int(k) for k in axes]
+        return LineProbe(self.evaluator, [self.dirs[k] for k in pick], self.lengths[pick], self.dtype,
+                         self.noise_excess)
+
+    def delta(self, steps: NDArray) -> NDArray:
+        d, noise = self.evaluator.delta(self.dirs, np.asarray(steps, dtype=np.float64))
+        self._noise = (steps, noise)
+        return d
+
+    def noise(self, steps: NDArray) -> NDArray:
+        if self._noise is None or self._noise[0] is not steps:
+            self.delta(steps)
+        assert self._noise is not None
+        return self._noise[1]
+
+    def imag(self, h: NDArray) -> NDArray:
+        raise not_complex("the complex step runs along coordinates only")

@@ -72,7 +72,7 @@ def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
     is flat within each stair, so a small step loses a term's slope -- or a float32 cost), and the mismatch
     cannot be blamed on the gradient.  20 evaluations per entry."""
     eps = machine_eps(probe.dtype)
-    excess = max(1.0, float(getattr(probe, "noise_excess", 1.0)))
+    excess = max(1.0, float(probe.noise_excess))
     top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO) * RATIO**2
     n = probe.n_axes
     D, N, H = np.full((WIDE, n), np.nan), np.full((WIDE, n), np.inf), np.zeros((WIDE, n))
@@ -127,7 +127,7 @@ def refine(probe: Any) -> Estimate:
     """The best estimate along each of ``probe``'s axes (module docstring), as an :class:`Estimate` whose
     ``truncation`` and ``noise`` are the chosen candidate's."""
     eps = machine_eps(probe.dtype)
-    excess = max(1.0, float(getattr(probe, "noise_excess", 1.0)))
+    excess = max(1.0, float(probe.noise_excess))
     top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO)
     n = probe.n_axes
     D, N, H = np.full((LADDER, n), np.nan), np.full((LADDER, n), np.inf), np.zeros((LADDER, n))

@@ -48,16 +48,29 @@ def relative_difference(n: NDArray, a: NDArray) -> float:
 
 @frozen
 class Finding:
-    """One diagnosis of a mismatch, with a stable ``code`` (see :mod:`layerkit.diagnosis.doctor`)."""
+    """One diagnosis of a mismatch, with a stable ``code`` (see :mod:`layerkit.diagnosis.doctor`).
+
+    ``bearing`` says how a verdict finding bears on the verdict (:mod:`layerkit.check.verdicts`):
+    ``"unresolved"`` (nothing failed, but the check could not resolve the gradient: INCONCLUSIVE when no
+    entry is beyond its tolerance), ``"undecided"`` (INCONCLUSIVE even where entries fail: the mismatch is
+    within what the check knows it cannot measure), or ``""`` (an explanation).  ``to_dict`` writes it into
+    the evidence as the keys ``unresolved`` and ``covers_mismatch``.
+    """
 
     code: str
     blocks: tuple[str, ...]
     message: str
     evidence: dict[str, Any] = field(factory=dict)
+    bearing: str = field(default="", kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
+        evidence = dict(self.evidence)
+        if self.bearing:
+            evidence["unresolved"] = True
+        if self.bearing == "undecided":
+            evidence["covers_mismatch"] = True
         return {"code": self.code, "blocks": list(self.blocks), "message": self.message,
-                "evidence": _jsonable(self.evidence)}
+                "evidence": _jsonable(evidence)}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -407,7 +420,7 @@ class Report:
         tolerance while some could not be resolved, or a mismatch within what the error model is known to
         misjudge for this cost (the finding says which and why)."""
         return not self.passed and any(
-            f.evidence.get("unresolved") and (f.evidence.get("covers_mismatch") or not self.mismatch.any())
+            f.bearing == "undecided" or (f.bearing == "unresolved" and not self.mismatch.any())
             for f in self.findings)
 
     @property

@@ -49,12 +49,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..check.directional import Direction, taylor_remainder
+from ..check.directional import taylor_remainder
 from ..check.methods import Central
 from ..check.report import Finding, Report
 from ..check.tolerance import SAFETY
 from ..nn.layout import Block, Order
 from ..nn.losses import L2
+from ..numerics import Direction
 
 #: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
 FIT_TOL = 1e-3

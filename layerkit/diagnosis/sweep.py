@@ -141,8 +141,7 @@ def _sweep(subject: Subject, methods: Sequence[Any], steps: Sequence[float]) -> 
     # Whole-cost re-evaluation, as a hand-written loop does it, so that roundoff shows (the network engine
     # differences costs exactly and would hide the left arm of the V).
     probe = CoordinateProbe(subject.value, subject.x0, f0, axis_scale=subject.axis_scale(),
-                            noise_level=noise.level)
-    probe.noise_excess = step_excess(noise)
+                            noise_level=noise.level, noise_excess=step_excess(noise))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)

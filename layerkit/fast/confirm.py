@@ -31,9 +31,11 @@ disagreement raises :class:`RuleMismatch`; the engine then drops the rule and co
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+from attrs import frozen
 from numpy.typing import NDArray
 
 from ..numerics import AGREEMENT
@@ -65,6 +67,45 @@ class RuleMismatch(Exception):
     def __init__(self, k: int, rule: str, difference: float) -> None:
         super().__init__(f"the {rule} rule of layer {k} disagreed with its forward by {difference:.2e}")
         self.k, self.rule, self.difference = k, rule, difference
+
+
+class EngineRefused(Exception):
+    """A rule an engine relies on disagreed with its layer's forward during a check, and the engine has no way
+    to go on without it: the check starts over with the subject's own cost (the message says which rule)."""
+
+
+T = TypeVar("T")
+
+
+def answer(rules: Rules, request: Callable[[], T], without: Callable[[], None] | None) -> T:
+    """The one policy for a rule that disagrees with its layer's forward mid-check: the rule is refused (a note
+    says so) and ``request`` is answered again without it, after ``without()`` has dropped what was built on
+    the rule (the Taylor tables).  An engine with no way to answer without the rule (``without`` None) raises
+    :class:`EngineRefused` instead, and the check starts over on the subject's own cost."""
+    while True:
+        try:
+            return request()
+        except RuleMismatch as exc:
+            rules.refuse(exc)
+            if without is None:
+                raise EngineRefused(rules.notes[-1]) from None
+            without()
+
+
+@frozen(eq=False)
+class Prediction:
+    """An engine's cost change for one perturbation of the point, to compare with the network's own cost
+    (:mod:`layerkit.check.engine` does): ``point`` is where the real cost is to be evaluated (the perturbed
+    parameters, in their dtype), ``direction`` the perturbation in float64 (a noise measurement runs along it
+    on disagreement), ``noise`` the prediction's rounding bound, ``what`` how the change was made."""
+
+    block: str
+    step: float
+    point: NDArray
+    direction: NDArray
+    predicted: float
+    noise: float
+    what: str = "along a random direction"
 
 
 class Rules:

@@ -11,46 +11,35 @@ network's own cost before a check relies on them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
-from attrs import frozen
 from numpy.typing import NDArray
 
 from ..nn.losses import L2
 from ..nn.network import Network
-from ..numerics import AGREEMENT
+from ..numerics import Direction
 from .changes import ColumnsChange
-from .confirm import RuleMismatch, Rules
+from .confirm import Prediction, Rules, answer
 from .loss_rules import has_loss_rule
-from .probe import BlockCheck, NetworkState
 from .rules import rule_for
-
-
-class EngineRefused(Exception):
-    """A rule the direction engine relies on disagreed with its layer's forward during a check: the check
-    has to start over with the subject's own cost (the message says which rule)."""
-
-
-@frozen(eq=False)
-class Direction:
-    """A unit direction supported on the flat range ``[lo, hi)``: ``u`` has ``hi - lo`` entries."""
-
-    lo: int
-    hi: int
-    u: NDArray
+from .state import NetworkState
 
 
 class NetworkDirections:
     """Exact cost differences along directions for a network of layers with ``direction_change``.
 
-    ``noise_floor`` (0 until set) is a measured noise level of the engine itself, which ``delta`` reports
-    when it exceeds the rounding bound (a user's ``propagate`` written as ``f(x + d) - f(x)`` cancels).
+    ``noise_floor`` is a measured noise level of the engine itself, which ``delta`` reports when it exceeds
+    the rounding bound (a user's ``propagate`` written as ``f(x + d) - f(x)`` cancels): 0 until the check has
+    measured it (:meth:`with_noise_floor`).
     """
 
     exact = True
+    noise_excess = 1.0
 
     def __init__(self, state: NetworkState, x0: NDArray, f0: float) -> None:
         self.x0, self.f0, self.dtype = x0, float(np.real(f0)), x0.dtype
@@ -62,6 +51,12 @@ class NetworkDirections:
         self.noise_floor = 0.0
         self._bases: dict[tuple[int, int, int, bytes], NDArray] = {}
         self.rules = Rules(self.layers, self.acts, state.bindings, self.net.params, self.net.layout)
+
+    def with_noise_floor(self, level: float) -> NetworkDirections:
+        """This engine (its rules, refusals and caches shared) reporting at least ``level`` of noise."""
+        twin = copy.copy(self)
+        twin.noise_floor = float(level)
+        return twin
 
     def confirmed(self) -> bool:
         """Whether every rule the propagation uses agrees with its layer's forward (see
@@ -121,6 +116,9 @@ class NetworkDirections:
             noise = noise + 4 * float(np.finfo(self.dtype).eps) * np.abs(pterms).sum(axis=1)
         return total.reshape(S, k), noise.reshape(S, k)
 
+    def _group(self, dirs: Sequence[Direction], idx: list[int], steps: NDArray) -> tuple[NDArray, NDArray]:
+        return self._batch([dirs[j] for j in idx], steps[:, idx].astype(np.float64))
+
     def _unit_changes(self, li: int, layer: Any, dirs: Sequence[Direction], unit: NDArray, rows: slice) -> NDArray:
         """The first touched layer's output change for a unit step along each direction, ``(k, m, c)``:
         linear in the step, so computed once per direction (kept by the direction's content) and scaled."""
@@ -142,23 +140,18 @@ class NetworkDirections:
         for j, d in enumerate(dirs):
             groups.setdefault((d.lo, d.hi), []).append(j)
         with np.errstate(all="ignore"):
-            for idx in groups.values():
-                try:
-                    out[:, idx], noise[:, idx] = self._batch([dirs[j] for j in idx],
-                                                             steps[:, idx].astype(np.float64))
-                except RuleMismatch as exc:  # the check cannot go on with this engine: its caller starts over
-                    self.rules.refuse(exc)
-                    raise EngineRefused(self.rules.notes[-1]) from None
+            for idx in groups.values():  # a rule refused here leaves the engine unable to go on: EngineRefused
+                out[:, idx], noise[:, idx] = answer(self.rules, partial(self._group, dirs, idx, steps), None)
         self.n_evals += steps.size
         return out, np.maximum(noise, 2 * self.noise_floor)
 
-    def verify(self, real_cost: Callable[[NDArray], Any], noise_level: float, seed: int = 0,
-               small_steps: bool = True) -> list[BlockCheck]:
-        """Compare changes along random whole-vector directions with the network's own cost: one at a step
-        that moves the pre-activations noticeably (module docstring), and with ``small_steps`` (a network
-        with rules that are not layerkit's own) two more, computed as one batch, at the small steps
-        directional checks take (``sqrt(eps)`` and ``eps^(1/3)`` times ``max(1, max |x|)``): a rule that
-        behaves differently for tiny changes, or for a batch, shows there.  One or three real evaluations."""
+    def predictions(self, seed: int = 0, small_steps: bool = True) -> list[Prediction]:
+        """What the check compares with the network's own cost before it relies on the engine: the change
+        along a random whole-vector direction at a step that moves the pre-activations noticeably (module
+        docstring), and with ``small_steps`` (a network with rules that are not layerkit's own) two more,
+        computed as one batch, at the small steps directional checks take (``sqrt(eps)`` and ``eps^(1/3)``
+        times ``max(1, max |x|)``): a rule that behaves differently for tiny changes, or for a batch, shows
+        there."""
         rng = np.random.default_rng(seed)
         P = self.x0.size
         dirs = []
@@ -180,7 +173,5 @@ class NetworkDirections:
         for d, t, pred, pn, what in cases:
             theta = np.array(self.x0, copy=True)
             theta += (t * d.u).astype(self.dtype)
-            real = float(np.real(np.asarray(real_cost(theta)).reshape(-1)[0])) - self.f0
-            out.append(BlockCheck("every block", t, float(pred), real, AGREEMENT * (2 * noise_level + float(pn)),
-                                  t * d.u, what))
+            out.append(Prediction("every block", t, theta, t * d.u, float(pred), float(pn), what))
         return out

@@ -1,0 +1,325 @@
+"""The full check: every entry's numerical derivative against the analytic gradient.
+
+Its steps, after the pipeline's baseline and choice of evaluator (:mod:`layerkit.check.pipeline`):
+
+1. :func:`estimate` -- the strategy's estimate of every entry, and every tolerance from the estimate's own
+   error (:mod:`layerkit.check.tolerance`), plus the analytic gradient's rounding where the evaluator does
+   not count it, and never tighter than the complex step's confirmation could resolve;
+2. :func:`second_look` -- the failing entries measured again (:mod:`layerkit.check.second_look`), within a
+   budget of about twice the first pass when the cost is re-evaluated;
+3. :func:`settle_kinks` -- failing entries whose stencil crossed a kink, measured without crossing one
+   (:mod:`layerkit.check.kinks`);
+4. :func:`report` -- the comparison, and the verdicts of :mod:`layerkit.check.verdicts` when the cost was
+   re-evaluated (an unresolved gradient, a mismatch the error model cannot establish).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from attrs import define, evolve, field
+from numpy.typing import NDArray
+
+from .baseline import Baseline
+from .engine import Evaluators
+from .kinks import (
+    MAX_LINES,
+    SETTLED,
+    coarse,
+    coarse_finding,
+    coordinate_delta,
+    kinked_sides,
+    line_sides,
+    nonsmooth_finding,
+    settle,
+)
+from .ledger import Ledger
+from .options import CheckOptions
+from .refine import across_scales
+from .report import Report
+from .second_look import discredits, look_again
+from .subjects import Subject
+from .tolerance import floor, tolerances
+from .verdicts import (
+    misjudged,
+    resolution_cause,
+    scales_verdict,
+    undecided,
+    unresolved,
+    unresolved_entries,
+    unresolved_zero,
+)
+
+#: Failing entries whose estimates are compared across a wide range of steps (20 evaluations each).
+MAX_SCALES = 8
+
+
+@define
+class Entries:
+    """The estimate of every entry and its tolerance (``rtol max(|n|, |a|) + atol``), as the safeguards
+    refine it: ``model_rtol`` and ``model`` are the error model's own parts (what the estimate resolves,
+    without the caller's overrides), ``steps`` the step of each entry, ``error`` Richardson's estimate."""
+
+    values: NDArray
+    steps: NDArray
+    rtol: float
+    atol: NDArray
+    model_rtol: float
+    model: NDArray
+    error: NDArray | None
+    #: Whether the first estimate's error is mostly truncation (the cure of an unresolved check differs).
+    truncation_bound: bool = False
+    #: Entries measured again (second look or kink settling), and the first estimate's reach at those.
+    refined: NDArray | None = None
+    first_reach: NDArray | None = None
+    #: Of the second look: entries a quarter step confirmed, measured over the ladder, and agreeing there.
+    looked: dict[str, int] = field(factory=lambda: {"confirmed": 0, "measured": 0, "agree": 0})
+
+    def tolerance(self, a: NDArray) -> NDArray:
+        with np.errstate(invalid="ignore"):
+            return self.rtol * np.maximum(np.abs(self.values), np.abs(a)) + self.atol
+
+    def reach(self) -> NDArray:
+        if self.first_reach is None:
+            self.first_reach = np.zeros(self.values.size)
+        return self.first_reach
+
+    def mark(self, entries: NDArray) -> None:
+        if self.refined is None:
+            self.refined = np.zeros(self.values.size, dtype=bool)
+        self.refined[entries] = True
+
+
+def estimate(probe: Any, options: CheckOptions, base: Baseline, evaluators: Evaluators,
+             resolution: NDArray | float) -> Entries:
+    """Step 1 (module docstring); ``resolution`` is what the complex step's confirmation resolved (0 for
+    other methods)."""
+    strategy, a = options.strategy, base.a
+    dtype = base.rounding_dtype(evaluators.subject.x0.dtype)
+    est = strategy.estimate(probe)
+    if est.noise is None and options.traits.own_tolerances:  # a user strategy with its own model
+        scale = float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0))
+        rtol, atol = strategy.tolerances(evaluators.subject.x0.dtype, base.cost, scale, est.step)
+    else:
+        rtol, atol = tolerances(est, a, dtype)
+        atol = atol + evaluators.analytic_rounding(probe)
+        # the complex step is no more precise than the real differences that confirmed the cost analytic
+        atol = np.maximum(atol, resolution)
+    model = np.broadcast_to(atol, a.shape).astype(np.float64)
+    in_force = np.broadcast_to(atol if options.atol is None else options.atol, a.shape).astype(np.float64)
+    entries = Entries(np.asarray(est.values, dtype=np.float64).copy(), np.asarray(est.step, dtype=np.float64),
+                      rtol if options.rtol is None else options.rtol, in_force, rtol, model,
+                      None if est.error is None else np.asarray(est.error, dtype=np.float64).copy())
+    if est.noise is not None and est.truncation is not None:
+        with np.errstate(invalid="ignore"):
+            entries.truncation_bound = bool(np.nansum(est.truncation) > np.nansum(est.noise))
+    return entries
+
+
+def second_look(entries: Entries, probe: Any, options: CheckOptions, base: Baseline, evaluators: Evaluators,
+                ledger: Ledger) -> Entries:
+    """Step 2: the failing entries measured again (:mod:`layerkit.check.second_look`), when the step was the
+    automatic one (a step the user fixed is the step the report is about) and the method has real
+    differences.  A re-evaluated cost gets a budget of about twice the first pass (16 evaluations per
+    entry), spent on the entries that fail by least; when at least half of those turn out to agree with the
+    analytic gradient, the first step's estimates are not to be trusted anywhere and every other failing
+    entry is measured again too (a too tight tolerance costs evaluations, not a false alarm)."""
+    if options.traits.complex_step or not options.auto_step:
+        return entries
+    a = base.a
+    with np.errstate(invalid="ignore"):
+        err = np.abs(entries.values - a)
+        tol = entries.tolerance(a)
+        badness = np.where(np.isfinite(err), err / np.maximum(tol, np.finfo(float).tiny), np.inf)
+    # a non-finite analytic entry fails whatever the estimate: nothing to measure again
+    failing = np.flatnonzero(~(badness <= 1) & np.isfinite(a))
+    if not failing.size:
+        return entries
+    budget = failing.size if probe.cheap else max(16, int(2 * probe.n_evals) // 16)
+    order = failing[np.argsort(badness[failing], kind="stable")]
+    entries.refined = np.zeros(entries.values.size, dtype=bool)
+    entries.first_reach = np.zeros(entries.values.size)
+    seen = entries.looked
+    for k, chosen in enumerate((order[:budget], order[budget:])):
+        if not chosen.size:
+            continue
+        if k == 1 and not 2 * seen["agree"] >= seen["measured"] + seen["confirmed"]:
+            break  # the sample confirmed the first step: the rest of the failures stand
+        _look_again(entries, chosen, probe, options, base, evaluators)
+    looked = seen["confirmed"] + seen["measured"]
+    if seen["confirmed"] == looked:
+        ledger.note(f"{looked} failing entr{'y was' if looked == 1 else 'ies were'} measured again at a quarter "
+                    "of the step: the same values (the step is not the cause)")
+        entries.refined = None
+        return entries
+    ledger.note(
+        f"{looked} entr{'y' if looked == 1 else 'ies'} failed at the first step and "
+        f"{'was' if looked == 1 else 'were'} measured again: {seen['agree']} agree with the analytic "
+        "gradient over a ladder of steps (the first step's estimate was off at those)"
+        + (f", {seen['confirmed']} gave the same value at a quarter of the step" if seen["confirmed"] else "")
+        + ("" if failing.size == looked else
+           f"; {failing.size - looked} more failing entries were not measured again (budget)"))
+    return entries
+
+
+def _look_again(entries: Entries, chosen: NDArray, probe: Any, options: CheckOptions, base: Baseline,
+                evaluators: Evaluators) -> None:
+    """The second look at the failing entries ``chosen``: their estimates, tolerances and reach replaced
+    where the new estimate discredits the first, and the counts of :attr:`Entries.looked` updated."""
+    a = base.a
+    with np.errstate(invalid="ignore"):
+        first = entries.rtol * np.maximum(np.abs(entries.values[chosen]), np.abs(a[chosen])) + entries.atol[chosen]
+    steps = entries.steps[chosen]
+    relook = look_again(probe.subset(chosen), entries.values[chosen], steps, first, confirm=bool(np.all(steps > 0)))
+    entries.looked["confirmed"] += int(np.sum(relook.confirmed))
+    est = relook.estimate
+    if est is None:
+        return
+    chosen, first = chosen[relook.rest], first[relook.rest]
+    m_rtol, m_atol = tolerances(est, a[chosen], base.rounding_dtype(evaluators.subject.x0.dtype), scale=a)
+    rounding = evaluators.analytic_rounding(probe)
+    if not np.isscalar(rounding):
+        m_atol = m_atol + np.asarray(rounding)[chosen]
+    r_rtol = m_rtol if options.rtol is None else options.rtol
+    r_atol = m_atol if options.atol is None else np.full(chosen.size, options.atol)
+    big = np.maximum(np.abs(est.values), np.abs(a[chosen]))
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(est.values - a[chosen]) <= r_rtol * big + r_atol
+    replaced = discredits(est.values, entries.values[chosen], first)
+    take = chosen[replaced]
+    entries.mark(take)
+    with np.errstate(invalid="ignore"):
+        entries.reach()[take] = (first + np.abs(entries.values[chosen] - a[chosen]))[replaced]
+    entries.values[take] = est.values[replaced]
+    entries.atol[take] = (r_atol + (r_rtol - entries.rtol) * big)[replaced]
+    entries.model[take] = (m_atol + (m_rtol - entries.model_rtol) * big)[replaced]
+    if entries.error is not None and est.truncation is not None:
+        entries.error[take] = est.truncation[replaced]
+    entries.looked["measured"] += int(chosen.size)
+    entries.looked["agree"] += int(np.sum(ok & replaced))
+
+
+def settle_kinks(entries: Entries, probe: Any, subject: Subject, base: Baseline, evaluators: Evaluators,
+                 ledger: Ledger) -> Entries:
+    """Step 3: failing entries of a subject with kinked layers whose stencil crosses a kink are measured again
+    without crossing one (:mod:`layerkit.check.kinks`); those that then agree pass, with a ``nonsmooth``
+    finding; those settled only coarsely make the check inconclusive."""
+    sides = kinked_sides(subject)
+    a = base.a
+    steps = np.abs(entries.steps).reshape(-1)
+    if sides is None or steps.size != entries.values.size:
+        return entries
+    tol = entries.tolerance(a)
+    with np.errstate(invalid="ignore"):
+        failing = np.flatnonzero(~(np.abs(entries.values - a) <= tol) & np.isfinite(a))
+    if not failing.size:
+        return entries
+    rounding = evaluators.analytic_rounding(probe)
+    extra = (np.zeros(entries.values.size) if np.isscalar(rounding) else np.asarray(rounding)) \
+        + entries.model_rtol * np.abs(a)
+    settled: dict[int, Any] = {}
+    with subject.session():
+        for j in failing[:MAX_LINES]:
+            j = int(j)
+            out = settle(line_sides(sides, subject.x0, j, j + 1, np.ones(1)), coordinate_delta(probe, j),
+                         2 * float(steps[j]), float(a[j]), float(extra[j]))
+            ledger.count("kinks", out.evals)
+            if out.how in SETTLED or out.how == "between":
+                settled[j] = out
+    if settled:
+        _record_kinks(entries, settled, tol, subject, base, ledger)
+    return entries
+
+
+def _record_kinks(entries: Entries, settled: dict[int, Any], tol: NDArray, subject: Subject, base: Baseline,
+                  ledger: Ledger) -> None:
+    layout = subject.layout
+    entries.mark(np.fromiter(settled, dtype=np.int64))
+    reach = entries.reach()
+    rough = []
+    for j, out in settled.items():
+        reach[j] = tol[j] + abs(entries.values[j] - base.a[j])
+        if coarse(out, tol[j]):
+            rough.append(j)
+        entries.values[j], entries.atol[j], entries.model[j] = out.value, out.tolerance, out.tolerance
+    if rough:
+        worst = max(settled[j].tolerance / tol[j] for j in rough)
+        ledger.fail(coarse_finding("entry", len(rough), [layout.label(j) for j in rough], worst,
+                                   tuple(dict.fromkeys(layout.block_of(j).name for j in rough)), {"entries": rough}))
+    smooth = [j for j in settled if j not in rough]
+    if smooth:
+        names = ", ".join(layout.label(j) for j in smooth[:5]) + (" ..." if len(smooth) > 5 else "")
+        own = [j for j in smooth if settled[j].how == "own-piece"]
+        sided = [j for j in smooth if settled[j].how == "on-kink"]
+        ledger.inform(nonsmooth_finding("entry", names, len(own), len(sided),
+                                        tuple(dict.fromkeys(layout.block_of(j).name for j in smooth)),
+                                        {"entries": smooth, "own_piece": own, "on_kink": sided}))
+
+
+def report(entries: Entries, probe: Any, options: CheckOptions, base: Baseline, evaluators: Evaluators,
+           ledger: Ledger) -> Report:
+    """Step 4 (module docstring): the report of a full check, its verdicts and the ledger written in."""
+    s, strategy = evaluators.subject, options.strategy
+    dtype = base.rounding_dtype(s.x0.dtype)
+    h0 = strategy.base_step(s.x0.dtype, probe.noise_excess) if options.auto_step else float(strategy.step)
+    out = Report.build(
+        method=strategy.name, step=h0, step_rule="auto" if options.auto_step else "fixed", dtype=s.x0.dtype,
+        numerical=entries.values, analytical=base.a, rtol=entries.rtol, atol=entries.atol, layout=s.layout,
+        x=s.x0, cost=base.f0, n_evals=probe.n_evals + ledger.spent, seconds=time.perf_counter() - base.started,
+        error_estimate=entries.error, top=options.top, subject=s.kind, lambda_=s.lambda_, m=s.m, mode="full",
+        evaluator=evaluators.evaluator, noise=evaluators.noise, refined=entries.refined,
+        first_reach=entries.first_reach if entries.refined is not None else None,
+        model_tolerance=entries.model_rtol * np.maximum(np.abs(entries.values), np.abs(base.a)) + entries.model)
+    if not probe.cheap:
+        _unresolved(out, entries.model - floor(base.a, dtype), entries, evaluators, ledger)
+        _undecided(out, probe, entries, base, ledger)
+        out = evolve(out, n_evals=probe.n_evals + ledger.spent, seconds=time.perf_counter() - base.started)
+    return ledger.finish(out)
+
+
+def _unresolved(rep: Report, bound: NDArray, entries: Entries, evaluators: Evaluators, ledger: Ledger) -> None:
+    """A check that found no mismatch is inconclusive when the estimate's error bound is as large as the
+    gradient itself (:func:`~layerkit.check.verdicts.unresolved_entries`); a zero gradient is judged by
+    :func:`~layerkit.check.verdicts.unresolved_zero`."""
+    s, a = evaluators.subject, rep.analytical
+    if rep.mismatch.any():
+        return
+    cause = resolution_cause(evaluators.noise, entries.truncation_bound, s.x0.dtype)
+    if float(np.max(np.abs(a), initial=0.0)) <= floor(evaluators.base.a, evaluators.base.rounding_dtype(s.x0.dtype)):
+        zero = unresolved_zero(float(np.max(bound, initial=0.0)), "entry", evaluators.noise, s.x0,
+                               evaluators.base.cost)
+        if zero is not None:
+            ledger.fail(unresolved(tuple(b.name for b in s.layout.blocks), zero[0], zero[1], cause))
+        return
+    weak = unresolved_entries(s.layout, evaluators.base.a, bound)
+    if weak is None:
+        return
+    kind, what, evidence = weak
+    if kind == "note":
+        ledger.note(what)
+    else:
+        ledger.fail(unresolved(tuple(evidence["blocks"]), what, evidence, cause))
+
+
+def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger: Ledger) -> None:
+    """A mismatch is inconclusive, not a failure, when the check has evidence that finite differences of this
+    cost do not measure its derivative (:func:`~layerkit.check.verdicts.misjudged`,
+    :func:`~layerkit.check.verdicts.scales_verdict` over up to :data:`MAX_SCALES` failing entries, the worst
+    first).  A non-finite analytic entry fails whatever the estimates say."""
+    mismatch, a = rep.mismatch, base.a
+    if not mismatch.any() or (mismatch & ~np.isfinite(a)).any():
+        return
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.abs(rep.numerical - a) / rep.tolerance
+    ratio = np.where(np.isfinite(ratio), ratio, np.inf)
+    blocks = tuple(b.name for b in rep.layout.blocks if mismatch[b.slice].any())
+    why = misjudged(ratio, mismatch, entries.looked)
+    if not why:
+        bad = np.flatnonzero(mismatch)
+        chosen = bad[np.argsort(-ratio[bad], kind="stable")][:MAX_SCALES]
+        scales = across_scales(probe.subset(chosen), a[chosen], rep.numerical[chosen])
+        why = scales_verdict(scales, [rep.layout.label(int(j)) for j in chosen], rep.numerical[chosen], a[chosen])
+    if why:
+        ledger.fail(undecided(blocks, why, rep.x.dtype))

@@ -1,0 +1,205 @@
+"""Verdict findings: the one place where a check says that it failed for a reason of its own, or that it could
+not decide.  Cause findings (what is wrong with a gradient) are the doctor's
+(:mod:`layerkit.diagnosis.patterns`).
+
+* ``nondeterministic-cost`` and ``stateful-gradient``: the target is not a function of its parameters;
+* ``precision-limited``, in three bearings (:attr:`~layerkit.check.report.Finding.bearing`):
+
+  - *unresolved*: no entry fails, but the numerical derivative cannot resolve the gradient (its error bound
+    is as large as the gradient itself), so a PASS would promise nothing: INCONCLUSIVE;
+  - *undecided*: entries fail, but the check has evidence that finite differences of this cost do not
+    measure its derivative (the second look found the error model misjudging the cost, estimates across a
+    wide range of steps contradict each other, or a stencil that crossed a kink could only be settled
+    coarsely): INCONCLUSIVE, never FAILED nor PASSED;
+  - none: an explanation only (the doctor's: a mismatch at the level of the dtype's rounding, a noisy cost).
+
+Nothing here can make a check pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..nn.layout import ParameterLayout
+from ..numerics import machine_eps
+from .noise import EXCESS_THRESHOLD, Noise
+from .refine import Scales
+from .report import DirectionRecord, Finding
+
+#: A mismatch of at most this many times its tolerance is inconclusive when the second look showed that the
+#: error model misjudges this cost (see :func:`misjudged`).
+MARGINAL = 4.0
+
+
+# ---------------------------------------------------------------------- the target is not a function
+def nondeterministic_cost(first: float, again: float) -> Finding:
+    """Two evaluations at ``x0`` gave two costs."""
+    return Finding(
+        "nondeterministic-cost", (),
+        f"the cost at the same point came out as {first:.17g} and then {again:.17g} (spread "
+        f"{abs(again - first):.2e}): the target is not a deterministic function of its parameters (random "
+        "sampling, dropout, a global counter?), so no numerical gradient of it can be trusted",
+        {"costs": [first, again], "spread": abs(again - first)})
+
+
+def nondeterministic_noise(noise: Noise) -> Finding:
+    """The noise table at the same points came out differently on two passes."""
+    return Finding(
+        "nondeterministic-cost", (),
+        f"the cost at the same points came out differently on two passes (noise {noise.level:.2e}): the target "
+        "is not a deterministic function of its parameters (random sampling, dropout, a call counter?), so no "
+        "numerical gradient of it can be trusted", {"noise": noise.level, "spread": noise.level})
+
+
+def stateful_gradient(layout: ParameterLayout, a: NDArray, a1: NDArray) -> Finding:
+    """The gradient at the same point differed between a call with fresh buffers (``a``) and one with the
+    first call's (``a1``)."""
+    diff = np.abs(a.astype(np.float64) - a1.astype(np.float64))
+    j = int(np.nanargmax(diff))
+    ratio = float(a1[j] / a[j]) if a[j] != 0 else math.inf
+    how = ("it accumulates into its buffers (g += ... where g[...] = ... is meant): the second call "
+           f"returned {ratio:.3g} times the first" if abs(ratio - 2) < 1e-6 else
+           "it depends on the call history (state kept between calls)")
+    return Finding(
+        "stateful-gradient", (layout.block_of(j).name,),
+        f"the gradient at the same point differs between two calls (fresh buffers, then the buffers of "
+        f"the first call): at {layout.label(j)} {float(a[j]):.6g} then {float(a1[j]):.6g}; "
+        f"{how}.  A gradient must be a function of the parameters alone",
+        {"entries": [layout.label(int(k)) for k in np.flatnonzero(diff > 0)[:20]],
+         "count": int(np.sum(diff > 0)), "ratio": ratio})
+
+
+# ---------------------------------------------------------------------- undecided: evidence against the estimate
+def undecided(blocks: tuple[str, ...], why: str, dtype: Any) -> Finding:
+    """An INCONCLUSIVE verdict that covers the mismatch: ``why`` says what shows that finite differences of
+    this cost do not measure its derivative."""
+    return Finding(
+        "precision-limited", blocks,
+        f"inconclusive: {why}.  A mismatch here cannot be told from the finite differences' own error; "
+        + ("use float64, or " if np.dtype(dtype) == np.float32 else "")
+        + "compute the cost stably (see the cancellation finding, if any) and check again",
+        bearing="undecided")
+
+
+def misjudged(ratio: NDArray, mismatch: NDArray, looked: dict[str, int]) -> str:
+    """Why a mismatch of at most :data:`MARGINAL` times its tolerance is not established, when the second look
+    found most of the entries it measured again to agree with the gradient ('' otherwise)."""
+    if np.max(ratio[mismatch]) <= MARGINAL and looked["measured"] \
+            and 2 * looked["agree"] >= looked["measured"] + looked["confirmed"]:
+        return (f"the mismatch is at most {float(np.max(ratio[mismatch])):.2g} times its tolerance, and "
+                f"{looked['agree']} of the {looked['measured'] + looked['confirmed']} entries measured again "
+                "agreed with the gradient after failing at the first step: the error model misjudges this cost")
+    return ""
+
+
+def scales_verdict(scales: Scales, labels: list[str], first: NDArray, a: NDArray) -> str:
+    """Why a mismatch is not established across scales (:func:`~layerkit.check.refine.across_scales`; '' when
+    it is): some step that resolves it agrees with the gradient, or no step resolves it and no entry has it
+    established.  A staircase of rounded values does that; a wrong gradient, on a cost noisy or not, disagrees
+    with every step that resolves it."""
+    if scales.established.any() or not (scales.agree.any() or (scales.resolving == 0).any()):
+        return ""
+    if scales.agree.any():
+        i = int(np.argmax(scales.agree))
+        return (f"estimates at different steps contradict each other: {labels[i]} is {first[i]:.6g} at the "
+                f"check's step but {scales.value[i]:.6g} at a step of {scales.step[i]:.2g}, where it agrees "
+                f"with the analytic {a[i]:.6g}.  The cost's differences depend on the step more than a smooth "
+                "cost's can: a staircase of rounded values (log(1 - h) or 1 - h at a saturated unit, flat "
+                "within each stair; a cost computed in float32)")
+    i = int(np.argmin(scales.resolving))
+    return (f"no step resolves the mismatch of {labels[i]} ({abs(first[i] - a[i]):.2g}): the cost's "
+            "differences are not precise enough anywhere to tell it from their own error")
+
+
+# ---------------------------------------------------------------------- unresolved: a PASS that would promise nothing
+def resolution_cause(noise: Noise | None, truncation_bound: bool, dtype: Any) -> str:
+    """What limits the numerical derivative's resolution, and the cure."""
+    if truncation_bound:
+        return "the truncation of the difference rule at this step; a smaller step, or the automatic one, resolves more"
+    return (f"the cost's noise ({noise.level:.1e}, {noise.excess:.0f} times its rounding) divided by the "
+            "step" if noise is not None and noise.excess > 4 else "the rounding of the cost divided by the "
+            "step") + ("; use float64, or check the network with its engine (engine='auto')"
+                       if np.dtype(dtype) == np.float32 else
+                       "; make the cost less noisy (a stable formula), or use a method of higher order")
+
+
+def unresolved(blocks: tuple[str, ...], what: str, evidence: dict[str, Any], cause: str) -> Finding:
+    """An INCONCLUSIVE verdict where nothing failed: ``what`` could not be resolved, for ``cause``."""
+    return Finding("precision-limited", blocks, f"inconclusive: {what}.  The cause is {cause}",
+                   evidence, bearing="unresolved")
+
+
+def unresolved_entries(layout: ParameterLayout, a: NDArray, bound: NDArray) -> tuple[str, str, dict[str, Any]] | None:
+    """When the estimate's error bound (noise and truncation, without the floor) is as large as the gradient
+    itself, ``||bound|| >= ||a||``, an error as large as the gradient would pass.  Returns ``("inconclusive",
+    what, evidence)`` then, ``("note", text, {})`` when only some blocks are resolved that poorly (saturated
+    units, whose gradient is tiny), else None."""
+    absolute = np.abs(a.astype(np.float64))
+    weak = [(b, float(np.linalg.norm(bound[b.slice])) / max(float(np.linalg.norm(absolute[b.slice])), 1e-300))
+            for b in layout.blocks]
+    weak = [(b, r) for b, r in weak if r >= 1]
+    if not weak:
+        return None
+    names = ", ".join(f"{b.name} (error bound {r:.2g} times its gradient's size)" for b, r in weak)
+    if np.linalg.norm(bound) < np.linalg.norm(absolute):
+        return "note", (f"the numerical derivative resolves {names} only poorly: an error of the size of those "
+                        "blocks' gradients would not be seen there"), {}
+    return "inconclusive", (f"the numerical derivative cannot resolve the gradient ({names}), so an error as large "
+                            "as the gradient itself would pass unnoticed"), \
+        {"blocks": [b.name for b, _ in weak], "ratios": [r for _, r in weak]}
+
+
+def unresolved_directions(tests: tuple[DirectionRecord, ...]) -> tuple[str, dict[str, Any]] | None:
+    """The directional form: no whole-vector direction resolves its own derivative, ``|u . g| <= bound`` for
+    every one (a negated or zeroed gradient would then pass them all)."""
+    if any(abs(t.analytical) > t.bound for t in tests):
+        return None
+    ratio = min(t.bound / max(abs(t.analytical), 1e-300) for t in tests)
+    return (f"the numerical derivative cannot resolve the gradient along any of the {len(tests)} directions (its "
+            f"error bound is at least {ratio:.2g} times u . g), so an error as large as the gradient itself would "
+            "pass unnoticed"), {"ratios": [ratio]}
+
+
+def unresolved_zero(bound: float, what: str, noise: Noise | None, x0: NDArray, f0: float
+                    ) -> tuple[str, dict[str, Any]] | None:
+    """A zero analytic gradient has no size of its own to compare the error bound with.  It is unresolved when
+    the cost carries noise beyond :data:`~layerkit.check.noise.EXCESS_THRESHOLD` times its rounding (the check
+    knows it is blurred) and the bound exceeds ``sqrt(eps) max(|f0|, 1) / l`` (``l = max(1, max |x0|)``), what
+    a forward difference resolves on a clean cost of this size.  On a clean cost a zero gradient is resolved
+    as well as finite differences can, and passes."""
+    if noise is None or not noise.measured or noise.excess <= EXCESS_THRESHOLD:
+        return None
+    reference = math.sqrt(machine_eps(x0.dtype)) * max(abs(f0), 1.0) \
+        / max(1.0, float(np.max(np.abs(x0.astype(np.float64)), initial=0.0)))
+    if not bound > reference:
+        return None
+    return (f"the analytic gradient is zero and the numerical derivative cannot resolve a gradient smaller than "
+            f"{bound:.1e} (its error bound per {what}), so a gradient that should not be zero would pass "
+            "unnoticed"), {"bound": bound, "reference": reference}
+
+
+# ---------------------------------------------------------------------- explanations (the doctor's)
+def noisy_cost(noise: Noise) -> Finding:
+    """A deterministic cost far noisier than its own rounding: the usual cause (cancellation) and its cure."""
+    return Finding(
+        "precision-limited", (),
+        f"the cost carries noise of {noise.level:.2e}, {noise.excess:.0f} times the rounding of its value "
+        f"({noise.floor:.1e}): cancellation in the cost, e.g. log(1 - sigmoid(z)) or log(1 - h) at large "
+        "z, or 1 - h formed by subtraction.  Compute it stably from the logits: -log(sigmoid(z)) = "
+        "np.logaddexp(0, -z) and -log(1 - sigmoid(z)) = np.logaddexp(0, z).  Steps and tolerances were "
+        "derived from the measured noise", {"noise": noise.level, "excess": noise.excess, "cause": "cancellation"})
+
+
+def rounding_level(blocks: list[str], ratio: float, dtype: str) -> Finding:
+    """The mismatch is at the level that the dtype's rounding with this step predicts."""
+    return Finding(
+        "precision-limited", tuple(blocks),
+        f"the mismatch is at the level that {dtype} rounding with this step predicts "
+        f"(the largest error is {ratio:.2g} times its error-model tolerance): "
+        + ("use float64 or a larger step" if dtype == "float32" else
+           "use a larger step (or the default 'auto') or a tolerance from the error model"),
+        {"ratio_to_model": ratio, "dtype": dtype})

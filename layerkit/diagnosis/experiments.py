@@ -1,0 +1,128 @@
+"""What the doctor may run after a check, within a budget of cost evaluations (:class:`Experiments`).
+
+The doctor never imports the orchestrator: it is handed this runner, which reaches the check's own
+evaluators (:class:`~layerkit.check.engine.Evaluators`: the coordinate probe of a full check, or the
+subject's cost after a directional one, and the direction evaluator) through :class:`Metered` probes that
+charge every evaluation to the budget, and checks single layers with the function the API gives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..check.engine import Evaluators
+from ..check.report import Report
+from ..check.subjects import NetworkSubject, Subject
+from ..nn.losses import L2
+
+#: ``check_layer(layer, x, k)``: the report of layer ``k`` checked on its own at input ``x``.
+LayerCheck = Callable[[Any, NDArray, int], Report]
+
+
+class BudgetExceeded(Exception):
+    """A follow-up experiment would exceed the doctor's evaluation budget."""
+
+
+class Experiments:
+    """The doctor's budgeted runner (module docstring).
+
+    Attributes
+    ----------
+    budget : int
+        Evaluations the follow-ups may spend; ``spent`` counts them.  A request beyond it raises
+        :class:`BudgetExceeded`, which the doctor turns into a note.
+    """
+
+    def __init__(self, evaluators: Evaluators, budget: int, layer_check: LayerCheck) -> None:
+        self.evaluators, self.layer_check = evaluators, layer_check
+        self.budget = int(budget)
+        self.spent = 0
+
+    def charge(self, n: int) -> None:
+        if self.spent + n > self.budget:
+            raise BudgetExceeded(f"the follow-up needs {n} evaluations and {max(0, self.budget - self.spent)} are left")
+        self.spent += n
+
+    @property
+    def subject(self) -> Subject:
+        return self.evaluators.subject
+
+    def probe(self, axes: NDArray) -> Metered:
+        """The check's coordinate evaluator restricted to ``axes`` (after a directional check, the subject's
+        own cost), charged per evaluation."""
+        return Metered(self.evaluators.doctor_probe().subset(axes), self)
+
+    def directions(self) -> Metered:
+        """The check's direction evaluator (for Taylor-remainder fits), charged per evaluation."""
+        return Metered(self.evaluators.directions(), self)
+
+    def gradient(self, lambda_: float) -> NDArray | None:
+        """The analytic gradient at ``x0`` with another ``lambda`` (networks only; None otherwise)."""
+        subject = self.subject
+        if not isinstance(subject, NetworkSubject):
+            return None
+        self.charge(1)
+        other = NetworkSubject(subject.network, subject.objective.X, subject.objective.Y, lambda_)
+        return other.evaluate()[1]
+
+    def penalty_gradient(self) -> NDArray | None:
+        """``(lambda/m) theta`` on the penalized entries of a network (None for other subjects)."""
+        subject = self.subject
+        if not isinstance(subject, NetworkSubject) or not subject.lambda_:
+            return None
+        g = np.zeros(subject.x0.size)
+        mask = subject.network.penalized_mask()
+        g[mask] = L2.gradient(subject.lambda_, float(subject.m or 1), subject.x0[mask].astype(np.float64))
+        return g
+
+    def check_layers(self) -> list[tuple[int, Any, Report]]:
+        """Each layer of a network checked on its own (directional mode, a few examples) at ``x0``."""
+        subject = self.subject
+        if not isinstance(subject, NetworkSubject):
+            return []
+        out = []
+        a = subject.objective.X[: min(subject.m or 1, 4)]
+        for k, layer in enumerate(subject.network.layers):
+            self.charge(8)
+            rep = self.layer_check(layer, a, k)
+            self.spent += rep.n_evals
+            out.append((k, layer, rep))
+            with np.errstate(all="ignore"):
+                a = layer.forward(a)
+        return out
+
+
+class Metered:
+    """A probe or direction evaluator whose evaluations are charged to an :class:`Experiments` budget: each
+    ``delta`` charges the number of steps it is asked for before it runs."""
+
+    def __init__(self, inner: Any, experiments: Experiments) -> None:
+        self.inner, self.experiments = inner, experiments
+
+    dtype = property(lambda self: self.inner.dtype)
+    real_dtype = property(lambda self: self.inner.real_dtype)
+    n_axes = property(lambda self: self.inner.n_axes)
+    n_evals = property(lambda self: self.inner.n_evals)
+    cheap = property(lambda self: self.inner.cheap)
+    exact = property(lambda self: self.inner.exact)
+    noise_excess = property(lambda self: self.inner.noise_excess)
+    x = property(lambda self: self.inner.x)
+    axes = property(lambda self: self.inner.axes)
+
+    def scale(self) -> NDArray:
+        return self.inner.scale()
+
+    def snap(self, h: NDArray) -> NDArray:
+        return self.inner.snap(h)
+
+    def noise(self, steps: NDArray) -> NDArray:
+        return self.inner.noise(steps)
+
+    def delta(self, *args: Any) -> Any:
+        """``delta(steps)`` of a probe or ``delta(dirs, steps)`` of a direction evaluator, charged."""
+        self.experiments.charge(int(np.size(args[-1])))
+        return self.inner.delta(*args)

@@ -1,0 +1,189 @@
+"""Taylor tables of a Dense-like block: every entry's cost change for any step of any stencil, from ``K``
+matrix products, with a certified truncation (see :class:`SeriesBlock`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .changes import SeriesChange
+from .state import MAX_BATCH_ELEMENTS, ForwardPass
+
+#: Most Taylor terms (:class:`SeriesBlock`); entries whose remainder is not certified with this many are
+#: evaluated by the exact per-perturbation path.
+MAX_SERIES_TERMS = 8
+#: Fewest Taylor tables computed at once (central differences on the course network need 3).
+MIN_TABLES = 3
+
+
+def available() -> bool:
+    """Whether tables may be used at all (``MAX_SERIES_TERMS > 0``)."""
+    return MAX_SERIES_TERMS > 0
+
+
+class SeriesBlock:
+    """Taylor tables of a Dense-like block: ``J(x + t e_rc) - J(x) = sum_{k=1..K} t^k T_k[r, c] + R_K``.
+
+    Perturbing entry ``(r, c)`` by ``t`` adds ``tau_i = t F[i, c]`` to pre-activation column ``r`` (``F`` from
+    the layer's ``param_inputs``), and example ``i``'s loss then depends on its own ``tau_i`` alone:
+    ``l_i(tau) - l_i(0) = sum_k G_k[r, i] tau^k``.  The per-example coefficients ``G`` come from propagating
+    a series through the layers after the block (``series``: Taylor-mode recurrences, exact up to rounding),
+    and then every entry of the block is covered by one ``(rows, m) x (m, cols)`` product per order::
+
+        T_k = G_k @ F^k   (F^k elementwise)
+
+    so a full check costs about ``K`` gradient evaluations instead of ``P`` cost evaluations, whatever the
+    stencil: all steps of a method (Richardson's four, say) are read off the same tables.
+
+    Remainder (certified): ``l_i - l_i(0)`` is analytic in ``tau``; ``series_bound`` propagates bounds for
+    complex ``tau`` through the layers (in the strip ``|Im z| <= pi/2`` a sigmoid's slope is at most 1/2 and
+    the loss's at most 1 for targets in [0, 1]; a Dense layer multiplies by ``|W|``), which gives a radius
+    ``rho_r`` and ``|l_i(tau) - l_i(0)| <= M_r`` on ``|tau| <= rho_r``.
+    Cauchy's estimate ``|G_k| <= M_r / rho_r^k`` then bounds the truncated tail::
+
+        |R_K| <= M_r (|t| / rho_r)^(K+1) sum_i |F_ic|^(K+1) / (1 - |t| max_i |F_ic| / rho_r),
+
+    with ``sum_i |F_ic|^(K+1) <= max_i |F_ic|^(K-1) sum_i F_ic^2``.
+
+    ``K`` is the fewest terms (at most ``MAX_SERIES_TERMS``) that put ``R_K`` below the budget of
+    the loss rule's ``budget()`` for every entry; entries still above it are evaluated by the exact path.
+    """
+
+    def __init__(self, fp: ForwardPass, i: int, p: str, shape: tuple[int, int]) -> None:
+        self.fp, self.i = fp, i
+        self.rows, self.cols = shape
+        self.F = fp.rules.rule(i).param_inputs(p, fp.acts[i])
+        self.Fmax = self.F.abs_max()
+        self.F2 = self.F.sum_squares()
+        self.tables: NDArray | None = None
+        self.R: NDArray | None = None  # rounding scale of each entry, computed with the tables
+        A = fp.magnitude[i]
+        self.A2T = None if A is None else np.ascontiguousarray((A * A).T)
+        self.confirmed = False  # the tables agreed with the exact path at the check's steps
+        self.rho, self.M = np.empty(self.rows), np.empty(self.rows)
+        widest = max([fp.acts[k + 1].shape[1] for k in range(i, len(fp.layers))], default=1)
+        batch = max(1, MAX_BATCH_ELEMENTS // widest)
+        for lo in range(0, self.rows, batch):  # batches of units: (B, width) bounds, never (rows, rows)
+            units = np.arange(lo, min(lo + batch, self.rows))
+            b = np.zeros((len(units), self.rows))
+            b[np.arange(len(units)), units] = 1  # unit r's pre-activation changes by tau: bound 1 there
+            limit = np.full(len(units), np.inf)
+            for k in range(i + 1, len(fp.layers)):
+                b, lim = fp.rules.rule(k).series_bound(b)
+                limit = np.minimum(limit, lim)
+            m_per_rho, lim = fp.loss.series_bound(b)
+            rho = np.minimum(limit, lim)
+            reach = m_per_rho > 0  # a unit with no path to the cost changes nothing: remainder 0
+            self.rho[units] = np.where(reach, rho, 1.0)
+            self.M[units] = np.where(reach, m_per_rho * self.rho[units], 0.0)
+
+    def _tail(self, T: NDArray, rows: Any = slice(None), cols: Any = slice(None)) -> tuple[NDArray, NDArray]:
+        """``(C, q)`` with ``|R_K| <= C q^(K-1)``: the bound of the class docstring, with
+        ``ratio = T / rho`` and ``q = ratio max_i |F_ic|``, is ``M ratio^2 sum_i F_ic^2 / (1 - q)`` times
+        ``q^(K-1)``.  ``C`` is infinite where ``q >= 1`` (outside the radius: nothing is certified).  ``T`` is
+        ``(rows, cols)`` for the whole block, or ``(k,)`` with ``rows`` and ``cols`` index arrays of entries."""
+        if isinstance(rows, slice):
+            rho, M, Fmax, F2 = self.rho[:, None], self.M[:, None], self.Fmax[None, :], self.F2[None, :]
+        else:
+            rho, M, Fmax, F2 = self.rho[rows], self.M[rows], self.Fmax[cols], self.F2[cols]
+        ratio = T / rho
+        q = ratio * Fmax
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            C = M * ratio**2 * F2 / (1 - q)
+        return np.where((q < 1) & ~np.isnan(C), C, np.inf), q
+
+    def table(self, K: int) -> NDArray:
+        """``T_1..T_K``, shape ``(K, rows, cols)`` (float64), computed once for the largest ``K`` asked (at
+        least :data:`MIN_TABLES`: a first small request, such as a verification's, is not computed twice)."""
+        if self.tables is None or len(self.tables) < K:
+            K = max(K, MIN_TABLES)
+            G = self._coefficients(K)
+            tables = np.empty((K, self.rows, self.cols))
+            m = self.F.shape[0]
+            width = max(1, MAX_BATCH_ELEMENTS // m)  # columns of F per pass: F^k stays cache-sized
+            R = np.full((self.rows, self.cols), np.nan) if self.R is None and self.A2T is not None else None
+            with np.errstate(over="ignore", invalid="ignore"):
+                for c0 in range(0, self.cols, width):
+                    Fc = self.F.columns(c0, min(c0 + width, self.cols), G.dtype)
+                    Fk = Fc.copy()
+                    for k in range(K):
+                        if k:
+                            Fk *= Fc
+                        tables[k, :, c0:c0 + width] = G[k] @ Fk
+                        if k == 1 and R is not None:  # F^2 is at hand: the rounding scale costs one product
+                            R[:, c0:c0 + width] = self.A2T @ Fk
+                    if K == 1 and R is not None:
+                        R[:, c0:c0 + width] = self.A2T @ (Fc * Fc)
+            if R is not None:
+                self.R = np.sqrt(R.astype(np.float64)).ravel() / self.fp.m
+            self.tables = tables
+        return self.tables[:K]
+
+    def _coefficients(self, K: int) -> NDArray:
+        """``G``, shape ``(K, rows, m)``: per-example Taylor coefficients of the loss in ``tau``, for each
+        unit ``r``, from a column series ``tau`` pushed through the layers after the block, in batches of
+        units whose ``K`` coefficients of shape ``(B, m, width)`` hold about ``MAX_BATCH_ELEMENTS`` in all.
+        The series stays one column wide through the next layer and rank one through the one after; only
+        later layers' outputs are materialized, so only their widths count."""
+        fp, i = self.fp, self.i
+        m = fp.m
+        widest = max([fp.acts[k + 1].shape[1] for k in range(i + 3, len(fp.layers))], default=1)
+        batch = max(1, MAX_BATCH_ELEMENTS // (m * widest * K))
+        G = np.empty((K, self.rows, m), dtype=fp.Z.dtype)
+        for lo in range(0, self.rows, batch):
+            units = np.arange(lo, min(lo + batch, self.rows))
+            coeffs = np.zeros((K, len(units), m), dtype=fp.Z.dtype)
+            coeffs[0] = 1  # the pre-activation of each unit changes by tau itself
+            change = SeriesChange(coeffs, units)
+            for k in range(i + 1, len(fp.layers)):
+                change = fp.rules.rule(k).series(fp.acts[k], fp.acts[k + 1], change)
+            G[:, lo:lo + len(units)] = fp.loss.series(change)
+        return G
+
+    def _terms(self, C: NDArray, q: NDArray, budget: float) -> tuple[int, NDArray]:
+        """The fewest terms ``K`` certifying every entry, or ``MAX_SERIES_TERMS`` and which are certified."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            for K in range(1, MAX_SERIES_TERMS + 1):
+                ok = C * q ** (K - 1) <= budget
+                if ok.all():
+                    break
+        return K, ok
+
+    def evaluate(self, steps: NDArray, budget: float, out: NDArray) -> NDArray:
+        """Write the summed data-term changes for steps ``(S, rows * cols)`` into ``out`` (same shape, float64)
+        and return which entries' remainder is certified below ``budget`` (the others are to be replaced)."""
+        S = steps.shape[0]
+        t = np.asarray(steps, dtype=np.float64).reshape(S, self.rows, self.cols)
+        C, q = self._tail(np.max(np.abs(t), axis=0))  # independent of K: the loop only raises q to a power
+        K, ok = self._terms(C, q, budget)
+        if not ok.any():  # nothing to read off the tables (huge steps): leave it all to the exact path
+            return ok.reshape(-1)
+        tables = self.table(K)
+        acc = out.view()
+        acc.shape = (S, self.rows, self.cols)  # a view (never a copy): out's rows are contiguous
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.multiply(tables[K - 1], t, out=acc)
+            for k in range(K - 2, -1, -1):
+                acc += tables[k]
+                acc *= t
+        return ok.reshape(-1)
+
+    def evaluate_entries(self, steps: NDArray, local: NDArray, budget: float) -> tuple[NDArray, NDArray]:
+        """As :meth:`evaluate` for the entries ``local`` (flat positions in the block) only: ``(values (S, k),
+        certified (k,))``."""
+        rows, cols = local // self.cols, local % self.cols
+        t = np.asarray(steps, dtype=np.float64)
+        C, q = self._tail(np.max(np.abs(t), axis=0), rows, cols)
+        K, ok = self._terms(C, q, budget)
+        values = np.zeros(t.shape)
+        if not ok.any():
+            return values, ok
+        T = self.table(K)[:, rows, cols]
+        with np.errstate(over="ignore", invalid="ignore"):
+            values[...] = T[K - 1] * t
+            for k in range(K - 2, -1, -1):
+                values += T[k]
+                values *= t
+        return values, ok
