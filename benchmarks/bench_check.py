@@ -129,7 +129,7 @@ def bench_network(name, sizes, m, lam=1.0, subset=None, ndt_subset=40, torch_sub
         add(name, f"layerkit {method} (full)", t, rel(rep.numerical, exact), peak)
         print(f"  layerkit {method}: {t:.3f} s", flush=True)
     if name == "course":  # the exact per-perturbation path, which user layers with only `propagate` take
-        import layerkit.fast.probe as inc
+        import layerkit.fast.series as inc
 
         saved, inc.MAX_SERIES_TERMS = inc.MAX_SERIES_TERMS, 0
         try:
@@ -263,18 +263,18 @@ def bench_trust(name, sizes, m):
     """What trust costs, in the same run: the engine's confirmations (each layer rule against its forward,
     the engine against the network's own cost) switched off and on; and the doctor on a failing check
     against the same check passing (a wrong entry planted at a relative 1e-3)."""
-    import layerkit.api as api
+    import layerkit.check.engine as engine
     import layerkit.fast.confirm as confirm
 
     net, X, y = problem(sizes, m)
     on, t_on, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 9)
-    saved = api._Check.verified, confirm.Rules.ok
-    api._Check.verified = lambda self, checks, probe, what: True
+    saved = engine.Evaluators.verified, confirm.Rules.ok
+    engine.Evaluators.verified = lambda self, predictions, what: True
     confirm.Rules.ok = lambda self, k, rule: 0 <= k < len(self.impl) and self.impl[k].has(*confirm.MEMBERS[rule])
     try:
         off, t_off, _ = measure(lambda: check_network(net, X, y, 1.0, diagnose=False), 9)
     finally:
-        api._Check.verified, confirm.Rules.ok = saved
+        engine.Evaluators.verified, confirm.Rules.ok = saved
     add(name, "layerkit central, engine confirmations off", t_off, float("nan"), float("nan"), "the baseline of the next row")
     add(name, "layerkit central, engine confirmations on", t_on, float("nan"), float("nan"),
         f"overhead {100 * (t_on / t_off - 1):+.0f}%; same values={np.array_equal(on.numerical, off.numerical)}")

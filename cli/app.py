@@ -142,7 +142,7 @@ def _target_object(target: str) -> Any:
         return None
 
 
-class _LazyProgress:
+class LazyProgress:
     """A rich progress bar on stderr that only appears once the work has taken about a second."""
 
     def __init__(self, total: int, enabled: bool, delay: float = 1.0) -> None:
@@ -154,7 +154,7 @@ class _LazyProgress:
         self.lock = threading.Lock()
         self.timer = threading.Timer(delay, self._show) if enabled else None
 
-    def __enter__(self) -> _LazyProgress:
+    def __enter__(self) -> LazyProgress:
         if self.timer is not None:
             self.timer.daemon = True
             self.timer.start()
@@ -202,7 +202,7 @@ def _run_checks(problems: list[layerkit.Problem], methods: list[str], options: d
     all``), a method that does not apply to a target (the complex step through ``abs``) gives
     ``(problem, (method, reason))`` instead of ending the command."""
     results: list[tuple[layerkit.Problem, Any]] = []
-    with _LazyProgress(len(problems) * len(methods), progress) as bar:
+    with LazyProgress(len(problems) * len(methods), progress) as bar:
         for problem in problems:
             for method in methods:
                 try:
@@ -266,8 +266,12 @@ def _library_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- check
+PLOT_HELP = ("Write the heatmap of where the gradients disagree to this PNG (one file per report: NAME-2.png, ... "
+             "after the first; needs matplotlib: pip install 'layerkit\\[plot]').")
+
+
 @app.command()
-def check(
+def check(  # noqa: PLR0913 - the options a user sets
     target: Annotated[Optional[str], typer.Argument(
         help="path/to/file.py:NAME or package.module:NAME giving a layerkit.Problem (or a no-argument callable "
              "returning one, or a tuple (fun, x0[, blocks]) / (network, X, y, lambda)). Default: the course's "
@@ -304,10 +308,7 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict lines.")] = False,
     show_traceback: Annotated[bool, typer.Option(
         "--traceback", help="When the target raises, show its own frames (layerkit's left out).")] = False,
-    plot: Annotated[Optional[str], typer.Option(
-        "--plot", help="Write the heatmap of where the gradients disagree to this PNG (one file per report: "
-                       "NAME-2.png, ... after the first; needs matplotlib: pip install 'layerkit\\[plot]').",
-        show_default=False)] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", show_default=False, help=PLOT_HELP)] = None,
 ) -> None:
     """Compare analytic and numerical gradients; exit 0 if all agree, 1 on a mismatch, 2 on bad input."""
     global SHOW_TRACEBACK
@@ -322,29 +323,39 @@ def check(
         _fail(str(exc))
     options: dict[str, Any] = {"step": step_value, "rtol": rtol, "top": top, "mode": mode, "budget": budget}
     results = _library_call(_run_checks, problems, methods, options, not (as_json or quiet), method == "all")
+    reports = [r for _, r in results if isinstance(r, layerkit.Report)]
+    passed = bool(reports) and all(r.passed for r in reports)
+    written = _write_plots(plot, reports) if plot else []
+    if as_json:
+        typer.echo(json.dumps(_check_document(results, passed), indent=2))
+    else:
+        _print_results(results, quiet, top, written)
+    raise typer.Exit(EXIT_PASSED if passed else EXIT_MISMATCH)
+
+
+def _check_document(results: list[tuple[layerkit.Problem, Any]], passed: bool) -> dict[str, Any]:
+    """The ``--json`` document of ``check`` (see the module docstring)."""
     reports = [(p, r) for p, r in results if isinstance(r, layerkit.Report)]
     skipped = [(p, r) for p, r in results if not isinstance(r, layerkit.Report)]
-    passed = bool(reports) and all(r.passed for _, r in reports)
-    written = _write_plots(plot, [r for _, r in reports]) if plot else []
-    if as_json:
-        doc = {"layerkit": layerkit.__version__, "command": "check", "passed": passed,
-               "problem": results[0][0].name if results else "",
-               "reports": [{**r.to_dict(), "problem": p.name, "lambda": r.context.get("lambda_")}
-                           for p, r in reports],
-               "not_applicable": [{"problem": p.name, "method": m, "reason": why} for p, (m, why) in skipped]}
-        typer.echo(json.dumps(doc, indent=2))
-    else:
-        for i, (problem, report) in enumerate(results):
-            if isinstance(report, layerkit.Report):
-                text = report.verdict if quiet else report.render(top=top)
-            else:
-                text = "NOT APPLICABLE  {}: {}".format(*report)
-            if not quiet:
-                typer.echo(f"{chr(10) if i else ''}== {problem.name}")
-            typer.echo(text)
-        for path in written:
-            typer.echo(f"picture written to {path}")
-    raise typer.Exit(EXIT_PASSED if passed else EXIT_MISMATCH)
+    return {"layerkit": layerkit.__version__, "command": "check", "passed": passed,
+            "problem": results[0][0].name if results else "",
+            "reports": [{**r.to_dict(), "problem": p.name, "lambda": r.context.get("lambda_")} for p, r in reports],
+            "not_applicable": [{"problem": p.name, "method": m, "reason": why} for p, (m, why) in skipped]}
+
+
+def _print_results(results: list[tuple[layerkit.Problem, Any]], quiet: bool, top: int, written: list[str]) -> None:
+    """Each report's table (its verdict alone with ``--quiet``), a line per method that did not apply, and the
+    pictures written."""
+    for i, (problem, report) in enumerate(results):
+        if isinstance(report, layerkit.Report):
+            text = report.verdict if quiet else report.render(top=top)
+        else:
+            text = "NOT APPLICABLE  {}: {}".format(*report)
+        if not quiet:
+            typer.echo(f"{chr(10) if i else ''}== {problem.name}")
+        typer.echo(text)
+    for path in written:
+        typer.echo(f"picture written to {path}")
 
 
 def _write_plots(path: str, reports: list[Any]) -> list[str]:
@@ -372,7 +383,7 @@ def _write_plots(path: str, reports: list[Any]) -> list[str]:
 
 # ---------------------------------------------------------------------- sweep
 @app.command()
-def sweep(
+def sweep(  # noqa: PLR0913 - the options a user sets
     target: Annotated[Optional[str], typer.Argument(help="As for 'check'. Default: the course's debug network.",
                                                     show_default=False)] = None,
     layers: Annotated[Optional[str], typer.Option(

@@ -7,10 +7,14 @@ The public API::
     Forward, Central, Richardson, ComplexStep      strategies (register_method, get_method for more)
     Report, Finding, Problem, Noise                results, the measured noise of a cost, and problems
 
-The package is organised in wings, each importing only those below it: ``nn`` (layers, losses, the network
-and its layout), ``fast`` (the network engine and the confirmation of its rules), ``check`` (subjects,
-strategies, noise, tolerances, reports, directional checks), ``diagnosis`` (the doctor and the step sweep),
-and ``api`` (the orchestrator).  Everything public is importable from ``layerkit`` itself.
+The package is organised in wings, each importing only those below it: ``nn`` (layers, losses, the network,
+its flat parameters and their layout), ``fast`` (the network engine: the state read off a forward pass, Taylor
+tables, the exact path, the rules and their confirmation), ``check`` (the steps of a check: options, ledger,
+baseline, the choice of evaluator, probes, strategies, the full and the directional check and the safeguards
+they share, verdicts, reports), ``diagnosis`` (the doctor's patterns and follow-ups, the step sweep) and
+``api`` (the recipe, :func:`~layerkit.api.run_check`).  Below them: ``numerics`` (constants and small
+formulas shared by every wing) and ``snapshot`` (putting the caller's objects back).  Everything public is
+importable from ``layerkit`` itself.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -41,13 +45,13 @@ from .errors import (
     UnknownMethodError,
 )
 from .fast.rules import register_rule, rule_for, unregister_rule
+from .nn.buffer import Binding
 from .nn.datasets import debug_data, debug_matrix
 from .nn.elementwise import Elementwise, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .nn.layers import Dense, Layer
 from .nn.layout import Block, ParameterLayout
 from .nn.losses import L2, Loss, MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
-from .nn.network import Binding, FitResult, Network
-from .nn.objective import Objective
+from .nn.network import FitResult, Network, Objective
 from .problem import Problem
 
 try:

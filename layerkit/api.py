@@ -78,7 +78,7 @@ def _layer_check(options: CheckOptions) -> Callable[[Layer, NDArray, int], Repor
     return check
 
 
-def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "central", *,
+def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "central", *,  # noqa: PLR0913 - the options a user sets
                    blocks: Mapping[str, Any] | None = None, step: Step | None = None, rtol: float | None = None,
                    atol: float | None = None, top: int = 5, diagnose: bool = True,
                    executor: Executor | None = None, lambda_: float | None = None,
@@ -137,7 +137,7 @@ def check_function(fun: Callable[[NDArray], Any], x0: Any, method: Any = "centra
         n_directions=n_directions, seed=seed, progress=progress, budget=budget))
 
 
-def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: Any = "central", *,
+def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: Any = "central", *,  # noqa: PLR0913 - the options a user sets
                   step: Step | None = None, rtol: float | None = None, atol: float | None = None, top: int = 5,
                   diagnose: bool = True, engine: str = "auto", mode: str = "auto",
                   n_directions: int | None = None, seed: int = 0,
@@ -158,7 +158,7 @@ def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: An
         n_directions=n_directions, seed=seed, progress=progress, budget=budget))
 
 
-def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0, step: Step | None = None,
+def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0, step: Step | None = None,  # noqa: PLR0913 - the options a user sets
                 rtol: float | None = None, atol: float | None = None, top: int = 5,
                 diagnose: bool = True, mode: str = "auto", n_directions: int | None = None,
                 budget: int | None = None) -> Report:

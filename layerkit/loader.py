@@ -68,41 +68,50 @@ def target_object(spec: str) -> Any:
     where, _, name = spec.rpartition(":")
     if not where or not name:
         raise ProblemLoadError(f"target {spec!r}: expected path/to/file.py:NAME or package.module:NAME")
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise ProblemLoadError(f"target {spec!r}: no such file: {where}")
-        # registered under its own name, as ``python file.py`` would not but ``import file`` would: dataclasses,
-        # pickling (process pools) and relative imports of sibling modules then work
-        mod_name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else \
-            f"_layerkit_target_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ProblemLoadError(f"target {spec!r}: cannot import {where}")
-        module = importlib.util.module_from_spec(module_spec)
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        sys.modules[mod_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the user's file failed: report their message
-            sys.modules.pop(mod_name, None)
-            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
-    else:
-        if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` would: the current directory
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as exc:
-            if exc.name and where.startswith(exc.name):
-                raise ProblemLoadError(f"target {spec!r}: no module named {where!r}") from None
-            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
-        except (Exception, SystemExit) as exc:
-            raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
+    is_file = where.endswith(".py") or "/" in where or "\\" in where
+    module = _import_file(where, spec) if is_file else _import_module(where, spec)
     if not hasattr(module, name):
         raise ProblemLoadError(f"target {spec!r}: {where} has no attribute {name!r}")
     return getattr(module, name)
+
+
+def _import_file(where: str, spec: str) -> Any:
+    """The module of the file ``where``, registered under its own name, as ``python file.py`` would not but
+    ``import file`` would: dataclasses, pickling (process pools) and relative imports of sibling modules then
+    work."""
+    path = Path(where)
+    if not path.is_file():
+        raise ProblemLoadError(f"target {spec!r}: no such file: {where}")
+    mod_name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else \
+        f"_layerkit_target_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ProblemLoadError(f"target {spec!r}: cannot import {where}")
+    module = importlib.util.module_from_spec(module_spec)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the user's file failed: report their message
+        sys.modules.pop(mod_name, None)
+        raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
+    return module
+
+
+def _import_module(where: str, spec: str) -> Any:
+    """The module ``where``, looked for in the current directory too (as ``python -m`` would)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as exc:
+        if exc.name and where.startswith(exc.name):
+            raise ProblemLoadError(f"target {spec!r}: no module named {where!r}") from None
+        raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}") from None
+    except (Exception, SystemExit) as exc:
+        raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
 
 
 def load_problem(spec: str, lambda_: float | None = None) -> Problem:

@@ -268,3 +268,13 @@ def test_bad_network_arguments_name_themselves(debug_problem):
     with pytest.raises(InputError) as err:
         check_network(net, X, y, -3.0)
     assert err.value.argument == "lambda_"
+
+
+def test_a_problem_s_subject_carries_everything_the_problem_says():
+    from layerkit.check.subjects import problem_subject
+
+    fun = lambda t: (float(t @ t), 2 * t)  # noqa: E731
+    problem = layerkit.Problem.from_function(fun, np.arange(6.0), {"W": (2, 3)}, lambda_=2.0, m=7, order="F")
+    subject = problem_subject(problem)
+    assert subject.layout["W"].order == "F" and subject.lambda_ == 2.0 and subject.m == 7
+    assert subject.layout.label(1) == "W[1, 0]"  # entry 1 of a 2x3 block unrolled in Fortran order

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from layerkit.cli.app import _LazyProgress, app
+from layerkit.cli.app import LazyProgress, app
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,14 +211,14 @@ def test_version_and_help():
 
 
 def test_progress_appears_only_for_slow_runs():
-    with _LazyProgress(3, enabled=True, delay=0.05) as bar:
+    with LazyProgress(3, enabled=True, delay=0.05) as bar:
         time.sleep(0.3)
         bar.advance()
         assert bar.shown
-    with _LazyProgress(3, enabled=True, delay=1.0) as bar:
+    with LazyProgress(3, enabled=True, delay=1.0) as bar:
         bar.advance()
     assert not bar.shown
-    with _LazyProgress(3, enabled=False, delay=0.0) as bar:
+    with LazyProgress(3, enabled=False, delay=0.0) as bar:
         time.sleep(0.1)
     assert not bar.shown
 

@@ -7,7 +7,7 @@ from helpers import PlainTanh
 
 import layerkit
 from layerkit import check_function, check_network
-from layerkit.diagnosis.doctor import name_factor
+from layerkit.diagnosis.case import name_factor
 
 SIZES = (3, 5, 3)
 BLOCKS = {"Theta1": (5, 4), "Theta2": (3, 6)}

@@ -77,7 +77,7 @@ def baseline(subject: Subject, ledger: Ledger) -> Baseline:
     """The analytic gradient at ``x0`` (module docstring); the evaluations are counted as ``analytic``."""
     t = time.perf_counter()
     f0, a = subject.evaluate(fresh=True)
-    if getattr(subject, "known_stateless", False):
+    if subject.known_stateless:
         ledger.count("analytic", 1)
         return Baseline(f0, a, float(np.real(f0)), time.perf_counter() - t, t)
     f1, a1 = subject.evaluate(fresh=False)

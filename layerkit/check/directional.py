@@ -61,9 +61,9 @@ from .localize import locate
 from .methods import truncation_model
 from .probes import LineProbe
 from .refine import WIDE, across_scales
-from .report import BlockSummary, DirectionalEvidence, DirectionRecord, Report, relative_difference
+from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionRecord, Report, Setting, relative_difference
 from .second_look import discredits, look_again
-from .tolerance import SAFETY, directional_tolerance, floor
+from .tolerance import directional_tolerance, error_bound, floor
 from .verdicts import resolution_cause, scales_verdict, undecided, unresolved, unresolved_directions, unresolved_zero
 
 #: A failing direction is measured again when it fails by less than this many times its tolerance.
@@ -156,7 +156,7 @@ class Tester:
         # their rounding bound needs no measurement; an exact evaluator with other rules was calibrated
         # (:func:`calibrated`), and a noise above the rounding bound of exact propagation means a rule that
         # cancels: the tests then take normal steps
-        self.known_rules = bool(getattr(subject, "known_rules", False))
+        self.known_rules = bool(subject.known_rules)
         self.tiny_steps = bool(evaluator.exact) and (
             self.known_rules or evaluator.noise_floor <= 64 * self.eps * max(abs(base.cost), 1e-300))
 
@@ -235,7 +235,7 @@ class Tester:
             a = float(self.a[di.lo:di.hi] @ di.u)
             tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
-                                       SAFETY * float(noise_term[k] + trunc[k])))
+                                       float(error_bound(noise_term[k], trunc[k]))))
         self.ledger.count(stage, used)
         out = self.kinks(self.second_look(out, stage), stage)
         if self.options.progress is not None:
@@ -270,7 +270,7 @@ class Tester:
             tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
                                         self.rounding_dtype)
             out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
-                                     SAFETY * float(est.noise[i] + est.truncation[i]),
+                                     float(error_bound(est.noise[i], est.truncation[i])),
                                      max(t.first_reach, t.tolerance + t.error))
         return out
 
@@ -405,14 +405,13 @@ def report(measured: Measured, tester: Tester, options: Any, base: Baseline, eva
         block_tests={name: tuple(t.record(x) for t in tests) for name, tests in measured.block_tests.items()},
         localized=tuple(layout.label(t.direction.lo) for t in measured.leaves), spread_blocks=tuple(measured.spread),
         evaluations=dict(ledger.evals), taylor=measured.taylor, scales=measured.scales)
-    out = Report.build(
-        method=options.strategy.name, step=float(np.median([t.step for t in first])),
-        step_rule="auto" if options.auto_step else "fixed", dtype=x.dtype, numerical=numerical, analytical=base.a,
-        rtol=0.0, atol=tolerance, layout=layout, x=x, cost=base.f0, n_evals=ledger.spent,
-        seconds=time.perf_counter() - base.started, top=options.top, measured=seen,
-        blocks=_summaries(measured, layout, seen), passed=measured.passed, subject=s.kind, lambda_=s.lambda_,
-        m=s.m, mode="directional", evaluator=evaluators.evaluator, noise=evaluators.report_noise(),
-        directional=evidence)
+    setting = Setting(options.strategy.name, float(np.median([t.step for t in first])),
+                      "auto" if options.auto_step else "fixed", x.dtype, layout, x, base.f0, s.kind, s.lambda_, s.m,
+                      "directional", evaluators.evaluator, evaluators.report_noise())
+    comparison = Comparison(numerical, base.a, 0.0, tolerance, measured=seen, blocks=_summaries(measured, layout, seen),
+                            passed=measured.passed, directional=evidence)
+    out = Report.build(setting, comparison, n_evals=ledger.spent, seconds=time.perf_counter() - base.started,
+                       top=options.top)
     out = _kink_findings(out, tester)
     if tester.over_budget:
         out = evolve(out, notes=out.notes + (

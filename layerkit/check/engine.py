@@ -192,7 +192,7 @@ class Evaluators:
         """The direction engine with its own noise measured on a difference table (:func:`calibrate`, 9
         evaluations) when its rules are not all layerkit's own; any other evaluator as it is."""
         s = self.subject
-        if not evaluator.exact or getattr(s, "known_rules", False):
+        if not evaluator.exact or s.known_rules:
             return evaluator
         level = calibrate(evaluator, s.x0, self.options.seed)
         self.ledger.count("calibrate", 9)

@@ -38,7 +38,7 @@ from .kinks import (
 from .ledger import Ledger
 from .options import CheckOptions
 from .refine import across_scales
-from .report import Report
+from .report import Comparison, Report, Setting
 from .second_look import discredits, look_again
 from .subjects import Subject
 from .tolerance import floor, tolerances
@@ -264,14 +264,14 @@ def report(entries: Entries, probe: Any, options: CheckOptions, base: Baseline, 
     s, strategy = evaluators.subject, options.strategy
     dtype = base.rounding_dtype(s.x0.dtype)
     h0 = strategy.base_step(s.x0.dtype, probe.noise_excess) if options.auto_step else float(strategy.step)
-    out = Report.build(
-        method=strategy.name, step=h0, step_rule="auto" if options.auto_step else "fixed", dtype=s.x0.dtype,
-        numerical=entries.values, analytical=base.a, rtol=entries.rtol, atol=entries.atol, layout=s.layout,
-        x=s.x0, cost=base.f0, n_evals=probe.n_evals + ledger.spent, seconds=time.perf_counter() - base.started,
-        error_estimate=entries.error, top=options.top, subject=s.kind, lambda_=s.lambda_, m=s.m, mode="full",
-        evaluator=evaluators.evaluator, noise=evaluators.noise, refined=entries.refined,
+    setting = Setting(strategy.name, h0, "auto" if options.auto_step else "fixed", s.x0.dtype, s.layout, s.x0,
+                      base.f0, s.kind, s.lambda_, s.m, "full", evaluators.evaluator, evaluators.noise)
+    comparison = Comparison(
+        entries.values, base.a, entries.rtol, entries.atol, error_estimate=entries.error, refined=entries.refined,
         first_reach=entries.first_reach if entries.refined is not None else None,
         model_tolerance=entries.model_rtol * np.maximum(np.abs(entries.values), np.abs(base.a)) + entries.model)
+    out = Report.build(setting, comparison, n_evals=probe.n_evals + ledger.spent,
+                       seconds=time.perf_counter() - base.started, top=options.top)
     if not probe.cheap:
         _unresolved(out, entries.model - floor(base.a, dtype), entries, evaluators, ledger)
         _undecided(out, probe, entries, base, ledger)

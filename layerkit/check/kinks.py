@@ -244,9 +244,7 @@ def finding_text(n: int, names: str, own_piece: int, on_kink: int) -> str:
 
 def kinked_sides(subject: Any) -> Callable[[NDArray], NDArray] | None:
     """The subject's ``kink_sides`` when it has kinked layers (a network with ReLUs), else None."""
-    if not getattr(subject, "kinked", None):
-        return None
-    return getattr(subject, "kink_sides", None)
+    return subject.kink_sides if subject.kinked else None
 
 
 def line_sides(sides: Callable[[NDArray], NDArray], x0: NDArray, lo: int, hi: int,

@@ -154,55 +154,25 @@ def measure_noise(cost: Callable[[NDArray], Any], x0: NDArray, f0: float, *, sca
     cost is deterministic.  Costs 8 evaluations per table, at most 6 tables (and 17 more for a noisy cost).
     """
     dtype = x0.dtype
-    eps = float(np.finfo(dtype).eps)
     floor = rounding_floor(f0, dtype)
-    deterministic = f_again is None or f_again == f0
     if direction is None:
         rng = np.random.default_rng(seed)
         u = rng.standard_normal(x0.size) * (np.maximum(1.0, np.abs(x0)) if scale is None else scale)
     else:
         u = np.asarray(direction, dtype=np.float64)
     u = u / max(float(np.max(np.abs(u))), np.finfo(float).tiny)  # the largest coordinate moves by delta scale
-    delta = eps ** 0.25 / 10  # small enough that 4th..6th differences of a smooth cost vanish below eps |f|
-    n_evals = 0
-    half = N_POINTS // 2
-
-    def table(offsets: NDArray, spacing: float) -> NDArray:
-        nonlocal n_evals
-        values = np.empty(offsets.size)
-        for i, k in enumerate(offsets):
-            if k == 0:
-                values[i] = f0
-                continue
-            x = np.array(x0, copy=True)
-            x += (k * spacing * u).astype(dtype)
-            with np.errstate(all="ignore"):
-                values[i] = float(np.real(np.asarray(cost(x)).reshape(-1)[0]))
-            n_evals += 1
-        return values
-
-    centered = np.arange(N_POINTS + 1) - half
+    tables = _Tables(cost, x0, f0, u)
+    deterministic = f_again is None or f_again == f0
+    delta = float(np.finfo(dtype).eps) ** 0.25 / 10  # small enough that 4th..6th differences vanish below eps |f|
+    centered = np.arange(N_POINTS + 1) - N_POINTS // 2
     rising = None  # the direction the spacing moves in, set by the first inconclusive table
     for _ in range(MAX_TABLES):
-        values = table(centered, delta)
+        values = tables.at(centered, delta)
         if not np.all(np.isfinite(values)):
             break
         level, order, verdict = noise_from_table(values)
         if verdict == "ok":
-            kink = False
-            if level > EXCESS_THRESHOLD * floor:
-                # A cost noisier than its rounding: is it the same at every call (else it is not a function of
-                # its parameters), and is it noise at all, or a kink at x0 (|x| or ReLU at 0) that a centered
-                # table reads as noise?  The same points again, then a table that stays on one side of x0.
-                if deterministic and not np.array_equal(table(centered, delta), values):
-                    deterministic = False
-                side, _, verdict_side = noise_from_table(table(np.arange(1, N_POINTS + 2), delta))
-                if verdict_side in ("ok", "too small") and side * EXCESS_THRESHOLD < level:
-                    level, kink = side, True
-            if not deterministic and f_again is not None:
-                level = max(level, abs(float(f_again) - f0) / math.sqrt(2))
-            return Noise(max(level, floor), floor, measured=True, deterministic=deterministic, n_evals=n_evals,
-                         spacing=delta, order=order, kink=kink)
+            return _accepted(tables, values, level, order, delta, floor, deterministic, f_again)
         if rising is None:
             rising = verdict == "too small"
         elif rising and verdict == "too large":
@@ -211,4 +181,44 @@ def measure_noise(cost: Callable[[NDArray], Any], x0: NDArray, f0: float, *, sca
             break
         delta = delta * 10 if rising else delta / 10
     level = floor if deterministic or f_again is None else max(floor, abs(float(f_again) - f0) / math.sqrt(2))
-    return Noise(level, floor, measured=False, deterministic=deterministic, n_evals=n_evals)
+    return Noise(level, floor, measured=False, deterministic=deterministic, n_evals=tables.n_evals)
+
+
+class _Tables:
+    """The cost at equally spaced points ``x0 + k spacing u``, counting its evaluations."""
+
+    def __init__(self, cost: Callable[[NDArray], Any], x0: NDArray, f0: float, u: NDArray) -> None:
+        self.cost, self.x0, self.f0, self.u = cost, x0, f0, u
+        self.n_evals = 0
+
+    def at(self, offsets: NDArray, spacing: float) -> NDArray:
+        values = np.empty(offsets.size)
+        for i, k in enumerate(offsets):
+            if k == 0:
+                values[i] = self.f0
+                continue
+            x = np.array(self.x0, copy=True)
+            x += (k * spacing * self.u).astype(self.x0.dtype)
+            with np.errstate(all="ignore"):
+                values[i] = float(np.real(np.asarray(self.cost(x)).reshape(-1)[0]))
+            self.n_evals += 1
+        return values
+
+
+def _accepted(tables: _Tables, values: NDArray, level: float, order: int, delta: float, floor: float,
+              deterministic: bool, f_again: float | None) -> Noise:
+    """The noise of an accepted table.  A cost noisier than its rounding: is it the same at every call (else
+    it is not a function of its parameters), and is it noise at all, or a kink at x0 (|x| or ReLU at 0) that a
+    centered table reads as noise?  The same points again, then a table that stays on one side of x0."""
+    kink = False
+    if level > EXCESS_THRESHOLD * floor:
+        centered = np.arange(N_POINTS + 1) - N_POINTS // 2
+        if deterministic and not np.array_equal(tables.at(centered, delta), values):
+            deterministic = False
+        side, _, verdict_side = noise_from_table(tables.at(np.arange(1, N_POINTS + 2), delta))
+        if verdict_side in ("ok", "too small") and side * EXCESS_THRESHOLD < level:
+            level, kink = side, True
+    if not deterministic and f_again is not None:
+        level = max(level, abs(float(f_again) - tables.f0) / math.sqrt(2))
+    return Noise(max(level, floor), floor, measured=True, deterministic=deterministic, n_evals=tables.n_evals,
+                 spacing=delta, order=order, kink=kink)

@@ -74,9 +74,9 @@ def confirm_complex(subject: Subject, options: CheckOptions, evaluators: Evaluat
     (:mod:`layerkit.check.applicability`); returns the per-entry resolution of that comparison, below which
     the complex step claims nothing.  Not needed for a network of layerkit's own smooth layers; refused for a
     subject with kinks.  Raises :class:`~layerkit.errors.ComplexEvaluationError` when not applicable."""
-    if getattr(subject, "known_analytic", False):
+    if subject.known_analytic:
         return 0.0
-    kinked = getattr(subject, "kinked", None)
+    kinked = subject.kinked
     if kinked:
         raise ComplexEvaluationError(
             f"the complex step is not applicable: the cost is not analytic (layer {kinked[0][0]} has kinks at "

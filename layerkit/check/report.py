@@ -18,7 +18,7 @@ from ..nn.layout import ParameterLayout
 from .noise import Noise
 
 
-def _num(x: Any) -> Any:
+def json_number(x: Any) -> Any:
     """JSON-safe number: floats stay floats, NaN/inf become strings."""
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
@@ -83,7 +83,7 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, type(None))):
         return obj
     if isinstance(obj, (int, float, np.number, bool, np.bool_)):
-        return _num(obj)
+        return json_number(obj)
     return str(obj)
 
 
@@ -105,9 +105,9 @@ class DirectionRecord:
         return bool(abs(self.numerical - self.analytical) <= self.tolerance)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"numerical": _num(self.numerical), "analytical": _num(self.analytical),
-                "tolerance": _num(self.tolerance), "passed": self.passed, "u_dot_x": _num(self.u_dot_x),
-                "bound": _num(self.bound)}
+        return {"numerical": json_number(self.numerical), "analytical": json_number(self.analytical),
+                "tolerance": json_number(self.tolerance), "passed": self.passed, "u_dot_x": json_number(self.u_dot_x),
+                "bound": json_number(self.bound)}
 
 
 @frozen(eq=False)
@@ -170,8 +170,8 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         return {"block": self.block, "index": list(self.index), "flat_index": self.flat_index,
-                "numerical": _num(self.numerical), "analytical": _num(self.analytical),
-                "error": _num(self.error), "tolerance": _num(self.tolerance)}
+                "numerical": json_number(self.numerical), "analytical": json_number(self.analytical),
+                "error": json_number(self.error), "tolerance": json_number(self.tolerance)}
 
 
 @frozen
@@ -187,8 +187,94 @@ class BlockSummary:
     passed: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "relative_difference": _num(self.relative_difference),
-                "max_abs_error": _num(self.max_abs_error), "n_failed": self.n_failed, "passed": self.passed}
+        return {"name": self.name, "shape": list(self.shape), "relative_difference": json_number(self.relative_difference),
+                "max_abs_error": json_number(self.max_abs_error), "n_failed": self.n_failed, "passed": self.passed}
+
+
+@frozen(eq=False)
+class Setting:
+    """What a check compared and how: the method, its base step and rule, the dtype, the layout and the point
+    with its cost, the kind of subject and its hints, the mode, the evaluator and the noise (see
+    :class:`Report` for each)."""
+
+    method: str
+    step: float
+    step_rule: str
+    dtype: Any
+    layout: ParameterLayout
+    x: NDArray
+    cost: Any
+    subject: str = "function"
+    lambda_: float | None = None
+    m: int | None = None
+    mode: str = "full"
+    evaluator: str = "cost"
+    noise: Noise | None = None
+
+
+@frozen(eq=False)
+class Comparison:
+    """The two gradients a report compares, shape (P,) each, and the tolerance ``rtol max(|n|, |a|) + atol``
+    of every entry; ``measured`` (the entries measured, when not all), ``blocks`` and ``passed`` (set by a
+    directional check, which judges blocks by their directions), and the estimate's evidence (see
+    :class:`Report`)."""
+
+    numerical: NDArray
+    analytical: NDArray
+    rtol: float
+    atol: NDArray
+    measured: NDArray | None = None
+    blocks: tuple[BlockSummary, ...] | None = None
+    passed: bool | None = None
+    error_estimate: NDArray | None = None
+    refined: NDArray | None = None
+    first_reach: NDArray | None = None
+    model_tolerance: NDArray | None = None
+    directional: DirectionalEvidence | None = None
+
+
+@frozen(eq=False)
+class Compared:
+    """What :func:`compare` found: every entry's tolerance, the block summaries, the worst entries, the
+    largest errors and the entry-based verdict."""
+
+    tolerance: NDArray
+    blocks: tuple[BlockSummary, ...]
+    worst: tuple[Entry, ...]
+    max_abs_error: float
+    max_rel_error: float
+    passed: bool
+
+
+def compare(n: NDArray, a: NDArray, rtol: float, atol: NDArray, known: NDArray, layout: ParameterLayout,
+            top: int) -> Compared:
+    """Entry by entry: ``|n - a| <= rtol max(|n|, |a|) + atol`` on the ``known`` entries (float64 arrays of
+    shape (P,)), everything there finite; per block, its relative difference, largest error and failures."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(n - a)
+        # fmax: an entry that was not measured (NaN numerical) keeps the tolerance of its analytic value
+        tol = rtol * np.fmax(np.abs(n), np.abs(a)) + np.asarray(atol, dtype=np.float64)
+    bad = (~np.isfinite(n) | ~np.isfinite(a) | ~np.isfinite(tol)) & known
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ok = ((err <= tol) & ~bad) | ~known
+        rel = np.where(err == 0, 0.0, err / np.maximum(np.maximum(np.abs(n), np.abs(a)), np.finfo(float).tiny))
+    summaries = []
+    for b in layout.blocks:
+        s = b.slice
+        k = known[s]
+        eb = err[s][k]
+        summaries.append(BlockSummary(b.name, b.shape, relative_difference(n[s][k], a[s][k]),
+                                      float(np.max(eb, initial=0.0)) if np.isfinite(eb).all() else math.nan,
+                                      int(np.sum(~ok[s])), bool(ok[s].all())))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        badness = np.where(bad, np.inf, err / np.maximum(tol, np.finfo(float).tiny))
+    badness = np.where(known, np.nan_to_num(badness, nan=np.inf), -np.inf)
+    order = np.argsort(-badness, kind="stable")[: max(int(top), 0)]
+    worst = tuple(Entry(*layout.locate(int(j)), int(j), float(n[j]), float(a[j]), float(err[j]), float(tol[j]))
+                  for j in order if known[j])
+    kn = known & np.isfinite(err)
+    return Compared(tol, tuple(summaries), worst, float(np.max(err[kn], initial=0.0)) if not bad.any() else math.nan,
+                    float(np.max(rel[kn], initial=0.0)), bool(ok.all()))
 
 
 @frozen(eq=False)
@@ -299,51 +385,28 @@ class Report:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def build(cls, *, method: str, step: float, step_rule: str, dtype: Any, numerical: NDArray,
-              analytical: NDArray, rtol: float, atol: NDArray, layout: ParameterLayout, x: NDArray, cost: float,
-              n_evals: int, seconds: float, error_estimate: NDArray | None = None, top: int = 5,
-              measured: NDArray | None = None, blocks: tuple[BlockSummary, ...] | None = None,
-              passed: bool | None = None, **fields: Any) -> Report:
-        """Compare ``numerical`` with ``analytical`` entry by entry (only the ``measured`` ones, when given)
-        and summarize per block; ``blocks`` and ``passed`` override the entry-based summary (directional
-        checks judge blocks by their directions).  ``fields`` are the remaining typed attributes."""
-        n = np.asarray(numerical, dtype=np.float64)
-        a = np.asarray(analytical, dtype=np.float64)
-        known = np.ones(n.shape, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
-        with np.errstate(invalid="ignore", over="ignore"):
-            err = np.abs(n - a)
-            # fmax: an entry that was not measured (NaN numerical) keeps the tolerance of its analytic value
-            tol = rtol * np.fmax(np.abs(n), np.abs(a)) + np.asarray(atol, dtype=np.float64)
-        bad = (~np.isfinite(n) | ~np.isfinite(a) | ~np.isfinite(tol)) & known
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            ok = ((err <= tol) & ~bad) | ~known
-            rel = np.where(err == 0, 0.0, err / np.maximum(np.maximum(np.abs(n), np.abs(a)), np.finfo(float).tiny))
-        if blocks is None:
-            summaries = []
-            for b in layout.blocks:
-                s = b.slice
-                k = known[s]
-                eb = err[s][k]
-                summaries.append(BlockSummary(b.name, b.shape, relative_difference(n[s][k], a[s][k]),
-                                              float(np.max(eb, initial=0.0)) if np.isfinite(eb).all() else math.nan,
-                                              int(np.sum(~ok[s])), bool(ok[s].all())))
-            blocks = tuple(summaries)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            badness = np.where(bad, np.inf, err / np.maximum(tol, np.finfo(float).tiny))
-        badness = np.where(known, np.nan_to_num(badness, nan=np.inf), -np.inf)
-        order = np.argsort(-badness, kind="stable")[: max(int(top), 0)]
-        worst = tuple(Entry(*layout.locate(int(j)), int(j), float(n[j]), float(a[j]), float(err[j]), float(tol[j]))
-                      for j in order if known[j])
-        kn = known & np.isfinite(err)
-        return cls(method=method, step=float(step), step_rule=step_rule, dtype=str(np.dtype(dtype)),
-                   passed=bool(ok.all()) if passed is None else bool(passed),
+    def build(cls, setting: Setting, comparison: Comparison, *, n_evals: int, seconds: float, top: int = 5) -> Report:
+        """Compare the numerical gradient with the analytical one entry by entry (only the ``measured`` ones,
+        when given) and summarize per block (:func:`compare`); the comparison's ``blocks`` and ``passed``,
+        when given, override the entry-based summary (directional checks judge blocks by their directions).
+        ``top`` worst entries are kept."""
+        c = comparison
+        n = np.asarray(c.numerical, dtype=np.float64)
+        a = np.asarray(c.analytical, dtype=np.float64)
+        known = np.ones(n.shape, dtype=bool) if c.measured is None else np.asarray(c.measured, dtype=bool)
+        verdict = compare(n, a, c.rtol, c.atol, known, setting.layout, top)
+        return cls(method=setting.method, step=float(setting.step), step_rule=setting.step_rule,
+                   dtype=str(np.dtype(setting.dtype)), passed=verdict.passed if c.passed is None else bool(c.passed),
                    relative_difference=relative_difference(n[known], a[known]),
-                   max_abs_error=float(np.max(err[kn], initial=0.0)) if not bad.any() else math.nan,
-                   max_rel_error=float(np.max(rel[kn], initial=0.0)),
-                   numerical=n, analytical=a, tolerance=tol, error_estimate=error_estimate, rtol=float(rtol),
-                   blocks=blocks, worst=worst, n_evals=int(n_evals), seconds=float(seconds),
-                   layout=layout, x=np.array(x, copy=True), cost=float(np.real(cost)),
-                   measured=None if measured is None else known, **fields)
+                   max_abs_error=verdict.max_abs_error, max_rel_error=verdict.max_rel_error,
+                   numerical=n, analytical=a, tolerance=verdict.tolerance, error_estimate=c.error_estimate,
+                   rtol=float(c.rtol), blocks=verdict.blocks if c.blocks is None else c.blocks, worst=verdict.worst,
+                   n_evals=int(n_evals), seconds=float(seconds), layout=setting.layout,
+                   x=np.array(setting.x, copy=True), cost=float(np.real(setting.cost)),
+                   measured=None if c.measured is None else known, subject=setting.subject, lambda_=setting.lambda_,
+                   m=setting.m, mode=setting.mode, evaluator=setting.evaluator, noise=setting.noise,
+                   directional=c.directional, refined=c.refined, model_tolerance=c.model_tolerance,
+                   first_reach=c.first_reach)
 
     def with_findings(self, findings: list[Finding] | tuple[Finding, ...], step_verdict: str | None = None,
                       notes: list[str] | tuple[str, ...] | None = None) -> Report:
@@ -450,63 +513,30 @@ class Report:
         Non-finite numbers are written as the strings ``"nan"``, ``"inf"``, ``"-inf"``.
         """
         d: dict[str, Any] = {
-            "method": self.method, "step": _num(self.step), "step_rule": self.step_rule, "dtype": self.dtype,
+            "method": self.method, "step": json_number(self.step), "step_rule": self.step_rule, "dtype": self.dtype,
             "passed": self.passed, "inconclusive": self.inconclusive,
-            "relative_difference": _num(self.relative_difference),
-            "max_abs_error": _num(self.max_abs_error), "max_rel_error": _num(self.max_rel_error),
-            "rtol": _num(self.rtol), "cost": _num(self.cost), "n_params": int(self.numerical.size),
-            "n_evals": self.n_evals, "seconds": _num(self.seconds),
+            "relative_difference": json_number(self.relative_difference),
+            "max_abs_error": json_number(self.max_abs_error), "max_rel_error": json_number(self.max_rel_error),
+            "rtol": json_number(self.rtol), "cost": json_number(self.cost), "n_params": int(self.numerical.size),
+            "n_evals": self.n_evals, "seconds": json_number(self.seconds),
             "blocks": [b.to_dict() for b in self.blocks], "worst": [e.to_dict() for e in self.worst],
             "findings": [f.to_dict() for f in self.findings], "context": _jsonable(self.context),
             "step_verdict": self.step_verdict, "correct_blocks": self.passed_blocks,
             "wrong_blocks": self.failed_blocks, "notes": list(self.notes), "mode": self.mode,
         }
         if include_arrays:
-            d["numerical"] = [_num(v) for v in self.numerical]
+            d["numerical"] = [json_number(v) for v in self.numerical]
             if self.measured is not None:
                 d["measured"] = [bool(v) for v in self.measured]
-            d["analytical"] = [_num(v) for v in self.analytical]
+            d["analytical"] = [json_number(v) for v in self.analytical]
         return d
 
     def render(self, top: int | None = None) -> str:
-        """The readable table: verdict, per-block lines, worst entries and findings."""
-        lines = [self.verdict]
-        width = max([len(b.name) for b in self.blocks] + [5])
-        alone = None if self.directional is None else self.directional.block_tests
-        for b in self.blocks:
-            mark = "ok  " if b.passed else "FAIL"
-            shape = "x".join(map(str, b.shape)) or "scalar"
-            if alone is not None and b.name not in alone:  # directional: only the whole-vector directions
-                lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  (through the whole-vector directions only)")
-                continue
-            extra = "" if b.passed else f"  ({b.n_failed} of {int(np.prod(b.shape))} entries off)"
-            lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  rel diff {b.relative_difference:9.2e}"
-                         f"  max abs err {b.max_abs_error:9.2e}{extra}")
-        worst = self.worst[: (len(self.worst) if top is None else top)]
-        if worst:
-            lines.append("  worst entries:")
-            lw = max(len(e.label) for e in worst)
-            for e in worst:
-                lines.append(f"    {e.label:<{lw}}  numerical {e.numerical: .10e}  analytical {e.analytical: .10e}"
-                             f"  error {e.error:.2e} (tol {e.tolerance:.1e})")
-        for f in self.findings:
-            where = f" [{', '.join(f.blocks)}]" if f.blocks else ""
-            lines.append(f"  {f.code}{where}: {f.message}")
-        if self.step_verdict or self.findings:
-            lines.append(f"  {self.blocks_verdict}")
-        if self.step_verdict:
-            lines.append(f"  step: {self.step_verdict}")
-        for note in self.notes:
-            lines.append(f"  note: {note}")
-        if self.directional is not None:
-            d = self.directional
-            loc = d.localized
-            lines.insert(1, f"  directional: {d.n_directions} random directions"
-                         + (f"; localized {len(loc)} entr{'y' if len(loc) == 1 else 'ies'}" if loc else "")
-                         + (f"; spread over {', '.join(d.spread_blocks)}" if d.spread_blocks else "")
-                         + f" (evaluations: {', '.join(f'{k} {v}' for k, v in d.evaluations.items())})")
-        lines.append(f"  {self.n_evals} evaluations in {self.seconds * 1e3:.1f} ms")
-        return "\n".join(lines)
+        """The readable table: verdict, per-block lines, worst entries and findings (see
+        :func:`layerkit.check.render.render`)."""
+        from .render import render
+
+        return render(self, top)
 
     def plot(self, ax: Any = None) -> Any:
         """One heatmap per block of ``|analytical - numerical| / tolerance`` (log scale, failing entries

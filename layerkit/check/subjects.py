@@ -27,8 +27,7 @@ from ..errors import InputError, NonFiniteError, TargetError
 from ..fast.rules import rule_for
 from ..nn.layers import Layer
 from ..nn.layout import Order, ParameterLayout, check_order
-from ..nn.network import Network
-from ..nn.objective import Objective
+from ..nn.network import Network, Objective
 from ..snapshot import preserving
 from .probes import as_scalar_cost
 
@@ -70,16 +69,26 @@ class Subject:
     layout : ParameterLayout
     lambda_, m : float or None, int or None
         The regularization and the number of examples, when known (the doctor names factors with them).
-    n_calls : int
-        Evaluations of the cost so far.
     """
 
     kind = "subject"
+    #: What a subject knows of itself (layerkit's own layers in a plain Network know more): its gradient is a
+    #: function of the parameters alone, its cost is analytic in them, the engine's rules are layerkit's own.
+    @property
+    def known_stateless(self) -> bool:
+        return False
+
+    @property
+    def known_analytic(self) -> bool:
+        return False
+
+    @property
+    def known_rules(self) -> bool:
+        return False
 
     def __init__(self, x0: NDArray, layout: ParameterLayout, lambda_: float | None = None,
                  m: int | None = None) -> None:
         self.x0, self.layout, self.lambda_, self.m = x0, layout, lambda_, m
-        self.n_calls = 0
         self._axis_scale: NDArray | None = None
 
     def session(self) -> ContextManager[Any]:
@@ -99,6 +108,15 @@ class Subject:
     def axis_scale(self) -> NDArray | None:
         """Per-axis step divisors ``s_j >= 1`` (None: all 1); see :mod:`layerkit.check.methods`."""
         return None
+
+    @property
+    def kinked(self) -> list[tuple[int, tuple[float, ...]]]:
+        """``(position, kinks)`` of the layers that declare points where they are not differentiable."""
+        return []
+
+    def kink_sides(self, theta: NDArray) -> NDArray:
+        """On which side of each kink every kinked unit's input lies at ``theta`` (see :mod:`layerkit.check.kinks`)."""
+        raise NotImplementedError
 
     def _checked_cost(self, cost: Any, where: str) -> Any:
         cost = as_scalar_cost(cost, where)
@@ -146,14 +164,12 @@ class FunctionSubject(Subject):
         return np.concatenate(pieces)
 
     def value(self, theta: NDArray) -> Any:
-        self.n_calls += 1
         out = self.fun(np.array(theta, copy=True))
         if isinstance(out, (tuple, list)) and len(out) >= 2:
             return out[0]
         return self._unpack(out, "at a perturbed point")[0]
 
     def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
-        self.n_calls += 1
         with np.errstate(all="ignore"):
             cost, grad = self._unpack(self.fun(np.array(self.x0, copy=True)), "at x0")
         return self._checked_cost(cost, "at x0"), _gradient(grad, self.layout.size, "at x0")
@@ -200,11 +216,9 @@ class NetworkSubject(Subject):
             self.network.params[...] = self.x0
 
     def value(self, theta: NDArray) -> Any:
-        self.n_calls += 1
         return self._in_place(theta, with_grad=False)
 
     def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
-        self.n_calls += 1
         if self._depth == 0:
             with self._session():
                 return self.evaluate(fresh)
@@ -238,7 +252,6 @@ class NetworkSubject(Subject):
         if self._depth == 0:
             with self._session():
                 return self.kink_sides(theta)
-        self.n_calls += 1
         net = self.network
         with np.errstate(all="ignore"):
             record = net.activations(self.objective.inputs(net.params.dtype), np.asarray(theta, dtype=self.x0.dtype))
@@ -432,11 +445,9 @@ class LayerSubject(Subject):
         return preserving([self.layer], arrays, state=True)
 
     def value(self, theta: NDArray) -> Any:
-        self.n_calls += 1
         return self._eval.forward(theta)[0]
 
     def evaluate(self, fresh: bool = True) -> tuple[Any, NDArray]:
-        self.n_calls += 1
         with np.errstate(all="ignore"):
             x = self._eval.write(self.x0)
             if fresh:
@@ -480,3 +491,13 @@ def function_subject(fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str
             sizes = ", ".join(f"{b.name}={b.size}" for b in layout.blocks)
             raise InputError("blocks", f"block sizes summing to x0.size = {x.size}", f"{layout.size} ({sizes})")
     return FunctionSubject(fun, x, layout, lambda_, m)
+
+
+def problem_subject(problem: Any) -> Subject:
+    """The subject of a :class:`~layerkit.Problem` (or a subject itself): its network on its data, or its
+    function at its point with its blocks, hints and order -- everything the problem says."""
+    if isinstance(problem, Subject):
+        return problem
+    if problem.kind == "network":
+        return NetworkSubject(problem.network, problem.X, problem.y, problem.lambda_ or 0.0)
+    return function_subject(problem.fun, problem.x0, problem.blocks, problem.lambda_, problem.m, problem.order)

@@ -35,13 +35,27 @@ SAFETY = 16.0
 ANALYTIC_ROUNDING = 32.0
 
 
-def floor(analytical: NDArray, dtype: Any) -> float:
-    """``32 eps max |a|`` over the finite entries of the whole analytic gradient, and at least ``sqrt(tiny)``
-    of the dtype (1.1e-19 in float32): a gradient entry smaller than that is made of products that underflow."""
-    a = np.asarray(analytical, dtype=np.float64)
+def floor_of(largest: float, dtype: Any) -> float:
+    """``32 eps largest``, and at least ``sqrt(tiny)`` of the dtype (1.1e-19 in float32): a gradient entry
+    smaller than that is made of products that underflow."""
     info = np.finfo(np.dtype(dtype))
-    return max(ANALYTIC_ROUNDING * float(info.eps) * float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0)),
-               float(np.sqrt(info.tiny)))
+    return max(ANALYTIC_ROUNDING * float(info.eps) * largest, float(np.sqrt(info.tiny)))
+
+
+def floor(analytical: NDArray, dtype: Any) -> float:
+    """:func:`floor_of` the largest finite entry of the whole analytic gradient."""
+    a = np.asarray(analytical, dtype=np.float64)
+    return floor_of(float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0)), dtype)
+
+
+def error_bound(noise: Any, truncation: Any) -> Any:
+    """``SAFETY (noise + truncation)``: the numerical estimate's own error, what it cannot resolve."""
+    return SAFETY * (noise + truncation)
+
+
+def relative_tolerance(dtype: Any, relative: float = 0.0) -> float:
+    """``max(32 eps, relative)``: the analytic gradient's own rounding, or the estimate's relative one."""
+    return max(ANALYTIC_ROUNDING * machine_eps(dtype), float(relative))
 
 
 def tolerances(estimate: Estimate, analytical: NDArray, dtype: Any, scale: NDArray | None = None
@@ -51,18 +65,13 @@ def tolerances(estimate: Estimate, analytical: NDArray, dtype: Any, scale: NDArr
     n = estimate.values.shape
     noise = np.zeros(n) if estimate.noise is None else np.asarray(estimate.noise, dtype=np.float64)
     trunc = np.zeros(n) if estimate.truncation is None else np.asarray(estimate.truncation, dtype=np.float64)
-    eps = machine_eps(dtype)
-    low = floor(analytical if scale is None else scale, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        atol = SAFETY * (noise + trunc) + low
-    rtol = max(ANALYTIC_ROUNDING * eps, float(estimate.relative))
-    return rtol, atol
+        atol = error_bound(noise, trunc) + floor(analytical if scale is None else scale, dtype)
+    return relative_tolerance(dtype, estimate.relative), atol
 
 
 def directional_tolerance(numerical: float, analytical: float, noise: float, truncation: float, dtype: Any,
                           relative: float = 0.0) -> float:
-    """The same formula for one directional derivative ``u . g``."""
-    eps = machine_eps(dtype)
-    rtol = max(ANALYTIC_ROUNDING * eps, relative)
-    return rtol * max(abs(numerical), abs(analytical)) + SAFETY * (noise + truncation) \
-        + max(ANALYTIC_ROUNDING * eps * abs(analytical), float(np.sqrt(np.finfo(np.dtype(dtype)).tiny)))
+    """The same formula for one directional derivative ``u . g`` (its floor from ``|u . g|`` itself)."""
+    return relative_tolerance(dtype, relative) * max(abs(numerical), abs(analytical)) \
+        + error_bound(noise, truncation) + floor_of(abs(analytical), dtype)

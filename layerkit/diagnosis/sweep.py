@@ -25,8 +25,8 @@ from ..check.applicability import confirm_analytic
 from ..check.methods import ComplexStep, Richardson, resolve
 from ..check.noise import measure_noise, step_excess
 from ..check.probes import CoordinateProbe
-from ..check.report import _num
-from ..check.subjects import NetworkSubject, Subject, function_subject
+from ..check.report import json_number
+from ..check.subjects import Subject, problem_subject
 from ..errors import ComplexEvaluationError, InputError
 
 DEFAULT_STEPS = tuple(10.0 ** -k for k in range(1, 13))
@@ -108,20 +108,12 @@ class SweepResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": list(self.steps), "reference": self.reference, "dtype": self.dtype,
-                "errors": {m: [_num(v) for v in e] for m, e in self.errors.items()},
-                "block_errors": {m: {b: [_num(v) for v in e] for b, e in be.items()}
+                "errors": {m: [json_number(v) for v in e] for m, e in self.errors.items()},
+                "block_errors": {m: {b: [json_number(v) for v in e] for b, e in be.items()}
                                  for m, be in self.block_errors.items()},
                 "auto_steps": dict(self.auto_steps), "auto_errors": dict(self.auto_errors),
                 "best_steps": dict(self.best_steps), "analytic_error": self.analytic_error,
                 "step_is_the_problem": self.step_is_the_problem, "verdict": self.verdict()}
-
-
-def _subject_of(problem: Any) -> Subject:
-    if isinstance(problem, Subject):
-        return problem
-    if problem.kind == "network":
-        return NetworkSubject(problem.network, problem.X, problem.y, problem.lambda_ or 0.0)
-    return function_subject(problem.fun, problem.x0, problem.blocks)
 
 
 def sweep_steps(problem: Any, methods: Sequence[Any] = ("forward", "central", "richardson"),
@@ -130,7 +122,7 @@ def sweep_steps(problem: Any, methods: Sequence[Any] = ("forward", "central", "r
     subject; see the module docstring).  A network is evaluated in place and left as it was."""
     if not steps or any(not (isinstance(h, (int, float)) and 0 < h < np.inf) for h in steps):
         raise InputError("steps", "a non-empty sequence of positive floats", repr(steps))
-    subject = _subject_of(problem)
+    subject = problem_subject(problem)
     with subject.session():
         return _sweep(subject, methods, steps)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..nn.network import Binding
+from ..nn.buffer import Binding
 from ..numerics import NOISE_C
 from .changes import Change, ColumnChange, RankOneChange
 from .state import MAX_BATCH_ELEMENTS, ForwardPass

@@ -58,8 +58,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..nn.buffer import Binding
 from ..nn.losses import L2
-from ..nn.network import Binding, Network, evaluation_overrides
+from ..nn.network import Network, evaluation_overrides
 from ..numerics import AGREEMENT, NOISE_C, scaled
 from .changes import Change, ColumnChange
 from .confirm import Prediction, answer
@@ -142,6 +143,16 @@ class NetworkProbe:
         (:func:`~layerkit.fast.confirm.answer`)."""
         with np.errstate(all="ignore"):
             return answer(self.rules, lambda: self._delta(steps, axes), self._forget_tables)
+
+    def aside(self, steps: NDArray, axes: NDArray) -> tuple[NDArray, NDArray]:
+        """``delta`` and its rounding bound for a request that is not part of the check's own evaluations
+        (a verification): not counted, and the noise of the check's last request kept."""
+        n_evals, cached = self.n_evals, self._noise
+        values = self.delta(steps, axes)
+        assert self._noise is not None
+        noise = self._noise[1]
+        self.n_evals, self._noise = n_evals, cached
+        return values, noise
 
     def _forget_tables(self) -> None:
         """Tables are built and confirmed again, against the path without a refused rule."""
@@ -299,66 +310,9 @@ class NetworkProbe:
         return data, noise
 
     def predictions(self, seed: int = 0, steps: NDArray | None = None) -> list[Prediction]:
-        """What the check compares with the network's own cost before it relies on the engine.
-
-        Per block, the change along a random direction in one row, at a step that moves the pre-activations
-        by at most 0.1, so that a different model (another cost, another layer's math, a tie the engine does
-        not see) shows far above the noise.  With ``steps`` (shape (P,), the check's own per-entry steps),
-        also two entries of one row moved by their own step, computed as one batch by the path the check
-        itself takes: a rule that behaves differently for the small changes of a finite difference, or for a
-        batch of changes, shows there."""
-        rng = np.random.default_rng(seed)
-        out = []
-        for b in self.state.bindings:
-            block = self.net.layout[b.block]
-            if len(block.shape) == 2:
-                r = int(rng.integers(block.shape[0]))
-                local = r * block.shape[1] + np.arange(block.shape[1])
-            else:
-                local = np.sort(rng.choice(block.size, size=min(64, block.size), replace=False))
-            flat = block.start + local
-            u = rng.standard_normal(local.size)
-            u /= np.linalg.norm(u)
-            t = self._verification_step(b, block, local, u)
-            s = (t * u).astype(self.dtype)
-            predicted, pnoise = self.predict(flat, s)
-            theta = np.array(self.x, copy=True)
-            theta[flat] += s
-            direction = np.zeros(self.x.size)
-            direction[flat] = s
-            out.append(Prediction(b.block, t, theta, direction, predicted, pnoise))
-            if steps is not None:
-                out += self._step_predictions(b.block, np.sort(rng.choice(flat, size=min(2, flat.size),
-                                                                          replace=False)), steps)
-        return out
-
-    def _step_predictions(self, name: str, flat: NDArray, steps: NDArray) -> list[Prediction]:
-        h = np.asarray(steps, dtype=np.float64)[flat][None, :]
-        n_evals, cached = self.n_evals, self._noise
-        predicted = self.delta(h, flat)
-        assert self._noise is not None
-        pnoise = self._noise[1]
-        self.n_evals, self._noise = n_evals, cached  # not part of the check's own evaluations
-        out = []
-        for k, j in enumerate(flat):
-            theta = np.array(self.x, copy=True)
-            theta[j] += h[0, k].astype(self.dtype)
-            direction = np.zeros(self.x.size)
-            direction[j] = h[0, k]
-            out.append(Prediction(name, float(h[0, k]), theta, direction, float(predicted[0, k]),
-                                  float(pnoise[0, k]), "for one entry moved by the check's own step"))
-        return out
-
-    def _verification_step(self, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
-        rule = self.rules.rule(b.index) if b.index < len(self.layers) else None
-        if len(block.shape) == 2 and rule is not None and rule.has("param_inputs"):
-            F = rule.param_inputs(b.param, self.acts[b.index])
-            s = np.zeros(block.shape[1], dtype=self.dtype)
-            s[local % block.shape[1]] = u
-            reach = float(np.max(np.abs(F.matvec(s)), initial=0.0))
-            if reach > 0:
-                return 0.1 / reach
-        return 1e-2 * float(np.min(self.scale()[block.start + local]))
+        """What the check compares with the network's own cost before it relies on the engine
+        (:func:`predictions`)."""
+        return predictions(self, seed, steps)
 
     # ------------------------------------------------------------------ the tables
     def _series_block(self, i: int, p: str, b: Any) -> SeriesBlock | None:
@@ -370,6 +324,69 @@ class NetworkProbe:
                   and all(self.rules.ok(k, "series") for k in range(i + 1, len(self.layers))))
             self._series[i, p] = SeriesBlock(self.fp, i, p, b.shape) if ok else None
         return self._series[i, p]
+
+
+# ---------------------------------------------------------------------- verification
+def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None) -> list[Prediction]:
+    """What the check compares with the network's own cost before it relies on the engine.
+
+    Per block, the change along a random direction in one row, at a step that moves the pre-activations
+    by at most 0.1, so that a different model (another cost, another layer's math, a tie the engine does
+    not see) shows far above the noise.  With ``steps`` (shape (P,), the check's own per-entry steps),
+    also two entries of one row moved by their own step, computed as one batch by the path the check
+    itself takes: a rule that behaves differently for the small changes of a finite difference, or for a
+    batch of changes, shows there."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in probe.state.bindings:
+        block = probe.net.layout[b.block]
+        if len(block.shape) == 2:
+            r = int(rng.integers(block.shape[0]))
+            local = r * block.shape[1] + np.arange(block.shape[1])
+        else:
+            local = np.sort(rng.choice(block.size, size=min(64, block.size), replace=False))
+        flat = block.start + local
+        u = rng.standard_normal(local.size)
+        u /= np.linalg.norm(u)
+        t = _verification_step(probe, b, block, local, u)
+        s = (t * u).astype(probe.dtype)
+        predicted, pnoise = probe.predict(flat, s)
+        theta = np.array(probe.x, copy=True)
+        theta[flat] += s
+        direction = np.zeros(probe.x.size)
+        direction[flat] = s
+        out.append(Prediction(b.block, t, theta, direction, predicted, pnoise))
+        if steps is not None:
+            out += _step_predictions(probe, b.block, np.sort(rng.choice(flat, size=min(2, flat.size),
+                                                                      replace=False)), steps)
+    return out
+
+
+def _step_predictions(probe: NetworkProbe, name: str, flat: NDArray, steps: NDArray) -> list[Prediction]:
+    """Entries ``flat`` moved by their own ``steps``, as one batch of the check's own path."""
+    h = np.asarray(steps, dtype=np.float64)[flat][None, :]
+    predicted, pnoise = probe.aside(h, flat)
+    out = []
+    for k, j in enumerate(flat):
+        theta = np.array(probe.x, copy=True)
+        theta[j] += h[0, k].astype(probe.dtype)
+        direction = np.zeros(probe.x.size)
+        direction[j] = h[0, k]
+        out.append(Prediction(name, float(h[0, k]), theta, direction, float(predicted[0, k]),
+                              float(pnoise[0, k]), "for one entry moved by the check's own step"))
+    return out
+
+
+def _verification_step(probe: NetworkProbe, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
+    rule = probe.rules.rule(b.index) if b.index < len(probe.layers) else None
+    if len(block.shape) == 2 and rule is not None and rule.has("param_inputs"):
+        F = rule.param_inputs(b.param, probe.acts[b.index])
+        s = np.zeros(block.shape[1], dtype=probe.dtype)
+        s[local % block.shape[1]] = u
+        reach = float(np.max(np.abs(F.matvec(s)), initial=0.0))
+        if reach > 0:
+            return 0.1 / reach
+    return 1e-2 * float(np.min(probe.scale()[block.start + local]))
 
 
 class NetworkSubset:

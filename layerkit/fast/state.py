@@ -17,8 +17,9 @@ import numpy as np
 from attrs import define, frozen
 from numpy.typing import NDArray
 
+from ..nn.buffer import Binding
 from ..nn.layout import Block
-from ..nn.network import Binding, Network
+from ..nn.network import Network
 from .confirm import Rules
 from .loss_rules import loss_rule
 from .rules import BoundRule, rule_for

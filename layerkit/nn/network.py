@@ -21,24 +21,20 @@ import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import scipy.optimize
-from attrs import field, frozen
+from attrs import frozen
 from numpy.typing import NDArray
 
 from .._classes import defined_in
 from .._validate import describe, finite_matrix, float_dtype, nonnegative_float, positive_int
 from ..errors import InputError
 from ..snapshot import preserving
-from .datasets import debug_matrix
-from .layers import Dense, Layer, Sigmoid, epsilon_init
-from .layout import Block, Order, ParameterLayout
+from .buffer import FlatParameters, bindings_of
+from .layers import Dense, Layer, Sigmoid
 from .losses import L2, Loss, SigmoidCrossEntropy
-
-if TYPE_CHECKING:
-    from .objective import Objective
 
 
 @frozen
@@ -52,64 +48,6 @@ class FitResult:
     message: str
 
 
-@frozen
-class Binding:
-    """Which block of the flat vector a layer's parameter is bound to.
-
-    Attributes
-    ----------
-    index : int
-        Position of the layer in :attr:`Network.layers`.
-    layer : Layer
-        The layer object itself (the same object may appear at several positions).
-    param : str
-        The parameter's name in the layer's ``param_shapes``, e.g. ``"Theta"``.
-    block : str
-        The block's name in the network's layout, e.g. ``"Theta2"``.
-    """
-
-    index: int
-    layer: Any = field(eq=False, repr=False)
-    param: str
-    block: str
-
-
-def _bindings(layers: Sequence[Layer]) -> tuple[Binding, ...]:
-    """One Binding per layer parameter; block names number the layers with parameters from 1."""
-    out, k = [], 0
-    for i, layer in enumerate(layers):
-        if layer.param_shapes:
-            k += 1
-            out += [Binding(i, layer, p, f"{p}{k}") for p in layer.param_shapes]
-    return tuple(out)
-
-
-def _penalized_entries(layer: Any, param: str, shape: tuple[int, ...], who: str) -> NDArray:
-    """Flat positions inside a block that ``layer.penalized`` selects (empty when it has none).
-
-    ``penalized(name, array)`` is called on an array of entry *positions*, so that any selection works: a view
-    (``array[:, 1:]``) as well as a copy made by fancy indexing (``array[:, [1, 3]]``).
-    """
-    pen = getattr(layer, "penalized", None)
-    if pen is None:
-        return np.zeros(0, dtype=np.int64)
-    size = int(np.prod(shape, dtype=np.int64))
-    positions = np.arange(size, dtype=np.int64).reshape(shape)
-    sel = np.asarray(pen(param, positions))
-    if sel.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if sel.dtype != np.int64 or np.any((sel < 0) | (sel >= size)):
-        raise InputError(f"{who}.penalized({param!r}, array)", "a selection of the array's entries (a view such as "
-                         "array[:, 1:] or an indexed copy such as array[:, [1, 3]])", describe(sel))
-    chosen = np.zeros(size, dtype=bool)
-    chosen[sel.ravel()] = True
-    flat = np.flatnonzero(chosen)
-    if flat.size != sel.size:
-        raise InputError(f"{who}.penalized({param!r}, array)", "each entry selected at most once",
-                         f"{sel.size - flat.size} entries selected twice")
-    return flat
-
-
 def _params_only(layer: Layer) -> Callable[[NDArray], None] | None:
     """The layer's ``backward_params`` when it is at least as specialized as its ``backward``: a subclass that
     overrides only ``backward`` must see its own override used, even in the first layer."""
@@ -121,7 +59,45 @@ def _params_only(layer: Layer) -> Callable[[NDArray], None] | None:
     return layer.backward_params
 
 
-class Network:
+def _checked_loss(loss: Any) -> Loss:
+    if isinstance(loss, type) or not all(callable(getattr(loss, n, None))
+                                         for n in ("targets", "value_and_grad", "predict_proba", "predict")):
+        raise InputError("loss", "a Loss instance, e.g. SoftmaxCrossEntropy()", describe(loss))
+    return loss
+
+
+def _checked_layers(layers: Sequence[Layer]) -> list[Layer]:
+    """Layers, each a Layer, and each layer with parameters used once (a second use would get the same
+    parameters but a gradient each use overwrites)."""
+    layers = list(layers)
+    if not layers:
+        raise InputError("layers", "a non-empty sequence of layers", "an empty sequence")
+    seen: dict[int, int] = {}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise InputError(f"layers[{i}]", "a Layer (param_shapes, params, bind, forward, backward)",
+                             describe(layer))
+    for i, layer in enumerate(layers):
+        if layer.param_shapes and seen.setdefault(id(layer), i) != i:
+            raise InputError(f"layers[{i}]", "a layer with parameters used once (a second use would get the "
+                             "same parameters but a gradient each use overwrites; to share weights, give a "
+                             "layer that reads another's parameters, as a tied decoder does)",
+                             f"the same object as layers[{seen[id(layer)]}] ({layer!r})")
+    return layers
+
+
+def _checked_penalty(penalty: L2, layers: list[Layer]) -> L2:
+    """An L2 whose per-layer keys are positions or layers of this network."""
+    for key in penalty.layers:
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 0 <= key < len(layers):
+                raise InputError(f"penalty.layers[{key}]", f"a layer position in 0..{len(layers) - 1}", str(key))
+        elif not any(key is layer for layer in layers):
+            raise InputError(f"penalty.layers[{key!r}]", "a layer of this network or its position", repr(key))
+    return penalty
+
+
+class Network(FlatParameters):
     """A feed-forward stack of layers sharing one flat parameter vector.
 
     Parameters
@@ -149,65 +125,17 @@ class Network:
 
     def __init__(self, layers: Sequence[Layer], *, loss: Loss | None = None, penalty: L2 | None = None,
                  dtype: Any = np.float64) -> None:
-        layers = list(layers)
-        loss = SigmoidCrossEntropy() if loss is None else loss
-        if isinstance(loss, type) or not all(callable(getattr(loss, n, None))
-                                             for n in ("targets", "value_and_grad", "predict_proba", "predict")):
-            raise InputError("loss", "a Loss instance, e.g. SoftmaxCrossEntropy()", describe(loss))
+        self.loss = _checked_loss(SigmoidCrossEntropy() if loss is None else loss)
         penalty = L2() if penalty is None else penalty
         if not isinstance(penalty, L2):
             raise InputError("penalty", "an L2 instance, e.g. L2({0: 'all'})", describe(penalty))
-        if not layers:
-            raise InputError("layers", "a non-empty sequence of layers", "an empty sequence")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise InputError(f"layers[{i}]", "a Layer (param_shapes, params, bind, forward, backward)",
-                                 describe(layer))
-        seen: dict[int, int] = {}
-        for i, layer in enumerate(layers):
-            if layer.param_shapes and seen.setdefault(id(layer), i) != i:
-                raise InputError(f"layers[{i}]", "a layer with parameters used once (a second use would get the "
-                                 "same parameters but a gradient each use overwrites; to share weights, give a "
-                                 "layer that reads another's parameters, as a tied decoder does)",
-                                 f"the same object as layers[{seen[id(layer)]}] ({layer!r})")
-        self.layers = layers
-        self.loss = loss
-        self.penalty = penalty
-        for key in penalty.layers:
-            if isinstance(key, int) and not isinstance(key, bool):
-                if not 0 <= key < len(layers):
-                    raise InputError(f"penalty.layers[{key}]", f"a layer position in 0..{len(layers) - 1}", str(key))
-            elif not any(key is layer for layer in layers):
-                raise InputError(f"penalty.layers[{key!r}]", "a layer of this network or its position", repr(key))
+        self.layers = _checked_layers(layers)
+        self.penalty = _checked_penalty(penalty, self.layers)
         #: The penalty rule of each layer ("default", "all" or "none"), by position.
-        self.penalty_rules = tuple(penalty.rule(i, layer) for i, layer in enumerate(layers))
+        self.penalty_rules = tuple(self.penalty.rule(i, layer) for i, layer in enumerate(self.layers))
         self.dtype = np.dtype(dtype) if np.dtype(dtype).kind == "c" else float_dtype(dtype)
-        self._bindings = _bindings(layers)
-        self.layout = ParameterLayout.from_shapes(
-            {b.block: b.layer.param_shapes[b.param] for b in self._bindings})
-        self._params = np.zeros(self.layout.size, self.dtype)
-        self._grads = np.zeros(self.layout.size, self.dtype)
-        views = self.layout.views(self._params)
-        for b in self._bindings:
-            current = b.layer.params.get(b.param) if b.layer.params else None
-            if current is not None:
-                views[b.block][...] = current
-        self._bind_layers()
-        self._mask: NDArray | None = None
+        self._allocate(bindings_of(self.layers))
         self._lock = threading.RLock()
-
-    def _bind_layers(self) -> None:
-        """Bind every layer with parameters to views of this network's ``params`` and ``grads`` buffers."""
-        views, gviews = self.layout.views(self._params), self.layout.views(self._grads)
-        for i, layer in enumerate(self.layers):
-            mine = [(b.param, b.block) for b in self._bindings if b.index == i]
-            if mine:
-                layer.bind({p: views[b] for p, b in mine}, {p: gviews[b] for p, b in mine})
-
-    @property
-    def bindings(self) -> tuple[Binding, ...]:
-        """Which block each layer parameter is bound to, in flat order (see :class:`Binding`)."""
-        return self._bindings
 
     @property
     def fused_sigmoid(self) -> bool:
@@ -250,19 +178,6 @@ class Network:
         with self._lock, preserving([self] + self.layers, [self._params, self._grads], state=state):
             yield self
 
-    def use_dtype(self, dtype: Any) -> None:
-        """Rebind the layers to new buffers of ``dtype`` (complex, for the complex step) holding the current
-        values.  Only inside :meth:`preserved`, which restores the original buffers and bindings."""
-        dt = np.dtype(dtype)
-        if dt == self._params.dtype:
-            return
-        params = np.zeros(self.layout.size, dt)
-        params[...] = self._params if dt.kind == "c" else self._params.real
-        self._params = params
-        self._grads = np.zeros(self.layout.size, dt)
-        self.dtype = dt
-        self._bind_layers()
-
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_sizes(cls, sizes: Sequence[int], *, dtype: Any = np.float64, seed: int | None = 0,
@@ -286,89 +201,6 @@ class Network:
         else:
             raise InputError("init", "'random' or 'debug'", repr(init))
         return net
-
-    def init_random(self, seed: int | None = 0) -> None:
-        """A random start, seeded: each layer with ``init_params(rng)`` initializes its own parameters (Dense:
-        uniform in ``[-eps, eps]``, ``eps = sqrt(6) / sqrt(n_in + n_out)``, the classic ``epsilon_init``),
-        in the order of the layers, from one generator.  The blocks of a layer without it are drawn uniform
-        in ``[-eps, eps]`` with ``eps = sqrt(6) / sqrt(fan_in + fan_out)``, ``fan_out = shape[0]`` and
-        ``fan_in`` the rest of the block (no assumption about a bias column).
-        """
-        rng = np.random.default_rng(seed)
-        own = {b.block for b in self.bindings if hasattr(self.layers[b.index], "init_params")}
-        done: set[int] = set()
-        for b in self.bindings:
-            layer = self.layers[b.index]
-            if b.block in own:
-                if b.index not in done:
-                    layer.init_params(rng)  # type: ignore[attr-defined]
-                    done.add(b.index)
-                continue
-            block = self.layout[b.block]
-            fan_out = block.shape[0] if block.shape else 1
-            eps = epsilon_init(max(block.size // max(fan_out, 1), 1), fan_out)
-            self._params[block.slice] = rng.uniform(-eps, eps, block.size)
-
-    def init_debug(self) -> None:
-        """The course's deterministic weights: each block is ``sin(1..size) / 10`` in Fortran order.
-
-        See :func:`layerkit.datasets.debug_matrix`; 1-D blocks are filled with ``sin(1..size) / 10``.
-        """
-        for b in self.layout.blocks:
-            shape = b.shape if len(b.shape) == 2 else (b.size, 1)
-            self._params[b.slice] = debug_matrix(shape).ravel()
-
-    # ------------------------------------------------------------------ parameters
-    @property
-    def params(self) -> NDArray:
-        """The flat parameter vector (the buffer itself, C order, 1-D, contiguous).  Assigning copies in."""
-        return self._params
-
-    @params.setter
-    def params(self, value: NDArray) -> None:
-        self.set_params(value)
-
-    @property
-    def grads(self) -> NDArray:
-        """The flat gradient buffer written by the last :meth:`cost_and_gradient` (same layout as params)."""
-        return self._grads
-
-    @property
-    def blocks(self) -> tuple[Block, ...]:
-        """Ordered parameter blocks: name, shape and slice of the flat vector."""
-        return self.layout.blocks
-
-    @property
-    def size(self) -> int:
-        """Number of parameters ``P``."""
-        return self.layout.size
-
-    def penalized_mask(self) -> NDArray:
-        """Boolean mask, shape (P,), of the entries the L2 penalty applies to (each layer's ``penalized``)."""
-        if self._mask is None:
-            mask = np.zeros(self.layout.size, dtype=bool)
-            for b in self._bindings:
-                block = self.layout[b.block]
-                rule = self.penalty_rules[b.index]
-                if rule == "all":
-                    mask[block.slice] = True
-                elif rule == "default":
-                    mask[block.start + _penalized_entries(b.layer, b.param, block.shape, repr(b.layer))] = True
-            self._mask = mask
-        return self._mask
-
-    def get_params(self, order: Order = "C") -> NDArray:
-        """A copy of the parameters unrolled block by block in ``order`` (``"F"`` for MATLAB's ``Theta(:)``)."""
-        return self.layout.convert(self._params, "C", order)
-
-    def set_params(self, value: NDArray, order: Order = "C") -> None:
-        """Copy a flat vector into the buffer; ``order="F"`` reads MATLAB/Octave ``[Theta1(:); Theta2(:)]``.
-
-        Raises :class:`~layerkit.errors.InputError` unless ``value`` is 1-D, of ``size`` entries, of this
-        network's dtype and finite.
-        """
-        vec = self.layout.check_vector(value, "params", dtype=self.dtype)
-        self._params[...] = self.layout.convert(vec, order, "C")
 
     # ------------------------------------------------------------------ data
     @property
@@ -501,8 +333,6 @@ class Network:
 
     def objective(self, X: Any, y: Any, lambda_: float = 0.0) -> Objective:
         """A function ``theta -> (cost, grad)`` for optimizers and checkers; see :class:`Objective`."""
-        from .objective import Objective
-
         return Objective(self, X, y, lambda_)
 
     def predict_proba(self, X: Any) -> NDArray:
@@ -560,3 +390,79 @@ def evaluation_overrides(net: Network) -> list[str]:
     cls = type(net)
     return [name for name in EVALUATION_MEMBERS
             if name in vars(net) or getattr(cls, name, None) is not getattr(Network, name, None)]
+
+
+class Objective:
+    """``theta -> (cost, grad)`` for one network and data set, evaluated on the network itself.
+
+    A call writes ``theta`` into the network's buffer, evaluates, and restores the network exactly as it was
+    (:meth:`Network.preserved`): calling it never changes the network.  It evaluates what the network *is*:
+    a subclass's ``cost_and_gradient``, tied or shared layers, user layers.  ``theta`` is a 1-D vector of ``P``
+    entries; a real ``theta`` is computed in the network's dtype, a complex one in the matching complex dtype
+    (so that the complex-step check works).  Returns ``(float or complex, grad of shape (P,))``.  Calls from
+    several threads are serialized by the network's lock.
+    """
+
+    def __init__(self, net: Network, X: Any, y: Any, lambda_: float) -> None:
+        self.lambda_ = nonnegative_float(lambda_, "lambda_")
+        self.X, self.Y = net.prepare(X, y)
+        self.network = net
+        self._data = (X, y)  # as given, for a subclass's own cost methods
+        self._inputs: dict[np.dtype, NDArray] = {self.X.dtype: self.X}
+        overrides = evaluation_overrides(net)
+        self._public_grad = "cost_and_gradient" in overrides
+        self._public_cost = "cost" in overrides
+
+    @property
+    def m(self) -> int:
+        """Number of examples."""
+        return self.X.shape[0]
+
+    def _dtype(self, theta: NDArray) -> np.dtype:
+        real = np.dtype(self.network.dtype).type(0).real.dtype
+        return np.dtype(np.result_type(real, np.complex64) if np.iscomplexobj(theta) else real)
+
+    def _check(self, theta: Any) -> NDArray:
+        theta = np.asarray(theta)
+        if theta.ndim != 1 or theta.size != self.network.size:
+            raise InputError("theta", f"a 1-D vector of {self.network.size} entries", describe(theta))
+        return theta
+
+    def evaluate_in_place(self, theta: NDArray, with_grad: bool, record: list[NDArray] | None = None) -> Any:
+        """Write ``theta`` into the network's buffer and evaluate there, leaving both changed: for callers
+        that already hold :meth:`Network.preserved` (a check), and restore the network themselves.  Returns
+        the cost, the gradient being in ``network.grads``."""
+        net = self.network
+        net.use_dtype(self._dtype(theta))
+        net.params[...] = theta
+        if with_grad:
+            if self._public_grad:
+                return net.cost_and_gradient(*self._data, self.lambda_)[0]
+            return net.evaluate(self.inputs(net.params.dtype), self.Y, self.lambda_, True, record)
+        if self._public_cost:
+            return net.cost(*self._data, self.lambda_)
+        if self._public_grad:
+            return net.cost_and_gradient(*self._data, self.lambda_)[0]
+        return net.evaluate(self.inputs(net.params.dtype), self.Y, self.lambda_, False)
+
+    def __call__(self, theta: Any) -> tuple[Any, NDArray]:
+        theta = self._check(theta)
+        with self.network.preserved():
+            cost = self.evaluate_in_place(theta, with_grad=True)
+            return cost, self.network.grads.copy()
+
+    def cost(self, theta: Any) -> Any:
+        """The cost alone at ``theta``; same dtype rules as a call."""
+        theta = self._check(theta)
+        with self.network.preserved():
+            return self.evaluate_in_place(theta, with_grad=False)
+
+    def inputs(self, dtype: np.dtype) -> NDArray:
+        """``X`` in ``dtype`` (converted once)."""
+        X = self._inputs.get(dtype)
+        if X is None:
+            X = self._inputs[dtype] = self.X.astype(dtype)
+        return X
+
+    def __repr__(self) -> str:
+        return f"Objective({self.network!r}, m={self.m}, lambda_={self.lambda_})"
