@@ -30,6 +30,23 @@ for folder in (ROOT, ROOT.parent / "examples"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+from adversaries import (  # noqa: E402
+    Accumulating,
+    BatchBlind,
+    CancellingTanh,
+    Elastic,
+    OneEverywhere,
+    ScaledSigmoid,
+    SlyTanh,
+    Steep,
+    TiedDecoder,
+    TinyChangeShortcut,
+    WrongTanh,
+    noisy_logistic,
+    quantized,
+    saturated_logistic,
+)
+
 import layerkit  # noqa: E402
 from layerkit import (  # noqa: E402
     Dense,
@@ -45,8 +62,6 @@ from layerkit import (  # noqa: E402
     check_layer,
     check_network,
 )
-from layerkit.fast.changes import ColumnChange, DenseChange, SeriesChange  # noqa: E402
-from layerkit.fast.layer_rules import SigmoidRule  # noqa: E402
 from layerkit.testing import plant_gradient_error  # noqa: E402
 
 RECORDS = ROOT / "golden" / "reports.json"
@@ -168,76 +183,41 @@ def course_cost_scale_full():
                           blocks={"Theta1": (4, 6), "Theta2": (3, 5)}, lambda_=1.0, m=20)
 
 
-def _quantized(scale):
-    x0 = np.random.default_rng(0).standard_normal(20) * 1e-2
-    return (lambda x: (float(np.float32(1e4) + np.float32(0.5 * x @ x)), scale * x)), x0
-
-
 @case
 def staircase_right_full():
-    return check_function(*_quantized(1.0))
+    return check_function(*quantized(1.0))
 
 
 @case
 def staircase_zero_directional():
-    return check_function(*_quantized(0.0), mode="directional")
-
-
-def _saturated_logistic(seed=6, zscale=30.0, wrong=1.0):
-    rng = np.random.default_rng(seed)
-    m, n = 100, 5
-    X = np.hstack([np.ones((m, 1)), rng.standard_normal((m, n - 1))])
-    t0 = rng.standard_normal(n)
-    t0 *= zscale / np.max(np.abs(X @ t0))
-    y = (rng.uniform(size=m) < 0.5).astype(float)
-
-    def cost(t):
-        h = 1 / (1 + np.exp(-X @ t))
-        return -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m, wrong * X.T @ (h - y) / m
-    return cost, t0
+    return check_function(*quantized(0.0), mode="directional")
 
 
 @case
 def saturated_logistic_full():
-    return check_function(*_saturated_logistic())
+    return check_function(*saturated_logistic())
 
 
 @case
 def saturated_logistic_directional():
-    return check_function(*_saturated_logistic(), mode="directional")
+    return check_function(*saturated_logistic(), mode="directional")
 
 
 @case
 def saturated_logistic_wrong_full():
-    return check_function(*_saturated_logistic(wrong=1.1))
-
-
-def _noisy_logistic():
-    rng = np.random.default_rng(1)
-    m = 118
-    angle, radius = rng.uniform(0, 2 * np.pi, m), 1.2 * np.sqrt(rng.uniform(0, 1, m))
-    u, v = radius * np.cos(angle), radius * np.sin(angle)
-    X = np.stack([u ** (i - j) * v ** j for i in range(7) for j in range(i + 1)], axis=1)
-    y = (u ** 2 + v ** 2 < 0.5).astype(float)
-
-    def cost(t, lam=10.0):
-        h = 1 / (1 + np.exp(-X @ t))
-        J = -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m + lam / (2 * m) * np.sum(t[1:] ** 2)
-        g = X.T @ (h - y) / m
-        g[1:] += lam / m * t[1:]
-        return J, g
-    return cost, np.ones(X.shape[1])
+    cost, t0 = saturated_logistic()
+    return check_function(lambda t: cost(t, 1.1), t0)
 
 
 @case
 def noisy_logistic_central():
-    cost, theta = _noisy_logistic()
+    cost, theta = noisy_logistic()
     return check_function(cost, theta, lambda_=10.0, m=118)
 
 
 @case
 def noisy_logistic_richardson_directional():
-    cost, theta = _noisy_logistic()
+    cost, theta = noisy_logistic()
     return check_function(cost, theta, "richardson", mode="directional", lambda_=10.0, m=118)
 
 
@@ -368,19 +348,10 @@ for _bug in ("none", "no-1-over-m", "penalty-on-wrong-columns", "dropped-example
 
 @case
 def zoo_c_blocks_for_an_f_port():
-    from zoo import make
+    from zoo import gradient_in_c_order, make
 
     fun, theta, blocks, lam, m, order = make("none", (3, 5, 3), 7, 1.0, "F")
-
-    def mixed(t):
-        J, g = fun(t)
-        out, start = [], 0
-        for shape in blocks.values():
-            size = shape[0] * shape[1]
-            out.append(g[start:start + size].reshape(shape, order="F").ravel(order="C"))
-            start += size
-        return J, np.concatenate(out)
-    return check_function(mixed, theta, blocks=blocks, order="F")
+    return check_function(gradient_in_c_order(fun, blocks), theta, blocks=blocks, order="F")
 
 
 @case
@@ -545,19 +516,14 @@ def relu_near_a_kink_richardson():
     return check_network(*_kinked(offset=1e-9), "richardson")
 
 
-class _OneEverywhere(ReLU):
-    def derivative(self, x, y):
-        return np.ones_like(x)
-
-
 @case
 def relu_wrong_derivative():
-    return check_network(*_kinked(_OneEverywhere, on_kink=False))
+    return check_network(*_kinked(OneEverywhere, on_kink=False))
 
 
 @case
 def relu_wrong_derivative_directional():
-    return check_network(*_kinked(_OneEverywhere), mode="directional")
+    return check_network(*_kinked(OneEverywhere), mode="directional")
 
 
 @case
@@ -637,107 +603,45 @@ def plain_tanh_network_directional():
     return check_network(net, XS, YS, 1.0, mode="directional")
 
 
-class _ScaledSigmoid(Sigmoid):
-    def backward(self, dy):
-        return super().backward(dy) * 1.3
-
-    def propagate(self, x, y, change):
-        return DenseChange(SigmoidRule(self).propagate(x, y, change).dense(x.shape) * 1.3)
-
-    def series(self, x, y, change):
-        out = SigmoidRule(self).series(x, y, change)
-        return SeriesChange(out.coeffs * 1.3, out.cols, out.v)
-
-
 @case
 def rules_wrong_like_backward():
-    net = Network([Dense(4, 5), _ScaledSigmoid(), Dense(5, 3), Sigmoid()])
+    net = Network([Dense(4, 5), ScaledSigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(5)
     return check_network(net, XS, YS, 0.0)
 
 
-class _TinyChangeShortcut(Sigmoid):
-    def backward(self, dy):
-        return 1.5 * super().backward(dy)
-
-    def propagate(self, x, y, change):
-        exact = SigmoidRule(self).propagate(x, y, change)
-        d = change.dense(x.shape)
-        if np.max(np.abs(d), initial=0.0) < 1e-3:
-            return DenseChange(1.5 * d * y * (1 - y))
-        return exact
-
-    def series(self, x, y, change):
-        raise NotImplementedError
-
-
 @case
 def rule_wrong_for_small_changes_full():
-    net = Network([Dense(4, 6), _TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, XS, YS, 1.0)
 
 
 @case
 def rule_wrong_for_small_changes_directional():
-    net = Network([Dense(4, 6), _TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, XS, YS, 1.0, mode="directional")
 
 
-class _BatchBlind(Sigmoid):
-    def propagate(self, x, y, change):
-        d = change.dense(x.shape)
-        out = SigmoidRule(self).propagate(x, y, DenseChange(np.repeat(d[:1], d.shape[0], axis=0)))
-        return DenseChange(out.dense(x.shape))
-
-
 @case
 def rule_wrong_for_batches_full():
-    net = Network([Dense(4, 6), _BatchBlind(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), BatchBlind(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, XS, YS, 1.0)
 
 
 @case
 def rule_wrong_for_batches_directional():
-    net = Network([Dense(4, 6), _BatchBlind(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), BatchBlind(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, XS, YS, 1.0, mode="directional")
-
-
-class _SlyTanh:
-    param_shapes, params, grads = {}, {}, {}
-
-    def __init__(self, batch=None, unit=None):
-        self.batch, self.unit = batch, unit
-
-    def __repr__(self):
-        return f"SlyTanh(batch={self.batch}, unit={self.unit})"
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
-
-    def backward(self, dy):
-        return dy * (1 - self._y)
-
-    def propagate(self, x, y, change):
-        if isinstance(change, ColumnChange):
-            c = change.col
-            if (self.batch is not None and change.batch >= self.batch) or c == self.unit:
-                return ColumnChange(c, change.delta * (1 - y[:, c])[None, :])
-            return ColumnChange(c, np.tanh(x[:, c][None, :] + change.delta) - y[:, c][None, :])
-        return DenseChange(np.tanh(x[None] + change.dense(x.shape)) - y[None])
 
 
 @case
 def sly_rule_batches_full():
     rng = np.random.default_rng(0)
-    net = Network([Dense(5, 12), _SlyTanh(batch=3), Dense(12, 3), Sigmoid()])
+    net = Network([Dense(5, 12), SlyTanh(batch=3), Dense(12, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, rng.standard_normal((30, 5)), rng.integers(0, 3, 30), 1.0)
 
@@ -745,131 +649,66 @@ def sly_rule_batches_full():
 @case
 def sly_rule_unit_directional():
     rng = np.random.default_rng(0)
-    net = Network([Dense(5, 12), _SlyTanh(unit=7), Dense(12, 3), Sigmoid()])
+    net = Network([Dense(5, 12), SlyTanh(unit=7), Dense(12, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, rng.standard_normal((30, 5)), rng.integers(0, 3, 30), 1.0, mode="directional")
-
-
-class _CancellingTanh:
-    param_shapes, params, grads = {}, {}, {}
-
-    def __repr__(self):
-        return "CancellingTanh()"
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
-
-    def backward(self, dy):
-        return dy * (1 - self._y**2)
-
-    def propagate(self, x, y, change):
-        return DenseChange(np.tanh(x + change.dense(x.shape)) - np.tanh(x))
 
 
 @case
 def cancelling_rule_directional():
     rng = np.random.default_rng(0)
-    net = Network([Dense(6, 8), _CancellingTanh(), Dense(8, 3), Sigmoid()])
+    net = Network([Dense(6, 8), CancellingTanh(), Dense(8, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, rng.standard_normal((50, 6)), rng.integers(0, 3, 50), 1.0, mode="directional")
 
 
-class _Elastic(Network):
-    def cost(self, X, y, lambda_=0.0):
-        return super().cost(X, y, lambda_) + 0.5 * float(np.sum(self.params ** 2))
-
-    def cost_and_gradient(self, X, y, lambda_=0.0):
-        J, g = super().cost_and_gradient(X, y, lambda_)
-        return J + 0.5 * float(np.sum(self.params ** 2)), g + 0.66 * self.params
-
-
 @case
 def network_subclass():
-    net = _Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net = Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(1)
     return check_network(net, XS, YS, 0.5)
-
-
-class _TiedDecoder:
-    param_shapes, params, grads = {}, {}, {}
-
-    def __init__(self, other):
-        self.other = other
-
-    def __repr__(self):
-        return "TiedDecoder()"
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        return x @ self.other.Theta[:, 1:]
-
-    def backward(self, dy):
-        return dy @ self.other.Theta[:, 1:].T
 
 
 @case
 def tied_decoder():
     enc = Dense(4, 3)
-    net = Network([enc, Sigmoid(), _TiedDecoder(enc), Dense(4, 2), Sigmoid()])
+    net = Network([enc, Sigmoid(), TiedDecoder(enc), Dense(4, 2), Sigmoid()])
     net.init_random(2)
     rng = np.random.default_rng(7)
     return check_network(net, rng.standard_normal((10, 4)), rng.integers(0, 2, 10), 0.0)
 
 
-class _Accumulating(Dense):
-    def backward_params(self, dy):
-        g = self.grads["Theta"]
-        g[:, 0] += dy.sum(axis=0)
-        g[:, 1:] += dy.T @ self._x
-
-
 @case
 def accumulating_backward():
-    net = Network([_Accumulating(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net = Network([Accumulating(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(0)
     return check_network(net, XS, YS, 0.0)
 
 
-class _Steep(Sigmoid):
-    def forward(self, x):
-        return super().forward(2 * x)
-
-
 @case
 def steep_last_layer_lambda():
-    net = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), _Steep()])
+    net = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), Steep()])
     net.init_random(3)
     return check_network(net, XS, YS, 1.0)
 
 
-class _WrongTanh(Tanh):
-    def derivative(self, x, y):
-        return 1 - y
-
-
 @case
 def wrong_hidden_layer_lambda_directional():
-    net = Network([Dense(4, 6), _WrongTanh(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), WrongTanh(), Dense(6, 3), Sigmoid()])
     net.init_random(3)
     return check_network(net, XS, YS, 2.0, mode="directional")
 
 
 @case
 def wrong_hidden_layer_full():
-    net = Network([Dense(4, 6), _WrongTanh(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), WrongTanh(), Dense(6, 3), Sigmoid()])
     net.init_random(3)
     return check_network(net, XS, YS, 2.0)
 
 
 @case
 def structured_engine_refused():
-    net = _Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net = Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
     return check_network(net, XS, YS, 0.5, engine="structured")
 
 
@@ -922,7 +761,7 @@ def layer_transposed_weight_gradient():
 
 @case
 def layer_accumulating():
-    return check_layer(_Accumulating(4, 3, seed=0), XS[:5])
+    return check_layer(Accumulating(4, 3, seed=0), XS[:5])
 
 
 @case

@@ -7,6 +7,20 @@ import sys
 
 import numpy as np
 import pytest
+from adversaries import (
+    Accumulating,
+    BatchBlind,
+    CancellingTanh,
+    Elastic,
+    ScaledSigmoid,
+    SlyTanh,
+    Steep,
+    TiedDecoder,
+    TinyChangeShortcut,
+    noisy_logistic,
+    quantized,
+    saturated_logistic,
+)
 from helpers import PlainTanh
 
 import layerkit
@@ -20,7 +34,6 @@ from layerkit import (
     check_layer,
     check_network,
 )
-from layerkit.fast.changes import ColumnChange, DenseChange, SeriesChange
 from layerkit.fast.layer_rules import SigmoidRule
 from layerkit.testing import plant_gradient_error
 
@@ -83,19 +96,8 @@ def test_float32_tolerances_are_within_100x_of_the_estimates_true_error():
     assert np.median(report.tolerance[above] / err[above]) <= 100
 
 
-class _Elastic(Network):
-    """A subclass with its own cost: an elastic term whose gradient is 34% off."""
-
-    def cost(self, X, y, lambda_=0.0):
-        return super().cost(X, y, lambda_) + 0.5 * float(np.sum(self.params ** 2))
-
-    def cost_and_gradient(self, X, y, lambda_=0.0):
-        J, g = super().cost_and_gradient(X, y, lambda_)
-        return J + 0.5 * float(np.sum(self.params ** 2)), g + 0.66 * self.params
-
-
 def test_a_network_subclass_is_checked_as_itself():
-    net = _Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net = Elastic([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(1)
     report = check_network(net, XS, YS, 0.5)
     assert not report.passed and report.evaluator == "cost"
@@ -123,27 +125,9 @@ def test_a_layer_put_twice_into_the_list_later_fails_and_grads_are_left_alone():
     _unchanged(net, before)
 
 
-class _TiedDecoder:
-    """Uses another layer's weights, transposed, and forgets their gradient."""
-
-    param_shapes, params, grads = {}, {}, {}
-
-    def __init__(self, other):
-        self.other = other
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        return x @ self.other.Theta[:, 1:]
-
-    def backward(self, dy):
-        return dy @ self.other.Theta[:, 1:].T
-
-
 def test_tied_weights_are_checked_through_the_tie():
     enc = Dense(4, 3)
-    net = Network([enc, Sigmoid(), _TiedDecoder(enc), Dense(4, 2), Sigmoid()])
+    net = Network([enc, Sigmoid(), TiedDecoder(enc), Dense(4, 2), Sigmoid()])
     net.init_random(2)
     before = _state(net)
     X, y = RNG.standard_normal((10, 4)), RNG.integers(0, 2, 10)
@@ -202,22 +186,8 @@ def test_a_penalized_selection_that_is_a_copy_is_regularized_right():
     assert check_network(net, XS, YS, 2.0).passed
 
 
-class _ScaledSigmoid(Sigmoid):
-    """A wrong backward, and fast-path rules made wrong the same way: the engine would agree with it."""
-
-    def backward(self, dy):
-        return super().backward(dy) * 1.3
-
-    def propagate(self, x, y, change):
-        return DenseChange(SigmoidRule(self).propagate(x, y, change).dense(x.shape) * 1.3)
-
-    def series(self, x, y, change):
-        out = SigmoidRule(self).series(x, y, change)
-        return SeriesChange(out.coeffs * 1.3, out.cols, out.v)
-
-
 def test_a_layers_own_rules_are_confirmed_against_its_forward():
-    net = Network([Dense(4, 5), _ScaledSigmoid(), Dense(5, 3), Sigmoid()])
+    net = Network([Dense(4, 5), ScaledSigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(5)
     report = check_network(net, XS, YS, 0.0)
     assert not report.passed
@@ -255,17 +225,12 @@ def test_a_rule_that_differs_from_forward_on_one_unit_only_is_refused():
     assert not check_network(net, X, y, 0.0, mode="directional").passed
 
 
-class _Steep(Sigmoid):
-    def forward(self, x):
-        return super().forward(2 * x)
-
-
 def test_a_last_layer_with_its_own_forward_is_what_the_cost_differentiates():
-    net = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), _Steep()])  # backward inherited: wrong by a factor 2
+    net = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), Steep()])  # backward inherited: wrong by a factor 2
     net.init_random(3)
     assert not net.fused_sigmoid
     z = net.activations(net.prepare(XS, YS)[0])[-2]  # the last layer's input
-    assert np.array_equal(net.predict_proba(XS), _Steep().forward(z))
+    assert np.array_equal(net.predict_proba(XS), Steep().forward(z))
     assert not check_network(net, XS, YS, 1.0).passed
     plain = Network([Dense(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
     assert plain.fused_sigmoid
@@ -273,36 +238,9 @@ def test_a_last_layer_with_its_own_forward_is_what_the_cost_differentiates():
     assert not plain.fused_sigmoid
 
 
-class _TinyChangeShortcut(Sigmoid):
-    """Exact rules for the large changes rules are confirmed with; for the small changes of a finite difference a
-    first-order shortcut with the same wrong slope as its backward (forward and backward disagree)."""
-
-    def backward(self, dy):
-        return 1.5 * super().backward(dy)
-
-    def propagate(self, x, y, change):
-        exact = SigmoidRule(self).propagate(x, y, change)
-        d = change.dense(x.shape)
-        if np.max(np.abs(d), initial=0.0) < 1e-3:
-            return DenseChange(1.5 * d * y * (1 - y))
-        return exact
-
-    def series(self, x, y, change):
-        raise NotImplementedError  # no tables: the exact path
-
-
-class _BatchBlind(Sigmoid):
-    """A propagate rule right for one change at a time and wrong for a batch (it reads the first only)."""
-
-    def propagate(self, x, y, change):
-        d = change.dense(x.shape)
-        out = SigmoidRule(self).propagate(x, y, DenseChange(np.repeat(d[:1], d.shape[0], axis=0)))
-        return DenseChange(out.dense(x.shape))
-
-
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_rules_are_confirmed_at_the_checks_own_steps(mode):
-    net = Network([Dense(4, 6), _TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     report = check_network(net, XS, YS, 1.0, mode=mode)
     assert not report.passed, str(report)
@@ -310,7 +248,7 @@ def test_rules_are_confirmed_at_the_checks_own_steps(mode):
 
 
 def test_a_rule_wrong_for_batches_is_not_trusted():
-    net = Network([Dense(4, 6), _BatchBlind(), Dense(6, 3), Sigmoid()])
+    net = Network([Dense(4, 6), BatchBlind(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     report = check_network(net, XS, YS, 1.0)
     truth = check_network(net, XS, YS, 1.0, engine="generic")
@@ -323,19 +261,10 @@ def test_a_rule_wrong_for_batches_is_not_trusted():
     assert any("was not used" in n or "disagreed with its forward" in n for n in directional.notes)
 
 
-def _quantized(scale):
-    """A float32 cost at float64 points: a staircase of float32 rounding under a smooth cost."""
-    x0 = np.random.default_rng(0).standard_normal(20) * 1e-2
-
-    def fun(x):
-        return float(np.float32(1e4) + np.float32(0.5 * x @ x)), scale * x
-    return fun, x0
-
-
 @pytest.mark.parametrize("scale", [1.0, -1.0, 0.0])
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_a_cost_that_cannot_resolve_its_gradient_is_never_passed(scale, mode):
-    fun, x0 = _quantized(scale)
+    fun, x0 = quantized(scale)
     report = check_function(fun, x0, mode=mode)
     assert not report.passed, str(report)
     if scale:  # a zero gradient does not even look like the derivative of a flat staircase
@@ -384,19 +313,12 @@ def test_complex_step_through_abs_is_not_applicable_and_sweep_falls_back():
     assert result.reference == "richardson" and not result.step_is_the_problem
 
 
-class _Accumulating(Dense):
-    def backward_params(self, dy):
-        g = self.grads["Theta"]
-        g[:, 0] += dy.sum(axis=0)
-        g[:, 1:] += dy.T @ self._x
-
-
 def test_a_backward_that_accumulates_fails_as_stateful():
-    net = Network([_Accumulating(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
+    net = Network([Accumulating(4, 5), Sigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(0)
     report = check_network(net, XS, YS, 0.0)
     assert not report.passed and "stateful-gradient" in report.codes()
-    report = check_layer(_Accumulating(4, 3, seed=0), XS[:5])
+    report = check_layer(Accumulating(4, 3, seed=0), XS[:5])
     assert not report.passed and "stateful-gradient" in report.codes()
     assert "accumulates" in [f for f in report.findings if f.code == "stateful-gradient"][0].message
 
@@ -442,17 +364,9 @@ def test_float32_with_a_feature_near_a_million(mode):
     assert not np.isnan(report.numerical[report.measured if report.measured is not None else slice(None)]).any()
 
 
-class _CancellingTanh(PlainTanh):
-    """A correct layer whose propagate rule differences two outputs: it cancels."""
-
-    def propagate(self, x, y, change):
-        d = change.dense(x.shape)
-        return DenseChange(np.tanh(x + d) - np.tanh(x))
-
-
 @pytest.mark.parametrize("lam", [0.0, 1.0])
 def test_a_correct_rule_that_cancels_raises_no_alarm_in_directional_mode(lam):
-    net = Network([Dense(6, 8), _CancellingTanh(), Dense(8, 3), Sigmoid()])
+    net = Network([Dense(6, 8), CancellingTanh(), Dense(8, 3), Sigmoid()])
     net.init_random(0)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((50, 6)), rng.integers(0, 3, 50)
@@ -460,29 +374,9 @@ def test_a_correct_rule_that_cancels_raises_no_alarm_in_directional_mode(lam):
     assert check_network(net, X, y, lam).passed
 
 
-def _logistic_problem():
-    """The classic regularized logistic regression on ex2data2-like data (degree-6 features of points within
-    radius 1.2), at theta = ones: z reaches 14, where log(1 - sigmoid(z)) cancels."""
-    rng = np.random.default_rng(1)
-    m = 118
-    angle, radius = rng.uniform(0, 2 * np.pi, m), 1.2 * np.sqrt(rng.uniform(0, 1, m))
-    u, v = radius * np.cos(angle), radius * np.sin(angle)
-    X = np.stack([u ** (i - j) * v ** j for i in range(7) for j in range(i + 1)], axis=1)
-    y = (u ** 2 + v ** 2 < 0.5).astype(float)
-
-    def cost(t, lam=10.0):
-        h = 1 / (1 + np.exp(-X @ t))
-        J = -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m + lam / (2 * m) * np.sum(t[1:] ** 2)
-        g = X.T @ (h - y) / m
-        g[1:] += lam / m * t[1:]
-        return J, g
-
-    return cost, np.ones(X.shape[1])
-
-
 @pytest.mark.parametrize("method", ["forward", "central", "richardson"])
 def test_a_noisy_but_correct_cost_is_not_failed_and_the_cancellation_is_named(method):
-    cost, theta = _logistic_problem()
+    cost, theta = noisy_logistic()
     report = check_function(cost, theta, method, lambda_=10.0, m=118)
     assert report.passed
     f = [f for f in report.findings if f.code == "precision-limited"][0]
@@ -533,26 +427,9 @@ def test_a_function_that_writes_into_its_argument_cannot_change_x0_or_the_estima
 
 
 # ---------------------------------------------------------------------- costs finite differences cannot read
-def _saturated_logistic(seed=6, zscale=30.0):
-    """Logistic regression written as in a course, at a point where one example reaches z = 30: there
-    ``log(1 - h)`` is a staircase (``1 + exp(-z)`` rounds to a grid 2e-3 wide in z), flat at the steps of any
-    finite difference, so that example's slope is lost to them."""
-    rng = np.random.default_rng(seed)
-    m, n = 100, 5
-    X = np.hstack([np.ones((m, 1)), rng.standard_normal((m, n - 1))])
-    t0 = rng.standard_normal(n)
-    t0 *= zscale / np.max(np.abs(X @ t0))
-    y = (rng.uniform(size=m) < 0.5).astype(float)
-
-    def cost(t, wrong=1.0):
-        h = 1 / (1 + np.exp(-X @ t))
-        return -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m, wrong * X.T @ (h - y) / m
-    return cost, t0
-
-
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_a_right_gradient_of_a_staircase_cost_is_inconclusive_not_failed(mode):
-    cost, t0 = _saturated_logistic()
+    cost, t0 = saturated_logistic()
     report = check_function(cost, t0, mode=mode)
     assert report.inconclusive, str(report)
     assert "precision-limited" in report.codes()
@@ -561,7 +438,7 @@ def test_a_right_gradient_of_a_staircase_cost_is_inconclusive_not_failed(mode):
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_a_wrong_gradient_of_a_staircase_cost_is_never_passed(mode):
-    cost, t0 = _saturated_logistic()
+    cost, t0 = saturated_logistic()
     for wrong in (-1.0, 0.0, 1.1):
         assert not check_function(lambda t: cost(t, wrong), t0, mode=mode).passed, wrong
 
@@ -735,40 +612,12 @@ def test_a_layers_magnitude_is_confirmed_before_it_sizes_tolerances(engine):
 
 
 # ---------------------------------------------------------------------- rules wrong where they are not looked at
-class _SlyTanh:
-    """A wrong backward (1 - y, not 1 - y^2), and a propagate rule that follows the same wrong slope only
-    where a first confirmation would not look: for batches of ``batch`` or more changes, or for one unit."""
-
-    param_shapes, params, grads = {}, {}, {}
-
-    def __init__(self, batch=None, unit=None):
-        self.batch, self.unit = batch, unit
-
-    def bind(self, params, grads):
-        pass
-
-    def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
-
-    def backward(self, dy):
-        return dy * (1 - self._y)
-
-    def propagate(self, x, y, change):
-        if isinstance(change, ColumnChange):
-            c = change.col
-            if (self.batch is not None and change.batch >= self.batch) or c == self.unit:
-                return ColumnChange(c, change.delta * (1 - y[:, c])[None, :])
-            return ColumnChange(c, np.tanh(x[:, c][None, :] + change.delta) - y[:, c][None, :])
-        return DenseChange(np.tanh(x[None] + change.dense(x.shape)) - y[None])
-
-
 @pytest.mark.parametrize("mode", ["full", "directional"])
 @pytest.mark.parametrize("sly", [{"batch": 3}, {"unit": 7}])
 def test_a_rule_wrong_only_for_some_batches_or_one_unit_is_caught_where_it_errs(sly, mode):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((30, 5)), rng.integers(0, 3, 30)
-    net = Network([Dense(5, 12), _SlyTanh(**sly), Dense(12, 3), Sigmoid()])
+    net = Network([Dense(5, 12), SlyTanh(**sly), Dense(12, 3), Sigmoid()])
     net.init_random(0)
     assert not check_network(net, X, y, 1.0, engine="generic", mode=mode).passed  # the truth
     report = check_network(net, X, y, 1.0, mode=mode)

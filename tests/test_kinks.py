@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from adversaries import AtZero, OneEverywhere, WrongSide
 
 import layerkit
 from layerkit import Dense, LeakyReLU, Network, ReLU, SoftmaxCrossEntropy, check_layer, check_network
@@ -39,22 +40,7 @@ def test_a_layer_checked_on_its_kink(act):
         assert "x[0, 0]" in report.findings[0].message
 
 
-class _OneEverywhere(ReLU):
-    def derivative(self, x, y):
-        return np.ones_like(x)
-
-
-class _WrongSide(ReLU):
-    def derivative(self, x, y):
-        return (x < 0).astype(x.dtype)
-
-
-class _AtZero(ReLU):  # 1 at exactly 0: a subgradient, not an error
-    def derivative(self, x, y):
-        return (x >= 0).astype(x.dtype)
-
-
-@pytest.mark.parametrize("wrong", [_OneEverywhere, _WrongSide])
+@pytest.mark.parametrize("wrong", [OneEverywhere, WrongSide])
 @pytest.mark.parametrize("mode", ["full", "directional"])
 def test_a_wrong_relu_derivative_is_detected(wrong, mode):
     for method in METHODS:
@@ -64,7 +50,7 @@ def test_a_wrong_relu_derivative_is_detected(wrong, mode):
 
 def test_another_subgradient_at_the_kink_is_accepted():
     for method in METHODS:
-        assert check_network(_net(_AtZero), X, Y, 0.0, method).passed
+        assert check_network(_net(AtZero), X, Y, 0.0, method).passed
 
 
 def test_the_complex_step_is_refused_for_a_network_with_kinks():

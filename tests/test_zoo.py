@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from zoo import BUGS, make
+from zoo import BUGS, gradient_in_c_order, make
 
 import layerkit
 
@@ -69,16 +69,7 @@ def test_localized_is_said_only_of_a_proper_part():
 def test_c_order_blocks_for_an_f_order_port_say_which_order():
     fun, theta, blocks, lam, m, order = make("none", (3, 5, 3), 7, 1.0, "F")
 
-    def mixed(t):  # the cost reads F order, the gradient comes in C order
-        J, g = fun(t)
-        out, start = [], 0
-        for shape in blocks.values():
-            size = shape[0] * shape[1]
-            out.append(g[start:start + size].reshape(shape, order="F").ravel(order="C"))
-            start += size
-        return J, np.concatenate(out)
-
-    report = layerkit.check_function(mixed, theta, blocks=blocks, order="F")
+    report = layerkit.check_function(gradient_in_c_order(fun, blocks), theta, blocks=blocks, order="F")
     f = next(f for f in report.findings if f.code == "layout-mismatch")
     assert "C (row-major" in f.message and "Fortran" in f.message
 

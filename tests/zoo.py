@@ -81,3 +81,17 @@ def make(bug: str = "none", sizes=(3, 5, 3), m: int = 7, lam: float = 1.0, order
         return J, grad
 
     return fun, theta0, shapes, lam, m, order
+
+
+def gradient_in_c_order(fun, blocks):
+    """``fun`` (a port reading theta in Fortran order) with its gradient re-unrolled in C order, block by block:
+    the cost and the gradient disagree on the layout."""
+    def mixed(t):
+        J, g = fun(t)
+        out, start = [], 0
+        for shape in blocks.values():
+            size = shape[0] * shape[1]
+            out.append(g[start:start + size].reshape(shape, order="F").ravel(order="C"))
+            start += size
+        return J, np.concatenate(out)
+    return mixed
