@@ -29,10 +29,10 @@ from ..fast.confirm import EngineRefused, Prediction
 from ..fast.directions import NetworkDirections
 from ..fast.probe import NetworkProbe, supports_engine
 from ..fast.state import NetworkState, rounding_scales
-from ..numerics import AGREEMENT, NOISE_C, Direction, machine_eps
+from ..numerics import AGREEMENT, NOISE_C, machine_eps
 from .baseline import Baseline
 from .ledger import Ledger
-from .noise import Noise, measure_noise, noise_from_table, step_excess
+from .noise import Noise, calibrate, measure_noise, step_excess
 from .options import CheckOptions
 from .probes import CoordinateProbe, CostDirections
 from .subjects import NetworkSubject, Subject
@@ -252,22 +252,3 @@ class Evaluators:
                 self._rounding = SAFETY * NOISE_C * machine_eps(s.x0.dtype) * R
         return self._rounding
 
-
-def calibrate(probe: Any, x: NDArray, seed: int) -> float:
-    """The noise level of an exact evaluator, measured on its own difference table along a random direction
-    (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise."""
-    rng = np.random.default_rng(seed + 7)
-    u = rng.standard_normal(x.size)
-    d = Direction(0, x.size, u / np.linalg.norm(u))
-    scale = max(1.0, float(np.max(np.abs(x))))
-    delta = machine_eps(x.dtype) ** 0.25 / 10 * scale
-    for _ in range(3):
-        offsets = (np.arange(9) - 4) * delta
-        values, _ = probe.delta([d], offsets[:, None])
-        level, _, verdict = noise_from_table(values[:, 0], differences=True)
-        if verdict == "ok":
-            return level
-        if verdict == "too small":
-            return 0.0
-        delta /= 100
-    return 0.0

@@ -38,6 +38,8 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
+from ..numerics import Direction, machine_eps
+
 #: Points per difference table besides ``x`` itself.
 N_POINTS = 8
 #: Highest difference order formed.
@@ -222,3 +224,23 @@ def _accepted(tables: _Tables, values: NDArray, level: float, order: int, delta:
         level = max(level, abs(float(f_again) - tables.f0) / math.sqrt(2))
     return Noise(max(level, floor), floor, measured=True, deterministic=deterministic, n_evals=tables.n_evals,
                  spacing=delta, order=order, kink=kink)
+
+
+def calibrate(probe: Any, x: NDArray, seed: int) -> float:
+    """The noise level of an exact evaluator, measured on its own difference table along a random direction
+    (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise."""
+    rng = np.random.default_rng(seed + 7)
+    u = rng.standard_normal(x.size)
+    d = Direction(0, x.size, u / np.linalg.norm(u))
+    scale = max(1.0, float(np.max(np.abs(x))))
+    delta = machine_eps(x.dtype) ** 0.25 / 10 * scale
+    for _ in range(3):
+        offsets = (np.arange(9) - 4) * delta
+        values, _ = probe.delta([d], offsets[:, None])
+        level, _, verdict = noise_from_table(values[:, 0], differences=True)
+        if verdict == "ok":
+            return level
+        if verdict == "too small":
+            return 0.0
+        delta /= 100
+    return 0.0
