@@ -109,7 +109,7 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
     """The problems to check: the debug problem for each lambda, or the user's target (the options of the
     built-in problem are refused with a target, rather than silently ignored)."""
     if target is None:
-        sizes = _parse_sizes(layers or "3,5,3")
+        sizes = _parse_sizes("3,5,3" if layers is None else layers)
         return [layerkit.Problem.debug(lam, tuple(sizes), examples or 5,
                                        dtype=(dtype or DtypeChoice.float64).value, seed=seed)
                 for lam in (lambdas if lambdas else [0.0, 3.0])]
@@ -435,9 +435,24 @@ def sweep(  # noqa: PLR0913 - the options a user sets
     raise typer.Exit(EXIT_PASSED if result.step_is_the_problem or result.analytic_error < 1e-6 else EXIT_MISMATCH)
 
 
+def _usage() -> str:
+    """The usage line and the commands, in plain text."""
+    command = typer.main.get_command(app)
+    ctx = command.make_context("layerkit", [], resilient_parsing=True)
+    lines = ["Usage: layerkit [OPTIONS] COMMAND [ARGS]...  (a command is required; try 'layerkit --help')", "",
+             "Commands:"]
+    for name in command.list_commands(ctx):  # type: ignore[attr-defined]
+        sub = command.get_command(ctx, name)  # type: ignore[attr-defined]
+        lines.append(f"  {name:<10} {(sub.get_short_help_str(60) if sub is not None else '')}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Console-script entry point: like ``app()``, but usage errors found by the option parser (a bad
     choice, a negative lambda, an unknown option) are also printed as one line on stderr, exit code 2."""
+    if len(sys.argv) <= 1:  # plain `layerkit`: a usage error, said on stderr
+        typer.echo(_usage(), err=True)
+        sys.exit(EXIT_USAGE)
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:  # pragma: no cover - interactive
@@ -447,10 +462,7 @@ def main() -> None:
         message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
         if message is None or not isinstance(exit_code, int):
             raise
-        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `layerkit`: the help, as usual
-            typer.echo(message())
-        else:
-            typer.echo(f"error: {' '.join(message().split())}", err=True)
+        typer.echo(f"error: {' '.join(message().split())}", err=True)
         sys.exit(exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 

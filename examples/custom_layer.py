@@ -2,9 +2,9 @@
 
 ``Tanh`` needs nothing of layerkit: a layer is any object with ``param_shapes``, ``params``, ``grads``,
 ``bind``, ``forward`` and ``backward`` (see :class:`layerkit.Layer`).  ``Softsign`` and ``Softplus`` are
-written on :class:`layerkit.Elementwise` instead: ``fn`` and ``derivative`` give a layer with forward,
-backward and a fast rule; ``taylor`` with ``strip`` and ``slope`` lets a network check read whole blocks off
-Taylor tables.  Run:  python examples/custom_layer.py
+written on :class:`layerkit.Elementwise` instead: ``fn`` and ``derivative`` give a layer with forward and
+backward; a network check derives everything else from ``fn`` (Taylor tables when ``fn`` is analytic, as
+Softplus's is; exact changes when it is not, as Softsign's ``abs`` makes it).  Run:  python examples/custom_layer.py
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import numpy as np
 
 import layerkit
 from layerkit import Dense, Network, Sigmoid
-from layerkit.fast.changes import sigmoid_series
 
 
 class Tanh:
@@ -43,7 +42,7 @@ class Tanh:
 
 
 class Softsign(layerkit.Elementwise):
-    """``x / (1 + |x|)``: fn and derivative only (the engine takes its exact per-perturbation path)."""
+    """``x / (1 + |x|)``: not analytic (``abs``), so the engine takes its exact per-perturbation path."""
 
     def fn(self, x):
         return x / (1 + np.abs(x))
@@ -53,22 +52,13 @@ class Softsign(layerkit.Elementwise):
 
 
 class Softplus(layerkit.Elementwise):
-    """``log(1 + e^x)`` with its Taylor coefficients: checked off Taylor tables like the built-in layers."""
-
-    strip, slope = np.pi / 2, 1.0  # |sigmoid(z)| <= 1 on |Im z| <= pi/2
+    """``log(1 + e^x)``: analytic, so a network check reads it off Taylor tables derived from ``fn`` itself."""
 
     def fn(self, x):
-        return np.logaddexp(0, x)
+        return np.log1p(np.exp(x))
 
     def derivative(self, x, y):
         return 1 / (1 + np.exp(-x))
-
-    def taylor(self, x, y, K):  # softplus^(n)(x) / n!, n = 1..K
-        s = 1 / (1 + np.exp(-x))
-        out = np.empty((K,) + x.shape)
-        out[0] = s
-        out[1:] = sigmoid_series(s, 1 / (1 + np.exp(x)), None, K - 1) / np.arange(2, K + 1)[:, None, None]
-        return out
 
 
 def main() -> tuple[layerkit.Report, layerkit.Report]:

@@ -44,7 +44,7 @@ from .errors import (
     TargetError,
     UnknownMethodError,
 )
-from .fast.rules import register_rule, rule_for, unregister_rule
+from .fast.rules import rule_for
 from .nn.buffer import Binding
 from .nn.datasets import debug_data, debug_matrix
 from .nn.elementwise import Elementwise, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
@@ -67,5 +67,5 @@ __all__ = [
     "Network", "Noise", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
     "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_function", "check_layer",
     "check_network", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
-    "register_rule", "rule_for", "unregister_rule",
+    "rule_for",
 ]

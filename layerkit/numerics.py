@@ -1,6 +1,7 @@
 """Numerical constants and small formulas that several wings share: one home each.
 
-* :func:`machine_eps`: the unit roundoff of a real or complex dtype's real part.
+* :func:`machine_eps`: the unit roundoff of a real or complex dtype's real part; :func:`least_precise`: of
+  several arrays' dtypes, the one a computation through all of them rounds like.
 * :data:`AGREEMENT`: how many times their combined rounding (or noise) two computations of the same number
   may differ by and still count as agreeing.  Used where the fast engine's prediction is compared with the
   network's own cost, and where a layer's rule is compared with its ``forward``: a disagreement beyond it
@@ -29,6 +30,20 @@ NOISE_C = 4.0
 def machine_eps(dtype: Any) -> float:
     """Machine epsilon of a real or complex dtype's real part."""
     return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def least_precise(dtype: Any, *arrays: Any) -> np.dtype:
+    """The least precise real floating dtype among ``dtype`` and the ``arrays``' own (a float64 computation
+    through one float32 array rounds like float32); ``dtype`` when it is not a floating dtype."""
+    out = np.dtype(dtype)
+    if out.kind not in "fc":
+        return out
+    out = np.dtype(np.finfo(out).dtype)
+    for a in arrays:
+        d = np.asarray(a).dtype if not isinstance(a, np.dtype) else a
+        if d.kind in "fc" and machine_eps(d) > machine_eps(out):
+            out = np.dtype(np.finfo(d).dtype)
+    return out
 
 
 def scaled(magnitude: NDArray, axis_scale: NDArray | None) -> NDArray:

@@ -11,7 +11,10 @@ running statistic).  Attributes are compared and put back by identity, never by 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator, Sequence
+import copy
+import itertools
+import random
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,12 +47,68 @@ def preserving(objects: Sequence[Any], arrays: Sequence[NDArray] = (), state: bo
                     seen.add(id(v))
                     arrays.append(v)
     saved = [(a, a.copy()) for a in arrays]
+    rewind = _streams(snapshot)
     try:
         yield
     finally:
         _restore(snapshot)
         for a, copied in saved:
             a[...] = copied
+        for put_back in rewind:
+            put_back()
+
+
+def _streams(snapshot: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]) -> list[Callable[[], None]]:
+    """What puts every random stream and counter among the snapshot's attributes and contents back where it
+    is now: a ``numpy.random.Generator`` (its bit generator's state), a ``RandomState``, a ``random.Random``,
+    and numpy's and ``random``'s global streams; an ``itertools.count``, which cannot be rewound in place, is
+    rebound to a copy at its old position wherever it moved (a dropout mask drawn during a check leaves the
+    user's stream exactly where it was)."""
+    global_np, global_py = np.random.get_state(), random.getstate()
+    out: list[Callable[[], None]] = [lambda: np.random.set_state(global_np), lambda: random.setstate(global_py)]
+    seen: set[int] = set()
+    for obj, attrs, held in snapshot:
+        places: list[tuple[Any, Any]] = [(vars(obj) if hasattr(obj, "__dict__") else None, attrs["__dict__"].items())]
+        for h, contents in held:
+            live = None if isinstance(h, tuple) else h if isinstance(h, (dict, list, collections.deque)) else vars(h)
+            places.append((live, contents.items() if isinstance(contents, dict) else enumerate(contents)))
+        for live, items in places:
+            for key, value in items:
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    keeper = _stream_keeper(value)
+                    if keeper is not None:
+                        out.append(keeper)
+                if live is not None and isinstance(value, itertools.count):
+                    out.append(_counter_keeper(live, key, value))
+    return out
+
+
+def _stream_keeper(value: Any) -> Callable[[], None] | None:
+    """What puts a random stream back where it is now (None for anything else)."""
+    if isinstance(value, np.random.Generator):
+        value = value.bit_generator
+    if isinstance(value, np.random.BitGenerator):
+        bits, state = value, value.state
+        return lambda: setattr(bits, "state", state)
+    if isinstance(value, np.random.RandomState):
+        rs, rs_state = value, value.get_state()
+        return lambda: rs.set_state(rs_state)
+    if isinstance(value, random.Random):
+        py, py_state = value, value.getstate()
+        return lambda: py.setstate(py_state)
+    return None
+
+
+def _counter_keeper(holder: Any, key: Any, value: itertools.count) -> Callable[[], None]:
+    """Rebinds ``holder[key]`` to a copy of the counter at its present position, if it has moved."""
+    where, copied = repr(value), copy.copy(value)
+
+    def put_back() -> None:
+        if repr(holder[key]) != where:
+            holder[key] = copied
+
+    return put_back
 
 
 def _attached(objects: Sequence[Any], depth: int = 4) -> list[Any]:

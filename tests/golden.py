@@ -65,6 +65,8 @@ from layerkit import (  # noqa: E402
 from layerkit.testing import plant_gradient_error  # noqa: E402
 
 RECORDS = ROOT / "golden" / "reports.json"
+#: The arithmetic of the machine that recorded them (:func:`fingerprint`).
+MACHINE = ROOT / "golden" / "machine.json"
 #: Arrays longer than this are recorded by summaries.
 MAX_ARRAY = 1500
 
@@ -870,6 +872,28 @@ def differences(expected: Any, actual: Any, path: str = "", rtol: float = 0.0) -
     return [] if expected == actual and type(expected) is type(actual) else [f"{path}: {expected!r} != {actual!r}"]
 
 
+def fingerprint() -> dict:
+    """Results that a CPU's vector units and BLAS kernels round differently (a matrix product, a long sum, the
+    vectorized transcendentals): machines that agree on them reproduce the records to the last bits; on
+    others, a noise measurement or a pre-activation placed exactly on a kink moves, and with it tolerances,
+    evaluation counts and the digits of the text."""
+    rng = np.random.default_rng(11)
+    A, B, v = rng.standard_normal((37, 53)), rng.standard_normal((53, 29)), rng.standard_normal(10007)
+    values = {"matmul": float((A @ B).sum()), "dot": float(A[0] @ B[:, 0]), "sum": float(v.sum()),
+              "exp": float(np.exp(v).sum()), "log": float(np.log1p(np.abs(v)).sum()),
+              "tanh": float(np.tanh(v).sum())}
+    return {k: float(x).hex() for k, x in values.items()}
+
+
+def verdicts(rec: dict) -> dict:
+    """What a record says on any machine: its verdict, the blocks it names, and its findings' codes."""
+    if "raised" in rec:
+        return {"raised": rec["raised"]}
+    return {"passed": rec["passed"], "inconclusive": rec["inconclusive"], "wrong": rec["wrong_blocks"],
+            "correct": rec["correct_blocks"],
+            "findings": sorted((f["code"], tuple(f["blocks"])) for f in rec["findings"])}
+
+
 def main() -> None:
     if "--write" not in sys.argv:
         raise SystemExit("usage: python tests/golden.py --write   (records every case; see the module docstring)")
@@ -879,6 +903,7 @@ def main() -> None:
         print(name, "raised" if "raised" in records[name] else records[name]["passed"])
     RECORDS.parent.mkdir(exist_ok=True)
     RECORDS.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+    MACHINE.write_text(json.dumps(fingerprint(), indent=1, sort_keys=True) + "\n")
     print(f"{len(records)} records written to {RECORDS}")
 
 

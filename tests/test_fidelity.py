@@ -186,12 +186,13 @@ def test_a_penalized_selection_that_is_a_copy_is_regularized_right():
     assert check_network(net, XS, YS, 2.0).passed
 
 
-def test_a_layers_own_rules_are_confirmed_against_its_forward():
+def test_a_layers_own_rule_members_are_never_a_reference():
     net = Network([Dense(4, 5), ScaledSigmoid(), Dense(5, 3), Sigmoid()])
     net.init_random(5)
     report = check_network(net, XS, YS, 0.0)
-    assert not report.passed
-    assert any("rule of layer 1" in n and "does not agree with its forward" in n for n in report.notes)
+    assert not report.passed and report.evaluator == "engine"
+    truth = check_network(net, XS, YS, 0.0, engine="generic")
+    assert np.all(np.abs(report.numerical - truth.numerical) <= truth.tolerance)
 
 
 class _HalfPatched(Sigmoid):
@@ -221,7 +222,6 @@ def test_a_rule_that_differs_from_forward_on_one_unit_only_is_refused():
     for method in ("central", "richardson", "forward"):
         report = check_network(net, X, y, 0.0, method)
         assert not report.passed, method
-        assert any("does not agree with its forward" in n for n in report.notes), method
     assert not check_network(net, X, y, 0.0, mode="directional").passed
 
 
@@ -239,15 +239,15 @@ def test_a_last_layer_with_its_own_forward_is_what_the_cost_differentiates():
 
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
-def test_rules_are_confirmed_at_the_checks_own_steps(mode):
+def test_a_rule_member_wrong_for_small_changes_is_not_read(mode):
     net = Network([Dense(4, 6), TinyChangeShortcut(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     report = check_network(net, XS, YS, 1.0, mode=mode)
     assert not report.passed, str(report)
-    assert any("was not used" in n or "disagreed with its forward" in n for n in report.notes)
+    assert not any("rule" in n for n in report.notes)
 
 
-def test_a_rule_wrong_for_batches_is_not_trusted():
+def test_a_rule_member_wrong_for_batches_is_not_read():
     net = Network([Dense(4, 6), BatchBlind(), Dense(6, 3), Sigmoid()])
     net.init_random(0)
     report = check_network(net, XS, YS, 1.0)
@@ -255,10 +255,9 @@ def test_a_rule_wrong_for_batches_is_not_trusted():
     assert report.passed and truth.passed  # forward and backward are right
     # the full check reads its changes off the layer's (right) Taylor tables: its estimate is the truth's
     assert np.all(np.abs(report.numerical - truth.numerical) <= truth.tolerance)
-    # the direction engine batches directions through propagate: refused at its verification
+    # the layer's own propagate is never read: the direction engine batches through the fn-derived rule
     directional = check_network(net, XS, YS, 1.0, mode="directional")
-    assert directional.passed and directional.evaluator == "cost"
-    assert any("was not used" in n or "disagreed with its forward" in n for n in directional.notes)
+    assert directional.passed and directional.evaluator == "engine"
 
 
 @pytest.mark.parametrize("scale", [1.0, -1.0, 0.0])

@@ -1,4 +1,5 @@
-"""The engine's rule registry (layerkit.fast.rules), the elementwise helper and the batched generic path."""
+"""The engine's rules (layerkit.fast.rules): layerkit's own for its own layers, fn-derived for an Elementwise
+layer, the batched forward path for any other layer without parameters."""
 
 import ast
 from pathlib import Path
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 from helpers import PlainTanh
 
-import layerkit
-from layerkit import Dense, Elementwise, Network, Sigmoid, Tanh, check_network, register_rule, rule_for
-from layerkit.fast.layer_rules import DenseRule, ElementwiseRule, SigmoidRule
+from layerkit import Dense, Elementwise, Network, Sigmoid, Tanh, check_network, rule_for
+from layerkit.fast.fn_rule import FnRule
+from layerkit.fast.layer_rules import DenseRule, SigmoidRule
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(5)
@@ -41,8 +42,8 @@ def test_rules_come_from_the_registry_and_follow_subclasses_only_as_far_as_their
     class Plain(Sigmoid):  # same math, another class: the rule applies but is confirmed, not trusted
         pass
 
-    steep = rule_for(Steeper())
-    assert isinstance(steep.propagate.__self__, ElementwiseRule) and not steep.has("series") and not steep.trusted
+    steep = rule_for(Steeper())  # its own fn is all the engine reads of it
+    assert isinstance(steep.propagate.__self__, FnRule) and not steep.trusted
     plain = rule_for(Plain())
     assert isinstance(plain.propagate.__self__, SigmoidRule) and plain.known and not plain.trusted
     patched = Sigmoid()
@@ -51,7 +52,11 @@ def test_rules_come_from_the_registry_and_follow_subclasses_only_as_far_as_their
     assert rule_for(UserTanh()).source == "forward" and rule_for(UserTanh()).cancels
 
 
-def test_a_registered_rule_is_used_and_a_wrong_one_refused():
+def test_rules_are_layerkits_own_and_not_a_public_registry():
+    import layerkit
+
+    assert not hasattr(layerkit, "register_rule") and not hasattr(layerkit, "unregister_rule")
+
     class Cube(Elementwise):
         def fn(self, x):
             return x**3
@@ -59,38 +64,15 @@ def test_a_registered_rule_is_used_and_a_wrong_one_refused():
         def derivative(self, x, y):
             return 3 * x**2
 
-    class CubeRule:
-        def __init__(self, layer):
-            self.layer = layer
+        def propagate(self, x, y, change):  # a user's member named like a rule is not a rule
+            raise AssertionError("the engine used a member of the user's layer")
 
-        def propagate(self, x, y, change):
-            from layerkit.fast.changes import DenseChange
-
-            d = change.dense(x.shape)
-            return DenseChange(d * (3 * x**2 + 3 * x * d + d * d))
-
-    class WrongCubeRule(CubeRule):
-        def propagate(self, x, y, change):
-            from layerkit.fast.changes import DenseChange
-
-            d = change.dense(x.shape)
-            return DenseChange(3 * x**2 * d)  # first order only
-
+    rule = rule_for(Cube())
+    assert isinstance(rule.propagate.__self__, FnRule) and rule.known and not rule.trusted
     net = Network([Dense(6, 4), Cube(), Dense(4, 3), Sigmoid()])
     net.init_random(0)
-    try:
-        register_rule(Cube, CubeRule)
-        assert rule_for(Cube()).propagate.__self__.__class__ is CubeRule
-        report = check_network(net, X, Y, 1.0)
-        assert report.passed and not report.notes
-        register_rule(Cube, WrongCubeRule)
-        report = check_network(net, X, Y, 1.0)
-        assert report.passed  # the wrong rule is refused and forward is used
-        assert any("does not agree with its forward" in n for n in report.notes)
-    finally:
-        layerkit.unregister_rule(Cube)
-    with pytest.raises(layerkit.InputError, match="register_rule"):
-        register_rule("Cube", CubeRule)
+    report = check_network(net, X, Y, 1.0)
+    assert report.passed and report.evaluator == "engine"
 
 
 def test_an_elementwise_helper_layer_in_a_few_lines_is_checked_exactly():

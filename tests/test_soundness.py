@@ -74,12 +74,18 @@ def _plant(net, index, delta):
          method="central", mode="full", engine="generic")  # the ladder once trusted two estimates close by chance
 @example(sizes=[6, 2, 5], m=8, seed=669, dtype=np.float64, scale=30.0, saturation=50.0, lam=1.0,
          method="richardson", mode="directional", engine="auto")  # the direction engine was inexact at large steps
+@example(sizes=[1, 1, 1, 1], m=1, seed=10, dtype=np.float32, scale=1.0, saturation=50.0, lam=0.0,
+         method="richardson", mode="full", engine="auto")  # once a PASS whose tolerance was 18 times the gradient
 def test_correct_networks_never_fail(sizes, m, seed, dtype, scale, saturation, lam, method, mode, engine):
     net, X, y, _ = _problem(sizes, m, seed, dtype, scale, saturation)
     options = _options(method, mode, engine)
     report = check_network(net, X, y, lam, method, **options)
     assert not report.mismatch.any(), str(report)
-    assert report.passed or (options["engine"] == "generic" and report.inconclusive), str(report)
+    # INCONCLUSIVE only where the estimate cannot resolve the gradient (nothing failed): the generic engine's
+    # noise, or a truncation larger than the gradient at the automatic step (saturated float32 units, whose
+    # step scales with parameters of size 50)
+    assert report.passed or (report.inconclusive and (options["engine"] == "generic" or all(
+        f.code == "precision-limited" and "truncation" in f.message for f in report.findings))), str(report)
 
 
 @SETTINGS

@@ -15,7 +15,7 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from ..numerics import machine_eps
+from ..numerics import least_precise, machine_eps
 from .ledger import Ledger
 from .subjects import Subject
 from .verdicts import nondeterministic_cost, stateful_gradient
@@ -37,6 +37,8 @@ class Baseline:
         Time of one evaluation of cost and gradient.
     started : float
         ``time.perf_counter()`` when the check started (its reports' ``seconds`` count from it).
+    precision : numpy.dtype
+        The dtype the subject's arithmetic rounds like (:attr:`~layerkit.check.subjects.Subject.precision`).
     """
 
     f0: Any
@@ -44,6 +46,7 @@ class Baseline:
     f1: float
     seconds_per_eval: float
     started: float
+    precision: np.dtype = np.dtype(np.float64)
 
     @property
     def cost(self) -> float:
@@ -54,12 +57,13 @@ class Baseline:
         return self.f1 == self.f0
 
     def rounding_dtype(self, x_dtype: Any) -> np.dtype:
-        """The dtype the analytic gradient's rounding is judged in: the less precise of the parameters' and the
-        gradient's own (a float32 gradient of a float64 cost carries float32 rounding)."""
-        x, a = np.dtype(x_dtype), np.dtype(self.a.dtype)
-        if x.kind != "f" or a.kind != "f":
+        """The dtype the analytic gradient's rounding is judged in: the least precise of the parameters', the
+        gradient's own and the subject's arithmetic (a float32 gradient of a float64 cost, or a gradient
+        through a float32 activation, carries float32 rounding)."""
+        x = np.dtype(x_dtype)
+        if x.kind != "f" or self.a.dtype.kind != "f":
             return x
-        return a if machine_eps(a) > machine_eps(x) else x
+        return least_precise(x, self.a.dtype, self.precision)
 
 
 def same_gradient(a: NDArray, b: NDArray) -> bool:
@@ -79,7 +83,7 @@ def baseline(subject: Subject, ledger: Ledger) -> Baseline:
     f0, a = subject.evaluate(fresh=True)
     if subject.known_stateless:
         ledger.count("analytic", 1)
-        return Baseline(f0, a, float(np.real(f0)), time.perf_counter() - t, t)
+        return Baseline(f0, a, float(np.real(f0)), time.perf_counter() - t, t, subject.precision)
     f1, a1 = subject.evaluate(fresh=False)
     ledger.count("analytic", 2)
     per_eval = (time.perf_counter() - t) / 2
@@ -88,5 +92,5 @@ def baseline(subject: Subject, ledger: Ledger) -> Baseline:
         ledger.fail(nondeterministic_cost(first, again))
     if not same_gradient(a, a1):
         ledger.fail(stateful_gradient(subject.layout, a, a1))
-    return Baseline(f0, a, again, per_eval, t)
+    return Baseline(f0, a, again, per_eval, t, subject.precision)
 

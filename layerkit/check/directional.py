@@ -48,6 +48,7 @@ from .baseline import Baseline
 from .kinks import (
     MAX_LINES,
     SETTLED,
+    Tally,
     coarse,
     coarse_finding,
     direction_delta,
@@ -55,6 +56,7 @@ from .kinks import (
     line_sides,
     nonsmooth_finding,
     settle,
+    undeclared,
 )
 from .ledger import Ledger
 from .localize import locate
@@ -64,7 +66,15 @@ from .refine import WIDE, across_scales
 from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionRecord, Report, Setting, relative_difference
 from .second_look import discredits, look_again
 from .tolerance import directional_tolerance, error_bound, floor
-from .verdicts import resolution_cause, scales_verdict, undecided, unresolved, unresolved_directions, unresolved_zero
+from .verdicts import (
+    coarse_fixed_directions,
+    resolution_cause,
+    scales_verdict,
+    undecided,
+    unresolved,
+    unresolved_directions,
+    unresolved_zero,
+)
 
 #: A failing direction is measured again when it fails by less than this many times its tolerance.
 SECOND_LOOK = 100.0
@@ -150,6 +160,15 @@ class Tester:
         self.budget, self.over_budget = budget, False
         self.settled: list[tuple[Direction, str]] = []
         self.coarse: list[tuple[Direction, float]] = []
+        #: Failing directions measured again clear of a kink the cost does not declare, and still failing
+        #: there (their mismatch is established), and the farthest such kink's distance.
+        self.established = 0
+        self.kink_distance = 0.0
+        #: A cost rough at every scale (:func:`~layerkit.check.kinks.rough_cost`): no test for kinks it does
+        #: not declare.
+        self.rough = False
+        #: Whether a test for a kink the cost does not declare found one (localization then tests too).
+        self.kink_seen = False
         self.sides = kinked_sides(subject)
         self.rounding_dtype = base.rounding_dtype(self.x.dtype)
         # layerkit's own rules are exact identities: at sqrt(eps) steps their truncation is negligible and
@@ -278,7 +297,7 @@ class Tester:
         """Failing directions of a subject with kinked layers whose stencil crossed a kink, measured again
         without crossing one (:mod:`layerkit.check.kinks`), at most :data:`~layerkit.check.kinks.MAX_LINES`
         settled per check."""
-        if self.sides is None:
+        if self.sides is None and self.subject.known_analytic:
             return tests
         out = list(tests)
         for k, t in enumerate(tests):
@@ -286,8 +305,20 @@ class Tester:
                 continue
             d = t.direction
             rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
-            done = settle(line_sides(self.sides, self.x, d.lo, d.hi, d.u), direction_delta(self.evaluator, d),
-                          2 * t.step, t.analytical, rounding)
+            if self.sides is not None:
+                done = settle(line_sides(self.sides, self.x, d.lo, d.hi, d.u), direction_delta(self.evaluator, d),
+                              2 * t.step, t.analytical, rounding)
+            elif self.rough or (stage == "localize" and not self.kink_seen):
+                continue  # localization tests a kink only where the first stages found one
+            else:
+                done = undeclared(direction_delta(self.evaluator, d), t.step, t.analytical, rounding)
+                self.kink_seen = self.kink_seen or done.how != "smooth"
+                if done.how == "failing":  # smooth at a smaller step, and wrong there: that estimate stands
+                    out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
+                                             max(t.first_reach, t.tolerance + t.error))
+                    self.established += 1
+                elif done.how == "near-kink":
+                    self.kink_distance = max(self.kink_distance, 32 * done.distance)
             self.ledger.count(stage, done.evals)
             if done.how in SETTLED or done.how == "between":
                 out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
@@ -451,9 +482,11 @@ def _kink_findings(out: Report, tester: Tester) -> Report:
         names = ", ".join(layout.label(lo) if hi - lo == 1 else f"a direction over {layout.label(lo)}.."
                           f"{layout.label(hi - 1)}" for lo, hi in spans[:4]) + (" ..." if len(spans) > 4 else "")
         smaller = sum(how == "own-piece" for _, how in tester.settled)
+        near = sum(how == "near-kink" for _, how in tester.settled)
         blocks = tuple(dict.fromkeys(layout.block_of(lo).name for lo, _ in spans))
-        out = evolve(out, findings=(nonsmooth_finding("direction", names, smaller, n - smaller, blocks,
-                                                      {"directions": n}),) + out.findings)
+        tally = Tally(smaller, n - smaller - near, near, tester.kink_distance, tester.sides is not None)
+        out = evolve(out, findings=(nonsmooth_finding("direction", names, tally, blocks, {"directions": n}),)
+                     + out.findings)
     if tester.coarse:
         worst = max(r for _, r in tester.coarse)
         blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in tester.coarse))
@@ -479,9 +512,11 @@ def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledg
                 ledger.fail(unresolved(everything, zero[0], zero[1], cause))
             return
         found = unresolved_directions(d.tests)
+        if found is None and not tester.options.auto_step:
+            found = coarse_fixed_directions(d.tests, float(tester.options.strategy.step))
         if found is not None:
             ledger.fail(unresolved(everything, found[0], found[1], cause))
-    elif d.scales is not None:
+    elif d.scales is not None and not tester.established:
         why = scales_verdict(*d.scales)
         if why:
             ledger.fail(undecided(tuple(b.name for b in s.layout.blocks if b.size), why, s.x0.dtype))

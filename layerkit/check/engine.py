@@ -7,10 +7,9 @@ along a random direction in every block, at the check's own steps when the layer
 layerkit's own.  Anything else, and any subject that is not a network, re-evaluates the subject's cost, whose
 noise is measured first (:mod:`layerkit.check.noise`).
 
-A rule that disagrees with its layer's forward *during* the check is handled by one policy,
-:func:`layerkit.fast.confirm.answer`: refused with a note, and the request answered again without it; the
-direction engine, which cannot go on without its rules, raises :class:`~layerkit.fast.confirm.EngineRefused`
-and the directional check starts over on the subject's own cost (:mod:`layerkit.check.pipeline`).
+The engine's rules are layerkit's own, confirmed against each layer's ``forward`` on every example before
+they are used (:mod:`layerkit.fast.confirm`); nothing a user writes about derivatives enters them, so there is
+nothing to refuse mid-check.
 
 :class:`Evaluators` holds what a check builds of this once, on first use: the measured noise, the network's
 state at ``x0``, the verified engines, the rounding of the analytic gradient.
@@ -25,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ..fast.confirm import EngineRefused, Prediction
+from ..fast.confirm import Prediction
 from ..fast.directions import NetworkDirections
 from ..fast.probe import NetworkProbe, supports_engine
 from ..fast.state import NetworkState, rounding_scales
@@ -79,7 +78,8 @@ class Evaluators:
 
     # ------------------------------------------------------------------ the subject's own cost
     def assumed_noise(self) -> Noise:
-        return Noise.assumed(self.base.cost, self.subject.x0.dtype, deterministic=self.base.deterministic)
+        return Noise.assumed(self.base.cost, self.base.rounding_dtype(self.subject.x0.dtype),
+                            deterministic=self.base.deterministic)
 
     def report_noise(self) -> Noise:
         """The noise steps and tolerances were derived from: measured, or the rounding floor assumed."""
@@ -172,11 +172,7 @@ class Evaluators:
             for note in probe.rules.notes:
                 self.ledger.note(note)
             return None
-        try:
-            predictions = probe.predictions(self.options.seed, small_steps=not s.known_rules)
-        except EngineRefused as exc:
-            self.ledger.note(str(exc))
-            return None
+        predictions = probe.predictions(self.options.seed, small_steps=not s.known_rules)
         return probe if self.verified(predictions, "direction engine") else None
 
     def directions(self) -> Any:
@@ -197,13 +193,6 @@ class Evaluators:
         level = calibrate(evaluator, s.x0, self.options.seed)
         self.ledger.count("calibrate", 9)
         self._directions = evaluator.with_noise_floor(level)
-        return self._directions
-
-    def refused(self, exc: EngineRefused) -> CostDirections:
-        """The engine gave up mid-check (module docstring): the subject's cost from now on."""
-        self.ledger.note(str(exc))
-        self._directions = self.cost_directions()
-        self.evaluator = "cost"
         return self._directions
 
     def verified(self, predictions: list[Prediction], what: str) -> bool:
@@ -249,6 +238,6 @@ class Evaluators:
             self._rounding = 0.0
             if not isinstance(probe, NetworkProbe) and isinstance(s, NetworkSubject) and supports_engine(s.network):
                 R = np.nan_to_num(rounding_scales(self.state()), nan=0.0)
-                self._rounding = SAFETY * NOISE_C * machine_eps(s.x0.dtype) * R
+                self._rounding = SAFETY * NOISE_C * machine_eps(self.base.rounding_dtype(s.x0.dtype)) * R
         return self._rounding
 

@@ -27,13 +27,17 @@ from .engine import Evaluators
 from .kinks import (
     MAX_LINES,
     SETTLED,
+    Tally,
+    at_kink_finding,
     coarse,
     coarse_finding,
     coordinate_delta,
     kinked_sides,
     line_sides,
     nonsmooth_finding,
+    rough_cost,
     settle,
+    undeclared,
 )
 from .ledger import Ledger
 from .options import CheckOptions
@@ -43,6 +47,7 @@ from .second_look import discredits, look_again
 from .subjects import Subject
 from .tolerance import floor, tolerances
 from .verdicts import (
+    coarse_fixed_step,
     misjudged,
     resolution_cause,
     scales_verdict,
@@ -76,6 +81,9 @@ class Entries:
     first_reach: NDArray | None = None
     #: Of the second look: entries a quarter step confirmed, measured over the ladder, and agreeing there.
     looked: dict[str, int] = field(factory=lambda: {"confirmed": 0, "measured": 0, "agree": 0})
+    #: Entries whose mismatch a kink test established at a step where the cost is smooth (no other
+    #: evidence about the cost's differences makes them undecided).
+    established: list[int] = field(factory=list)
 
     def tolerance(self, a: NDArray) -> NDArray:
         with np.errstate(invalid="ignore"):
@@ -209,7 +217,7 @@ def settle_kinks(entries: Entries, probe: Any, subject: Subject, base: Baseline,
     sides = kinked_sides(subject)
     a = base.a
     steps = np.abs(entries.steps).reshape(-1)
-    if sides is None or steps.size != entries.values.size:
+    if (sides is None and subject.known_analytic) or steps.size != entries.values.size:
         return entries
     tol = entries.tolerance(a)
     with np.errstate(invalid="ignore"):
@@ -220,17 +228,60 @@ def settle_kinks(entries: Entries, probe: Any, subject: Subject, base: Baseline,
     extra = (np.zeros(entries.values.size) if np.isscalar(rounding) else np.asarray(rounding)) \
         + entries.model_rtol * np.abs(a)
     settled: dict[int, Any] = {}
+    at_kink: list[int] = []
     with subject.session():
-        for j in failing[:MAX_LINES]:
-            j = int(j)
-            out = settle(line_sides(sides, subject.x0, j, j + 1, np.ones(1)), coordinate_delta(probe, j),
-                         2 * float(steps[j]), float(a[j]), float(extra[j]))
-            ledger.count("kinks", out.evals)
-            if out.how in SETTLED or out.how == "between":
-                settled[j] = out
+        if sides is not None:
+            for j in failing[:MAX_LINES]:
+                j = int(j)
+                before = probe.n_evals
+                out = settle(line_sides(sides, subject.x0, j, j + 1, np.ones(1)), coordinate_delta(probe, j),
+                             2 * float(steps[j]), float(a[j]), float(extra[j]))
+                ledger.count("kinks", out.evals - (probe.n_evals - before))  # the probe counts its own
+                if out.how in SETTLED or out.how == "between":
+                    settled[j] = out
+        elif not rough_cost(evaluators.noise):
+            settled, at_kink = _undeclared(entries, failing, probe, steps, a, tol, extra)
     if settled:
         _record_kinks(entries, settled, tol, subject, base, ledger)
+    if at_kink:
+        layout = subject.layout
+        ledger.inform(at_kink_finding("entry", ", ".join(layout.label(j) for j in at_kink[:5]), len(at_kink),
+                                      tuple(dict.fromkeys(layout.block_of(j).name for j in at_kink)),
+                                      {"entries": at_kink}))
     return entries
+
+
+#: Failing lines in a row found smooth (their failure stands) after which no more are tested for a kink the
+#: cost does not declare: the check fails on them whatever the others show.
+CONFIRMED_FAILURES = 4
+
+
+def _undeclared(entries: Entries, failing: NDArray, probe: Any, steps: NDArray, a: NDArray, tol: NDArray,
+                extra: NDArray) -> tuple[dict[int, Any], list[int]]:
+    """Failing entries of a cost that declares no kinks, worst first, tested for one near the point
+    (:func:`~layerkit.check.kinks.undeclared`).  Returns those settled, and those found sitting on a kink.
+    An entry measured again at a step clear of a kink that still fails keeps failing on that estimate."""
+    settled: dict[int, Any] = {}
+    at_kink: list[int] = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        order = failing[np.argsort(-(np.abs(entries.values - a) / tol)[failing], kind="stable")]
+    run = 0
+    for j in order[:MAX_LINES]:
+        j = int(j)
+        out = undeclared(coordinate_delta(probe, j), float(steps[j]), float(a[j]), float(extra[j]))  # counted there
+        if out.how in SETTLED:
+            settled[j], run = out, 0
+            continue
+        if out.how == "failing":  # smooth at a smaller step, and wrong there: that estimate stands
+            entries.values[j], entries.atol[j], entries.model[j] = out.value, out.tolerance, out.tolerance
+            entries.mark(np.array([j]))
+            entries.established.append(j)
+        elif out.how == "failing-at-kink":
+            at_kink.append(j)
+        run += 1
+        if run >= CONFIRMED_FAILURES:
+            break
+    return settled, at_kink
 
 
 def _record_kinks(entries: Entries, settled: dict[int, Any], tol: NDArray, subject: Subject, base: Baseline,
@@ -253,9 +304,14 @@ def _record_kinks(entries: Entries, settled: dict[int, Any], tol: NDArray, subje
         names = ", ".join(layout.label(j) for j in smooth[:5]) + (" ..." if len(smooth) > 5 else "")
         own = [j for j in smooth if settled[j].how == "own-piece"]
         sided = [j for j in smooth if settled[j].how == "on-kink"]
-        ledger.inform(nonsmooth_finding("entry", names, len(own), len(sided),
-                                        tuple(dict.fromkeys(layout.block_of(j).name for j in smooth)),
-                                        {"entries": smooth, "own_piece": own, "on_kink": sided}))
+        near = [j for j in smooth if settled[j].how == "near-kink"]
+        distance = max((32 * settled[j].distance for j in near), default=0.0)
+        evidence: dict[str, Any] = {"entries": smooth, "own_piece": own, "on_kink": sided}
+        if near:
+            evidence.update(near_kink=near, distance=distance)
+        tally = Tally(len(own), len(sided), len(near), distance, kinked_sides(subject) is not None)
+        ledger.inform(nonsmooth_finding("entry", names, tally,
+                                        tuple(dict.fromkeys(layout.block_of(j).name for j in smooth)), evidence))
 
 
 def report(entries: Entries, probe: Any, options: CheckOptions, base: Baseline, evaluators: Evaluators,
@@ -272,10 +328,9 @@ def report(entries: Entries, probe: Any, options: CheckOptions, base: Baseline, 
         model_tolerance=entries.model_rtol * np.maximum(np.abs(entries.values), np.abs(base.a)) + entries.model)
     out = Report.build(setting, comparison, n_evals=probe.n_evals + ledger.spent,
                        seconds=time.perf_counter() - base.started, top=options.top)
-    if not probe.cheap:
-        _unresolved(out, entries.model - floor(base.a, dtype), entries, evaluators, ledger)
-        _undecided(out, probe, entries, base, ledger)
-        out = evolve(out, n_evals=probe.n_evals + ledger.spent, seconds=time.perf_counter() - base.started)
+    _unresolved(out, entries.model - floor(base.a, dtype), entries, evaluators, ledger)
+    _undecided(out, probe, entries, base, ledger)
+    out = evolve(out, n_evals=probe.n_evals + ledger.spent, seconds=time.perf_counter() - base.started)
     return ledger.finish(out)
 
 
@@ -286,12 +341,17 @@ def _unresolved(rep: Report, bound: NDArray, entries: Entries, evaluators: Evalu
     s, a = evaluators.subject, rep.analytical
     if rep.mismatch.any():
         return
-    cause = resolution_cause(evaluators.noise, entries.truncation_bound, s.x0.dtype)
+    cause = resolution_cause(evaluators.noise, entries.truncation_bound, s.x0.dtype, evaluators.options.auto_step)
     if float(np.max(np.abs(a), initial=0.0)) <= floor(evaluators.base.a, evaluators.base.rounding_dtype(s.x0.dtype)):
         zero = unresolved_zero(float(np.max(bound, initial=0.0)), "entry", evaluators.noise, s.x0,
                                evaluators.base.cost)
         if zero is not None:
             ledger.fail(unresolved(tuple(b.name for b in s.layout.blocks), zero[0], zero[1], cause))
+        return
+    fixed = None if evaluators.options.auto_step else coarse_fixed_step(
+        s.layout, evaluators.base.a, bound, float(evaluators.options.strategy.step))
+    if fixed is not None:
+        ledger.fail(unresolved(tuple(fixed[1]["blocks"]), fixed[0], fixed[1], cause))
         return
     weak = unresolved_entries(s.layout, evaluators.base.a, bound)
     if weak is None:
@@ -309,7 +369,7 @@ def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger
     :func:`~layerkit.check.verdicts.scales_verdict` over up to :data:`MAX_SCALES` failing entries, the worst
     first).  A non-finite analytic entry fails whatever the estimates say."""
     mismatch, a = rep.mismatch, base.a
-    if not mismatch.any() or (mismatch & ~np.isfinite(a)).any():
+    if not mismatch.any() or (mismatch & ~np.isfinite(a)).any() or mismatch[entries.established].any():
         return
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.abs(rep.numerical - a) / rep.tolerance
@@ -319,7 +379,11 @@ def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger
     if not why:
         bad = np.flatnonzero(mismatch)
         chosen = bad[np.argsort(-ratio[bad], kind="stable")][:MAX_SCALES]
-        scales = across_scales(probe.subset(chosen), a[chosen], rep.numerical[chosen])
+        # the worst entry first: when the scales establish its mismatch, the verdict over all of them is the
+        # same ('' whenever one entry is established), and the other entries' ladders are not needed
+        scales = across_scales(probe.subset(chosen[:1]), a[chosen[:1]], rep.numerical[chosen[:1]])
+        if not scales.established.any() and chosen.size > 1:
+            scales = across_scales(probe.subset(chosen), a[chosen], rep.numerical[chosen])
         why = scales_verdict(scales, [rep.layout.label(int(j)) for j in chosen], rep.numerical[chosen], a[chosen])
     if why:
         ledger.fail(undecided(blocks, why, rep.x.dtype))

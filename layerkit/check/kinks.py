@@ -38,11 +38,15 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
+from .noise import EXCESS_THRESHOLD
 from .report import Finding
 from .tolerance import SAFETY
 
 #: Halvings of the step tried before a line is taken to sit exactly on a kink.
 HALVINGS = 30
+#: Divisions of the step by 8 tried before a line of a cost that declares no kinks is taken to sit on one
+#: (``8^-13``: from a step of ``1e-5`` to below ``1e-16``, where rounding hides any jump).
+SHRINKS = 13
 #: How much coarser than the first tolerance a kink-free re-measurement may be and still settle a failure;
 #: beyond, the result is inconclusive (an error between the two tolerances would pass).
 COARSER = 2.0
@@ -70,6 +74,9 @@ class Settled:
     step: float = 0.0
     #: Evaluations spent: forward passes for the sides and cost changes for the differences.
     evals: int = 0
+    #: For a kink the cost does not declare (:func:`undeclared`): the step below which the stencil stopped
+    #: crossing it (the kink lies between it and twice it), or the smallest step measured at a kink.
+    distance: float = float("nan")
 
 
 def _central(delta: Delta, h: float) -> tuple[float, float]:
@@ -225,21 +232,148 @@ def _verdict(line: _Line, candidates: list[tuple[float, float, float]], analytic
     return Settled("failing", est, tol, step)
 
 
-#: The outcomes of :func:`settle` that settle a failure.
-SETTLED = ("own-piece", "on-kink")
+#: The outcomes of :func:`settle` and :func:`undeclared` that settle a failure.
+SETTLED = ("own-piece", "on-kink", "near-kink")
+
+#: How much coarser than the first tolerance the estimate at a step shrunk below an undeclared kink's distance
+#: may be and still settle a failure (the rounding grows like ``1 / h``: a kink up to 64 times closer than the
+#: step); beyond, the result is inconclusive.  The report's ``detectable`` counts the coarser tolerance.
+NEAR_COARSER = 64.0
 
 
-def finding_text(n: int, names: str, own_piece: int, on_kink: int) -> str:
-    """The message of a ``nonsmooth`` finding for ``n`` settled entries or directions."""
-    how = []
-    if own_piece:
-        how.append(f"{own_piece} measured on the point's own side of every kink agree")
-    if on_kink:
-        how.append(f"{on_kink} sitting on a kink: the analytic value is one of the one-sided slopes (the "
+def rough_cost(noise: Any) -> bool:
+    """Whether a cost's measured noise exceeds its rounding by more than
+    :data:`~layerkit.check.noise.EXCESS_THRESHOLD` times: such a cost is rough at every scale (a staircase of
+    rounded values has a jump at every stair), not piecewise smooth, and :func:`undeclared` cannot tell a
+    kink near the point from its texture, so it is not asked."""
+    return noise is not None and bool(noise.measured) and float(noise.excess) > EXCESS_THRESHOLD
+
+
+def _jump(d: NDArray, n: NDArray, t: float) -> tuple[float, float]:
+    """``|D+ - D-|`` from the changes at ``+t, -t`` and the rounding bound of that difference."""
+    return abs(d[0] / t + d[1] / t), SAFETY * (abs(n[0]) + abs(n[1])) / t
+
+
+def _smooth(j: NDArray, r: NDArray) -> bool:
+    """Whether the jumps ``j`` at steps ``t, t/2, ...`` shrink like the step, as on a smooth cost where
+    ``J''`` dominates them (each between 0.3 and 0.7 of the one before), or are all lost in rounding ``r``.
+    A kink crossed at every step gives ratios near 1, or one near 1 and then a collapse; a cost with
+    ``J'' = 0`` at the point gives ratios near 1/4 and is measured further (:func:`undeclared`)."""
+    if np.all(j <= r):
+        return True
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = j[1:] / j[:-1]
+    return bool(np.all((ratios >= 0.3) & (ratios <= 0.7)))
+
+
+def undeclared(delta: Delta, step: float, analytic: float, extra_tolerance: float) -> Settled:
+    """A failing line of a cost that declares no kinks, tested for one near the point.
+
+    The one-sided slopes ``D+(t) = (J(x + t v) - J(x)) / t`` and ``D-(t) = (J(x) - J(x - t v)) / t`` differ by
+    about ``|J''| t`` on a smooth cost (the jump halves with the step) and by a fraction of the slopes' jump
+    at a kink the stencil crosses (which does not halve).  At ``t = step, step / 2, step / 4`` (6
+    evaluations): jumps that halve each time, or are all lost in rounding, show no kink (``"smooth"``: the
+    failure stands; a kink between ``step / 4`` and ``step`` is the second look's, which measures at a
+    quarter of the step).  Otherwise ``t`` is divided by 8 (at most :data:`SHRINKS` times) until the jump
+    falls below 1/64 of the largest seen: the stencil crosses the kink by at most 1/64 of ``t`` and ``t / 2``
+    does not cross it at all; it lies between ``t`` and ``32 t`` away (``distance``), and the cost is smooth on
+    ``[-t / 2, t / 2]`` -- the one-sided estimates converge.  There, the central difference at ``t / 2`` with
+    its rounding and its truncation (the change from ``t`` to ``t / 2``, which also holds any sliver of
+    crossing at ``t``) is compared with ``analytic``: ``"near-kink"`` when it agrees,
+    ``"failing"`` when it does not (the gradient is wrong at the point, whatever the kink).  A jump that
+    persists until rounding hides it means the point sits on the kink (``"on-kink"``): the analytic value
+    must be one of the one-sided slopes, each measured over ``[0, +-step]`` (one piece, unless another kink
+    lies within the step) and extrapolated, or the line fails (``"failing-at-kink"``)."""
+    spent = [0]
+
+    def at(t: float) -> tuple[NDArray, NDArray]:
+        spent[0] += 4
+        return delta(np.array([t, -t, t / 2, -t / 2]))
+
+    def done(how: str, value: float = float("nan"), tol: float = float("nan"), t: float = 0.0) -> Settled:
+        return Settled(how, value, tol, t, spent[0], t)
+
+    d, n = at(step)
+    (j1, r1), (j2, r2) = _jump(d[:2], n[:2], step), _jump(d[2:], n[2:], step / 2)
+    dq, nq = delta(np.array([step / 4, -step / 4]))
+    spent[0] += 2
+    j4, r4 = _jump(dq, nq, step / 4)
+    jumps, rounding = np.array([j1, j2, j4]), np.array([r1, r2, r4])
+    if not np.all(np.isfinite(jumps)) or _smooth(jumps, rounding):
+        return done("smooth")
+    biggest = float(jumps.max())
+    t = step / 4
+    for _ in range(SHRINKS):
+        t /= 8
+        d, n = at(t)
+        jt, rt = _jump(d[:2], n[:2], t)
+        if not np.isfinite(jt):
+            break
+        if jt <= biggest / 64:  # across the kink by 1/64 of the step at most, and t / 2 not at all
+            e1, e2 = (d[0] - d[1]) / (2 * t), (d[2] - d[3]) / t
+            tol = SAFETY * (abs(n[2]) + abs(n[3])) / t + abs(e1 - e2) + extra_tolerance
+            return done("near-kink" if abs(e2 - analytic) <= tol else "failing", float(e2), float(tol), t)
+        if jt <= rt:
+            break  # the jump is lost in rounding before it shrank: the point sits on the kink
+    sides = []
+    for sign in (1.0, -1.0):  # the point is on the kink: each side of it is one piece, as far as step
+        est, tol = _one_sided(delta, sign * step)
+        spent[0] += 3
+        sides.append((est, tol + extra_tolerance))
+    for est, tol in sorted(sides, key=lambda c: abs(c[0] - analytic)):
+        if abs(est - analytic) <= tol:
+            return Settled("on-kink", est, tol, step, spent[0], t)
+    est, tol = min(sides, key=lambda c: c[1])
+    return Settled("failing-at-kink", est, tol, step, spent[0], t)
+
+
+@frozen
+class Tally:
+    """How the settled lines of a check were settled: ``own_piece`` and ``on_kink`` at kinks layers declare,
+    ``near`` at a kink the cost does not declare, the farthest of which about ``distance`` from the point (in
+    units of the line's parameter); ``declared``: whether the subject declares its kinks."""
+
+    own_piece: int = 0
+    on_kink: int = 0
+    near: int = 0
+    distance: float = 0.0
+    declared: bool = True
+
+    @property
+    def n(self) -> int:
+        return self.own_piece + self.on_kink + self.near
+
+
+def finding_text(names: str, tally: Tally) -> str:
+    """The message of a ``nonsmooth`` finding for the entries or directions of ``tally``."""
+    n, how = tally.n, []
+    if tally.own_piece:
+        how.append(f"{tally.own_piece} measured on the point's own side of every kink agree")
+    if tally.on_kink:
+        how.append(f"{tally.on_kink} sitting on a kink: the analytic value is one of the one-sided slopes (the "
                    "derivative of one piece)")
     what = "entr" + ("y" if n == 1 else "ies")
-    return (f"the finite-difference stencil of {n} {what} ({names}) crossed a kink of a layer that is not "
-            f"differentiable everywhere (e.g. ReLU at 0); measured again, {'; '.join(how)}: not a failure")
+    if tally.near and not (tally.own_piece or tally.on_kink):
+        return (f"the finite-difference stencil of {n} {what} ({names}) crossed a kink of the cost, within "
+                f"{tally.distance:.1e} of the point (the one-sided slopes jump at larger steps and converge at "
+                "smaller ones: the cost is smooth at the point itself); measured at a step that stays clear of "
+                "it, they agree: not a failure")
+    if tally.near:
+        how.append(f"{tally.near} measured at a step clear of a kink within {tally.distance:.1e} of the point agree")
+    where = "a layer that is not differentiable everywhere (e.g. ReLU at 0)" if tally.declared else \
+        "the cost (a point where it is not differentiable: max, abs, a ReLU it does not declare)"
+    return (f"the finite-difference stencil of {n} {what} ({names}) crossed a kink of {where}; measured again, "
+            f"{'; '.join(how)}: not a failure")
+
+
+def at_kink_finding(kind: str, names: str, n: int, blocks: tuple[str, ...], evidence: dict[str, Any]) -> Finding:
+    """``nonsmooth`` for lines whose one-sided slopes differ down to the rounding (the point sits on a kink of
+    the cost) and match neither of them: the analytic value is not the derivative of either piece."""
+    what = ("entr" + ("y" if n == 1 else "ies")) if kind == "entry" else "direction" + ("" if n == 1 else "s")
+    return Finding("nonsmooth", blocks,
+                   f"the point sits on a kink of the cost along {n} {what} ({names}): the one-sided slopes differ "
+                   "at every step down to the rounding, and the analytic value matches neither of them",
+                   evidence)
 
 
 def kinked_sides(subject: Any) -> Callable[[NDArray], NDArray] | None:
@@ -288,7 +422,8 @@ def direction_delta(evaluator: Any, d: Any) -> Delta:
 def coarse(out: Settled, tolerance: float) -> bool:
     """Whether a settled line counts only as undecided: between two one-sided slopes, or measured without
     crossing a kink only within more than :data:`COARSER` times its first ``tolerance``."""
-    return out.how == "between" or out.tolerance > COARSER * tolerance
+    limit = NEAR_COARSER if out.how == "near-kink" else COARSER
+    return out.how == "between" or out.tolerance > limit * tolerance
 
 
 def _names(labels: list[str], most: int) -> str:
@@ -319,25 +454,12 @@ def coarse_finding(kind: str, n: int, labels: list[str], worst: float, blocks: t
         f"there), {_COARSE_TAIL[kind]}", evidence, bearing="undecided")
 
 
-def nonsmooth_finding(kind: str, names: str, own_piece: int, on_kink: int, blocks: tuple[str, ...],
+def nonsmooth_finding(kind: str, names: str, tally: Tally, blocks: tuple[str, ...],
                       evidence: dict[str, Any]) -> Finding:
-    """Not a failure: the stencil of ``own_piece + on_kink`` entries or directions crossed a kink, and measured
-    again without crossing one they agree (:func:`finding_text`)."""
-    n = own_piece + on_kink
-    text = finding_text(n, names, own_piece, on_kink)
+    """Not a failure: the stencil of ``tally.n`` entries (``kind="entry"``) or directions crossed a kink, and
+    measured again without crossing one they agree (:func:`finding_text`)."""
+    n = tally.n
+    text = finding_text(names, tally)
     if kind == "direction":
         text = text.replace("entr" + ("y" if n == 1 else "ies"), "direction" + ("" if n == 1 else "s"), 1)
     return Finding("nonsmooth", blocks, text, evidence)
-
-
-def one_sided_jumps(probe: Any, h: NDArray, scales: tuple[float, ...] = (1.0, 1e-2)) -> list[NDArray]:
-    """The kink test for a cost that declares none: at each of ``scales`` times the steps ``h``, the jump
-    ``|D+ - D-|`` between the forward and the backward one-sided slopes along each of ``probe``'s axes.  At
-    a kink the jump does not shrink with the step; on a smooth cost it shrinks like the step."""
-    jumps = []
-    for scale in scales:
-        hp = probe.snap(h * scale)
-        hm = probe.snap(-h * scale)
-        d = probe.delta(np.stack([hp, hm]))
-        jumps.append(np.abs(d[0] / hp - d[1] / hm))
-    return jumps

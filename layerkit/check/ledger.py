@@ -46,13 +46,6 @@ class Ledger:
         """Evaluations counted so far."""
         return sum(self.evals.values())
 
-    def mark(self) -> dict[str, int]:
-        """The evaluations so far, to :meth:`rewind` to when a step starts over."""
-        return dict(self.evals)
-
-    def rewind(self, mark: dict[str, int]) -> None:
-        self.evals = dict(mark)
-
     def finish(self, report: Report) -> Report:
         """``report`` with the ledger's findings first (verdicts, then explanations), and its notes last."""
         if self.info:

@@ -79,6 +79,10 @@ class Estimate:
         Richardson's own error estimate ``|R - R'|`` (also its truncation), when the strategy gives one.
     relative : float
         The relative rounding of the values themselves (the complex step's only error).
+    measured : bool
+        Whether ``truncation`` is measured alone (the change of the estimate from ``h`` to ``h / 2`` of an
+        exact evaluator), not a model: the tolerance then needs a smaller safety factor on it
+        (:data:`~layerkit.check.tolerance.MEASURED_SAFETY`).
     """
 
     values: NDArray
@@ -87,6 +91,7 @@ class Estimate:
     truncation: NDArray | None = None
     error: NDArray | None = None
     relative: float = 0.0
+    measured: bool = False
 
 
 @runtime_checkable
@@ -101,9 +106,24 @@ class Method(Protocol):
         ...
 
 
+#: Largest fixed step accepted, in units of each axis's length scale ``max(1, |x_j|)``: a step a million
+#: times the scale on which the cost varies measures a secant across the cost, not its derivative at the
+#: point (the truncation alone can be of any size), so it is refused as an argument error.
+MAX_STEP_RATIO = 1e6
+
+
 def nonzero_steps(h: NDArray, step: Any, probe: Probe) -> NDArray:
-    """``h``, unless a snapped step is zero (``x_j + h`` rounds back to ``x_j`` in the probe's dtype) or
-    not finite (``x_j + h`` overflows)."""
+    """``h``, unless a snapped step is zero (``x_j + h`` rounds back to ``x_j`` in the probe's dtype), not
+    finite (``x_j + h`` overflows) or, for a fixed ``step``, absurd (above :data:`MAX_STEP_RATIO` times the
+    axis's length scale)."""
+    if not isinstance(step, str):
+        with np.errstate(over="ignore", invalid="ignore"):
+            ratio = np.abs(h.astype(np.float64)) / np.asarray(probe.scale(), dtype=np.float64)
+        if np.any(~(ratio <= MAX_STEP_RATIO)):
+            j = int(np.flatnonzero(~(ratio <= MAX_STEP_RATIO))[0])
+            raise InputError("step", f"a step of at most {MAX_STEP_RATIO:.0e} times max(1, |x_j|) (a larger one "
+                             "measures a secant across the cost, not its derivative at the point)",
+                             f"{step!r}, {float(ratio[j]):.2g} times the scale of axis {j}")
     if np.any(h == 0):
         j = int(np.flatnonzero(h == 0)[0])
         raise InputError("step", f"a step large enough to change every parameter in {np.dtype(probe.dtype)}",
@@ -230,7 +250,7 @@ class FiniteDifference:
                 truncation = np.fmax(truncation, self.truncation_model(probe, h, d, values))
         else:
             truncation = self.truncation_model(probe, h, d, values)
-        return Estimate(values, h, noise=noise, truncation=truncation)
+        return Estimate(values, h, noise=noise, truncation=truncation, measured=bool(cheap))
 
     def truncation_model(self, probe: Probe, h: NDArray, d: NDArray, values: NDArray) -> NDArray:
         """``(h_j / l_j)^p V_j / l_j`` with ``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (module docstring); the

@@ -23,11 +23,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ComplexEvaluationError
-from ..fast.confirm import EngineRefused
 from . import directional, full
 from .applicability import confirm_analytic
 from .baseline import Baseline
 from .engine import Evaluators, engine_applies
+from .kinks import rough_cost
 from .ledger import Ledger
 from .options import CheckOptions
 from .report import Report
@@ -112,19 +112,13 @@ def full_check(subject: Subject, options: CheckOptions, base: Baseline, evaluato
 def directional_check(subject: Subject, options: CheckOptions, base: Baseline, evaluators: Evaluators,
                       ledger: Ledger, budget: int | None = None) -> Report:
     """Random directions, then localization (:mod:`layerkit.check.directional`), within ``budget``
-    evaluations when given.  An engine that gives up mid-check (a rule that disagrees with its forward, see
-    :mod:`layerkit.check.engine`) hands over to the subject's own cost, and the measurements start over."""
-    evaluator = evaluators.directions()
-    mark = ledger.mark()
-    try:
-        measured, tester = _measure(evaluator, subject, options, base, evaluators, ledger, budget)
-    except EngineRefused as exc:
-        ledger.rewind(mark)
-        measured, tester = _measure(evaluators.refused(exc), subject, options, base, evaluators, ledger, budget)
+    evaluations when given."""
+    measured, tester = _measure(evaluators.directions(), subject, options, base, evaluators, ledger, budget)
     return directional.report(measured, tester, options, base, evaluators, ledger)
 
 
 def _measure(evaluator: Any, subject: Subject, options: CheckOptions, base: Baseline, evaluators: Evaluators,
              ledger: Ledger, budget: int | None) -> tuple[directional.Measured, directional.Tester]:
     tester = directional.Tester(subject, options, evaluators.calibrated(evaluator), base, ledger, budget)
+    tester.rough = rough_cost(evaluators.noise)
     return directional.measure(tester, options.n_directions), tester

@@ -64,7 +64,9 @@ class Scales:
 def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
     """Do estimates at different step scales contradict a mismatch?  Central differences at ``WIDE`` steps
     ``16 h, 4 h, h, ..., h / 4^7`` (``h``: the top of :func:`refine`'s ladder), each with the error estimate
-    of its two neighbours (as in :func:`refine`) and its noise.  A rung *resolves* the mismatch
+    of its two neighbours (as in :func:`refine`) and its noise, and one Richardson level on each pair of
+    consecutive rungs (``O(h^4)``, errors from its neighbours the same way), which resolve on a smooth cost
+    what Richardson's or the complex step's first estimate did.  A rung *resolves* the mismatch
     ``|first - a|`` when ``SAFETY`` times its error is below half of it.  For a smooth cost every resolving
     rung tells the same story: a wrong gradient disagrees with all of them.  A rung that resolves the
     mismatch and agrees with ``a`` contradicts the first estimate: the cost's differences depend on the step
@@ -90,9 +92,18 @@ def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
         H[k] = np.abs(plus[k])
     f = RATIO**2
     E = np.full((WIDE, n), np.inf)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         for k in range(1, WIDE - 1):
             E[k] = np.maximum(np.abs(D[k - 1] - D[k]) / (f - 1), np.abs(D[k] - D[k + 1]) * f / (f - 1))
+        # one Richardson level on each pair of rungs, O(h^4), with the error of its neighbours' change and the
+        # noise of the combination: on a smooth cost these resolve what Richardson or the complex step did
+        X = (f * D[1:] - D[:-1]) / (f - 1)
+        NX = (f * N[1:] + N[:-1]) / (f - 1)
+        EX = np.full(X.shape, np.inf)
+        for k in range(1, X.shape[0] - 1):
+            EX[k] = np.maximum(np.abs(X[k - 1] - X[k]) / (f * f - 1), np.abs(X[k] - X[k + 1]) * f * f / (f * f - 1))
+        D, N, E, H = (np.concatenate([D, X]), np.concatenate([N, NX]), np.concatenate([E, EX]),
+                      np.concatenate([H, H[1:]]))
         a = np.asarray(analytical, dtype=np.float64)
         bound = SAFETY * (np.nan_to_num(E, nan=np.inf) + N)
         mismatch = np.abs(np.asarray(first, dtype=np.float64) - a)

@@ -28,6 +28,7 @@ from ..fast.rules import rule_for
 from ..nn.layers import Layer
 from ..nn.layout import Order, ParameterLayout, check_order
 from ..nn.network import Network, Objective
+from ..numerics import least_precise
 from ..snapshot import preserving
 from .probes import as_scalar_cost
 
@@ -85,6 +86,12 @@ class Subject:
     @property
     def known_rules(self) -> bool:
         return False
+
+    @property
+    def precision(self) -> np.dtype:
+        """The dtype the subject's arithmetic rounds like, as far as it can be seen: the point's own (a
+        network says more, from its activations)."""
+        return least_precise(self.x0.dtype)
 
     def __init__(self, x0: NDArray, layout: ParameterLayout, lambda_: float | None = None,
                  m: int | None = None) -> None:
@@ -230,6 +237,12 @@ class NetworkSubject(Subject):
         if fresh and record:
             self._acts = record
         return self._checked_cost(cost, "at x0"), _gradient(self._last_grad, self.layout.size, "at x0")
+
+    @property
+    def precision(self) -> np.dtype:
+        """The least precise of the parameters' dtype and every activation's at ``x0`` (recorded by the first
+        :meth:`evaluate`): a layer computing in float32 inside a float64 network rounds like float32."""
+        return least_precise(self.x0.dtype, *(self._acts or ()))
 
     @property
     def kinked(self) -> list[tuple[int, tuple[float, ...]]]:

@@ -105,6 +105,11 @@ def scales_verdict(scales: Scales, labels: list[str], first: NDArray, a: NDArray
         return ""
     if scales.agree.any():
         i = int(np.argmax(scales.agree))
+        if not np.isfinite(first[i]):
+            return (f"the cost is not finite at the check's step along {labels[i]} (it overflows there), but at a "
+                    f"step of {scales.step[i]:.2g} its estimate {scales.value[i]:.6g} agrees with the analytic "
+                    f"{a[i]:.6g}: the step, not the gradient, is the cause (a float32 cost with large inputs "
+                    "overflows sooner; float64 or smaller inputs resolve it)")
         return (f"estimates at different steps contradict each other: {labels[i]} is {first[i]:.6g} at the "
                 f"check's step but {scales.value[i]:.6g} at a step of {scales.step[i]:.2g}, where it agrees "
                 f"with the analytic {a[i]:.6g}.  The cost's differences depend on the step more than a smooth "
@@ -116,10 +121,11 @@ def scales_verdict(scales: Scales, labels: list[str], first: NDArray, a: NDArray
 
 
 # ---------------------------------------------------------------------- unresolved: a PASS that would promise nothing
-def resolution_cause(noise: Noise | None, truncation_bound: bool, dtype: Any) -> str:
+def resolution_cause(noise: Noise | None, truncation_bound: bool, dtype: Any, auto_step: bool = False) -> str:
     """What limits the numerical derivative's resolution, and the cure."""
     if truncation_bound:
-        return "the truncation of the difference rule at this step; a smaller step, or the automatic one, resolves more"
+        return "the truncation of the difference rule at this step; a smaller " + (
+            "fixed step may resolve more" if auto_step else "step, or the automatic one, resolves more")
     return (f"the cost's noise ({noise.level:.1e}, {noise.excess:.0f} times its rounding) divided by the "
             "step" if noise is not None and noise.excess > 4 else "the rounding of the cost divided by the "
             "step") + ("; use float64, or check the network with its engine (engine='auto')"
@@ -151,6 +157,38 @@ def unresolved_entries(layout: ParameterLayout, a: NDArray, bound: NDArray) -> t
     return "inconclusive", (f"the numerical derivative cannot resolve the gradient ({names}), so an error as large "
                             "as the gradient itself would pass unnoticed"), \
         {"blocks": [b.name for b, _ in weak], "ratios": [r for _, r in weak]}
+
+
+#: A fixed step whose error bound is this fraction of some block's gradient (or more) does not resolve it
+#: well enough to pass: an error of a tenth of the gradient would go unseen.  Automatic steps resolve about
+#: ``sqrt(eps)`` of it; a fixed step this coarse is the cause, and the check says so.
+FIXED_STEP_RESOLUTION = 0.1
+
+
+def coarse_fixed_step(layout: ParameterLayout, a: NDArray, bound: NDArray, step: float) -> tuple[str, dict[str, Any]] | None:
+    """For a check at a fixed ``step``: the blocks whose error bound reaches :data:`FIXED_STEP_RESOLUTION` of
+    their gradient's size, as an inconclusive verdict's text and evidence (None when every block is resolved)."""
+    absolute = np.abs(a.astype(np.float64))
+    weak = [(b, float(np.linalg.norm(bound[b.slice])) / max(float(np.linalg.norm(absolute[b.slice])), 1e-300))
+            for b in layout.blocks if b.size]
+    weak = [(b, r) for b, r in weak if r >= FIXED_STEP_RESOLUTION]
+    if not weak:
+        return None
+    names = ", ".join(f"{b.name} (error bound {r:.2g} times its gradient's size)" for b, r in weak)
+    return (f"the fixed step {step:g} resolves {names} too coarsely: an error of a tenth of the gradient would "
+            "pass unnoticed; the step is the cause (use the automatic step)"), \
+        {"blocks": [b.name for b, _ in weak], "ratios": [r for _, r in weak], "step": step}
+
+
+def coarse_fixed_directions(tests: tuple[DirectionRecord, ...], step: float) -> tuple[str, dict[str, Any]] | None:
+    """The directional form of :func:`coarse_fixed_step`: a fixed ``step`` whose error bound reaches
+    :data:`FIXED_STEP_RESOLUTION` of ``|u . g|`` along every direction."""
+    ratio = min((t.bound / max(abs(t.analytical), 1e-300) for t in tests), default=0.0)
+    if ratio < FIXED_STEP_RESOLUTION:
+        return None
+    return (f"the fixed step {step:g} resolves the gradient too coarsely (its error bound is at least {ratio:.2g} "
+            "times u . g along every direction): an error of a tenth of the gradient would pass unnoticed; the "
+            "step is the cause (use the automatic step)"), {"ratios": [ratio], "step": step}
 
 
 def unresolved_directions(tests: tuple[DirectionRecord, ...]) -> tuple[str, dict[str, Any]] | None:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..check.kinks import rough_cost
 from ..check.report import Finding, Report
 from ..check.tolerance import SAFETY
 from ..check.verdicts import noisy_cost, rounding_level
@@ -110,7 +111,8 @@ def _causes(case: Case, findings: list[Finding], explained: np.ndarray) -> list[
         ratio = float(np.max(err[bad] / np.maximum(model[bad], np.finfo(float).tiny)))
         if ratio <= 4:
             return findings + [rounding_level(case.blocks_of(bad), ratio, case.report.dtype)]
-        kinked = followups.kinks(case, bad)
+        # a full check has tested its failing entries for kinks itself (and a rough cost has none to find)
+        kinked = followups.kinks(case, bad) if case.directional and not rough_cost(case.report.noise) else None
         if kinked is not None:
             findings.append(kinked[0])
             explained[kinked[1]] = True

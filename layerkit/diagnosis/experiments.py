@@ -79,21 +79,29 @@ class Experiments:
         g[mask] = L2.gradient(subject.lambda_, float(subject.m or 1), subject.x0[mask].astype(np.float64))
         return g
 
-    def check_layers(self) -> list[tuple[int, Any, Report]]:
-        """Each layer of a network checked on its own (directional mode, a few examples) at ``x0``."""
+    def check_layers(self) -> tuple[list[tuple[int, Any, Report]], str]:
+        """Each layer of a network checked on its own (directional mode, a few examples) at ``x0``, in order,
+        while the budget lasts; and what the budget left unchecked ('' when nothing)."""
         subject = self.subject
         if not isinstance(subject, NetworkSubject):
-            return []
-        out = []
+            return [], ""
+        out: list[tuple[int, Any, Report]] = []
         a = subject.objective.X[: min(subject.m or 1, 4)]
-        for k, layer in enumerate(subject.network.layers):
-            self.charge(8)
+        layers = subject.network.layers
+        for k, layer in enumerate(layers):
+            try:
+                self.charge(8)
+            except BudgetExceeded as exc:
+                if not out:
+                    raise
+                rest = ", ".join(str(j) for j in range(k, len(layers)))
+                return out, f"not checked on its own, for the budget ({exc}): layer {rest}"
             rep = self.layer_check(layer, a, k)
             self.spent += rep.n_evals
             out.append((k, layer, rep))
             with np.errstate(all="ignore"):
                 a = layer.forward(a)
-        return out
+        return out, ""
 
 
 class Metered:

@@ -359,3 +359,15 @@ def compose_series(phi: NDArray, u: NDArray) -> NDArray:
             np.multiply(phi[n - 1], power[k - 1], out=tmp)
             out[k - 1] += tmp
     return out
+
+
+#: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
+#: (see :meth:`SigmoidRule.series_bound`): the domain of the bounds that certify series truncations.
+STRIP = np.pi / 2
+
+
+def strip_limit(b: NDArray, strip: float = STRIP) -> NDArray:
+    """Largest ``rho`` per batch item for which changes bounded by ``rho b`` (``b`` of shape ``(B, n)``)
+    stay within the strip ``|Im z| <= strip``: ``strip / max_l b[B, l]`` (infinite where ``b`` is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return strip / np.max(b, axis=1, initial=0.0)

@@ -1,51 +1,40 @@
-"""Confirm a layer's fast-path rules against its own ``forward`` before, and while, the engine relies on them.
+"""Confirm layerkit's rules against a layer's own ``forward`` before the engine relies on them.
 
 A rule (``propagate``, ``series``, ``param_inputs``, ``param_change``, ``direction_change``) restates a layer's
-math for the engine.  If it does not say what ``forward`` computes -- a subclass changed ``forward`` and not
-the rule, ``forward`` was replaced on the instance, a user's rule is simply wrong -- the engine would check the
-rule instead of the layer.  :class:`Rules` answers "may the engine use rule R of layer k?" by comparing, the
-first time it is asked, the rule's prediction with the layer's own ``forward`` under a dense random change
-that moves every unit at once (a change confined to one unit is caught as surely as one spread over all),
-on a random subset of at most :data:`SUBSET` examples (layers act on examples one by one).
+math for the engine (:mod:`layerkit.fast.rules`): only layerkit's own rules do, for layerkit's own math.  On
+an instance of exactly a rule's class they are used as they are (their tests compare them with ``forward``).
+On anything else -- a subclass that inherits the math, a parameterless layer's batched ``forward``
+(:class:`~layerkit.fast.forward_rule.ForwardRule`), an Elementwise layer's ``fn``
+(:class:`~layerkit.fast.fn_rule.FnRule`) -- :class:`Rules` compares, the first time a rule is asked for, its
+prediction with the layer's own ``forward`` on **every** example, under a dense random change that moves
+every unit at once (a change confined to one unit, one example or one batch is caught as surely as one
+spread over all), and with column, rank-one and column-range changes.  A rule that disagrees is not used, and
+a note says so; the engine then takes a path that calls ``forward`` itself.
 
 The change moves every input or parameter by 10% of its size (plus 0.1), so that a rule that says something
 else than ``forward`` differs from it by a sizeable fraction of the change, while the rounding of forming
 ``forward(x + D) - forward(x)`` (at most ``eps`` times the sum of the magnitudes a layer adds up, typically a
 few hundred ``eps`` of the change) stays far below ``sqrt(eps)`` of it: the comparison allows ``sqrt(eps)``
 of the largest change (1.5e-8 in float64, 3.5e-4 in float32), plus ``AGREEMENT eps`` of each value, and for
-``series`` the truncation after 4 terms at ``tau = 1e-3``, about ``1e-12`` of the change.
-A rule that disagrees is not used, and a note says so; the engine then takes a path that calls ``forward``.
-Parameters are moved in the network's own buffer and put back (the caller holds
-:meth:`~layerkit.Network.preserved`).
+``series`` the truncation after 4 terms at ``tau = 1e-3``, about ``1e-12`` of the change.  Parameters are
+moved in the network's own buffer and put back (the caller holds :meth:`~layerkit.Network.preserved`).
 
-A first comparison cannot cover every change a check will make (a rule may be right for the large changes it
-is confirmed with and wrong for the tiny ones of a finite difference, right for one change at a time and
-wrong for a batch, right for every unit but one).  So every call the engine makes to a ``propagate`` rule of
-a layer that is not layerkit's own is spot-checked as it happens (:meth:`Rules.propagate`): each batch item
-of the very change it was given, on :data:`SPOT` random examples, against ``forward`` of the changed input,
-within ``AGREEMENT eps`` of the values and of their column's largest (the changes are small there, so no
-``sqrt(eps)`` allowance).  A
-disagreement raises :class:`RuleMismatch`; the engine then drops the rule and computes again without it.
+A rule here is layerkit's own code describing layerkit's own math, so a first comparison on every example
+is all it needs; nothing a user writes about derivatives is a rule (the cost is the only truth).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from ..numerics import AGREEMENT
+from ..numerics import AGREEMENT, least_precise, machine_eps
 from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange
-from .rules import BoundRule, registered, rule_for
-
-#: Examples a rule is confirmed on (a random subset when there are more).
-SUBSET = 256
-#: Examples each engine call to a user's ``propagate`` is spot-checked on.
-SPOT = 16
+from .fn_rule import Unavailable
+from .rules import BoundRule, registration_for, rule_for
 
 #: The members each rule consists of.
 MEMBERS = {"propagate": ("propagate",), "series": ("series", "series_bound"),
@@ -59,37 +48,6 @@ def _close(predicted: NDArray, actual: NDArray, scale: NDArray, eps: float) -> b
         allowed = AGREEMENT * eps * np.asarray(scale, dtype=np.float64) \
             + np.sqrt(eps) * float(np.max(np.abs(actual), initial=0.0))
     return bool(np.all(np.isfinite(diff)) and np.all(diff <= allowed))
-
-
-class RuleMismatch(Exception):
-    """A rule disagreed with its layer's forward on a change the engine gave it (see :meth:`Rules.propagate`)."""
-
-    def __init__(self, k: int, rule: str, difference: float) -> None:
-        super().__init__(f"the {rule} rule of layer {k} disagreed with its forward by {difference:.2e}")
-        self.k, self.rule, self.difference = k, rule, difference
-
-
-class EngineRefused(Exception):
-    """A rule an engine relies on disagreed with its layer's forward during a check, and the engine has no way
-    to go on without it: the check starts over with the subject's own cost (the message says which rule)."""
-
-
-T = TypeVar("T")
-
-
-def answer(rules: Rules, request: Callable[[], T], without: Callable[[], None] | None) -> T:
-    """The one policy for a rule that disagrees with its layer's forward mid-check: the rule is refused (a note
-    says so) and ``request`` is answered again without it, after ``without()`` has dropped what was built on
-    the rule (the Taylor tables).  An engine with no way to answer without the rule (``without`` None) raises
-    :class:`EngineRefused` instead, and the check starts over on the subject's own cost."""
-    while True:
-        try:
-            return request()
-        except RuleMismatch as exc:
-            rules.refuse(exc)
-            if without is None:
-                raise EngineRefused(rules.notes[-1]) from None
-            without()
 
 
 @frozen(eq=False)
@@ -113,18 +71,12 @@ class Rules:
 
     def __init__(self, layers: list[Any], acts: list[NDArray], bindings: Any, params: NDArray, layout: Any,
                  seed: int = 0) -> None:
-        """Rules of layerkit's own layers (exactly their classes, nothing set on the instance) are taken as they
-        are: their tests compare them with ``forward``.  Everything else is confirmed."""
         self.layers, self.acts, self.params, self.layout = layers, acts, params, layout
         self.impl: list[BoundRule] = [rule_for(layer) for layer in layers]
         self.bindings = {b.index: b for b in bindings}
         self.rng = np.random.default_rng(seed)
-        m = acts[0].shape[0]
-        self.rows = np.sort(self.rng.choice(m, size=min(m, SUBSET), replace=False))
         self._known: dict[tuple[int, str], bool] = {}
         self.notes: list[str] = []
-        self.spot = np.sort(self.rng.choice(m, size=min(m, SPOT), replace=False))
-        self._lock = threading.Lock()
 
     def trusted(self, k: int, rule: str) -> bool:
         """Whether layer ``k``'s ``rule`` is layerkit's own, on an instance of exactly its class with nothing
@@ -135,69 +87,13 @@ class Rules:
         """The rule members of layer ``k``, for the engine; use :meth:`ok` first."""
         return self.impl[k]
 
-    def refuse(self, exc: RuleMismatch) -> None:
-        """Stop using a rule that disagreed during a check, with a note."""
-        self._known[exc.k, exc.rule] = False
-        layer = self.layers[exc.k]
-        self.notes.append(f"the {exc.rule} rule of layer {exc.k} ({layer!r}) disagreed with its forward on a "
-                          f"change the check made (by {exc.difference:.2e}); the engine calls its forward "
-                          "instead")
-
-    def param_change(self, k: int, name: str, row: int, cols: Any, steps: NDArray, x: NDArray,
-                     width: int) -> Any:
-        """``layers[k].param_change(...)``, spot-checked unless the rule is layerkit's own: every batch item, on
-        :data:`SPOT` examples, against ``steps[b] F[:, c_b]`` in output column ``row`` (``F`` from
-        ``param_inputs``, itself confirmed against ``forward``); ``width`` is the output's.  Raises
-        :class:`RuleMismatch` on disagreement."""
-        rule = self.impl[k]
-        change = rule.param_change(name, row, cols, steps, x)
-        if self.trusted(k, "param_change"):
-            return change
-        idx = self.spot
-        got = np.asarray(change.rows(idx, width), dtype=np.float64)
-        F = rule.param_inputs(name, x)
-        c = np.arange(F.shape[1])[cols]
-        expect = np.zeros_like(got)
-        for b, cb in enumerate(c):
-            expect[b, :, row] = float(steps[b]) * F.columns(int(cb), int(cb) + 1, np.float64)[idx, 0]
-        eps = float(np.finfo(np.result_type(x.dtype, np.float32)).eps)
-        diff = np.abs(got - expect)
-        if not (np.all(np.isfinite(diff)) and np.all(diff <= AGREEMENT * eps * (np.abs(expect) + np.abs(got)))):
-            raise RuleMismatch(k, "param_change", float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf))))
-        return change
+    def param_change(self, k: int, name: str, row: int, cols: Any, steps: NDArray, x: NDArray, width: int) -> Any:
+        """``layers[k].param_change(...)`` (a rule :meth:`ok` confirmed)."""
+        return self.impl[k].param_change(name, row, cols, steps, x)
 
     def propagate(self, k: int, x: NDArray, y: NDArray, change: Any) -> Any:
-        """``layers[k].propagate(x, y, change)``, spot-checked unless the rule is layerkit's own: every batch
-        item of ``change`` on :data:`SPOT` examples against ``forward`` (module docstring).  Raises
-        :class:`RuleMismatch` on disagreement."""
-        layer, rule = self.layers[k], self.impl[k]
-        if self.trusted(k, "propagate"):
-            return rule.propagate(x, y, change)
-        idx = self.spot
-        before = change.rows(idx, x.shape[1])  # taken first: a rule may consume the change it is given
-        out = rule.propagate(x, y, change)
-        got = np.asarray(out.rows(idx, y.shape[1]), dtype=np.float64)
-        B, k_rows, n_in = before.shape
-        stacked = (x[idx][None] + before).reshape(B * k_rows, n_in).astype(x.dtype)
-        with self._lock, np.errstate(all="ignore"):  # forward may keep caches: one caller at a time
-            after = np.asarray(layer.forward(np.ascontiguousarray(stacked)), dtype=np.float64)
-        if after.shape != (B * k_rows, y.shape[1]):
-            raise RuleMismatch(k, "propagate", float("inf"))
-        after = after.reshape(B, k_rows, y.shape[1])
-        ys = y[idx].astype(np.float64)[None]
-        eps = float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
-        diff = np.abs(got - (after - ys))
-        # forming forward(x + d) - y rounds with the size of the terms a layer sums, which a value near zero
-        # hides: the largest value of each column over the examples stands in for them
-        size = np.abs(after) + np.abs(ys)
-        if rule.has("forward_scale"):  # a sum of large terms can be small: their size is the rounding's
-            terms = np.asarray(rule.forward_scale(stacked), dtype=np.float64).reshape(after.shape)
-            size = size + terms + np.asarray(rule.forward_scale(x[idx]), dtype=np.float64)[None]
-        allowed = AGREEMENT * eps * (size + np.abs(got) + np.max(size, axis=1, keepdims=True))
-        if not (np.all(np.isfinite(diff)) and np.all(diff <= allowed)):
-            worst = float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf)))
-            raise RuleMismatch(k, "propagate", worst)
-        return out
+        """``layers[k].propagate(x, y, change)`` (a rule :meth:`ok` confirmed)."""
+        return self.impl[k].propagate(x, y, change)
 
     def confirm(self, k: int, rule: str) -> bool:
         """Compare layer ``k``'s ``rule`` with its ``forward`` now, whoever wrote it (a layer's contract test
@@ -217,13 +113,15 @@ class Rules:
                 self._known[key] = True
                 return True
             if not agrees and layer is not None and "forward" in getattr(layer, "__dict__", {}) \
-                    and (registered(type(layer)) or all(hasattr(type(layer), n) for n in MEMBERS[rule])):
+                    and registration_for(_class_only(layer)) is not None:
                 self.notes.append(f"layer {k} ({layer!r}) has a forward of its own, set on the instance: its "
                                   f"class's {rule} rule is not used; the engine calls that forward instead")
             if agrees:
                 try:
                     with np.errstate(all="ignore"):
                         agrees = getattr(self, "_" + rule)(k, self.impl[k])
+                except Unavailable:  # an fn without a derived series: its exact path is used, nothing to say
+                    agrees = False
                 except (NotImplementedError, TypeError, ValueError, AttributeError, IndexError) as exc:
                     # a rule that cannot handle a kind of change it may be given is not used; any other
                     # exception is the layer's own failure and reaches the caller
@@ -239,8 +137,10 @@ class Rules:
 
     # ------------------------------------------------------------------ one comparison per rule
     def _io(self, k: int) -> tuple[NDArray, NDArray, float]:
-        x, y = self.acts[k][self.rows], self.acts[k + 1][self.rows]
-        return x, y, float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
+        """The layer's input and output on every example (the arrays themselves), and the eps of the less
+        precise of the two (a float64 layer fed float32 rounds its input change like float32)."""
+        x, y = self.acts[k], self.acts[k + 1]
+        return x, y, machine_eps(least_precise(np.result_type(y.dtype, np.float32), x))
 
     def _forward(self, rule: BoundRule, x: NDArray) -> NDArray:
         return np.asarray(rule.layer.forward(np.ascontiguousarray(x)))
@@ -382,3 +282,13 @@ def out_dense(change: SeriesChange, shape: tuple[int, int]) -> NDArray:
     if change.v is not None:
         return change.coeffs[:, 0][..., None] * change.v[0]
     return change.coeffs[:, 0]
+
+
+class _Bare:
+    """An object of a layer's class with nothing set on it (to ask whether the class itself has a rule)."""
+
+
+def _class_only(layer: Any) -> Any:
+    bare = _Bare()
+    bare.__class__ = type(layer)
+    return bare

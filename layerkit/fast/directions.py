@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from ..nn.losses import L2
 from ..nn.network import Network
 from ..numerics import Direction
 from .changes import ColumnsChange
-from .confirm import Prediction, Rules, answer
+from .confirm import Prediction, Rules
 from .loss_rules import has_loss_rule
 from .rules import rule_for
 from .state import NetworkState
@@ -39,10 +38,12 @@ class NetworkDirections:
     """
 
     exact = True
-    noise_excess = 1.0
 
     def __init__(self, state: NetworkState, x0: NDArray, f0: float) -> None:
         self.x0, self.f0, self.dtype = x0, float(np.real(f0)), x0.dtype
+        self.eps = max(float(np.finfo(self.dtype).eps), state.eps)
+        #: As :attr:`~layerkit.fast.probe.NetworkProbe.noise_excess`.
+        self.noise_excess = self.eps / float(np.finfo(self.dtype).eps)
         self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
         self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
         self.owner: list[tuple[int, str, Any]] = [(b.index, b.param, self.net.layout[b.block])
@@ -113,7 +114,7 @@ class NetworkDirections:
             su = flat_steps[:, None] * np.repeat(U[:, pen][None], S, axis=0).reshape(S * k, -1)
             pterms = L2.change(self.lambda_, self.m, th[None, :], su)
             total = total + pterms.sum(axis=1)
-            noise = noise + 4 * float(np.finfo(self.dtype).eps) * np.abs(pterms).sum(axis=1)
+            noise = noise + 4 * self.eps * np.abs(pterms).sum(axis=1)
         return total.reshape(S, k), noise.reshape(S, k)
 
     def _group(self, dirs: Sequence[Direction], idx: list[int], steps: NDArray) -> tuple[NDArray, NDArray]:
@@ -140,8 +141,8 @@ class NetworkDirections:
         for j, d in enumerate(dirs):
             groups.setdefault((d.lo, d.hi), []).append(j)
         with np.errstate(all="ignore"):
-            for idx in groups.values():  # a rule refused here leaves the engine unable to go on: EngineRefused
-                out[:, idx], noise[:, idx] = answer(self.rules, partial(self._group, dirs, idx, steps), None)
+            for idx in groups.values():
+                out[:, idx], noise[:, idx] = self._group(dirs, idx, steps)
         self.n_evals += steps.size
         return out, np.maximum(noise, 2 * self.noise_floor)
 

@@ -18,12 +18,12 @@ class ForwardRule:
     """``propagate`` of a layer without parameters and without a rule, by calling its own ``forward`` on many
     changed inputs at once: the batch's ``(B, m, n)`` inputs stacked along the example axis into one call.
 
-    A column change of an elementwise layer that treats every entry alike (found out on first use: its
-    forward commutes with a shuffle of the entries) is packed tighter: the ``B m`` changed values of the
-    column fill a ``(B m / n, n)`` input, ``n`` times fewer than stacking.  ``forward(x + D) - forward(x)``
-    cancels: it carries about ``eps |y|`` of rounding per unit, which the engine's rounding bound for a
-    rule that is not layerkit's own accounts for.  Every call is spot-checked against ``forward`` on the
-    original layout (:meth:`~layerkit.fast.confirm.Rules.propagate`).
+    A column change of an elementwise layer that treats every entry alike (found out on first use, on every
+    example: its forward commutes with a shuffle of all the entries) is packed tighter: the ``B m`` changed
+    values of the column fill a ``(B m / n, n)`` input, ``n`` times fewer than stacking.
+    ``forward(x + D) - forward(x)`` cancels: it carries about ``eps |y|`` of rounding per unit, which the
+    engine's rounding bound for a cancelling rule accounts for.  Before first use the rule is compared with
+    ``forward`` on the original layout, on every example (:class:`~layerkit.fast.confirm.Rules`).
     """
 
     cancels = True
@@ -37,22 +37,20 @@ class ForwardRule:
             return np.asarray(self.layer.forward(np.ascontiguousarray(x)))
 
     def uniform(self, x: NDArray, y: NDArray) -> bool:
-        """Whether the layer acts on each entry alone, by one function: ``forward`` of a shuffle of (a sample
-        of) ``x``'s entries is the same shuffle of their outputs, within ``64 eps`` of each value."""
+        """Whether the layer acts on each entry alone, by one function, on every example: ``forward`` of a
+        shuffle of all of ``x``'s entries is the same shuffle of their outputs, within ``64 eps`` of each
+        value (one forward call on the whole input; a layer that treats one entry of one example differently
+        is not packed)."""
         memo = self._uniform
         if memo is not None and memo[0] is x:
             return memo[1]
-        rng = np.random.default_rng(0x756E69)
-        rows = np.sort(rng.choice(x.shape[0], size=min(x.shape[0], 64), replace=False))
-        sample = x[rows]
-        perm = rng.permutation(sample.size)
+        perm = np.random.default_rng(0x756E69).permutation(x.size)
         ok = False
         try:
-            shuffled = self._forward(sample.reshape(-1)[perm].reshape(sample.shape))
-            base = np.asarray(y[rows])
-            if shuffled.shape == sample.shape:
+            shuffled = self._forward(x.reshape(-1)[perm].reshape(x.shape))
+            if shuffled.shape == x.shape:
                 eps = float(np.finfo(np.result_type(y.dtype, np.float32)).eps)
-                expect = base.reshape(-1)[perm].reshape(sample.shape).astype(np.float64)
+                expect = np.asarray(y).reshape(-1)[perm].reshape(x.shape).astype(np.float64)
                 diff = np.abs(shuffled.astype(np.float64) - expect)
                 ok = bool(np.all(diff <= 64 * eps * np.abs(expect)) and np.all(np.isfinite(diff)))
         except Exception:  # noqa: BLE001 - a forward that refuses the shuffle is not uniform

@@ -1,5 +1,6 @@
-"""layerkit's own rules (see :mod:`layerkit.fast.rules`): Dense, Sigmoid and any :class:`~layerkit.Elementwise`
-layer.  Importing this module (``layerkit.fast`` does) registers them.
+"""layerkit's own rules (see :mod:`layerkit.fast.rules`): Dense, Sigmoid, Tanh, ReLU, LeakyReLU and Identity;
+any other :class:`~layerkit.Elementwise` layer gets :class:`~layerkit.fast.fn_rule.FnRule`.  Importing this
+module (``layerkit.fast`` does) registers them.
 """
 
 from __future__ import annotations
@@ -24,19 +25,9 @@ from .changes import (
     compose_series,
     sigmoid_change,
     sigmoid_series,
+    strip_limit,
 )
 from .rules import register_rule
-
-#: Half-width of the strip ``|Im z| <= pi/2`` in which ``|sigmoid(z)| <= 1`` and ``|sigmoid'(z)| <= 1/2``
-#: (see :meth:`SigmoidRule.series_bound`): the domain of the bounds that certify series truncations.
-STRIP = np.pi / 2
-
-
-def strip_limit(b: NDArray, strip: float = STRIP) -> NDArray:
-    """Largest ``rho`` per batch item for which changes bounded by ``rho b`` (``b`` of shape ``(B, n)``)
-    stay within the strip ``|Im z| <= strip``: ``strip / max_l b[B, l]`` (infinite where ``b`` is 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return strip / np.max(b, axis=1, initial=0.0)
 
 
 class DenseRule:
@@ -191,9 +182,9 @@ def _own(layer: Any, name: str) -> bool:
 
 
 class ElementwiseRule:
-    """Any :class:`~layerkit.Elementwise` layer: changes through its ``change`` (or ``fn(x + d) - y``), series
-    through its ``taylor`` with the bound of its ``strip`` and ``slope``, when it has them (each taken only
-    when defined as far down as ``fn``)."""
+    """layerkit's own Elementwise layers (Tanh, ReLU, LeakyReLU, Identity): changes through their ``change``
+    (or ``fn(x + d) - y``), series through their ``taylor`` with the bound of their ``strip`` and ``slope``,
+    when they have them."""
 
     def __init__(self, layer: Elementwise) -> None:
         self.layer = layer
@@ -256,8 +247,11 @@ class ElementwiseRule:
         return b * float(slope), strip_limit(b, float(strip))
 
 
-register_rule(Dense, DenseRule, reads=("forward",), builtin=True)
-register_rule(Sigmoid, SigmoidRule, reads=("forward", "fn", "derivative", "change", "taylor"), builtin=True)
-register_rule(Elementwise, ElementwiseRule, reads=("forward",))
+register_rule(Dense, DenseRule, reads=("forward",))
+register_rule(Sigmoid, SigmoidRule, reads=("forward", "fn", "derivative", "change", "taylor"))
 for _cls in (Tanh, ReLU, LeakyReLU, Identity):
-    register_rule(_cls, ElementwiseRule, reads=("forward", "fn", "derivative", "change", "taylor"), builtin=True)
+    register_rule(_cls, ElementwiseRule, reads=("forward", "fn", "derivative", "change", "taylor", "strip", "slope"))
+
+from .fn_rule import FnRule  # noqa: E402
+
+register_rule(Elementwise, FnRule, reads=("forward",))

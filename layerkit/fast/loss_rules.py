@@ -19,8 +19,7 @@ from numpy.typing import NDArray
 
 from ..nn.activations import sigmoid
 from ..nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy, log_softmax
-from .changes import SeriesChange, compose_series, loss_change, loss_series
-from .layer_rules import strip_limit
+from .changes import SeriesChange, compose_series, loss_change, loss_series, strip_limit
 
 #: Most Taylor terms of a loss's rank-one expansion (beyond, the exact identity).
 MAX_LOSS_TERMS = 8

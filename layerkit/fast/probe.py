@@ -63,7 +63,7 @@ from ..nn.losses import L2
 from ..nn.network import Network, evaluation_overrides
 from ..numerics import AGREEMENT, NOISE_C, scaled
 from .changes import Change, ColumnChange
-from .confirm import Prediction, answer
+from .confirm import Prediction
 from .exact import ExactPath
 from .loss_rules import has_loss_rule
 from .series import SeriesBlock, available
@@ -82,7 +82,6 @@ class NetworkProbe:
     """
 
     cheap = True
-    noise_excess = 1.0
 
     def __init__(self, state: NetworkState, x0: NDArray, f0: float, workers: int | None = None,
                  axis_scale: NDArray | None = None) -> None:
@@ -99,7 +98,10 @@ class NetworkProbe:
         self.net, self.layers, self.acts, self.Y = state.net, state.layers, state.acts, state.Y
         self.loss, self.m, self.lambda_, self.penalized = state.loss, state.m, state.lambda_, state.penalized
         self.Z = state.acts[-1]
-        self.eps = float(np.finfo(self.dtype).eps)
+        self.eps = max(float(np.finfo(self.dtype).eps), state.eps)
+        #: The roundoff the network's arithmetic carries in units of the parameters' dtype's (above 1 when a
+        #: layer computes in a less precise dtype): automatic steps grow with it.
+        self.noise_excess = self.eps / float(np.finfo(self.dtype).eps)
         self.fp = ForwardPass.of(state)
         self.rules, self.magnitude = self.fp.rules, self.fp.magnitude
         self.exact = ExactPath(self.fp, self.eps)
@@ -138,11 +140,9 @@ class NetworkProbe:
 
     def delta(self, steps: NDArray, axes: NDArray | None = None) -> NDArray:
         """``J(x + steps[s, k] e_{axes[k]}) - J(x)`` for all coordinates (``axes=None``) or the given ones
-        (NaN or inf where a change overflows: huge steps).  A user's rule that disagrees with its forward on
-        a change made here is refused and the changes computed again without it
-        (:func:`~layerkit.fast.confirm.answer`)."""
+        (NaN or inf where a change overflows: huge steps)."""
         with np.errstate(all="ignore"):
-            return answer(self.rules, lambda: self._delta(steps, axes), self._forget_tables)
+            return self._delta(steps, axes)
 
     def aside(self, steps: NDArray, axes: NDArray) -> tuple[NDArray, NDArray]:
         """``delta`` and its rounding bound for a request that is not part of the check's own evaluations
@@ -153,10 +153,6 @@ class NetworkProbe:
         noise = self._noise[1]
         self.n_evals, self._noise = n_evals, cached
         return values, noise
-
-    def _forget_tables(self) -> None:
-        """Tables are built and confirmed again, against the path without a refused rule."""
-        self._series = {}
 
     def _delta(self, steps: NDArray, axes: NDArray | None) -> NDArray:
         given = steps
@@ -204,12 +200,17 @@ class NetworkProbe:
                 rest = local
         R = self.rounding(b, block)[local]
         noise[:, cols_out] = NOISE_C * self.eps * np.abs(st.astype(np.float64)) * np.nan_to_num(R, nan=0.0)
-        if rest.size and self.exact.structured(b.index, block):
+        if (rest.size and self.exact.structured(b.index, block)) or (series is not None and self._derived_after(b)):
             noise[:, cols_out] += self.exact.cancellation(b, block)[local]
         if not rest.size:
             return None
         where = cols_out if rest.size == local.size else cols_out[np.isin(local, rest)]
         return b, block, rest, steps[:, where], where
+
+    def _derived_after(self, b: Binding) -> bool:
+        """Whether a layer after the block reads series coefficients derived from its ``fn``
+        (:attr:`~layerkit.fast.rules.BoundRule.derived`): its tables carry that layer's subtraction rounding."""
+        return any(self.rules.rule(k).derived for k in range(b.index + 1, len(self.layers)))
 
     def _run_exact(self, jobs: list[tuple[Any, ...]], out: NDArray, noise: NDArray) -> None:
         """The exact path for what the tables left: the generic path first (it writes into the network's
@@ -270,6 +271,8 @@ class NetworkProbe:
         allowed = AGREEMENT * (2 * tnoise + self.loss.budget() / self.m) + 1e-300
         if not self.exact.structured(b.index, block):
             allowed = allowed + AGREEMENT * self.exact.generic_noise
+        else:  # the exact path's own subtractions
+            allowed = allowed + AGREEMENT * 2 * self.exact.cancellation(b, block)[local[pick]]
         if np.all(np.abs(exact - values[:, pick]) <= allowed):
             series.confirmed = True
             return True
@@ -282,9 +285,6 @@ class NetworkProbe:
     def predict(self, flat: NDArray, values: NDArray) -> tuple[float, float]:
         """The engine's cost change for ``theta[flat] += values`` (entries of one block, in one row of a
         Dense-like block when the structured path is used), and a bound on its rounding."""
-        return answer(self.rules, lambda: self._predict(flat, values), self._forget_tables)
-
-    def _predict(self, flat: NDArray, values: NDArray) -> tuple[float, float]:
         b = next(bd for bd in self.state.bindings if self.net.layout[bd.block].start <= flat[0]
                  < self.net.layout[bd.block].stop)
         block = self.net.layout[b.block]
@@ -393,14 +393,13 @@ class NetworkSubset:
     """A :class:`NetworkProbe` restricted to some coordinates (the probe protocol over those axes only)."""
 
     cheap = True
-    noise_excess = 1.0
-
 
     def __init__(self, parent: NetworkProbe, axes: NDArray) -> None:
         self.parent, self.axes = parent, axes
         self.x = parent.x
         self.dtype, self.real_dtype = parent.dtype, parent.real_dtype
         self.n_axes = int(axes.size)
+        self.noise_excess = parent.noise_excess
 
     @property
     def n_evals(self) -> int:

@@ -1,4 +1,4 @@
-"""Per-layer rules of the fast engine, in a registry: ``register_rule(LayerType, factory)``.
+"""Per-layer rules of the fast engine: ``register_rule(LayerType, factory)`` for layerkit's own layers.
 
 A *rule* restates a layer's math for the engine, so that a check evaluates only what a perturbation changes
 (see :mod:`layerkit.fast.changes` for the change types).  It is an object with any of these members:
@@ -18,18 +18,18 @@ A *rule* restates a layer's math for the engine, so that a check evaluates only 
     The size of the terms ``forward(x)`` sums for each output (its rounding is about ``eps`` times that),
     for a layer whose outputs can be small sums of large terms (Dense).
 
-Layers know nothing of rules.  A rule registered for a class applies to its instances, and to instances of a
-subclass that redefines none of the members the rule reads (``reads``, ``forward`` always among them): a
-subclass with its own ``forward`` would otherwise be checked with its parent's math.  Nothing of the layer's
-math set on the instance either.  The most derived applicable registration wins.
+**The cost is the only truth.**  A rule stands behind a check's numerical reference only when it is
+layerkit's own code describing layerkit's own math: registered here for one of layerkit's layer classes, and
+applied to an instance whose class redefines none of the members the rule reads (``reads``, ``forward``
+always among them) and whose instance sets none of them.  On an instance of exactly the registered class
+such a rule is used as it is (``trusted``); on a subclass's it is first confirmed against the layer's own
+``forward`` on every example (``known``; see :mod:`layerkit.fast.confirm`).
 
-A layer may still define rule members itself (as methods, each defined at least as far down its class
-hierarchy as its ``forward``); those take precedence over a registered rule.
-
-Every rule that is not layerkit's own, on an instance of exactly the class it was registered for, is
-confirmed against the layer's ``forward`` before and while the engine uses it (:mod:`layerkit.fast.confirm`).
-A layer without parameters and without any rule gets :class:`~layerkit.fast.forward_rule.ForwardRule`, which
-calls its ``forward`` on many perturbations at once.
+Nothing a user supplies about derivatives is used.  A user's layer gets what its ``forward`` computes: for a
+layer without parameters, batched calls of that ``forward``
+(:class:`~layerkit.fast.forward_rule.ForwardRule`); for an :class:`~layerkit.Elementwise` one, its ``fn``
+(:class:`~layerkit.fast.fn_rule.FnRule`, Taylor coefficients derived from ``fn`` at complex points when it is
+analytic); for a layer with parameters, a re-run of the layers from its own.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 from attrs import frozen
 
 from .._classes import defined_in
+from ..errors import InputError
 from .forward_rule import ForwardRule
 
 #: Every member a rule may have.
@@ -54,48 +55,35 @@ class Registration:
     layer_type: type
     factory: Callable[[Any], Any]
     reads: tuple[str, ...]
-    builtin: bool
 
 
 _REGISTRY: dict[type, Registration] = {}
 
 
-def register_rule(layer_type: type, factory: Callable[[Any], Any], *, reads: tuple[str, ...] = ("forward",),
-                  builtin: bool = False) -> None:
-    """Make ``factory(layer)`` the engine's rule for instances of ``layer_type`` (and of subclasses that redefine
-    none of ``reads``; ``"forward"`` is always included).  Registering a class again replaces its rule.
-
-    ``builtin`` is for layerkit's own layers, whose rules are tested against ``forward`` and used without
-    confirmation on instances of exactly ``layer_type``.
-    """
+def register_rule(layer_type: type, factory: Callable[[Any], Any], *, reads: tuple[str, ...] = ("forward",)) -> None:
+    """Make ``factory(layer)`` the engine's rule for instances of ``layer_type`` (one of layerkit's layer
+    classes) and of subclasses that redefine none of ``reads`` (``"forward"`` is always included).
+    Registering a class again replaces its rule."""
     if not isinstance(layer_type, type):
-        from ..errors import InputError
-
         raise InputError("register_rule(layer_type)", "a class", repr(layer_type))
+    if not _own_code(layer_type) or not _own_code(factory):
+        raise InputError("register_rule", "one of layerkit's own layer classes and rules (a rule restates a "
+                         "layer's derivatives, and nothing a user supplies about derivatives may stand behind a "
+                         "check's reference)", f"{layer_type!r} and {factory!r}")
     if not callable(factory):
-        from ..errors import InputError
-
         raise InputError("register_rule(factory)", "a callable taking the layer and returning its rule",
                          repr(factory))
     names = ("forward",) + tuple(n for n in reads if n != "forward")
-    _REGISTRY[layer_type] = Registration(layer_type, factory, names, builtin)
+    _REGISTRY[layer_type] = Registration(layer_type, factory, names)
+
+
+def _own_code(obj: Any) -> bool:
+    return str(getattr(obj, "__module__", "")).split(".")[0] == "layerkit"
 
 
 def unregister_rule(layer_type: type) -> None:
     """Remove the rule registered for exactly ``layer_type`` (nothing if there is none)."""
     _REGISTRY.pop(layer_type, None)
-
-
-def provides(layer: Any, *members: str) -> bool:
-    """Whether ``layer`` itself has every member, each defined at least as far down its class hierarchy as
-    its ``forward`` (a ``forward`` set on the instance requires the members on the instance too)."""
-    if layer is None:
-        return False
-    own = getattr(layer, "__dict__", {})
-    if "forward" in own:
-        return all(name in own for name in members)
-    cls = type(layer)
-    return all(hasattr(layer, name) and defined_in(cls, name) <= defined_in(cls, "forward") for name in members)
 
 
 def _applies(reg: Registration, layer: Any) -> bool:
@@ -118,17 +106,13 @@ def registration_for(layer: Any) -> Registration | None:
     return None
 
 
-def registered(cls: type) -> bool:
-    """Whether a rule is registered for ``cls`` or one of its bases."""
-    return any(klass in _REGISTRY for klass in cls.__mro__)
-
-
 class BoundRule:
-    """The rule members the engine may use for one layer, whoever supplies them (module docstring).
+    """The rule members the engine may use for one layer (module docstring).
 
-    ``known`` is True for layerkit's own rule on a layer whose math it describes (nothing it reads redefined
-    or set on the instance), ``trusted`` when the layer is moreover an instance of exactly the rule's class:
-    such a rule is used without confirmation.  ``source`` says where the rule comes from.
+    ``known`` is True for layerkit's own rule on a layer whose math it describes, ``trusted`` when the layer
+    is moreover an instance of exactly the rule's class.  ``source`` says where the rule comes from:
+    ``"registered for NAME"``, ``"forward"`` (batched calls of a parameterless layer's own ``forward``) or
+    ``"none"`` (a layer with parameters and no rule of layerkit's: the engine re-runs it).
     """
 
     def __init__(self, layer: Any) -> None:
@@ -138,31 +122,29 @@ class BoundRule:
         self.known = False
         #: Whether ``propagate`` forms ``f(x + d) - f(x)`` by subtraction (about ``eps |f|`` of rounding).
         self.cancels = False
+        #: Whether ``series`` reads coefficients derived numerically from the layer's ``fn`` (accurate to about
+        #: ``eps |f|`` each, not ``eps |f'|``: see :class:`~layerkit.fast.fn_rule.FnRule`).
+        self.derived = False
         self._columnwise: Callable[[Any, Any], bool] | None = None
         self.source = "none"
-        own = [name for name in RULE_MEMBERS if provides(layer, name)]
-        for name in own:
-            self.members[name] = getattr(layer, name)
         reg = registration_for(layer) if layer is not None else None
         if reg is not None:
             rule = reg.factory(layer)
             for name in RULE_MEMBERS:
-                if name not in self.members and hasattr(rule, name):
+                if hasattr(rule, name):
                     self.members[name] = getattr(rule, name)
-            self.cancels = "propagate" not in own and bool(getattr(rule, "cancels", False))
-            if "propagate" not in own:
-                self._columnwise = getattr(rule, "columnwise", None)
-            self.known = not own and reg.builtin and "forward" not in getattr(layer, "__dict__", {})
-            self.trusted = self.known and type(layer) is reg.layer_type
+            self.cancels = bool(getattr(rule, "cancels", False))
+            self.derived = bool(getattr(rule, "derived", False))
+            self._columnwise = getattr(rule, "columnwise", None)
+            self.known = True
+            self.trusted = type(layer) is reg.layer_type
             self.source = f"registered for {reg.layer_type.__name__}"
-        elif layer is not None and not getattr(layer, "param_shapes", None) and "propagate" not in self.members:
+        elif layer is not None and not getattr(layer, "param_shapes", None):
             forward_rule = ForwardRule(layer)
             self.members["propagate"] = forward_rule.propagate
             self._columnwise = forward_rule.uniform
             self.cancels = True
             self.source = "forward"
-        if own:
-            self.source = "the layer's own members"
 
     def columnwise(self, x: Any, y: Any) -> bool:
         """Whether the layer acts on each entry alone at this input (an elementwise rule, or a forward found

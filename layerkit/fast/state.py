@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from ..nn.buffer import Binding
 from ..nn.layout import Block
 from ..nn.network import Network
+from ..numerics import least_precise, machine_eps
 from .confirm import Rules
 from .loss_rules import loss_rule
 from .rules import BoundRule, rule_for
@@ -44,6 +45,13 @@ class NetworkState:
     lambda_: float
     penalized: NDArray
     bindings: tuple[Binding, ...]
+
+    @property
+    def eps(self) -> float:
+        """The unit roundoff the network's arithmetic carries: of the least precise of its parameters' dtype
+        and every activation's (a layer that computes in float32 inside a float64 network rounds like
+        float32, and so does everything after it)."""
+        return machine_eps(least_precise(self.net.params.dtype, *self.acts))
 
     @classmethod
     def at(cls, net: Network, X: NDArray, Y: NDArray, lambda_: float,

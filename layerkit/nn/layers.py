@@ -56,8 +56,8 @@ class Layer(Protocol):
         calls it from :meth:`~layerkit.Network.init_random`.  A layer without it starts from zeros.
 
     A layer knows nothing of gradient checks.  The fast engine that checks networks has rules for layerkit's
-    layers and takes rules for others from a registry (:func:`layerkit.register_rule`); a layer without
-    parameters and without a rule is still checked fast, by batched calls of its own ``forward``.
+    own layers only, and calls any other layer's ``forward``: batched, for a layer without parameters
+    (see :mod:`layerkit.fast.rules`).
     """
 
     param_shapes: Mapping[str, tuple[int, ...]]

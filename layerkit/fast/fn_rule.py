@@ -1,0 +1,142 @@
+"""The rule of an :class:`~layerkit.Elementwise` layer that is not one of layerkit's own: everything from its
+``fn``, which is what its ``forward`` computes.  Nothing else the layer says about itself (``derivative``,
+``change``, ``taylor``, ``strip``, ``slope``) is used: the cost is the only truth.
+
+Changes are ``fn(x + d) - fn(x)`` (they cancel: about ``eps |f|`` of rounding each, which the engine's noise
+counts).  Taylor coefficients, for the engine's tables, are derived from ``fn`` itself when it is analytic
+and accepts complex input: on a circle ``x + r w^k`` (``w = exp(2 pi i / N)``, ``k = 0..N-1``) around every
+entry, ``g_k = fn(x + r w^k) - fn(x)`` and its discrete Fourier transform ``C_n`` give ``f^(n)(x) / n! =
+C_n / r^n``.  That is exact up to aliasing, ``c_(n+N) r^N``, which the negative frequencies ``C_(N-n)`` (zero
+for a function analytic inside the circle) measure: the radius is halved until they vanish below
+:data:`ALIASING` of the samples, so the coefficients are as accurate as the samples are.  The same samples
+bound the change for complex ``d``: on the circle ``|g| <= sum_n |C_n|`` (the Fourier series), and inside it,
+by Schwarz's lemma, ``|g(d)| <= sum_n |C_n| |d| / r`` -- which certifies the tables' truncation
+(:meth:`FnRule.series_bound`).  A ``fn`` that refuses complex input, drops the imaginary part or is not
+analytic near the point (``abs``, ``maximum``, comparisons) has no derived series, and the engine takes the
+exact path of its changes instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .changes import Change, ColumnChange, ColumnsChange, DenseChange, SeriesChange, compose_series, strip_limit
+
+#: Points on each circle.
+POINTS = 32
+#: Radii tried, largest first (relative to 1: the inputs of an activation are of order 1).
+RADII = (0.25, 0.0625, 0.015625)
+#: Negative-frequency content allowed, relative to the samples' largest change: below it the circle holds no
+#: singularity and the aliasing of the coefficients is at the level of the samples' rounding.
+ALIASING = 1e-14
+#: Most elements of one complex evaluation of ``fn``.
+CHUNK = 1 << 20
+
+
+class Unavailable(Exception):
+    """``fn`` has no derived series here (module docstring); the engine uses its exact path instead."""
+
+
+class FnRule:
+    """``propagate``, ``series`` and ``series_bound`` of an Elementwise layer from its ``fn`` (module
+    docstring).  ``columnwise``: the layer is taken to act on each entry alone, which the confirmation of
+    its rules against ``forward`` (on every example, with column, rank-one and dense changes) checks."""
+
+    cancels = True
+    #: The coefficients are computed, from samples rounded to ``eps |f|``: ``|dC_n| <= 2 eps max |f|`` on the
+    #: circle, so a table's change through this layer carries at most ``2 eps max |f| (|d| / r) / (1 - |d| / r)``
+    #: of rounding -- below the ``eps (|y| + |x f'|)`` of the exact path's subtraction wherever the tables are
+    #: certified (``|d| < r``, up to the factor ``1 / (1 - |d| / r)``), which the engine therefore charges for
+    #: tables through this layer too.
+    derived = True
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._memo: tuple[NDArray, NDArray, NDArray, float] | None = None
+
+    def columnwise(self, x: NDArray, y: NDArray) -> bool:
+        return True
+
+    def _diff(self, x: NDArray, y: NDArray, d: NDArray) -> NDArray:
+        return np.asarray(self.layer.fn(x + d)) - y
+
+    def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
+        """``fn(x + D) - fn(x)``; a column change stays a column change."""
+        if isinstance(change, ColumnChange):
+            c = change.col
+            return ColumnChange(c, self._diff(x[:, c], y[:, c], change.delta))
+        if isinstance(change, ColumnsChange):
+            cs = change.cols
+            return ColumnsChange(cs, self._diff(x[:, cs], y[:, cs], change.delta))
+        return DenseChange(self._diff(x, y, change.dense(x.shape)))
+
+    # ------------------------------------------------------------------ the derived series
+    def coefficients(self, x: NDArray, y: NDArray) -> tuple[NDArray, NDArray, float]:
+        """``(T, L, r)``: ``T[n - 1] = f^(n)(x) / n!`` for ``n = 1..POINTS/2`` (float64, ``(POINTS/2,) + x.shape``),
+        per unit ``L[l] >= |fn(x + d) - fn(x)| / |d|`` for complex ``|d| <= r`` over the examples, and ``r``.
+        Raises :class:`Unavailable`.  Computed once per input."""
+        memo = self._memo
+        if memo is not None and memo[0] is x:
+            return memo[1], memo[2], memo[3]
+        for r in RADII:
+            found = self._on_circle(x, y, r)
+            if found is not None:
+                T, L = found
+                self._memo = (x, T, L, r)
+                return T, L, r
+        raise Unavailable(f"{self.layer!r}: fn is not analytic within {RADII[-1]:g} of the point")
+
+    def _on_circle(self, x: NDArray, y: NDArray, r: float) -> tuple[NDArray, NDArray] | None:
+        m, n = x.shape
+        w = np.exp(2j * np.pi * np.arange(POINTS) / POINTS)
+        half = POINTS // 2
+        T = np.empty((half, m, n))
+        L = np.zeros(n)
+        rows = max(1, CHUNK // (POINTS * n))
+        for lo in range(0, m, rows):
+            xs, ys = x[lo:lo + rows].astype(np.float64), y[lo:lo + rows].astype(np.float64)
+            z = (xs[None] + r * w[:, None, None]).reshape(-1, n)
+            g = self._complex_fn(z).reshape(POINTS, -1, n) - ys[None]
+            C = np.fft.fft(g, axis=0) / POINTS
+            scale = np.max(np.abs(g), axis=0)
+            if not (np.all(np.isfinite(C)) and np.all(np.abs(C[half + 1:]) <= ALIASING * scale + 1e-300)):
+                return None  # a singularity inside the circle, or a function that is not analytic
+            T[:, lo:lo + rows] = (C[1:half + 1] / r ** np.arange(1, half + 1)[:, None, None]).real
+            L = np.maximum(L, np.max(np.sum(np.abs(C[1:]), axis=0), axis=0) / r)
+        return T, L
+
+    def _complex_fn(self, z: NDArray) -> NDArray:
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("error", np.exceptions.ComplexWarning)
+                out = np.asarray(self.layer.fn(z))
+        except (TypeError, ValueError, AttributeError, np.exceptions.ComplexWarning) as exc:
+            raise Unavailable(f"{self.layer!r}: fn does not take complex input ({type(exc).__name__})") from None
+        if not np.iscomplexobj(out) or out.shape != z.shape:
+            raise Unavailable(f"{self.layer!r}: fn drops the imaginary part of a complex input")
+        return out
+
+    def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """``f(x + D(tau)) - f(x) = sum_n f^(n)(x) / n! D(tau)^n``, composed term by term, with the derived
+        coefficients."""
+        K = change.coeffs.shape[0]
+        T = self.coefficients(x, y)[0][:K].astype(change.coeffs.dtype)
+        if change.cols is not None:
+            return SeriesChange(compose_series(T[:, :, change.cols].transpose(0, 2, 1), change.coeffs), change.cols)
+        if change.v is not None:
+            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
+            return SeriesChange(compose_series(T[:, None] * powers, change.coeffs[..., None]))
+        return SeriesChange(compose_series(T[:, None], change.coeffs))
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """``|fn(x + d) - fn(x)| <= L_l |d|`` for complex ``|d| <= r`` (module docstring): the bound scales by
+        each unit's ``L_l``, for ``rho <= r / max_l b[B, l]``."""
+        memo = self._memo
+        if memo is None:
+            raise Unavailable(f"{self.layer!r}: the series bound needs the coefficients first")
+        _, _, L, r = memo
+        return b * L[None, :], strip_limit(b, r)

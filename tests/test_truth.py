@@ -1,0 +1,458 @@
+"""The cost is the only truth: a check's reference comes from what the code computes forward, never from what a
+user's layer says about its derivatives; no false alarm on correct code; the contract of ``detectable``.
+
+Each test is one of the ways a check could pass a wrong gradient or accuse a right one: a derivative wrong in
+the same way in ``backward`` and in the layer's own ``taylor`` or change members, on a few examples among many;
+a layer computing in float32 inside a float64 network; kinks near the point; costs that overflow at a perturbed
+point; absurd steps; errors of ten times ``detectable``; random streams a check must leave where they were.
+"""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from helpers import PlainTanh
+
+import layerkit
+from layerkit import Dense, Elementwise, InputError, Network, Sigmoid, Tanh, check_function, check_network
+from layerkit.fast.changes import ColumnChange, DenseChange
+
+
+def _state(r):
+    return "PASSED" if r.passed else "INCONCLUSIVE" if r.inconclusive else "FAILED"
+
+
+def d_wrong(x):
+    """tanh's derivative, wrong where the unit saturates (|x| > 3): 1 instead of sech^2."""
+    with np.errstate(over="ignore"):
+        return np.where(np.abs(x) > 3, 1.0, 1 / np.cosh(x) ** 2)
+
+
+class MyTanh(Elementwise):
+    """tanh with ``derivative`` and ``taylor`` from the same wrong helper (and a strip and slope of its own)."""
+
+    strip, slope = np.pi / 4, 2.0
+
+    def fn(self, x):
+        return np.tanh(x)
+
+    def derivative(self, x, y):
+        return d_wrong(x)
+
+    def taylor(self, x, y, K):
+        out = Tanh().taylor(x, y, K)
+        out[0] = d_wrong(x)
+        return out
+
+
+def outside_a_sample(m, size=256, spot=16):
+    """Examples outside two small random samples of ``range(m)`` (those ``default_rng(0)`` draws first): where a
+    check that reads samples of the examples would not look."""
+    rng = np.random.default_rng(0)
+    rows = rng.choice(m, size=min(m, size), replace=False)
+    spots = rng.choice(m, size=min(m, spot), replace=False)
+    return np.setdiff1d(np.arange(m), np.union1d(rows, spots))
+
+
+def saturating(net, m, unit, where, seed):
+    """Inputs of ``m`` examples; those at ``where`` drive ``unit`` of the first layer (and no other) past 3."""
+    rng = np.random.default_rng(seed)
+    X = 0.3 * rng.standard_normal((m, net.layers[0].n_in))
+    W, b = net.layers[0].Theta[:, 1:], net.layers[0].Theta[:, 0]
+    w = W[unit]
+    X[where] = (3.5 - b[unit]) * w / (w @ w)
+    z = X @ W.T + b
+    if not (np.all(np.abs(z[where, unit]) > 3) and np.all(np.abs(np.delete(z[where], unit, axis=1)) < 3)):
+        return None
+    return X, rng.integers(0, 3, m)
+
+
+def _saturated_case(layer, m, seed):
+    net = Network([Dense(4, 12), layer, Dense(12, 3), Sigmoid()])
+    net.init_random(seed)
+    data = saturating(net, m, 5, outside_a_sample(m)[:3], seed)
+    return None if data is None else (net, *data)
+
+
+# ---------------------------------------------------------------------- 1, 2: nothing a layer claims is a reference
+@pytest.mark.parametrize("m", [400, 2000])
+def test_a_taylor_wrong_like_backward_on_three_examples_is_not_passed(m):
+    for seed in range(40):
+        case = _saturated_case(MyTanh(), m, seed)
+        if case is not None:
+            break
+    net, X, y = case
+    for mode in ("full", "directional"):
+        report = check_network(net, X, y, 0.0, mode=mode)
+        assert not report.passed and not report.inconclusive, (mode, str(report))
+    assert not check_network(net, X, y, 0.0, engine="generic").passed
+
+
+class SmallChangeTanh(PlainTanh):
+    """A plain layer whose backward uses the wrong helper, with a change member that is exact for large changes
+    and first order, on the same helper, for the small changes of a finite difference."""
+
+    def backward(self, dy):
+        return dy * d_wrong(self._x)
+
+    def forward(self, x):
+        self._x = x
+        return np.tanh(x)
+
+    def propagate(self, x, y, change):
+        if isinstance(change, ColumnChange):
+            c, d = change.col, change.delta
+            return ColumnChange(c, np.where(np.abs(d) < 2e-5, d * d_wrong(x[:, c])[None],
+                                            np.tanh(x[:, c][None] + d) - y[:, c][None]))
+        D = change.dense(x.shape)
+        return DenseChange(np.where(np.abs(D) < 2e-5, D * d_wrong(x)[None], np.tanh(x[None] + D) - y[None]))
+
+
+class _AsRule:
+    """The layer's own change members offered as a rule for its class."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __getattr__(self, name):
+        if name in ("propagate", "param_inputs", "param_change"):
+            return getattr(self.layer, name)
+        raise AttributeError(name)
+
+
+def _offer_rule(cls, reads=("forward",)):
+    """Offer the layer class's members as a registered rule; whether the registry took it."""
+    from layerkit.fast import rules
+
+    try:
+        rules.register_rule(cls, _AsRule, reads=reads)
+    except InputError:
+        return False
+    return True
+
+
+def test_a_change_member_wrong_for_small_changes_is_never_read():
+    from layerkit.fast import rules
+
+    registered = _offer_rule(SmallChangeTanh)
+    try:
+        found = 0
+        for seed in range(40):
+            case = _saturated_case(SmallChangeTanh(), 400, seed)
+            if case is None:
+                continue
+            net, X, y = case
+            assert not check_network(net, X, y, 0.0).passed, seed
+            found += 1
+            if found == 4:
+                break
+        assert found == 4
+    finally:
+        if registered:
+            rules.unregister_rule(SmallChangeTanh)
+
+
+def test_a_rule_for_a_users_class_is_refused():
+    from layerkit.fast.layer_rules import DenseRule
+    from layerkit.fast.rules import register_rule
+
+    class MyDense(Dense):
+        pass
+
+    with pytest.raises(InputError, match="layerkit's own"):
+        register_rule(MyDense, DenseRule)
+
+
+class OffByOnePercent(Dense):
+    """A right Dense whose own change members are 1% off for row 2 on three examples: not a reference, so no
+    alarm."""
+
+    def param_inputs(self, name, x):
+        from layerkit.fast.layer_rules import DenseRule
+        return DenseRule(self).param_inputs(name, x)
+
+    def param_change(self, name, row, cols, steps, x):
+        from layerkit.fast.layer_rules import DenseRule
+        change = DenseRule(self).param_change(name, row, cols, steps, x)
+        if row != 2:
+            return change
+        d = change.delta.copy()
+        d[:, outside_a_sample(x.shape[0])[:3]] *= 1.01
+        return ColumnChange(change.col, d)
+
+
+def test_a_right_layer_with_wrong_change_members_passes():
+    from layerkit.fast import rules
+
+    registered = _offer_rule(OffByOnePercent)
+    try:
+        for seed in range(6):
+            rng = np.random.default_rng(seed)
+            net = Network([OffByOnePercent(4, 6), PlainTanh(), Dense(6, 3), Sigmoid()])
+            net.init_random(seed)
+            report = check_network(net, rng.standard_normal((400, 4)), rng.integers(0, 3, 400), 0.0)
+            assert report.passed, (seed, str(report))
+            assert not any("confined" in f.message for f in report.findings)
+    finally:
+        if registered:
+            rules.unregister_rule(OffByOnePercent)
+
+
+# ---------------------------------------------------------------------- 4: packing only where every row is verified
+class ClipTanh(PlainTanh):
+    """tanh with column 0 clipped at 2 first (elementwise on every row but those past the clip), right backward."""
+
+    def forward(self, x):
+        self._x = np.array(x, copy=True)
+        x = self._x.copy()
+        x[:, 0] = np.minimum(x[:, 0], 2.0)
+        return np.tanh(x)
+
+    def backward(self, dy):
+        x = self._x.copy()
+        clip = x[:, 0] > 2.0
+        x[:, 0] = np.minimum(x[:, 0], 2.0)
+        d = 1 / np.cosh(x) ** 2
+        d[clip, 0] = 0.0
+        return dy * d
+
+
+@pytest.mark.parametrize("m", [90, 110, 130, 150])
+def test_a_layer_elementwise_on_most_rows_is_not_packed(m):
+    rng = np.random.default_rng(m)
+    net = Network([Dense(4, 5), ClipTanh(), Dense(5, 3), Sigmoid()])
+    net.init_random(1)
+    X = 0.3 * rng.standard_normal((m, 4))
+    W, b = net.layers[0].Theta[:, 1:], net.layers[0].Theta[:, 0]
+    sampled = np.random.default_rng(0x756E69).choice(m, size=min(m, 64), replace=False)
+    j = np.setdiff1d(np.arange(m), sampled)[0]  # one example past the clip, outside a sample of 64 rows
+    X[j] = (3.0 - b[0]) * W[0] / (W[0] @ W[0])
+    report = check_network(net, X, rng.integers(0, 3, m), 0.0)
+    assert report.passed, str(report)
+
+
+# ---------------------------------------------------------------------- 5: the rounding of the actual outputs
+class Tanh32(PlainTanh):
+    """Computes in float32 inside a float64 network, with a consistent backward."""
+
+    def forward(self, x):
+        self._y = np.tanh(x.astype(np.float32))
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y.astype(np.float64) ** 2)
+
+
+@pytest.mark.parametrize("method", ["richardson", "central", "forward"])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_float32_layer_in_a_float64_network_is_no_false_alarm(method, mode):
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        net = Network([Dense(4, 6), Tanh32(), Dense(6, 3), Sigmoid()])
+        net.init_random(seed)
+        X, y = rng.standard_normal((30, 4)), rng.integers(0, 3, 30)
+        report = check_network(net, X, y, 0.0, method, mode=mode)
+        assert report.passed, (seed, str(report))
+    from layerkit.testing import plant_gradient_error
+
+    j = int(np.argmax(np.abs(report.analytical)))
+    error = 10 * float(report.detectable[j])
+    if mode == "full":
+        assert error < 0.05 * abs(float(report.analytical[j]))  # the float32 layer still resolves 5%
+    assert not check_network(plant_gradient_error(net, j, error), X, y, 0.0, method, mode=mode).passed
+
+
+# ---------------------------------------------------------------------- 6: kinks near the point
+def two_layer_net(X, y, kink_at=1e-5):
+    """A course-style two-layer ReLU net as one function of a flat vector, with example 0's pre-activation of
+    unit 2 at ``kink_at`` from 0 and inputs large enough that the automatic step crosses it."""
+    N, D = X.shape
+    H, C = 10, 3
+    rng = np.random.default_rng(1)
+    W1, b1 = 0.5 * rng.standard_normal((D, H)), np.zeros(H)
+    W2, b2 = 0.5 * rng.standard_normal((H, C)), np.zeros(C)
+    b1[2] = -(X[0] @ W1[:, 2]) + kink_at
+    shapes = [(D, H), (H,), (H, C), (C,)]
+
+    def loss(th):
+        parts, k = [], 0
+        for s in shapes:
+            n = int(np.prod(s))
+            parts.append(th[k:k + n].reshape(s))
+            k += n
+        W1, b1, W2, b2 = parts
+        z = X @ W1 + b1
+        h = np.maximum(z, 0)
+        s = h @ W2 + b2
+        s = s - s.max(1, keepdims=True)
+        p = np.exp(s)
+        p /= p.sum(1, keepdims=True)
+        L = -np.mean(np.log(p[np.arange(N), y]))
+        ds = p.copy()
+        ds[np.arange(N), y] -= 1
+        ds /= N
+        dh = ds @ W2.T
+        dz = dh * (z > 0)
+        grads = (X.T @ dz, dz.sum(0), h.T @ ds, ds.sum(0))
+        return L, np.concatenate([g.ravel() for g in grads])
+
+    return loss, np.concatenate([a.ravel() for a in (W1, b1, W2, b2)])
+
+
+@pytest.mark.parametrize("method", ["central", "richardson"])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_step_across_a_kink_near_the_point_is_shrunk_before_blaming(method, mode):
+    rng = np.random.default_rng(0)
+    X, y = 10 * rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+    X[0] = [40, -40, 30, 50]
+    loss, th0 = two_layer_net(X, y)
+    report = check_function(loss, th0, method, mode=mode)
+    assert report.passed, str(report)
+    kink = [f for f in report.findings if f.code == "nonsmooth"]
+    assert kink and "smooth at the point itself" in kink[0].message
+
+
+def test_abs_near_zero_is_smooth_at_the_point():
+    x0 = np.array([1e-6, 0.5, -0.3])
+    f = lambda x: (float(np.sum(np.abs(x) + x**2)), np.sign(x) + 2 * x)  # noqa: E731
+    for mode in ("full", "directional"):
+        report = check_function(f, x0, mode=mode)
+        assert report.passed, (mode, str(report))
+    wrong = lambda x: (f(x)[0], f(x)[1] + np.array([1e-3, 0, 0]))  # noqa: E731
+    report = check_function(wrong, x0)
+    assert _state(report) == "FAILED" and "localized" in report.codes()
+    assert not any("do not shrink" in f.message for f in report.findings)
+
+
+# ---------------------------------------------------------------------- 7, 8: the step or the cost, never the backprop
+def test_a_perturbed_cost_that_overflows_is_not_blamed_on_the_backprop():
+    net = Network.from_sizes([6, 5, 3], seed=4, dtype=np.float32)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((20, 6)).astype(np.float32)
+    X[:, 2] *= 1e6
+    report = check_network(net, X, rng.integers(0, 3, 20), 1.0)
+    assert report.inconclusive, str(report)
+    assert not any("data term" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+def test_absurd_steps_are_refused_or_inconclusive_naming_the_step(engine):
+    net = Network.from_sizes([3, 5, 3], init="debug")
+    X, y = layerkit.debug_data(5, 3)
+    before = net.params.copy()
+    with pytest.raises(InputError, match="step"):
+        check_network(net, X, y % 3, 1.0, step=1e300, engine=engine)
+    assert np.array_equal(net.params, before)
+    for mode in ("full", "directional"):
+        report = check_network(net, X, y % 3, 1.0, step=10.0, engine=engine, mode=mode)
+        assert report.inconclusive, (mode, str(report))
+        assert any("step" in f.message for f in report.findings if f.code == "precision-limited")
+
+
+# ---------------------------------------------------------------------- 9, 10: the contract of detectable
+A = np.random.default_rng(9).uniform(0.5, 2, 8)
+TH0 = np.random.default_rng(10).standard_normal(8)
+
+
+def _sines(t):
+    return np.sum(np.sin(t) * A), np.cos(t) * A
+
+
+@pytest.mark.parametrize("method, mode", [
+    ("forward", "full"), ("central", "full"), ("richardson", "full"), ("complex-step", "full"),
+    ("forward", "directional"), ("central", "directional"), ("richardson", "directional"),
+])
+def test_an_error_of_ten_times_detectable_fails(method, mode):
+    det = check_function(_sines, TH0, method, mode=mode, diagnose=False).detectable
+    for j in range(TH0.size):
+        for k in (10.0, -10.0):
+            def planted(t, j=j, k=k):
+                c, g = _sines(t)
+                g = g.copy()
+                g[j] += k * det[j]
+                return c, g
+
+            report = check_function(planted, TH0, method, mode=mode, diagnose=False)
+            assert _state(report) == "FAILED", (j, k, str(report))
+
+
+def test_float32_forward_tolerances_are_within_20_times_the_true_error():
+    from layerkit.testing import plant_gradient_error
+
+    for seed in range(4):
+        net = Network.from_sizes([20, 15, 5], seed=seed, dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        X, y = rng.standard_normal((5, 20)).astype(np.float32), rng.integers(0, 5, 5)
+        report = check_network(net, X, y, 1.0, "forward", mode="full")
+        exact = Network.from_sizes([20, 15, 5], seed=seed)
+        exact.params[...] = net.params.astype(np.float64)
+        g = exact.cost_and_gradient(X.astype(np.float64), y, 1.0)[1]
+        assert report.passed
+        assert np.max(report.tolerance) <= 20 * np.max(np.abs(report.numerical - g))
+        j = int(np.argmax(np.abs(g)))
+        assert not check_network(plant_gradient_error(net, j, 2e-3 * abs(g[j])), X, y, 1.0, "forward").passed
+
+
+# ---------------------------------------------------------------------- 11, 12: robustness
+def test_a_taylor_of_few_terms_is_never_called():
+    class Taylor4(Tanh):
+        def taylor(self, x, y, K):
+            raise AssertionError("the check read the layer's own taylor")
+
+    rng = np.random.default_rng(1)
+    net = Network([Dense(4, 6), Taylor4(), Dense(6, 3), Sigmoid()])
+    net.init_random(1)
+    X, y = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    for method in ("richardson", "central", "forward"):
+        assert check_network(net, X, y, 1.0, method).passed
+
+
+class Streams(PlainTanh):
+    """A layer that draws from every kind of stream a user may hold, at every forward."""
+
+    def __init__(self):
+        self.gen = np.random.default_rng(0)
+        self.rs = np.random.RandomState(0)
+        self.py = random.Random(0)
+        self.count = itertools.count()
+        self.pool = {"gen": np.random.default_rng(1), "count": itertools.count(5)}
+
+    def forward(self, x):
+        self.gen.random()
+        self.rs.rand()
+        self.py.random()
+        next(self.count)
+        self.pool["gen"].random()
+        next(self.pool["count"])
+        np.random.rand()
+        random.random()
+        return super().forward(x)
+
+
+def _streams(layer):
+    return (layer.gen.bit_generator.state, repr(layer.rs.get_state()), layer.py.getstate(), repr(layer.count),
+            layer.pool["gen"].bit_generator.state, repr(layer.pool["count"]), repr(np.random.get_state()),
+            random.getstate())
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_check_leaves_every_random_stream_where_it_was(mode):
+    layer = Streams()
+    net = Network([Dense(3, 4), layer, Dense(4, 2), Sigmoid()])
+    net.init_random(0)
+    before = _streams(layer)
+    check_network(net, np.ones((5, 3)), np.array([0, 1, 0, 1, 1]), 0.0, mode=mode)
+    assert _streams(layer) == before
+
+
+# ---------------------------------------------------------------------- 13: the CLI
+def test_the_cli_refuses_what_it_cannot_run():
+    from typer.testing import CliRunner
+
+    from layerkit.cli.app import app
+
+    runner = CliRunner()
+    for args, fragment in ((["check", "--layers", ""], "--layers"), (["check", "--step", "1e300"], "step")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and fragment in result.stderr, (args, result.stderr)
