@@ -24,6 +24,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 import layerkit
+from layerkit.course import course_signature
 from layerkit.errors import LayerkitError
 from layerkit.loader import ProblemLoadError, load_problem, takes_lambda
 
@@ -117,7 +118,10 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
                                       ("--seed", seed)) if value is not None]
     if given:
         raise UsageError(f"{given[0]}: applies to the built-in problem only; a target brings its own")
-    if lambdas and takes_lambda(_target_object(target)):  # the factory builds the problem for each lambda
+    obj = _target_object(target)
+    if course_signature(obj) is not None:  # a bare course cost function: the course's debug problem
+        return _library_call(layerkit.course_problems, obj, lambdas if lambdas else (0.0, 3.0))
+    if lambdas and takes_lambda(obj):  # the factory builds the problem for each lambda
         return [load_problem(target, lam) for lam in lambdas]
     problem = load_problem(target)
     if problem.network is not None:

@@ -34,6 +34,7 @@ from .check.methods import (
 )
 from .check.noise import Noise
 from .check.report import BlockSummary, Entry, Finding, Report
+from .course import course_problem, course_problems, course_signature
 from .errors import (
     ComplexEvaluationError,
     InputError,
@@ -66,6 +67,6 @@ __all__ = [
     "Finding", "FiniteDifference", "FitResult", "Forward", "InputError", "Layer", "LayerkitError", "Method",
     "Network", "Noise", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
     "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_function", "check_layer",
-    "check_network", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
+    "check_network", "course_problem", "course_problems", "course_signature", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
     "rule_for",
 ]

@@ -167,7 +167,9 @@ def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0,
     The scalar checked is ``sum(forward(x) * r)`` with ``r`` a seeded standard-normal upstream gradient
     of the output's shape, so ``backward(r)`` must return ``dL/dx`` and write ``dL/dparams``.  Blocks:
     ``"x"`` then the layer's parameter names.  The layer computes with its own bound arrays; their values,
-    its bindings and its attributes are restored afterwards.
+    its bindings and its attributes are restored afterwards.  A layer not bound yet (fresh from its
+    constructor) is checked at a seeded start: its own ``init_params`` when it has one, else standard
+    normal values times 0.5, in arrays bound for the check only.
     """
     subject = LayerSubject(layer, x, check_seed(seed))
     return run_check(subject, CheckOptions.create(method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose,

@@ -1,10 +1,11 @@
 """Load a :class:`~layerkit.Problem` from ``path/to/file.py:NAME`` or ``package.module:NAME``.
 
-``NAME`` may be a Problem, a callable returning one (with no arguments, or taking ``lambda_``, which
-``--lambda`` then sets), or a plain tuple accepted by :meth:`Problem.coerce`: ``(fun, x0)``,
-``(fun, x0, blocks)`` or ``(network, X, y, lambda)``.  Every failure raises :class:`ProblemLoadError` with a
-one-line message that names the problem; the exception behind it, if any, is its ``original`` (for
-``--traceback``).
+``NAME`` (``problem`` when ``file.py`` is given alone) may be a Problem; a callable returning one (with no
+arguments, or taking ``lambda_``, which ``--lambda`` then sets); a cost function in a course signature
+(:mod:`layerkit.course`), checked on the course's own debug problem; or a plain tuple accepted by
+:meth:`Problem.coerce`: ``(fun, x0)``, ``(fun, x0, blocks)`` or ``(network, X, y, lambda)``.  Every failure
+raises :class:`ProblemLoadError` with a one-line message that names the problem; the exception behind it,
+if any, is its ``original`` (for ``--traceback``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .course import course_problem, course_signature
 from .errors import InputError, LayerkitError
 from .problem import Problem
+
+#: The name looked for in ``file.py`` when the target names none.
+DEFAULT_NAME = "problem"
 
 
 class ProblemLoadError(LayerkitError, ValueError):
@@ -48,12 +53,16 @@ def _required(obj: Any) -> list[str]:
 
 
 def _wrapper_hint(name: str, required: list[str]) -> str:
+    """A wrapper to paste for a cost function in no course signature: every argument it takes is passed (the
+    first as the flat parameters), ``lambda_`` from the factory's own."""
     first, rest = required[0], required[1:]
     args = ", ".join(["t"] + rest)
-    return (f"{name} takes arguments ({', '.join(required)}): it looks like the cost function itself.  Give "
-            f"layerkit a problem instead, e.g. in the same file:  def problem(lambda_=1.0): return "
-            f"layerkit.Problem.from_function(lambda t: {name}({args}), {first}0, blocks={{...}}, order='F')  "
-            f"with {first}0 and the other arguments ({', '.join(rest) or 'none'}) defined there, then run "
+    others = [r for r in rest if r != "lambda_"]
+    return (f"{name} takes arguments ({', '.join(required)}) in no course signature layerkit knows (see "
+            f"layerkit.course_signature).  Give layerkit a problem instead, e.g. in the same file:  "
+            f"def problem(lambda_=1.0): return layerkit.Problem.from_function(lambda t: {name}({args}), "
+            f"{first}0, blocks={{...}}, order='F', lambda_=lambda_)  with {first}0"
+            f"{' and ' + ', '.join(others) if others else ''} defined there, then run "
             f"'layerkit check FILE.py:problem'")
 
 def _one_line(exc: BaseException) -> str:
@@ -63,15 +72,21 @@ def _one_line(exc: BaseException) -> str:
 
 def target_object(spec: str) -> Any:
     """The object ``NAME`` of ``spec`` (``file.py:NAME`` or ``module:NAME``), its module imported."""
+    if ":" not in spec and spec.endswith(".py"):
+        spec = f"{spec}:{DEFAULT_NAME}"
     if ":" not in spec:
-        raise ProblemLoadError(f"target {spec!r}: expected path/to/file.py:NAME or package.module:NAME")
+        raise ProblemLoadError(f"target {spec!r}: expected path/to/file.py[:NAME] or package.module:NAME")
     where, _, name = spec.rpartition(":")
     if not where or not name:
         raise ProblemLoadError(f"target {spec!r}: expected path/to/file.py:NAME or package.module:NAME")
     is_file = where.endswith(".py") or "/" in where or "\\" in where
     module = _import_file(where, spec) if is_file else _import_module(where, spec)
     if not hasattr(module, name):
-        raise ProblemLoadError(f"target {spec!r}: {where} has no attribute {name!r}")
+        found = [k for k, v in vars(module).items() if getattr(v, "__module__", None) == module.__name__
+                 and callable(v) and course_signature(v) is not None]
+        hint = (f"; cost functions in a course signature there: {', '.join(found)} (layerkit check "
+                f"{where}:{found[0]})" if found else "")
+        raise ProblemLoadError(f"target {spec!r}: {where} has no attribute {name!r}{hint}")
     return getattr(module, name)
 
 
@@ -115,16 +130,24 @@ def _import_module(where: str, spec: str) -> Any:
 
 
 def load_problem(spec: str, lambda_: float | None = None) -> Problem:
-    """Resolve ``spec`` (``file.py:NAME`` or ``module:NAME``) to a Problem; a factory that takes ``lambda_``
-    is called with ``lambda_`` when it is given."""
+    """Resolve ``spec`` (``file.py:NAME``, ``file.py`` for its ``problem``, or ``module:NAME``) to a Problem; a
+    factory that takes ``lambda_`` is called with ``lambda_`` when it is given; a cost function in a course
+    signature becomes the course's debug problem (:func:`~layerkit.course_problem`) at ``lambda_`` (0 when
+    not given)."""
     obj = target_object(spec)
-    name = spec.rpartition(":")[2]
+    name = (spec if ":" in spec else f"{spec}:{DEFAULT_NAME}").rpartition(":")[2]
+    if course_signature(obj) is not None:
+        try:
+            return course_problem(obj, 0.0 if lambda_ is None else lambda_)
+        except (Exception, SystemExit) as exc:
+            raise ProblemLoadError(f"target {spec!r}: calling {name} on the course's debug problem failed: "
+                                   f"{_one_line(exc)}", exc) from None
     if lambda_ is not None and not takes_lambda(obj):
         raise ProblemLoadError(f"target {spec!r}: --lambda needs a factory that takes lambda_, e.g. "
                                f"def {name}(lambda_=1.0): ...; {name} does not")
     if callable(obj) and not isinstance(obj, Problem) and not isinstance(obj, tuple):
-        required = [r for r in _required(obj) if r != "lambda_"]
-        if required:
+        required = _required(obj)
+        if required and required != ["lambda_"]:
             raise ProblemLoadError(f"target {spec!r}: {_wrapper_hint(name, required)}")
         try:
             obj = obj(lambda_=lambda_) if lambda_ is not None else obj()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from numpy.typing import NDArray
 
 from ._validate import describe
@@ -51,6 +51,8 @@ class Problem:
     m: int | None = None
     sizes: tuple[int, ...] = field(default=())
     order: Order = "C"
+    #: What building the problem assumed, added to the notes of every report of it.
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def from_function(cls, fun: Callable[[NDArray], Any], x0: Any, blocks: Mapping[str, Any] | None = None, *,
@@ -100,7 +102,9 @@ class Problem:
         """Run the check: :func:`~layerkit.check_function` or :func:`~layerkit.check_network` with ``options``."""
         if self.kind == "network":
             assert self.network is not None
-            return check_network(self.network, self.X, self.y, self.lambda_ or 0.0, method, **options)
-        assert self.fun is not None
-        return check_function(self.fun, self.x0, method, blocks=self.blocks, lambda_=self.lambda_, m=self.m,
-                              order=self.order, **options)
+            report = check_network(self.network, self.X, self.y, self.lambda_ or 0.0, method, **options)
+        else:
+            assert self.fun is not None
+            report = check_function(self.fun, self.x0, method, blocks=self.blocks, lambda_=self.lambda_, m=self.m,
+                                    order=self.order, **options)
+        return evolve(report, notes=report.notes + self.notes) if self.notes else report

@@ -34,6 +34,7 @@ from .api import check_function, check_layer, check_network
 from .check.report import Report
 from .errors import InputError
 from .nn.layers import Layer
+from .nn.layout import ParameterLayout
 from .nn.network import Network
 
 __all__ = ["LayerContract", "assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
@@ -131,10 +132,27 @@ class LayerContract:
         """The input batch: standard normal of :attr:`input_shape`, in ``dtype``."""
         return np.random.default_rng(self.seed).standard_normal(self.input_shape).astype(dtype)
 
+    def _layer(self, dtype: Any) -> Layer:
+        """:meth:`make_layer`'s layer, bound to parameters of ``dtype`` when it comes unbound (its own
+        ``init_params`` start, seeded, or standard normal values times 0.5)."""
+        layer = self.make_layer(dtype)
+        shapes = dict(getattr(layer, "param_shapes", {}) or {})
+        if shapes and not all(k in (layer.params or {}) for k in shapes):
+            sub = ParameterLayout.from_shapes({k: tuple(v) for k, v in shapes.items()})
+            p, g = np.zeros(sub.size, dtype), np.zeros(sub.size, dtype)
+            layer.bind(sub.views(p), sub.views(g))
+            rng = np.random.default_rng(self.seed)
+            init = getattr(layer, "init_params", None)
+            if callable(init):
+                init(rng)
+            else:
+                p[...] = 0.5 * rng.standard_normal(sub.size)
+        return layer
+
     def _gradients(self, dtype: Any) -> None:
         if np.dtype(dtype) not in [np.dtype(d) for d in self.dtypes]:
             return
-        assert_layer_gradients(self.make_layer(dtype), self.make_input(dtype))
+        assert_layer_gradients(self._layer(dtype), self.make_input(dtype))
 
     def test_gradients_float64(self) -> None:
         self._gradients(np.float64)
@@ -143,7 +161,7 @@ class LayerContract:
         self._gradients(np.float32)
 
     def test_repeated_calls(self) -> None:
-        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        layer, x = self._layer(np.float64), self.make_input(np.float64)
         rounds = []
         for _ in range(2):
             y = np.array(layer.forward(x), copy=True)
@@ -159,15 +177,15 @@ class LayerContract:
                 f"{layer!r}: the gradient of {k!r} changed on the second backward (accumulated?)"
 
     def test_input_is_not_changed(self) -> None:
-        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        layer, x = self._layer(np.float64), self.make_input(np.float64)
         before = x.copy()
         y = layer.forward(x)
         layer.backward(np.ones_like(np.asarray(y)))
         assert np.array_equal(x, before), f"{layer!r}: forward or backward changed its input array"
 
     def test_backward_before_forward_is_a_clear_error(self) -> None:
-        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
-        y_shape = np.shape(self.make_layer(np.float64).forward(x))
+        layer, x = self._layer(np.float64), self.make_input(np.float64)
+        y_shape = np.shape(self._layer(np.float64).forward(x))
         try:
             layer.backward(np.ones(y_shape))
         except Exception as exc:  # noqa: BLE001 - any exception, as long as it says what went wrong
@@ -181,7 +199,7 @@ class LayerContract:
         from .fast.fn_rule import Unavailable
         from .nn.losses import MeanSquaredError
 
-        layer, x = self.make_layer(np.float64), self.make_input(np.float64)
+        layer, x = self._layer(np.float64), self.make_input(np.float64)
         net = Network([layer], loss=MeanSquaredError())
         acts = net.activations(x)
         rules = Rules(list(net.body), acts, net.bindings, net.params, net.layout)

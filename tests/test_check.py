@@ -278,3 +278,11 @@ def test_a_problem_s_subject_carries_everything_the_problem_says():
     subject = problem_subject(problem)
     assert subject.layout["W"].order == "F" and subject.lambda_ == 2.0 and subject.m == 7
     assert subject.layout.label(1) == "W[1, 0]"  # entry 1 of a 2x3 block unrolled in Fortran order
+
+
+def test_a_single_block_may_return_its_gradient_in_its_own_shape_or_in_a_list():
+    W = np.random.default_rng(0).standard_normal((7, 4))
+    for grad in (lambda w: 2 * w.reshape(7, 4), lambda w: [2 * w.reshape(7, 4)]):
+        report = layerkit.check_function(lambda w, g=grad: (float(np.sum(w ** 2)), g(w)), W.ravel(),
+                                         blocks={"W": (7, 4)})
+        assert report.passed, str(report)

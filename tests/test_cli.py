@@ -104,7 +104,7 @@ def test_json_with_findings_and_exit_1():
     (["check", f"{FORUM}:no_such_name"], "no attribute 'no_such_name'"),
     (["check", "no_such_pkg.mod:problem"], "no module named"),
     (["check", f"{FORUM}:SIZES"], "expected a layerkit.Problem"),
-    (["check", "just-a-name"], "expected path/to/file.py:NAME"),
+    (["check", "just-a-name"], "expected path/to/file.py[:NAME]"),
     (["check", f"{FORUM}:problem", "--lambda", "1"], "--lambda"),
     (["sweep", "--layers", "0,3"], "--layers"),
     (["check", "--method", "five-point"], "--method"),

@@ -261,3 +261,17 @@ def test_diagnosis_json_round_trip():
     back = json.loads(text)
     assert back["findings"][0]["code"] == "regularization-mismatch"
     assert back["wrong_blocks"] == ["Theta2"] and back["correct_blocks"] == ["Theta1"]
+
+
+def test_dropped_example_is_not_said_of_a_one_example_gradient_without_m():
+    """One example's gradient of a Dense block is rank one: any error of it is rank one too."""
+    rng = np.random.default_rng(3)
+    a, d = rng.standard_normal(6), rng.standard_normal(4)
+
+    def fun(w):  # J = d . (W a) for one example; its gradient d a^T, with a wrong delta
+        W = w.reshape(4, 6)
+        return float(d @ W @ a), np.outer(d * np.array([1.0, 1.3, 1.0, 0.8]), a).ravel()
+
+    report = layerkit.check_function(fun, rng.standard_normal(24), blocks={"W": (4, 6)})
+    assert not report.passed
+    assert "dropped-example" not in [f.code for f in report.findings], str(report)

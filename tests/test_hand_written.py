@@ -38,8 +38,11 @@ def port(tmp_path):
         def fixed():
             return problem(1.0)
 
-        def nnCostFunction(nn_params, X, y, lam):
+        def nnCostFunction(nn_params, X, y, lam, scale):
             return 0.0, nn_params
+
+        def costFunction(theta, X, y):
+            return 0.0, theta
 
         def helper():
             return layerkit.Problem.from_function(lambda t: inner(t), np.ones(3))
@@ -62,8 +65,13 @@ def test_lambda_reaches_a_factory_that_takes_it(port):
 def test_a_cost_function_as_target_gets_the_wrapper_to_write(port):
     out = _cli("check", "port.py:nnCostFunction", cwd=port)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
-    assert "def problem(lambda_=1.0): return layerkit.Problem.from_function(lambda t: nnCostFunction(t, X, y, lam)" \
-        in out.stderr
+    assert "def problem(lambda_=1.0): return layerkit.Problem.from_function(lambda t: nnCostFunction(t, X, y, lam, " \
+        "scale)" in out.stderr
+
+
+def test_a_cost_function_in_a_course_signature_is_checked_as_it_is(port):
+    out = _cli("check", "port.py:costFunction", cwd=port)
+    assert out.returncode == 1 and "course debug regression" in out.stdout and "FAILED" in out.stdout
 
 
 def test_traceback_shows_the_targets_own_frames(port):

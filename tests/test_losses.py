@@ -96,7 +96,9 @@ def test_bad_loss_and_penalty_arguments_are_named():
     with pytest.raises(InputError, match="one of"):
         L2({0: "bias"})
     with pytest.raises(InputError, match="layer position"):
-        Network([Dense(4, 3)], penalty=L2({5: "all"}))
+        Network([Dense(4, 3)], loss=SoftmaxCrossEntropy(), penalty=L2({5: "all"}))
+    with pytest.raises(InputError, match="end the network with Sigmoid"):
+        Network([Dense(4, 3), Sigmoid(), Dense(3, 2)])  # sigmoid cross-entropy on unbounded outputs: NaN
 
 
 def test_the_penalty_exempts_bias_columns_unless_a_layer_says_otherwise():

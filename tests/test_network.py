@@ -233,3 +233,10 @@ def test_each_layer_initializes_its_own_parameters():
     again = layerkit.Network([layerkit.Dense(4, 3), Scale(), layerkit.Dense(3, 2), layerkit.Sigmoid()])
     again.init_random(7)
     assert np.array_equal(again.params, net.params)  # one generator, in the order of the layers
+
+
+def test_labels_may_come_as_a_column():
+    rng = np.random.default_rng(1)
+    net = Network.from_sizes([3, 4, 2], seed=0)
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    assert net.cost(X, y.reshape(-1, 1)) == net.cost(X, y)

@@ -5,6 +5,7 @@ import pytest
 
 import layerkit
 from layerkit.testing import (
+    LayerContract,
     assert_function_gradients,
     assert_layer_gradients,
     assert_network_gradients,
@@ -38,3 +39,42 @@ def test_planted_error_touches_exactly_one_entry(debug_problem):
     assert net.params.tobytes() == before.tobytes()
     with pytest.raises(layerkit.InputError, match="index"):
         plant_gradient_error(net, 38)
+
+
+class _FreshScale:
+    """A user layer as its constructor leaves it: parameters declared, nothing bound yet."""
+
+    param_shapes = {"s": (4,)}
+
+    def __init__(self, wrong=1.0):
+        self.params, self.grads, self.wrong = {}, {}, wrong
+
+    def bind(self, params, grads):
+        self.params, self.grads = params, grads
+
+    def forward(self, x):
+        self._x = x
+        return x * self.params["s"]
+
+    def backward(self, dy):
+        if not hasattr(self, "_x"):
+            raise RuntimeError("backward before forward")
+        self.grads["s"][...] = (dy * self._x).sum(0) * self.wrong
+        return dy * self.params["s"]
+
+
+def test_check_layer_binds_a_fresh_layer_for_the_check_and_leaves_it_unbound():
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    good, bad = _FreshScale(), _FreshScale(wrong=1.01)
+    assert layerkit.check_layer(good, x).passed
+    report = layerkit.check_layer(bad, x)
+    assert not report.passed and report.failed_blocks == ["s"]
+    assert bad.params == {} and bad.grads == {} and "_x" not in vars(bad)
+
+
+class TestFreshLayerContract(LayerContract):
+    def make_layer(self, dtype):
+        return _FreshScale()
+
+    def make_input(self, dtype):
+        return np.random.default_rng(1).standard_normal((5, 4)).astype(dtype)

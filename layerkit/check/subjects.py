@@ -154,8 +154,10 @@ class FunctionSubject(Subject):
                                                 if n > 1 else "")
             raise TargetError(f"the target must return {expected}; {where} it returned {describe(out)}")
         grad = out[1]
-        if isinstance(grad, (tuple, list)) and n > 1 and len(grad) == n:
+        if isinstance(grad, (tuple, list)) and len(grad) == n and (n > 1 or np.ndim(grad[0]) >= 1):
             return out[0], self._join(grad, where)
+        if n == 1 and np.ndim(grad) >= 2 and np.shape(grad) == tuple(blocks[0].shape):
+            return out[0], self._join([grad], where)  # a single block's gradient in the block's own shape
         return out[0], grad
 
     def _join(self, parts: Any, where: str) -> NDArray:
@@ -401,6 +403,30 @@ class _LayerSession:
         return np.concatenate([dx.ravel()] + grads)
 
 
+def _parameter_values(layer: Layer, seed: int) -> dict[str, NDArray]:
+    """The values of a layer's parameters: its bound arrays, or for a layer not bound yet (fresh from its
+    constructor) a seeded start -- its own ``init_params`` when it has one, else standard normal values
+    times 0.5 (not zeros, where many wrong gradients vanish) -- drawn into arrays bound for the moment and
+    unbound again."""
+    missing = [k for k in layer.param_shapes if k not in (layer.params or {})]
+    if not missing:
+        return {k: np.array(layer.params[k], copy=True) for k in layer.param_shapes}
+    if len(missing) != len(layer.param_shapes):
+        raise InputError("layer", f"all of its parameters {list(layer.param_shapes)} bound, or none",
+                         f"none bound for {missing}")
+    rng = np.random.default_rng([seed, 0x626E64])
+    sub = ParameterLayout.from_shapes({k: tuple(v) for k, v in layer.param_shapes.items()})
+    p, g = np.zeros(sub.size), np.zeros(sub.size)
+    with preserving([layer], [], state=True):
+        layer.bind(sub.views(p), sub.views(g))
+        init = getattr(layer, "init_params", None)
+        if callable(init):
+            init(rng)
+        else:
+            p[...] = 0.5 * rng.standard_normal(sub.size)
+        return {k: np.array(v, copy=True) for k, v in sub.views(p).items()}
+
+
 class LayerSubject(Subject):
     """One layer through ``sum(forward(x) * r)`` with a seeded random upstream gradient ``r``.
 
@@ -421,21 +447,19 @@ class LayerSubject(Subject):
         xa = _as_point(xa.ravel()).reshape(xa.shape)
         if "x" in layer.param_shapes:
             raise InputError("layer.param_shapes", "no parameter named 'x' (reserved for the input)", "'x'")
-        missing = [k for k in layer.param_shapes if k not in (layer.params or {})]
-        if missing:
-            raise InputError("layer", f"bound parameters {list(layer.param_shapes)}", f"none bound for {missing}")
         shapes = {"x": xa.shape, **{k: tuple(v) for k, v in layer.param_shapes.items()}}
         layout = ParameterLayout.from_shapes(shapes)
-        theta0 = np.concatenate([xa.ravel()] + [np.asarray(layer.params[k], dtype=xa.dtype).ravel()
+        values = _parameter_values(layer, seed)
+        theta0 = np.concatenate([xa.ravel()] + [np.asarray(values[k], dtype=xa.dtype).ravel()
                                                  for k in layer.param_shapes])
         super().__init__(theta0, layout)
         self.layer = layer
+        self._eval = _LayerSession(layer, xa.shape, np.zeros(0), layout)
         with self.session(), np.errstate(all="ignore"):
-            y = layer.forward(xa)
+            y = layer.forward(self._eval.write(theta0))
         # a stream of its own (not default_rng(seed)'s, which a caller may have drawn x from: with r = x, a
         # square layer's dW = r^T x is symmetric and a transposed weight gradient would go unseen)
-        r = np.random.default_rng([seed, 0x6C61]).standard_normal(np.shape(y)).astype(xa.dtype)
-        self._eval = _LayerSession(layer, xa.shape, r, layout)
+        self._eval.r = np.random.default_rng([seed, 0x6C61]).standard_normal(np.shape(y)).astype(xa.dtype)
 
     @property
     def kinked(self) -> list[tuple[int, tuple[float, ...]]]:

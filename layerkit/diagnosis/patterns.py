@@ -282,6 +282,12 @@ def dropped_example(case: Case, block: Block, bad: NDArray) -> Finding | None:
     _, sig, vt = np.linalg.svd(block.matrix(case.a - case.n), compute_uv=True, full_matrices=False)
     if sig[0] == 0 or sig[1] > 1e-6 * sig[0]:
         return None
+    # m unknown: a gradient made of fewer than 3 examples' outer products has rank below 3, and any error of
+    # its data term is then of low rank too; a rank-one residual says "one example" only beside a numerical
+    # gradient of rank 3 or more
+    own = np.linalg.svd(block.matrix(case.n), compute_uv=False)
+    if case.m is None and np.count_nonzero(own > 1e-6 * own[0]) < min(3, own.size):
+        return None
     example = identify_example(case, block, vt[0])
     who = f" example {example}'s" if example is not None else " one example's"
     return Finding("dropped-example", (block.name,),

@@ -33,8 +33,9 @@ from .._validate import describe, finite_matrix, float_dtype, nonnegative_float,
 from ..errors import InputError
 from ..snapshot import preserving
 from .buffer import FlatParameters, bindings_of
+from .elementwise import Identity, LeakyReLU, ReLU, Tanh
 from .layers import Dense, Layer, Sigmoid
-from .losses import L2, Loss, SigmoidCrossEntropy
+from .losses import L2, Loss, MeanSquaredError, SigmoidCrossEntropy
 
 
 @frozen
@@ -64,6 +65,16 @@ def _checked_loss(loss: Any) -> Loss:
                                          for n in ("targets", "value_and_grad", "predict_proba", "predict")):
         raise InputError("loss", "a Loss instance, e.g. SoftmaxCrossEntropy()", describe(loss))
     return loss
+
+
+def _check_fit(loss: Loss, last: Layer) -> None:
+    """Refuse a sigmoid cross-entropy after a layer of layerkit's whose outputs leave (0, 1) (a Dense layer,
+    Identity, Tanh, ReLU): its logarithms would be NaN."""
+    if type(loss) is SigmoidCrossEntropy and type(last) in (Dense, Identity, Tanh, ReLU, LeakyReLU):
+        raise InputError("loss", "a loss that fits the last layer: the sigmoid cross-entropy (the default) needs "
+                         "outputs in (0, 1), so end the network with Sigmoid(), or give "
+                         "loss=SoftmaxCrossEntropy() for logits (MeanSquaredError() for regression)",
+                         f"the default sigmoid cross-entropy after {last!r}")
 
 
 def _checked_layers(layers: Sequence[Layer]) -> list[Layer]:
@@ -130,6 +141,7 @@ class Network(FlatParameters):
         if not isinstance(penalty, L2):
             raise InputError("penalty", "an L2 instance, e.g. L2({0: 'all'})", describe(penalty))
         self.layers = _checked_layers(layers)
+        _check_fit(self.loss, self.layers[-1])
         self.penalty = _checked_penalty(penalty, self.layers)
         #: The penalty rule of each layer ("default", "all" or "none"), by position.
         self.penalty_rules = tuple(self.penalty.rule(i, layer) for i, layer in enumerate(self.layers))
@@ -226,8 +238,13 @@ class Network(FlatParameters):
 
     def targets(self, y: Any, m: int) -> NDArray:
         """Labels as an ``(m, K)`` target matrix, validated by the loss (see :meth:`Loss.targets`): for the
-        cross-entropies 1-D integer class labels in ``0..K-1`` (one-hot encoded here) or an ``(m, K)`` matrix of
-        targets; for the squared error real values."""
+        cross-entropies 1-D integer class labels in ``0..K-1`` (one-hot encoded here), the same labels as an
+        ``(m, 1)`` column (when ``K > 1``), or an ``(m, K)`` matrix of targets; for the squared error real
+        values."""
+        y_arr = np.asarray(y)
+        if (y_arr.ndim == 2 and y_arr.shape[1] == 1 and (self.n_outputs or 1) > 1
+                and type(self.loss) is not MeanSquaredError):
+            y = y_arr.reshape(-1)  # a label column, as loadmat gives it
         return self.loss.targets(y, m, self.n_outputs, self.dtype.type(0).real.dtype)
 
     # ------------------------------------------------------------------ evaluation

@@ -1,0 +1,95 @@
+"""Zero-code course checks (layerkit.course): a bare cost function in a course signature, checked on the
+course's own debug problem, with order and labels inferred from the cost; through Python and the CLI."""
+
+import json
+from pathlib import Path
+
+import course_ports as ports
+import numpy as np
+import pytest
+from layerkit.cli.app import app
+from typer.testing import CliRunner
+
+import layerkit
+from layerkit.course import course_problem, course_problems, course_signature
+
+PORTS = str(Path(__file__).resolve().parent / "course_ports.py")
+runner = CliRunner()
+
+
+def test_signatures_are_recognised_by_name_in_any_order():
+    assert course_signature(ports.nnCost).kind == "network"
+    assert course_signature(ports.nn_cost_c_order).names["lambda"] == "lam"
+    assert course_signature(ports.linearRegCostFunction).kind == "regression"
+    assert course_signature(ports.cost_with_extras) is None  # alpha is no role
+    assert course_signature(lambda t: (0.0, t)) is None
+    with pytest.raises(layerkit.InputError, match="course parameter names"):
+        course_problem(ports.cost_with_extras)
+
+
+def test_the_network_problem_is_check_nn_gradients():
+    p = course_problem(ports.nnCostFunction, 3.0)
+    assert p.x0.size == 5 * 4 + 3 * 6 and p.m == 5 and p.lambda_ == 3.0 and p.order == "F"
+    assert dict(p.blocks) == {"Theta1": (5, 4), "Theta2": (3, 6)}
+    # debugInitializeWeights: sin(1..n) / 10 in Fortran order, Theta1 first
+    np.testing.assert_array_equal(p.x0[:20], np.sin(np.arange(1, 21)) / 10)
+
+
+@pytest.mark.parametrize("func, order, base", [(ports.nnCostFunction, "F", 1), (ports.nn_cost_column, "F", 1),
+                                               (ports.nn_cost_c_order, "C", 0)])
+def test_correct_ports_pass_with_their_order_and_labels_inferred(func, order, base):
+    problems = course_problems(func)
+    assert [p.lambda_ for p in problems] == [0.0, 3.0]
+    for p in problems:
+        assert p.order == order
+        report = p.check()
+        assert report.passed, str(report)
+        note = report.notes[-1]
+        assert f"labels {base}..{base + 2}" in note and "inferred from the cost" in note
+
+
+def test_the_forum_port_is_named_without_hints():
+    for p in course_problems(ports.nnCost):
+        report = p.check()
+        assert not report.passed and list(report.failed_blocks) == ["Theta1"]
+        assert "scale-mismatch" in [f.code for f in report.findings], str(report)
+        assert "nonsmooth" not in [f.code for f in report.findings], str(report)
+
+
+def test_a_regression_with_its_intercept_regularized_fails_at_lambda_3_only():
+    r0, r3 = (p.check() for p in course_problems(ports.costFunctionReg))
+    assert r0.passed and not r3.passed and r3.worst[0].label == "theta[0]"
+    assert all(p.check().passed for p in course_problems(ports.linearRegCostFunction))
+
+
+def test_a_data_term_matching_no_layout_is_said_to_be_assumed():
+    def wrong_cost(nn_params, input_layer_size, hidden_layer_size, num_labels, X, y, lambda_):
+        J, g = ports.nnCostFunction(nn_params, input_layer_size, hidden_layer_size, num_labels, X, y, lambda_)
+        return 2 * J, g
+
+    p = course_problem(wrong_cost)
+    assert p.order == "F" and "assumed, not inferred" in p.notes[0]
+    assert not p.check().passed
+
+
+def test_cli_checks_a_bare_cost_function_at_lambda_0_and_3():
+    out = runner.invoke(app, ["check", f"{PORTS}:nnCost", "--json"])
+    assert out.exit_code == 1, out.output
+    doc = json.loads(out.stdout)
+    reports = doc["results"] if "results" in doc else doc["reports"]
+    assert [r["lambda"] for r in reports] == [0.0, 3.0]
+    assert all(r["wrong_blocks"] == ["Theta1"] for r in reports)
+    ok = runner.invoke(app, ["check", f"{PORTS}:nn_cost_c_order", "--lambda", "1"])
+    assert ok.exit_code == 0 and "C order" in ok.output and "lambda = 1" in ok.output
+
+
+def test_cli_hints_give_a_wrapper_passing_every_argument():
+    out = runner.invoke(app, ["check", f"{PORTS}:cost_with_extras"])
+    assert out.exit_code == 2
+    assert "cost_with_extras(t, X, y, lambda_, alpha)" in out.output
+
+
+def test_cli_looks_for_problem_and_names_the_course_functions_it_found():
+    out = runner.invoke(app, ["check", PORTS])
+    assert out.exit_code == 2
+    assert "no attribute 'problem'" in out.output and "nnCost" in out.output
