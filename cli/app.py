@@ -70,7 +70,7 @@ def root(
 # ---------------------------------------------------------------------- option parsing
 def _parse_sizes(text: str) -> list[int]:
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        sizes = [int(s) for s in text.replace(" ", "").split(",")]
     except ValueError:
         raise UsageError(f"--layers: expected comma-separated positive integers such as 3,5,3, got {text!r}") from None
     if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -118,12 +118,12 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
                                       ("--seed", seed)) if value is not None]
     if given:
         raise UsageError(f"{given[0]}: applies to the built-in problem only; a target brings its own")
-    obj = _target_object(target)
+    obj = _target_object(target)  # imported once; a target that cannot be loaded is load_problem's to explain
     if course_signature(obj) is not None:  # a bare course cost function: the course's debug problem
         return _library_call(layerkit.course_problems, obj, lambdas if lambdas else (0.0, 3.0))
     if lambdas and takes_lambda(obj):  # the factory builds the problem for each lambda
-        return [load_problem(target, lam) for lam in lambdas]
-    problem = load_problem(target)
+        return [load_problem(target, lam, obj=obj) for lam in lambdas]
+    problem = load_problem(target, obj=obj)
     if problem.network is not None:
         if lambdas:
             return [layerkit.Problem.from_network(problem.network, problem.X, problem.y, lam, name=problem.name)
@@ -301,7 +301,7 @@ def check(  # noqa: PLR0913 - the options a user sets
         show_default=False)] = None,
     dtype: Annotated[Optional[DtypeChoice], typer.Option(
         "--dtype", help="dtype of the built-in problem. Default: float64.", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights instead of the debug "
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seeded random weights instead of the debug "
                                                  "weights (built-in problem).")] = None,
     rtol: Annotated[Optional[float], typer.Option(
         "--rtol", min=0.0, help="Replaces the relative part of every tolerance (default: the analytic "
@@ -403,7 +403,7 @@ def sweep(  # noqa: PLR0913 - the options a user sets
                          "when the target allows it).")] = "all",
     dtype: Annotated[Optional[DtypeChoice], typer.Option(
         "--dtype", help="dtype of the built-in problem. Default: float64.", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seeded random weights (built-in problem).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seeded random weights (built-in problem).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write the log-log error curves to this PNG "
                                                 "(needs matplotlib: pip install 'layerkit\\[plot]').")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,

@@ -36,16 +36,18 @@ from ._validate import positive_int
 from .check.baseline import baseline
 from .check.engine import Evaluators
 from .check.ledger import Ledger
-from .check.methods import Step
+from .check.methods import MAX_STEP_RATIO, Step
 from .check.options import CheckOptions, check_seed, tolerance_override
 from .check.pipeline import choose_mode, directional_check, full_check
 from .check.report import Report
 from .check.subjects import LayerSubject, NetworkSubject, Subject, function_subject
 from .diagnosis.doctor import diagnose as run_doctor
 from .diagnosis.experiments import Experiments
+from .errors import InputError
 from .nn.layers import Layer
 from .nn.layout import Order
 from .nn.network import Network
+from .snapshot import streams_kept
 
 #: The doctor's follow-ups may spend twice the check's evaluations, and at least this many: enough for the
 #: kink test on 24 entries (96), the Taylor fit (13) and a directional check of a few layers.
@@ -54,7 +56,8 @@ DOCTOR_BUDGET = 256
 
 def run_check(subject: Subject, options: CheckOptions) -> Report:
     """Check ``subject`` as ``options`` say (the steps of the module docstring)."""
-    with subject.session(), np.errstate(all="ignore"):
+    _refuse_absurd_step(subject, options)
+    with streams_kept(_owners(subject)), subject.session(), np.errstate(all="ignore"):
         ledger = Ledger()
         base = baseline(subject, ledger)
         evaluators = Evaluators(subject, options, base, ledger)
@@ -65,6 +68,28 @@ def run_check(subject: Subject, options: CheckOptions) -> Report:
             experiments = Experiments(evaluators, max(DOCTOR_BUDGET, 2 * report.n_evals), _layer_check(options))
             report = run_doctor(report, subject, options.strategy, experiments)
     return report
+
+
+def _refuse_absurd_step(subject: Subject, options: CheckOptions) -> None:
+    """A fixed step above :data:`~layerkit.check.methods.MAX_STEP_RATIO` times some axis's length scale
+    ``max(1, |x_j|)`` is an argument error in every mode (the full check's probes refuse it per axis too)."""
+    if options.auto_step:
+        return
+    step = float(options.strategy.step)
+    scale = np.maximum(1.0, np.abs(subject.x0.astype(np.float64)))
+    j = int(np.argmin(scale))
+    if not step <= MAX_STEP_RATIO * float(scale[j]):
+        raise InputError("step", f"a step of at most {MAX_STEP_RATIO:.0e} times max(1, |x_j|) (a larger one "
+                         "measures a secant across the cost, not its derivative at the point)",
+                         f"{step!r}, {step / float(scale[j]):.2g} times the scale of axis {j}")
+
+
+def _owners(subject: Subject) -> list[Any]:
+    """The caller's objects behind ``subject`` whose random streams a check must leave where they are."""
+    network = getattr(subject, "network", None)
+    found = [getattr(subject, name, None) for name in ("fun", "layer")] + ([network, *network.layers] if network
+                                                                           is not None else [])
+    return [o for o in found if o is not None]
 
 
 def _layer_check(options: CheckOptions) -> Callable[[Layer, NDArray, int], Report]:
@@ -171,6 +196,7 @@ def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0,
     constructor) is checked at a seeded start: its own ``init_params`` when it has one, else standard
     normal values times 0.5, in arrays bound for the check only.
     """
-    subject = LayerSubject(layer, x, check_seed(seed))
+    with streams_kept([layer]):  # building the subject runs the layer's forward once
+        subject = LayerSubject(layer, x, check_seed(seed))
     return run_check(subject, CheckOptions.create(method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose,
                                                   mode=mode, n_directions=n_directions, seed=seed, budget=budget))

@@ -129,12 +129,14 @@ def _import_module(where: str, spec: str) -> Any:
         raise ProblemLoadError(f"target {spec!r}: importing {where} failed: {_one_line(exc)}", exc) from None
 
 
-def load_problem(spec: str, lambda_: float | None = None) -> Problem:
+def load_problem(spec: str, lambda_: float | None = None, *, obj: Any = None) -> Problem:
     """Resolve ``spec`` (``file.py:NAME``, ``file.py`` for its ``problem``, or ``module:NAME``) to a Problem; a
     factory that takes ``lambda_`` is called with ``lambda_`` when it is given; a cost function in a course
     signature becomes the course's debug problem (:func:`~layerkit.course_problem`) at ``lambda_`` (0 when
-    not given)."""
-    obj = target_object(spec)
+    not given).  ``obj``: the target's object when the caller has already loaded it (its file is then not
+    run a second time)."""
+    if obj is None:
+        obj = target_object(spec)
     name = (spec if ":" in spec else f"{spec}:{DEFAULT_NAME}").rpartition(":")[2]
     if course_signature(obj) is not None:
         try:

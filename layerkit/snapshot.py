@@ -11,9 +11,13 @@ running statistic).  Attributes are compared and put back by identity, never by 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
+import functools
+import inspect
 import itertools
 import random
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -82,6 +86,56 @@ def _streams(snapshot: list[tuple[Any, dict[str, Any], list[tuple[Any, Any]]]]) 
                 if live is not None and isinstance(value, itertools.count):
                     out.append(_counter_keeper(live, key, value))
     return out
+
+
+@contextmanager
+def streams_kept(objects: Sequence[Any]) -> Iterator[None]:
+    """Put back, however the block is left, the random streams code reachable from ``objects`` may draw
+    from: numpy's and ``random``'s global ones; those held by the objects' classes (a dropout layer's
+    class-level ``rng``) and by the modules that define them; and for a function, those in its closure, its
+    bound instance, its ``functools.partial`` arguments and its module's globals."""
+    keepers: list[Callable[[], None]] = []
+    seen: set[int] = set()
+    global_np, global_py = np.random.get_state(), random.getstate()
+    for value in _stream_places(objects):
+        if id(value) not in seen:
+            seen.add(id(value))
+            keeper = _stream_keeper(value)
+            if keeper is not None:
+                keepers.append(keeper)
+    try:
+        yield
+    finally:
+        np.random.set_state(global_np)
+        random.setstate(global_py)
+        for put_back in keepers:
+            put_back()
+
+
+def _stream_places(objects: Sequence[Any]) -> Iterator[Any]:
+    """The values a stream may hide in, one level deep (module docstring of :func:`streams_kept`)."""
+    modules: dict[str, Any] = {}
+    for obj in objects:
+        while isinstance(obj, functools.partial):
+            yield from obj.args
+            yield from obj.keywords.values()
+            obj = obj.func
+        if callable(obj) and hasattr(obj, "__code__") or inspect.ismethod(obj):
+            for cell in getattr(obj, "__closure__", None) or ():
+                with contextlib.suppress(ValueError):  # an empty cell
+                    yield cell.cell_contents
+            owner = getattr(obj, "__self__", None)
+            if owner is not None and hasattr(owner, "__dict__"):
+                yield from vars(owner).values()
+            yield from (getattr(obj, "__globals__", None) or {}).values()
+            continue
+        for cls in type(obj).__mro__[:-1]:
+            yield from vars(cls).values()
+            module = sys.modules.get(cls.__module__)
+            if module is not None and not cls.__module__.startswith(("numpy", "builtins")):
+                modules[cls.__module__] = module
+    for module in modules.values():
+        yield from vars(module).values()
 
 
 def _stream_keeper(value: Any) -> Callable[[], None] | None:

@@ -402,3 +402,15 @@ def test_a_budget_fixes_auto_mode_in_evaluations(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reports"][0]["mode"] == "directional"
     assert invoke("check", "--budget", "0").exit_code == 2
+
+
+def test_sizes_and_seeds_are_checked_and_a_target_is_imported_once(tmp_path):
+    assert invoke("check", "--layers", "3,,3").exit_code == 2
+    assert invoke("check", "--seed", "-1").exit_code == 2
+    target = tmp_path / "imp.py"
+    target.write_text("import numpy as np\nprint('imported')\ndef f(x): return float(x @ x), 2 * x\n"
+                      "problem = (f, np.ones(3))\n")
+    out = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", f"{target}:problem"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("imported") == 1

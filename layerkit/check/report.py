@@ -46,6 +46,10 @@ def relative_difference(n: NDArray, a: NDArray) -> float:
     return num / den
 
 
+#: Findings that fail a check whatever else it found: the target is not a function of its parameters.
+DEFINITE = frozenset({"nondeterministic-cost", "stateful-gradient"})
+
+
 @frozen
 class Finding:
     """One diagnosis of a mismatch, with a stable ``code`` (see :mod:`layerkit.diagnosis.doctor`).
@@ -482,6 +486,8 @@ class Report:
         """Not passed, and a ``precision-limited`` finding says the check could not decide: no entry beyond its
         tolerance while some could not be resolved, or a mismatch within what the error model is known to
         misjudge for this cost (the finding says which and why)."""
+        if any(f.code in DEFINITE for f in self.findings):
+            return False  # the target itself is at fault, whatever the estimates could resolve
         return not self.passed and any(
             f.bearing == "undecided" or (f.bearing == "unresolved" and not self.mismatch.any())
             for f in self.findings)
