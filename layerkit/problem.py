@@ -62,7 +62,9 @@ class Problem:
         unrolled in ``order``: "C", or "F" for MATLAB/Octave's ``[Theta1(:); Theta2(:)]``)."""
         if not callable(fun):
             raise InputError("fun", "a callable theta -> (cost, grad)", describe(fun))
-        return cls("function", name or getattr(fun, "__name__", "function"), fun=fun, x0=np.asarray(x0),
+        own = getattr(fun, "__name__", "")
+        title = name or (own if own and not own.startswith("<") else "the function")  # not "<lambda>"
+        return cls("function", title, fun=fun, x0=np.asarray(x0),
                    blocks=blocks, lambda_=lambda_, m=m, order=check_order(order))
 
     @classmethod

@@ -45,7 +45,8 @@ def _block_lines(report: Any) -> list[str]:
         if alone is not None and b.name not in alone:  # directional: only the whole-vector directions
             lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  (through the whole-vector directions only)")
             continue
-        extra = "" if b.passed else f"  ({b.n_failed} of {int(np.prod(b.shape))} entries off)"
+        extra = "" if b.passed else f"  ({b.n_failed} of {int(np.prod(b.shape))} entries off)" if b.n_failed else \
+            "  (fails along its own directions; no entry localized)"
         lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  rel diff {b.relative_difference:9.2e}"
                      f"  max abs err {b.max_abs_error:9.2e}{extra}")
     return lines

@@ -474,7 +474,9 @@ class Report:
     @property
     def blocks_verdict(self) -> str:
         """Which blocks are right and which are wrong, in one line."""
-        ok = [f"{b.name} (rel diff {b.relative_difference:.1e})" for b in self.blocks if b.passed]
+        alone = None if self.directional is None else self.directional.block_tests
+        ok = [f"{b.name} (rel diff {b.relative_difference:.1e})" if alone is None or b.name in alone else
+              f"{b.name} (through the directions)" for b in self.blocks if b.passed]
         bad = [b.name for b in self.blocks if not b.passed]
         if not bad:
             return "correct: every block" + (f" ({', '.join(ok)})" if len(ok) <= 6 else "")
@@ -500,9 +502,10 @@ class Report:
         lam = self.lambda_
         lam_s = f", lambda={lam:g}" if isinstance(lam, (int, float)) else ""
         how = f"{self.method}, directional" if self.mode == "directional" else self.method
+        along = " along the directions" if self.mode == "directional" else ""
         return (f"{state}  {how} ({self.dtype}{lam_s}, step {self.step_rule} {self.step:.2g}): "
                 f"relative difference {self.relative_difference:.3g}, max abs error {self.max_abs_error:.3g}"
-                f"{where}")
+                f"{along}{where}")
 
     # ------------------------------------------------------------------ output
     def to_dict(self, include_arrays: bool = False) -> dict[str, Any]:
