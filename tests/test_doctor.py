@@ -275,3 +275,24 @@ def test_dropped_example_is_not_said_of_a_one_example_gradient_without_m():
     report = layerkit.check_function(fun, rng.standard_normal(24), blocks={"W": (4, 6)})
     assert not report.passed
     assert "dropped-example" not in [f.code for f in report.findings], str(report)
+
+
+def test_a_course_shaped_function_without_a_cause_says_which_hints_would_help():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from zoo import make
+
+    fun, theta, blocks, lam, m, order = make("none", (3, 5, 3), 7, 1.0)
+
+    def odd(t):  # two unrelated entries off: no pattern
+        J, g = fun(t)
+        g = np.array(g, dtype=float).copy()
+        g[[3, 27]] += [0.1, -0.07]
+        return J, g
+
+    report = check_function(odd, theta, blocks=blocks)
+    assert not report.passed
+    assert any("the doctor could look further with lambda_" in note for note in report.notes), report.notes
+    told = check_function(odd, theta, blocks=blocks, lambda_=lam, m=m)
+    assert not any("look further" in note for note in told.notes)

@@ -52,6 +52,34 @@ def test_each_bug_is_named(bug, variant):
     assert not any(f.code == "localized" for f in report.findings)
 
 
+@pytest.mark.parametrize("bug", [b for b in BUGS if b != "none"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_bug_is_named_without_hints(bug, variant):
+    """No lambda_, no m, no order: the penalty's coefficient is inferred from the mismatch, and an F-order
+    port checked with C-order blocks is read in the order that explains it."""
+    sizes, m, lam, order, shape = variant
+    fun, theta, blocks, lam, m, order = make(bug, sizes, m, lam, order, cost_shape=shape)
+    report = layerkit.check_function(fun, theta, blocks=blocks)
+    code = EXPECTED[bug][0]
+    assert code in report.codes(), [(f.code, f.message) for f in report.findings]
+
+
+def test_an_f_order_port_read_in_c_order_is_explained_in_fortran_order():
+    fun, theta, blocks, lam, m, order = make("bias-regularized-in-gradient", (4, 6, 2), 12, 3.0, "F")
+    report = layerkit.check_function(fun, theta, blocks=blocks)  # order='F' not given
+    layout = next(f for f in report.findings if f.code == "layout-mismatch")
+    assert "Fortran order" in layout.message and "order='F'" in layout.message
+    reg = next(f for f in report.findings if f.code == "regularization-mismatch")
+    assert "column 0 (the bias column)" in reg.message
+
+
+@pytest.mark.parametrize("bug", [b for b in BUGS if b != "none"])
+def test_each_bug_is_named_in_directional_mode(bug):
+    fun, theta, blocks, lam, m, order = make(bug, (4, 6, 2), 12, 3.0, "F", cost_shape="(1, 1)")
+    report = layerkit.check_function(fun, theta, blocks=blocks, lambda_=lam, m=m, order=order, mode="directional")
+    assert EXPECTED[bug][0] in report.codes(), [(f.code, f.message) for f in report.findings]
+
+
 def test_localized_is_said_only_of_a_proper_part():
     fun, theta, blocks, lam, m, order = make("none", (3, 2, 2), 5, 1.0)
 

@@ -16,7 +16,6 @@ from numpy.typing import NDArray
 
 from ..check.report import Report
 from ..nn.layout import Block
-from ..nn.losses import L2
 
 #: Relative misfit below which a fitted pattern (a = c n, r = k x, a reordering) counts as exact.
 FIT_TOL = 1e-3
@@ -87,6 +86,11 @@ class Case:
         self.evidence: dict[str, Any] = {} if d is None else d.block_tests
         self.notes: list[str] = []
 
+    def whole(self, block: Block) -> bool:
+        """Whether every entry of ``block`` was measured (always in a full check; in a directional one when
+        localization measured the whole block entry by entry)."""
+        return bool(self.known[block.slice].all())
+
     def attempt(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one follow-up; a budget overrun or a failure of the target far from ``x0`` becomes a note."""
         if self.experiments is None:
@@ -106,17 +110,81 @@ class Case:
         return list(dict.fromkeys(self.report.layout.block_of(int(j)).name for j in idx))
 
     @cached_property
+    def k(self) -> float | None:
+        """The cost's penalty coefficient ``lambda/m``: from ``lambda`` and ``m`` when both are known, else
+        inferred from the mismatch itself (:func:`inferred_penalty`); None when neither can say."""
+        if self.lam and self.m:
+            return float(self.lam) / float(self.m)
+        if self.lam == 0 or getattr(self.subject, "kind", "") == "network":
+            return None
+        return inferred_penalty(self.report.layout, self.a, self.n, self.x, self.known)
+
+    @property
+    def k_inferred(self) -> bool:
+        """Whether :attr:`k` was inferred rather than given."""
+        return not (self.lam and self.m) and self.k is not None
+
+    def k_text(self) -> str:
+        """How the text names ``k``: ``lambda = .., m = ..`` when given, else that it was inferred."""
+        if not self.k_inferred:
+            return f"lambda = {self.lam:g}, m = {self.m}"
+        return f"lambda/m = {self.k:.6g}, inferred from the mismatch"
+
+    @cached_property
     def penalty(self) -> NDArray | None:
         """``(lambda/m) theta`` on the entries a course-style penalty covers: a network's penalized entries;
-        for a function with ``lambda`` and ``m`` given, every column but column 0 of its 2-D blocks (the
-        classic convention).  None when unknown.  Computed once, on first need."""
-        if not (self.lam and self.m):
-            return None
+        for a function, every column but column 0 of its 2-D blocks (the classic convention), with
+        ``lambda/m`` given or inferred (:attr:`k`).  None when unknown.  Computed once, on first need."""
         if self.experiments is not None and getattr(self.subject, "kind", "") == "network":
-            return self.attempt("the penalty's gradient", self.experiments.penalty_gradient)
-        mask = np.zeros(self.n.size, dtype=bool)
-        for b in self.report.layout.blocks:
-            if len(b.shape) != 2 or b.shape[1] < 2:
+            if not (self.lam and self.m):
                 return None
-            mask[b.start + b.grid()[:, 1:].ravel()] = True
-        return np.where(mask, L2.gradient(self.lam, self.m, self.x), 0.0)
+            return self.attempt("the penalty's gradient", self.experiments.penalty_gradient)
+        mask = weights_mask(self.report.layout)
+        if mask is None or self.k is None:
+            return None
+        return np.where(mask, self.k * self.x, 0.0)
+
+
+def weights_mask(layout: Any) -> NDArray | None:
+    """Every column but column 0 of each 2-D block (None when a block is not a matrix of 2 columns or more)."""
+    mask = np.zeros(layout.size, dtype=bool)
+    for b in layout.blocks:
+        if len(b.shape) != 2 or b.shape[1] < 2:
+            return None
+        mask[b.start + b.grid()[:, 1:].ravel()] = True
+    return mask
+
+
+#: How closely a fit that infers the penalty's coefficient must hold (relative to the analytic gradient).
+INFER_TOL = 1e-7
+
+
+def inferred_penalty(layout: Any, a: NDArray, n: NDArray, x: NDArray, known: NDArray) -> float | None:
+    """The cost's penalty coefficient ``k`` (``lambda/m``, the penalty's gradient ``k theta`` on every column
+    but the bias column) read off a mismatch that a wrong factor on the data term or the penalty leaves:
+    on a block, ``a = c n + d theta_W`` with ``c != 1`` (``a - k theta_W = c (n - k theta_W)``: ``k = d / (1 - c)``;
+    the data term dropped, ``c = 0``, or scaled by ``c``), or ``a = n + d theta_W + e theta_S`` with
+    ``theta_S`` the columns but the last and ``d = -e`` (a penalty shifted by one column: ``k = e``).  The fit
+    must hold to :data:`INFER_TOL`; the first block that fits gives ``k`` (None when none does, or ``k <= 0``)."""
+    for b in layout.blocks:
+        if len(b.shape) != 2 or b.shape[1] < 2 or not known[b.slice].all():
+            continue
+        A, N = a[b.slice].astype(np.float64), n[b.slice].astype(np.float64)
+        W, S = b.matrix(x).astype(np.float64), b.matrix(x).astype(np.float64)
+        W[:, 0], S[:, -1] = 0.0, 0.0
+        w, sh = W.ravel(order=b.order), S.ravel(order=b.order)
+        scale = float(np.linalg.norm(A)) or 1.0
+        coef, misfit = _lstsq(np.stack([N, w], axis=1), A)
+        if misfit <= INFER_TOL * scale and abs(1 - coef[0]) > 1e-3:
+            k = coef[1] / (1 - coef[0])
+            if k > 0:
+                return float(k)
+        coef, misfit = _lstsq(np.stack([w, sh], axis=1), A - N)
+        if misfit <= INFER_TOL * scale and coef[1] > 0 and abs(coef[0] + coef[1]) <= 1e-3 * coef[1]:
+            return float(coef[1])
+    return None
+
+
+def _lstsq(M: NDArray, y: NDArray) -> tuple[NDArray, float]:
+    coef, *_ = np.linalg.lstsq(M, y, rcond=None)
+    return coef, float(np.linalg.norm(M @ coef - y))

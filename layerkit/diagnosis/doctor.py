@@ -49,11 +49,13 @@ import math
 from typing import Any
 
 import numpy as np
+from attrs import evolve
 
 from ..check.kinks import rough_cost
 from ..check.report import Finding, Report
 from ..check.tolerance import SAFETY
 from ..check.verdicts import noisy_cost, rounding_level
+from ..nn.layout import Order, ParameterLayout
 from . import followups
 from .case import Case
 from .patterns import BLOCK_PATTERNS, directional_block, merged
@@ -116,13 +118,62 @@ def _causes(case: Case, findings: list[Finding], explained: np.ndarray) -> list[
         if kinked is not None:
             findings.append(kinked[0])
             explained[kinked[1]] = True
-    findings += _block_patterns(case, explained)
+    own = _block_patterns(case, explained)
+    findings += _read_in_the_other_order(case, own) or own
     findings = merged(findings, case)
+    if case.report.subject == "function" and not any(f.code not in NOT_CAUSES for f in findings):
+        hint = _hints(case)
+        if hint:
+            case.notes.append(hint)
     if case.experiments is not None and case.report.subject == "network":
         if case.lam:
             case.attempt("the re-check at lambda = 0", lambda: followups.at_lambda_zero(case))
         findings += followups.layers(case)
     return findings
+
+
+def _hints(case: Case) -> str:
+    """What a function's check could be told to look further, when no pattern named a cause ('' when
+    nothing)."""
+    if not any(len(b.shape) == 2 for b in case.report.layout.blocks):
+        return ""  # not laid out as a network's matrices: the course patterns do not apply
+    wanted = []
+    if case.report.lambda_ is None:
+        wanted.append("lambda_ (the regularization: penalty patterns are then named as lambda/m)")
+    if case.report.m is None:
+        wanted.append("m (the number of examples: factors such as 1/m, and dropped examples)")
+    if not wanted:
+        return ""
+    return "no pattern explains the mismatch; the doctor could look further with " + "; ".join(wanted)
+
+
+#: Findings that locate or qualify a mismatch without naming its cause.
+NOT_CAUSES = frozenset({"localized", "nonsmooth", "precision-limited", "rounding-level", "layer-mismatch"})
+
+
+def _read_in_the_other_order(case: Case, own: list[Finding]) -> list[Finding] | None:
+    """A function's mismatch that no pattern explains in the order its blocks were given, but one does with
+    every block read in the other order (C for F): the port unrolls its parameters that other way, and the
+    patterns found in it, after a ``layout-mismatch`` finding that says so (None when that is not the case)."""
+    layout = case.report.layout
+    if (case.report.subject != "function" or not case.known.all() or any(f.code not in NOT_CAUSES for f in own)
+            or any(len(b.shape) != 2 or min(b.shape) < 2 for b in layout.blocks)):
+        return None
+    other: Order = "F" if layout.blocks[0].order == "C" else "C"
+    flipped = ParameterLayout.from_shapes({b.name: b.shape for b in layout.blocks}, order=other)
+    twin = Case(evolve(case.report, layout=flipped), case.subject)
+    found = _block_patterns(twin, np.zeros(case.n.size, dtype=bool))
+    if not any(f.code not in NOT_CAUSES for f in found):
+        return None
+    given, read = ("C", "Fortran") if other == "F" else ("Fortran", "C")
+    note = Finding("layout-mismatch", tuple(b.name for b in layout.blocks),
+                   f"no pattern explains the mismatch with the blocks read in {given} order, but "
+                   f"{', '.join(sorted({f.code for f in found if f.code not in NOT_CAUSES}))} does in {read} order: "
+                   f"the code unrolls its parameters in {read} order" + (
+                       " (MATLAB/Octave's [Theta1(:); Theta2(:)]); give order='F'" if other == "F" else
+                       "; give order='C'") + f", and the findings below name entries in {read} order",
+                   {"order": other})
+    return [note] + found
 
 
 def _block_patterns(case: Case, explained: np.ndarray) -> list[Finding]:

@@ -37,7 +37,7 @@ def zero_gradient(case: Case, block: Block, bad: NDArray) -> Finding | None:
 
 
 def scale_or_sign(case: Case, block: Block, bad: NDArray) -> Finding | None:
-    if case.directional:
+    if not case.whole(block):
         return None  # needs every entry; spread blocks use directional_block
     s = block.slice
     c, misfit = fit(case.a[s], case.n[s])
@@ -72,7 +72,7 @@ def _shapes(block: Block) -> list[tuple[int, int]]:
 
 
 def layout_mismatch(case: Case, block: Block, bad: NDArray) -> Finding | None:
-    if case.directional:
+    if not case.whole(block):
         return None  # needs every entry
     s = block.slice
     a, n, tol = case.a[s], case.n[s], case.tol[s]
@@ -187,12 +187,14 @@ def regularization(case: Case, block: Block, bad: NDArray) -> Finding | None:
 def penalty_columns(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """The gradient's penalty on the wrong columns: on each failing column ``r = k theta`` with ``k`` one of
     ``+-lambda/m``, some added and some missing (``Theta[:, :-1]`` for ``Theta[:, 1:]``)."""
-    if len(block.shape) != 2 or not (case.lam and case.m) or case.directional:
+    if len(block.shape) != 2 or case.k is None:
         return None
     cols = np.unique(block.unravel(bad)[1])
     if not 2 <= cols.size <= 3:
         return None
-    R, T, base = block.matrix(case.a - case.n), block.matrix(case.x), case.lam / case.m
+    R, T, base = block.matrix(case.a - case.n), block.matrix(case.x), case.k
+    if not block.matrix(case.known)[:, cols].all():
+        return None  # each failing column is fitted whole
     ks = []
     for c in cols:
         k, misfit = fit(R[:, c], T[:, c])
@@ -205,8 +207,8 @@ def penalty_columns(case: Case, block: Block, bad: NDArray) -> Finding | None:
     return Finding(
         "regularization-mismatch", (block.name,),
         f"the gradient's penalty on {block.name} is on the wrong columns: it adds lambda/m theta on "
-        f"column{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} (k = +lambda/m, lambda = "
-        f"{case.lam:g}, m = {case.m}), which the cost does not penalize, and leaves it out on column"
+        f"column{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} (k = +lambda/m, "
+        f"{case.k_text()}), which the cost does not penalize, and leaves it out on column"
         f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} (k = -lambda/m), which it "
         "does: the slice is shifted (Theta[:, :-1] where Theta[:, 1:] was meant)",
         {"added_columns": added, "missing_columns": missing, "factor": base, "factor_name": "lambda/m"})
@@ -215,7 +217,7 @@ def penalty_columns(case: Case, block: Block, bad: NDArray) -> Finding | None:
 def constant_offset(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """``r`` is the same constant on every failing entry of a row, a column or the block (named when it is
     ``lambda/m``, ``lambda``, ``1/m``...): something adds a number where it should add a term."""
-    if case.directional or bad.size < 2:
+    if bad.size < 2 or not case.known[block.start + bad].all():
         return None
     vals = (case.a - case.n)[block.slice][bad]
     c = float(np.mean(vals))
@@ -239,40 +241,51 @@ def constant_offset(case: Case, block: Block, bad: NDArray) -> Finding | None:
 def data_missing(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """The analytic gradient equals the penalty's alone: the data term (backprop) is missing."""
     p = case.penalty
-    if p is None or case.directional:
+    if p is None or not case.whole(block):
         return None
     s = block.slice
     a, pb = case.a[s], p[s]
     if not np.any(pb) or not np.all(np.abs(a - pb) <= 1e-6 * np.abs(pb) + case.tol[s]):
         return None
     return Finding("data-term-missing", (block.name,),
-                   f"on {block.name} the analytic gradient is the penalty alone, lambda/m theta (lambda = "
-                   f"{case.lam:g}, m = {case.m}): the data term (backprop's average over the examples) is missing")
+                   f"on {block.name} the analytic gradient is the penalty alone, lambda/m theta ({case.k_text()}): "
+                   "the data term (backprop's average over the examples) is missing")
 
 
 def data_factor(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """The data term is off by a factor while the penalty is right: ``a - p = c (n - p)``, ``c`` named."""
     p = case.penalty
-    if p is None or case.directional:
+    if p is None or not case.whole(block):
         return None
     s = block.slice
     c, misfit = fit((case.a - p)[s], (case.n - p)[s])
-    named = name_factor(c, case.m)
+    named = name_factor(c, case.m if case.m else _whole(c))
     if misfit > 1e-3 or not named or c in (0.0, 1.0):
         return None
+    if not case.m and named.startswith(("m", "1/m")):
+        named += " (if m, the number of examples, is that)"
     why = ("the data term is not divided by m (the penalty is)" if named.startswith("m") else
            "the data term is divided by m twice" if named.startswith("1/m") else
            "a factor in the data term only (a doubled sum, or 2 (h - y)?)")
+    inferred = f" (lambda/m = {case.k:.6g}, inferred from the mismatch)" if case.k_inferred else ""
     return Finding("scale-mismatch", (block.name,),
                    f"on {block.name}, the data term of the gradient (the gradient without its penalty lambda/m "
-                   f"theta) is {named} times the cost's, while the penalty is right: {why}",
+                   f"theta{inferred}) is {named} times the cost's, while the penalty is right: {why}",
                    {"factor": c, "factor_name": named, "part": "data"})
+
+
+def _whole(c: float) -> int | None:
+    """``c`` or ``1/c`` as a whole number of at least 3 (a candidate for ``m``, the number of examples)."""
+    for v in (c, 1.0 / c if c else 0.0):
+        if v >= 3 and abs(v - round(v)) <= FIT_TOL * v:
+            return int(round(v))
+    return None
 
 
 def dropped_example(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """``r`` on a Dense-like block is rank one, ``u v^T``: one example's contribution ``delta_i a_i^T / m``
     missing or counted twice (named when the subject's activations identify ``a_i``)."""
-    if len(block.shape) != 2 or min(block.shape) < 2 or case.directional or 2 * bad.size < block.size:
+    if len(block.shape) != 2 or min(block.shape) < 2 or not case.whole(block) or 2 * bad.size < block.size:
         return None  # one example's contribution touches (nearly) every entry of the block
     if case.m is not None and case.m < 3:
         return None  # with one or two examples any residual of a Dense block has rank one or two
@@ -389,7 +402,7 @@ def directional_block(case: Case, block: Block) -> Finding | None:
 def merged(findings: list[Finding], case: Case) -> list[Finding]:
     """One overall finding when every failing block shows the same scale or sign pattern."""
     failing = case.report.failed_blocks
-    if len(failing) < 2 or case.directional:
+    if len(failing) < 2 or not all(case.whole(b) for b in case.report.layout.blocks):
         return findings
     for code in ("sign-flip", "scale-mismatch"):
         fs = [f for f in findings if f.code == code]
