@@ -74,6 +74,10 @@ def test_html_of_a_failing_report_has_the_blocks_worst_entries_and_findings():
     worst = page.tables["worst"]
     assert len(worst) == 1 + len(report.worst) and worst[1][0] == report.worst[0].label
     assert any(item.startswith("regularization-mismatch") for item in page.items)
+    html = report._repr_html_()
+    assert "<style>" in html and 'tr class="fail"' in html and ".verdict.failed" in html
+    assert any(item.startswith("correct: Theta1") for item in page.items)  # the text report's lines
+    assert any(item.startswith("step: ") for item in page.items)
     pytest.importorskip("matplotlib")
     assert page.images and page.images[0].startswith("data:image/png;base64,")
 

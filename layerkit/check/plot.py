@@ -5,8 +5,9 @@ scale (1 is the tolerance: above it an entry fails, and is outlined), titled wit
 and verdict, with the doctor's first finding as the caption.  A directional report measured only some
 entries (the localized ones): the others are drawn as unknown (grey), never as agreeing.
 
-:func:`report_html` is the report as HTML for notebooks (``Report._repr_html_``): the verdict, the blocks,
-the worst entries, the findings and, when matplotlib is installed, the heatmap inline as a PNG.
+:func:`report_html` is the report as HTML for notebooks (``Report._repr_html_``), styled (verdict colours,
+FAIL rows marked): the verdict, the blocks, the worst entries, the findings, the correct and wrong blocks, the
+step verdict, the notes and, when matplotlib is installed, the heatmap inline as a PNG.
 
 matplotlib is an optional extra (``pip install 'layerkit[plot]'``); it is imported only here, only when a
 picture is asked for.
@@ -126,6 +127,24 @@ def _png(report: Any) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: The fragment's own style, scoped to it: verdict colours, FAIL rows marked, monospace numbers.
+STYLE = """<style>
+.layerkit-report{font-family:system-ui,sans-serif;font-size:13px;line-height:1.4;max-width:64em}
+.layerkit-report .verdict{padding:.3em .6em;border-radius:4px;margin:.3em 0}
+.layerkit-report .verdict.passed{background:#e6f4ea;color:#137333}
+.layerkit-report .verdict.failed{background:#fce8e6;color:#a50e0e}
+.layerkit-report .verdict.inconclusive{background:#fef7e0;color:#8a5300}
+.layerkit-report table{border-collapse:collapse;margin:.4em 0}
+.layerkit-report th,.layerkit-report td{border-bottom:1px solid #ddd;padding:.15em .6em;text-align:right}
+.layerkit-report th:first-child,.layerkit-report td:first-child{text-align:left}
+.layerkit-report td{font-family:ui-monospace,monospace}
+.layerkit-report tr.fail td{background:#fce8e6;color:#a50e0e;font-weight:600}
+.layerkit-report .lines{list-style:none;padding-left:0}
+.layerkit-report .lines .wrong{color:#a50e0e}
+.layerkit-report .lines .step{color:#444}
+</style>"""
+
+
 def report_html(report: Any, picture: bool = True) -> str:
     """The report as an HTML fragment (module docstring)."""
     e = html.escape
@@ -141,7 +160,11 @@ def report_html(report: Any, picture: bool = True) -> str:
                        for f in report.findings)
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
     png = _png(report) if picture else None
+    lines = [f'<li class="{"wrong" if report.failed_blocks else "correct"}">{e(report.blocks_verdict)}</li>']
+    if report.step_verdict:
+        lines.append(f'<li class="step">step: {e(report.step_verdict)}</li>')
     parts = [
+        STYLE,
         f'<div class="layerkit-report" data-verdict="{state}">',
         f'<p class="verdict {state}"><b>{e(report.verdict)}</b></p>',
         '<table class="blocks"><thead><tr><th>block</th><th>shape</th><th>rel diff</th><th>max abs err</th>'
@@ -152,6 +175,7 @@ def report_html(report: Any, picture: bool = True) -> str:
                      f"<th>error</th><th>tolerance</th></tr></thead><tbody>{worst}</tbody></table>")
     if findings:
         parts.append(f'<ul class="findings">{findings}</ul>')
+    parts.append(f'<ul class="lines">{"".join(lines)}</ul>')
     if notes:
         parts.append(f'<ul class="notes">{notes}</ul>')
     if png is not None:

@@ -384,7 +384,8 @@ def directional_block(case: Case, block: Block) -> Finding | None:
             return Finding("sign-flip", (block.name,), f"analytical = -numerical on {block.name}" + note,
                            {"factor": c, "directional": True})
         named = name_factor(c, case.m)
-        return Finding("scale-mismatch", (block.name,), f"analytical = {c:.6g}" + (f" ({named})" if named else "")
+        shown = f" ({named})" if named and named != f"{c:.6g}" else ""
+        return Finding("scale-mismatch", (block.name,), f"analytical = {c:.6g}" + shown
                        + f" x numerical on {block.name}" + note,
                        {"factor": c, "factor_name": named or "", "directional": True})
     k, misfit = fit(a - n, ux)
