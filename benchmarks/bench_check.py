@@ -309,7 +309,7 @@ def bench_framework(sizes=(400, 25, 10), m=5000, subset=40):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
     from custom_layer import Softplus as HelperSoftplus  # fn and derivative: Taylor tables derived from fn
     from custom_layer import Softsign as HelperSoftsign  # fn and derivative, not analytic: exact changes
-    from custom_layer import Tanh as UserTanh  # the README's user layer: no rule, no base class
+    from custom_layer import Tanh as UserTanh  # the documented user layer: no rule, no base class
 
     rng = np.random.default_rng(0)
     X = rng.random((m, sizes[0]))

@@ -1,4 +1,4 @@
-"""The contract of a PASS (README, "What PASSED means"), as properties over random networks.
+"""The contract of a PASS (docs/contract.md, "What PASSED means"), as properties over random networks.
 
 Over random architectures, float32 and float64, raw input scales (1, 30, 255), saturated parameters (x50),
 lambda from 0 to 1e6, every method and both modes:
