@@ -93,3 +93,18 @@ def test_cli_looks_for_problem_and_names_the_course_functions_it_found():
     out = runner.invoke(app, ["check", PORTS])
     assert out.exit_code == 2
     assert "no attribute 'problem'" in out.output and "nnCost" in out.output
+
+
+def test_public_code_misses_get_their_codes():
+    r3 = course_problems(ports.costFunctionReg)[1].check()
+    reg = [f for f in r3.findings if f.code == "regularization-mismatch"]
+    assert reg and "intercept" in reg[0].message and "+lambda/m" in reg[0].message
+
+    def not_averaged(theta, X, y):  # the data term's gradient is summed, not averaged
+        m = y.size
+        h = 1 / (1 + np.exp(-X @ theta))
+        return float(-(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m), X.T @ (h - y)
+
+    report = course_problem(not_averaged).check()
+    scale = [f for f in report.findings if f.code == "scale-mismatch"]
+    assert scale and "m = 12" in scale[0].message

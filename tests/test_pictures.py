@@ -135,3 +135,22 @@ def test_cli_writes_the_picture(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", "--plot", str(tmp_path / "no" / "x.png")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "--plot" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_block_measured_along_its_own_directions_is_drawn_not_grey():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((30, 30))
+
+    def fun(w):  # a whole-block scale bug: every entry off, nothing to localize
+        return float(np.sum(np.sin(A * w.reshape(30, 30)))), 2 * (A * np.cos(A * w.reshape(30, 30))).ravel()
+
+    report = layerkit.check_function(fun, rng.standard_normal(900), blocks={"W": (30, 30)}, mode="directional")
+    assert not report.passed
+    fig = report.plot()
+    image = fig.axes[0].images[0].get_array()
+    assert not np.ma.getmaskarray(image).all()
+    assert "along its own directions" in fig.axes[0].get_title()
+    plt.close(fig)

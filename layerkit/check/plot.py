@@ -3,7 +3,8 @@
 :func:`plot_report` draws one heatmap per block of ``|analytical - numerical| / tolerance`` on a log color
 scale (1 is the tolerance: above it an entry fails, and is outlined), titled with the block's name, shape
 and verdict, with the doctor's first finding as the caption.  A directional report measured only some
-entries (the localized ones): the others are drawn as unknown (grey), never as agreeing.
+entries (the localized ones): the others are drawn as unknown (grey), never as agreeing; a block measured
+only along its own directions is drawn whole in the colour of its worst direction, and says so.
 
 :func:`report_html` is the report as HTML for notebooks (``Report._repr_html_``), styled (verdict colours,
 FAIL rows marked): the verdict, the blocks, the worst entries, the findings, the correct and wrong blocks, the
@@ -85,9 +86,17 @@ def plot_report(report: Any, ax: Any = None) -> Any:
     cmap = plt.get_cmap("magma_r").with_extremes(bad="#d9d9d9")
     image = None
     summaries = {b.name: b for b in report.blocks}
+    alone = None if report.directional is None else report.directional.block_tests
     for block, axis, (ratio, known) in zip(blocks, axes, panels):
         shown = np.clip(np.where(np.isfinite(ratio), ratio, top), lo, top)
         data = np.ma.masked_array(shown, mask=~known)
+        tests = list(alone.get(block.name, ())) if alone is not None and not known.any() else []
+        if tests:  # measured along its own directions only: the whole block in the worst direction's colour
+            worst = max(abs(t.numerical - t.analytical) / max(t.tolerance, np.finfo(float).tiny) for t in tests)
+            data = np.ma.masked_array(np.full(shown.shape, np.clip(worst, lo, top)), mask=np.zeros(shown.shape, bool))
+            axis.text(0.5, 0.5, f"{len(tests)} direction{'s' if len(tests) > 1 else ''} in the block\n"
+                      f"worst {worst:.2g} x tolerance", transform=axis.transAxes, ha="center", va="center",
+                      fontsize=8, color="white" if worst > 1 else "black")
         image = axis.imshow(data, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
         for r, c in zip(*np.nonzero(known & (ratio > 1))):
             axis.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#00b050", linewidth=1.2))
@@ -95,7 +104,8 @@ def plot_report(report: Any, ax: Any = None) -> Any:
         verdict = "ok" if summary is None or summary.passed else f"FAIL ({summary.n_failed} entries)"
         what = "x".join(map(str, block.shape))
         if report.mode == "directional":
-            verdict += f", {int(known.sum())} of {block.size} measured"
+            verdict += (f", {int(known.sum())} of {block.size} measured" if not tests else
+                        ", along its own directions")
         axis.set_title(f"{block.name} {what}: {verdict}", fontsize=9)
         axis.set_xlabel("column" if len(block.shape) == 2 else "entry", fontsize=8)
         axis.set_ylabel("row" if len(block.shape) == 2 else "", fontsize=8)

@@ -48,7 +48,9 @@ def scale_or_sign(case: Case, block: Block, bad: NDArray) -> Finding | None:
     if abs(c + 1) <= FIT_TOL:
         return Finding("sign-flip", (block.name,), f"analytical = -numerical on {block.name}: a sign slip "
                        "(y - h instead of h - y, or a subtracted term that should be added)", {"factor": c})
-    named = name_factor(c, case.m)
+    named = name_factor(c, case.m if case.m else _whole(c))
+    if named and not case.m and named.startswith(("m", "1/m")):
+        named += ", if m, the number of examples, is that"
     what = f" ({named})" if named and named != f"{c:g}" else ""
     return Finding("scale-mismatch", (block.name,),
                    f"analytical = {c:.6g}{what} x numerical on {block.name}"
@@ -163,9 +165,20 @@ def _penalty_meaning(case: Case, k: float, misfit: float, what: str, evidence: d
 
 def regularization(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """On a part of the block that covers every failing entry, ``r = k x``: a penalty in the cost or the
-    gradient but not both, or with another factor."""
+    gradient but not both, or with another factor.  A vector's intercept alone (``theta[0]``, the regression
+    exercises) fits with ``k`` named only: ``+-lambda/m``."""
     s = block.slice
     r, x, known = (case.a - case.n)[s], case.x[s], case.known[s]
+    if len(block.shape) == 1 and bad.tolist() == [0] and case.k is not None and x[0] != 0:
+        k = float(r[0] / x[0])
+        for sign, text in ((1.0, "the gradient regularizes the intercept theta[0] but the cost does not"),
+                           (-1.0, "the cost regularizes the intercept theta[0] but the gradient does not")):
+            if abs(k - sign * case.k) <= 1e-6 * case.k + float(case.tol[s][0]) / abs(x[0]):
+                return Finding("regularization-mismatch", (block.name,),
+                               f"on entry 0 (the intercept) of {block.name}, analytical - numerical = k * theta with "
+                               f"k = {k:.6g} = {'+' if sign > 0 else '-'}lambda/m ({case.k_text()}): {text} (the "
+                               "intercept should not be regularized)",
+                               {"factor": k, "entries": "entry 0", "factor_name": "lambda/m"})
     for what, idx in _candidates(block, bad):
         if not np.isin(bad, idx).all():
             continue
