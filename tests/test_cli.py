@@ -410,7 +410,7 @@ def test_sizes_and_seeds_are_checked_and_a_target_is_imported_once(tmp_path):
     target = tmp_path / "imp.py"
     target.write_text("import numpy as np\nprint('imported')\ndef f(x): return float(x @ x), 2 * x\n"
                       "problem = (f, np.ones(3))\n")
-    out = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", f"{target}:problem"],
+    out = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", f"{target}:problem"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("imported") == 1

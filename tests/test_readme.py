@@ -37,10 +37,12 @@ def test_the_pages_it_points_to_exist_and_are_in_the_site():
         assert page in nav, page
 
 
-def test_the_course_function_shown_gives_the_output_shown():
+def test_the_course_function_shown_gives_the_output_shown(tmp_path):
     shown = README.split("$ layerkit check examples/course_function.py:nnCost --lambda 3\n", 1)[1].split("```")[0]
-    out = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check", "examples/course_function.py:nnCost",
-                          "--lambda", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # run from elsewhere: from the checkout, its layerkit/ folder (without the CLI) would shadow the install
+    out = subprocess.run([sys.executable, "-m", "layerkit.cli.app", "check",
+                          f"{ROOT / 'examples' / 'course_function.py'}:nnCost", "--lambda", "3"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     # the words and codes as shown; the numbers as printed on this machine (the last digits of rounding-level
     # differences depend on the CPU's arithmetic)
