@@ -19,7 +19,7 @@ importable from ``layerkit`` itself.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import check_function, check_layer, check_network
+from .api import check_backward, check_function, check_layer, check_network
 from .check.methods import (
     Central,
     ComplexStep,
@@ -66,7 +66,7 @@ __all__ = [
     "SoftmaxCrossEntropy", "Tanh",
     "Finding", "FiniteDifference", "FitResult", "Forward", "InputError", "Layer", "LayerkitError", "Method",
     "Network", "Noise", "NonFiniteError", "NotBoundError", "NotForwardedError", "Objective", "ParameterLayout", "Problem",
-    "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_function", "check_layer",
+    "Report", "Richardson", "Sigmoid", "TargetError", "UnknownMethodError", "check_backward", "check_function", "check_layer",
     "check_network", "course_problem", "course_problems", "course_signature", "debug_data", "debug_matrix", "get_method", "method_names", "register_method",
     "rule_for",
 ]

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._validate import positive_int
+from .backward import backward_function
 from .check.baseline import baseline
 from .check.engine import Evaluators
 from .check.ledger import Ledger
@@ -181,6 +182,16 @@ def check_network(net: Network, X: Any, y: Any, lambda_: float = 0.0, method: An
     return run_check(subject, CheckOptions.create(
         method, step=step, rtol=rtol, atol=atol, top=top, diagnose=diagnose, engine=engine, mode=mode,
         n_directions=n_directions, seed=seed, progress=progress, budget=budget))
+
+
+def check_backward(forward: Callable[..., Any], backward: Callable[..., Any], inputs: Mapping[str, Any],  # noqa: PLR0913 - the options a user sets
+                   method: Any = "central", *, dout: Any = None, seed: int = 0, **options: Any) -> Report:
+    """Check a layer function pair ``forward(*arrays) -> out | (out, cache)`` and ``backward(dout, cache) ->
+    gradients`` (:mod:`layerkit.backward`): one block per input of ``inputs`` (a mapping from name to array,
+    in ``forward``'s order), the scalar ``sum(out * dout)`` with ``dout`` seeded standard normal unless given.
+    ``options`` are :func:`check_function`'s (``step``, ``mode``, ``rtol``, ...)."""
+    fun, x0, blocks = backward_function(forward, backward, inputs, dout, check_seed(seed))
+    return check_function(fun, x0, method, blocks=blocks, seed=seed, **options)
 
 
 def check_layer(layer: Layer, x: Any, method: Any = "central", *, seed: int = 0, step: Step | None = None,  # noqa: PLR0913 - the options a user sets

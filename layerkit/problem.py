@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from ._validate import describe
 from .api import check_function, check_network
+from .backward import backward_function
 from .check.report import Report
 from .errors import InputError
 from .nn.datasets import debug_data
@@ -66,6 +67,15 @@ class Problem:
         title = name or (own if own and not own.startswith("<") else "the function")  # not "<lambda>"
         return cls("function", title, fun=fun, x0=np.asarray(x0),
                    blocks=blocks, lambda_=lambda_, m=m, order=check_order(order))
+
+    @classmethod
+    def from_backward(cls, forward: Callable[..., Any], backward: Callable[..., Any], inputs: Mapping[str, Any], *,
+                      dout: Any = None, seed: int = 0, name: str = "") -> Problem:
+        """A layer function pair (:func:`~layerkit.check_backward`): one block per input, by its key."""
+        fun, x0, blocks = backward_function(forward, backward, inputs, dout, seed)
+        own = getattr(forward, "__name__", "")
+        return cls("function", name or (own if own and not own.startswith("<") else "layer functions"), fun=fun,
+                   x0=x0, blocks=blocks)
 
     @classmethod
     def from_network(cls, network: Network, X: Any, y: Any, lambda_: float = 0.0, *, name: str = "") -> Problem:
