@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+from attrs import evolve
 from numpy.typing import NDArray
 
 from ._validate import positive_int
@@ -68,6 +69,9 @@ def run_check(subject: Subject, options: CheckOptions) -> Report:
         if options.diagnose:
             experiments = Experiments(evaluators, max(DOCTOR_BUDGET, 2 * report.n_evals), _layer_check(options))
             report = run_doctor(report, subject, options.strategy, experiments)
+        own = getattr(subject, "n_target_evals", None)
+        if own is not None and report.evaluator == "engine" and own <= report.n_evals:
+            report = evolve(report, target_evals=int(own))
     return report
 
 

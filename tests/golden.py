@@ -838,7 +838,7 @@ def record(result: Any) -> dict:
     d["arrays"] = {"tolerance": _array(report.tolerance), "detectable": _array(report.detectable),
                    "model_tolerance": _array(report.model_tolerance), "first_reach": _array(report.first_reach),
                    "refined": _array(report.refined), "error_estimate": _array(report.error_estimate)}
-    d["text"] = re.sub(r"\n  \d+ evaluations in [\d.]+ ms$", "", report.render())
+    d["text"] = re.sub(r"\n  \d+ evaluations( \([^)]*\))? in [\d.]+ ms$", "", report.render())
     return d
 
 

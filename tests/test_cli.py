@@ -19,8 +19,8 @@ runner = CliRunner()
 
 REPORT_KEYS = {"method", "step", "step_rule", "dtype", "passed", "inconclusive", "mode", "relative_difference",
                "max_abs_error",
-               "max_rel_error", "rtol", "cost", "n_params", "n_evals", "seconds", "blocks", "worst", "findings",
-               "context", "step_verdict", "correct_blocks", "wrong_blocks", "notes", "problem", "lambda"}
+               "max_rel_error", "rtol", "cost", "n_params", "n_evals", "target_evals", "seconds", "blocks", "worst",
+               "findings", "context", "step_verdict", "correct_blocks", "wrong_blocks", "notes", "problem", "lambda"}
 
 
 def invoke(*args):

@@ -23,7 +23,10 @@ def render(report: Any, top: int | None = None) -> str:
     if report.step_verdict:
         lines.append(f"  step: {report.step_verdict}")
     lines += [f"  note: {note}" for note in report.notes]
-    lines.append(f"  {report.n_evals} evaluations in {report.seconds * 1e3:.1f} ms")
+    own = report.target_evals
+    split = "" if own is None else (f" ({own} of the network itself, {report.n_evals - own} of the engine's exact "
+                                    "cost changes)")
+    lines.append(f"  {report.n_evals} evaluations{split} in {report.seconds * 1e3:.1f} ms")
     return "\n".join(lines)
 
 

@@ -378,6 +378,9 @@ class Report:
     measured: NDArray | None = None
     subject: str = "function"
     lambda_: float | None = None
+    #: Evaluations of the network itself among ``n_evals``, when its engine computed the rest (the engine's
+    #: exact cost changes, each a small part of one evaluation); None when every evaluation is the target's.
+    target_evals: int | None = None
     m: int | None = None
     mode: str = "full"
     evaluator: str = "cost"
@@ -527,7 +530,7 @@ class Report:
             "relative_difference": json_number(self.relative_difference),
             "max_abs_error": json_number(self.max_abs_error), "max_rel_error": json_number(self.max_rel_error),
             "rtol": json_number(self.rtol), "cost": json_number(self.cost), "n_params": int(self.numerical.size),
-            "n_evals": self.n_evals, "seconds": json_number(self.seconds),
+            "n_evals": self.n_evals, "target_evals": self.target_evals, "seconds": json_number(self.seconds),
             "blocks": [b.to_dict() for b in self.blocks], "worst": [e.to_dict() for e in self.worst],
             "findings": [f.to_dict() for f in self.findings], "context": _jsonable(self.context),
             "step_verdict": self.step_verdict, "correct_blocks": self.passed_blocks,

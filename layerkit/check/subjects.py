@@ -197,6 +197,8 @@ class NetworkSubject(Subject):
         super().__init__(np.array(net.params, copy=True), net.layout, self.objective.lambda_, self.objective.m)
         self._depth = 0
         self._acts: list[NDArray] | None = None
+        #: Evaluations of the network itself (its cost, with or without the gradient) so far.
+        self.n_target_evals = 0
 
     @contextmanager
     def _session(self) -> Iterator[NetworkSubject]:
@@ -216,6 +218,7 @@ class NetworkSubject(Subject):
         if self._depth == 0:  # called outside a check's session: guard this one call
             with self._session():
                 return self._in_place(theta, with_grad, record)
+        self.n_target_evals += 1
         try:
             return self.objective.evaluate_in_place(theta, with_grad, record)
         finally:
