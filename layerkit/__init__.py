@@ -46,6 +46,7 @@ from .errors import (
     UnknownMethodError,
 )
 from .fast.rules import rule_for
+from .nn.batch import BatchNorm, Dropout
 from .nn.buffer import Binding
 from .nn.datasets import debug_data, debug_matrix
 from .nn.elementwise import Elementwise, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
@@ -53,6 +54,7 @@ from .nn.layers import Dense, Layer
 from .nn.layout import Block, ParameterLayout
 from .nn.losses import L2, Loss, MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
 from .nn.network import FitResult, Network, Objective
+from .nn.spatial import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .problem import Problem
 
 try:
@@ -61,6 +63,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = [
+    "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "MaxPool2D",
     "Binding", "Block", "BlockSummary", "Central", "ComplexEvaluationError", "ComplexStep", "Dense", "Elementwise",
     "Entry", "Estimate", "Identity", "L2", "LeakyReLU", "Loss", "MeanSquaredError", "ReLU", "SigmoidCrossEntropy",
     "SoftmaxCrossEntropy", "Tanh",

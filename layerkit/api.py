@@ -46,6 +46,7 @@ from .check.subjects import LayerSubject, NetworkSubject, Subject, function_subj
 from .diagnosis.doctor import diagnose as run_doctor
 from .diagnosis.experiments import Experiments
 from .errors import InputError
+from .nn.batch import Dropout
 from .nn.layers import Layer
 from .nn.layout import Order
 from .nn.network import Network
@@ -69,6 +70,11 @@ def run_check(subject: Subject, options: CheckOptions) -> Report:
         if options.diagnose:
             experiments = Experiments(evaluators, max(DOCTOR_BUDGET, 2 * report.n_evals), _layer_check(options))
             report = run_doctor(report, subject, options.strategy, experiments)
+        fixed = [f"layer {k} ({layer!r}) used one fixed mask during the check: the check is of that mask's network "
+                 "(Dropout.resample draws another)" for k, layer in enumerate(_layers_of(subject))
+                 if isinstance(layer, Dropout) and layer.training]
+        if fixed:
+            report = evolve(report, notes=report.notes + tuple(fixed))
         own = getattr(subject, "n_target_evals", None)
         if own is not None and report.evaluator == "engine" and own <= report.n_evals:
             report = evolve(report, target_evals=int(own))
@@ -87,6 +93,14 @@ def _refuse_absurd_step(subject: Subject, options: CheckOptions) -> None:
         raise InputError("step", f"a step of at most {MAX_STEP_RATIO:.0e} times max(1, |x_j|) (a larger one "
                          "measures a secant across the cost, not its derivative at the point)",
                          f"{step!r}, {step / float(scale[j]):.2g} times the scale of axis {j}")
+
+
+def _layers_of(subject: Subject) -> list[Any]:
+    network = getattr(subject, "network", None)
+    if network is not None:
+        return list(network.layers)
+    layer = getattr(subject, "layer", None)
+    return [] if layer is None else [layer]
 
 
 def _owners(subject: Subject) -> list[Any]:

@@ -445,8 +445,8 @@ class LayerSubject(Subject):
             raise InputError("layer", "a Layer (param_shapes, params, grads, bind, forward, backward)",
                              describe(layer))
         xa = np.asarray(x)
-        if xa.ndim != 2 or xa.size == 0:
-            raise InputError("x", "a non-empty 2-D input batch (m, n_in)", describe(x))
+        if xa.ndim < 2 or xa.size == 0:
+            raise InputError("x", "a non-empty input batch (m, n_in) or (m, C, H, W)", describe(x))
         xa = _as_point(xa.ravel()).reshape(xa.shape)
         if "x" in layer.param_shapes:
             raise InputError("layer.param_shapes", "no parameter named 'x' (reserved for the input)", "'x'")

@@ -430,5 +430,9 @@ def supports_engine(net: Network) -> bool:
     """Whether the engine applies: it has a rule for the network's loss (:mod:`layerkit.fast.loss_rules`: the
     sigmoid cross-entropy with its final Sigmoid fused in, the softmax cross-entropy, the squared error), and
     the network's class does not redefine how the cost is evaluated (see
-    :func:`~layerkit.nn.network.evaluation_overrides`)."""
-    return has_loss_rule(net) and not evaluation_overrides(net)
+    :func:`~layerkit.nn.network.evaluation_overrides`), and no layer is batch-coupled (``batch_coupled``:
+    perturbed copies stacked along the example axis would mix in its statistics) or of a kind it has no
+    rules for (``engine_ready = False``: the spatial layers, whose activations are images)."""
+    return (has_loss_rule(net) and not evaluation_overrides(net)
+            and not any(getattr(layer, "batch_coupled", False) or getattr(layer, "engine_ready", True) is False
+                        for layer in net.layers))

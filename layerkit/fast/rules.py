@@ -139,7 +139,8 @@ class BoundRule:
             self.known = True
             self.trusted = type(layer) is reg.layer_type
             self.source = f"registered for {reg.layer_type.__name__}"
-        elif layer is not None and not getattr(layer, "param_shapes", None):
+        elif (layer is not None and not getattr(layer, "param_shapes", None)
+              and not getattr(layer, "batch_coupled", False) and getattr(layer, "engine_ready", True) is not False):
             forward_rule = ForwardRule(layer)
             self.members["propagate"] = forward_rule.propagate
             self._columnwise = forward_rule.uniform

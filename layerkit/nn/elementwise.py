@@ -67,8 +67,8 @@ class Elementwise:
 
     def forward(self, x: NDArray) -> NDArray:
         x = np.asarray(x)
-        if x.ndim != 2:
-            raise InputError(f"{type(self).__name__}.forward(x)", "a 2-D array (m, n)", describe(x))
+        if x.ndim < 2:
+            raise InputError(f"{type(self).__name__}.forward(x)", "a batch (m, n) or (m, C, H, W)", describe(x))
         self._x = x
         self._y = self.fn(x)
         return self._y

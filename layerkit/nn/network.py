@@ -229,12 +229,34 @@ class Network(FlatParameters):
         return None
 
     def _check_X(self, X: Any) -> NDArray:
+        if np.ndim(X) > 2:  # images (m, C, H, W) for a network that starts with a spatial layer
+            return self._check_images(X)
         X = finite_matrix(X, "X", self.n_inputs)
         if X.shape[0] == 0:
             raise InputError("X", "at least one example (row)", describe(X))
         if np.iscomplexobj(X) and self.dtype.kind != "c":
             raise InputError("X", "real values", describe(X))
         return X if X.dtype == self.dtype else X.astype(self.dtype)
+
+    def _check_images(self, X: Any) -> NDArray:
+        """``X`` of more than 2 dimensions, validated as :meth:`_check_X` validates a matrix: numeric, finite,
+        at least one example, and of the first layer's ``in_channels`` when it declares them."""
+        arr = np.asarray(X)
+        channels = getattr(self.layers[0], "in_channels", None)
+        if getattr(self.layers[0], "n_in", None) is not None:
+            raise InputError("X", f"a 2-D array (examples x {self.n_inputs} features) for {self.layers[0]!r}",
+                             describe(arr))
+        if not np.issubdtype(arr.dtype, np.number) or arr.shape[0] == 0:
+            raise InputError("X", "a numeric batch with at least one example", describe(arr))
+        if channels is not None and (arr.ndim != 4 or arr.shape[1] != channels):
+            raise InputError("X", f"images (m, {channels}, H, W) for {self.layers[0]!r}", describe(arr))
+        if np.iscomplexobj(arr) and self.dtype.kind != "c":
+            raise InputError("X", "real values", describe(arr))
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError("X", "finite values", f"{arr[where]} at {where} ({int(bad.sum())} in all)")
+        return arr if arr.dtype == self.dtype else arr.astype(self.dtype)
 
     def targets(self, y: Any, m: int) -> NDArray:
         """Labels as an ``(m, K)`` target matrix, validated by the loss (see :meth:`Loss.targets`): for the
@@ -354,13 +376,30 @@ class Network(FlatParameters):
 
     def predict_proba(self, X: Any) -> NDArray:
         """Class probabilities, shape ``(m, K)``, as the loss reads the outputs: one-vs-all sigmoids for the
-        sigmoid cross-entropy, the softmax for the softmax one (none for the squared error)."""
-        return self.loss.predict_proba(self._run(self._check_X(X)), self.fused_sigmoid)
+        sigmoid cross-entropy, the softmax for the softmax one (none for the squared error).  Layers with an
+        evaluation mode (Dropout) run in it."""
+        with self._evaluation():
+            return self.loss.predict_proba(self._run(self._check_X(X)), self.fused_sigmoid)
 
     def predict(self, X: Any) -> NDArray:
         """Class labels ``argmax_k`` (0-based), shape ``(m,)``, for a classification loss; the outputs
-        themselves (``(m,)`` for one output) for the squared error."""
-        return self.loss.predict(self._run(self._check_X(X)), self.fused_sigmoid)
+        themselves (``(m,)`` for one output) for the squared error.  Layers with an evaluation mode
+        (Dropout) run in it."""
+        with self._evaluation():
+            return self.loss.predict(self._run(self._check_X(X)), self.fused_sigmoid)
+
+    @contextmanager
+    def _evaluation(self) -> Iterator[None]:
+        modal = [layer for layer in self.layers if callable(getattr(layer, "eval", None))
+                 and isinstance(getattr(layer, "training", None), bool)]
+        before = [layer.training for layer in modal]  # type: ignore[attr-defined]
+        for layer in modal:
+            layer.training = False  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            for layer, was in zip(modal, before):
+                layer.training = was  # type: ignore[attr-defined]
 
     def fit(self, X: Any, y: Any, lambda_: float = 0.0, max_iter: int = 100) -> FitResult:
         """Minimize the cost over the flat vector with SciPy's L-BFGS-B, starting from the current params.

@@ -1,0 +1,215 @@
+"""Conv2D, MaxPool2D, AvgPool2D, Flatten, BatchNorm and Dropout: each through LayerContract, against an
+independent loop implementation, in networks on images, and with the classic backward slips caught."""
+
+import numpy as np
+import pytest
+
+import layerkit
+from layerkit import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, InputError, MaxPool2D, Network, ReLU,
+                      Sigmoid, SoftmaxCrossEntropy, Tanh, check_layer, check_network)
+from layerkit.fast.probe import supports_engine
+from layerkit.testing import LayerContract
+
+
+class TestConv2D(LayerContract):
+    input_shape = (3, 2, 6, 5)
+
+    def make_layer(self, dtype):
+        return Conv2D(2, 3, 3, stride=2, padding=1, seed=0, dtype=dtype)
+
+
+class TestConv2DPlain(LayerContract):
+    input_shape = (2, 1, 5, 5)
+
+    def make_layer(self, dtype):
+        return Conv2D(1, 2, 2, seed=1, dtype=dtype)
+
+
+class TestMaxPool2D(LayerContract):
+    input_shape = (2, 3, 6, 6)
+
+    def make_layer(self, dtype):
+        return MaxPool2D(2)
+
+
+class TestOverlappingMaxPool2D(LayerContract):
+    input_shape = (2, 2, 5, 5)
+
+    def make_layer(self, dtype):
+        return MaxPool2D(3, stride=1)
+
+
+class TestAvgPool2D(LayerContract):
+    input_shape = (2, 3, 6, 4)
+
+    def make_layer(self, dtype):
+        return AvgPool2D(2)
+
+
+class TestFlatten(LayerContract):
+    input_shape = (3, 2, 3, 2)
+
+    def make_layer(self, dtype):
+        return Flatten()
+
+
+class TestBatchNorm(LayerContract):
+    input_shape = (8, 4)
+
+    def make_layer(self, dtype):
+        layer = BatchNorm(4, dtype=dtype)
+        layer.params["gamma"][...] = np.linspace(0.5, 2, 4)
+        layer.params["beta"][...] = np.linspace(-1, 1, 4)
+        return layer
+
+
+class TestBatchNormImages(LayerContract):
+    input_shape = (3, 2, 3, 3)
+
+    def make_layer(self, dtype):
+        layer = BatchNorm(2, dtype=dtype)
+        layer.params["gamma"][...] = [0.7, 1.3]
+        return layer
+
+
+class TestDropout(LayerContract):
+    input_shape = (6, 5)
+
+    def make_layer(self, dtype):
+        return Dropout(0.7, seed=3)
+
+
+def _conv_loops(x, W, b, stride, pad):
+    """The textbook loops: an independent reference for Conv2D.forward."""
+    m, C, H, Wd = x.shape
+    F, _, k, _ = W.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    Ho, Wo = (H + 2 * pad - k) // stride + 1, (Wd + 2 * pad - k) // stride + 1
+    out = np.zeros((m, F, Ho, Wo))
+    for n in range(m):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    out[n, f, i, j] = np.sum(xp[n, :, i * stride:i * stride + k, j * stride:j * stride + k] * W[f]) + b[f]
+    return out
+
+
+def test_conv_and_pooling_match_textbook_loops():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 6))
+    conv = Conv2D(3, 4, 3, stride=2, padding=1, seed=2)
+    conv.params["b"][...] = rng.standard_normal(4)
+    np.testing.assert_allclose(conv.forward(x), _conv_loops(x, conv.params["W"], conv.params["b"], 2, 1), atol=1e-12)
+    pooled = MaxPool2D(2).forward(x[:, :, :6, :6])
+    assert pooled.shape == (2, 3, 3, 3) and pooled[1, 2, 1, 0] == x[1, 2, 2:4, 0:2].max()
+    assert np.isclose(AvgPool2D(3, stride=2).forward(x)[0, 1, 1, 1], x[0, 1, 2:5, 2:5].mean())
+
+
+class _FlippedConv(Conv2D):
+    """The input gradient convolves with the kernel not flipped back (a classic col2im slip)."""
+
+    def backward(self, dy):
+        W = self.params["W"].copy()
+        self.params["W"][...] = W[:, :, ::-1, ::-1]
+        try:
+            return super().backward(dy)
+        finally:
+            self.params["W"][...] = W
+
+
+class _SpreadMaxPool(MaxPool2D):
+    """Max pooling whose gradient is spread over the window instead of routed to its maximum."""
+
+    def backward(self, dy):
+        return AvgPool2D.backward(self, dy) * self.size * self.size / (self.size * self.size)
+
+
+class _BatchNormNoStatTerms(BatchNorm):
+    def backward(self, dy):
+        xhat, inv, axes = self._grads(dy)
+        return dy * self.params["gamma"].reshape(self._shape(dy)) * inv
+
+
+@pytest.mark.parametrize("layer, x_shape, wrong", [
+    (_FlippedConv(2, 2, 3, seed=0), (2, 2, 5, 5), "x"),
+    (_SpreadMaxPool(2), (2, 2, 4, 4), "x"),
+    (_BatchNormNoStatTerms(3), (6, 3), "x"),
+])
+def test_the_classic_backward_slips_fail_where_they_are(layer, x_shape, wrong):
+    x = np.random.default_rng(1).standard_normal(x_shape)
+    report = check_layer(layer, x)
+    assert not report.passed and wrong in report.failed_blocks, str(report)
+
+
+def _cnn():
+    net = Network([Conv2D(2, 3, 3, padding=1), ReLU(), MaxPool2D(2), Conv2D(3, 4, 3), Tanh(), AvgPool2D(2),
+                   Flatten(), Dense(4, 5), BatchNorm(5), Sigmoid(), Dropout(0.8, seed=1), Dense(5, 3)],
+                  loss=SoftmaxCrossEntropy())
+    net.init_random(0)
+    rng = np.random.default_rng(0)
+    return net, rng.standard_normal((6, 2, 8, 8)), rng.integers(0, 3, 6)
+
+
+def test_a_small_cnn_passes_in_every_method_and_names_a_planted_error():
+    net, X, y = _cnn()
+    for method in ("central", "forward", "richardson"):
+        report = check_network(net, X, y, 1.0, method)
+        assert report.passed, str(report)
+    assert any("fixed mask" in note for note in report.notes)
+    planted = layerkit.testing.plant_gradient_error(net, 7, 1e-3)
+    report = check_network(planted, X, y, 1.0)
+    assert not report.passed and report.failed_blocks == ["W1"]
+
+
+def test_batch_coupled_and_image_layers_keep_the_engine_out():
+    net, X, y = _cnn()
+    assert not supports_engine(net)
+    dense = Network([Dense(4, 6), BatchNorm(6), Sigmoid(), Dense(6, 3), Sigmoid()])
+    assert not supports_engine(dense)  # its statistics would mix perturbed copies stacked along the examples
+    report = check_network(dense, np.random.default_rng(2).standard_normal((10, 4)), np.arange(10) % 3, 1.0)
+    assert report.passed and report.evaluator == "cost"
+
+    class Centering:  # a user's batch-coupled layer, declared
+        batch_coupled = True
+        param_shapes, params, grads = {}, {}, {}
+
+        def bind(self, params, grads):
+            pass
+
+        def forward(self, x):
+            return x - x.mean(axis=0)
+
+        def backward(self, dy):
+            return dy - dy.mean(axis=0)
+
+    assert not supports_engine(Network([Dense(4, 6), Centering(), Dense(6, 3), Sigmoid()]))
+
+
+def test_the_penalty_leaves_biases_and_batchnorm_alone_and_a_cnn_trains():
+    net, X, y = _cnn()
+    mask = net.penalized_mask()
+    layout = net.layout
+    assert mask[layout["W1"].slice].all() and not mask[layout["b1"].slice].any()
+    assert not mask[layout["gamma4"].slice].any() and not mask[layout["beta4"].slice].any()
+    before = net.cost(X, y, 0.1)
+    net.fit(X, y, 0.1, max_iter=30)
+    assert net.cost(X, y, 0.1) < before
+    assert net.predict(X).shape == (6,)
+
+
+def test_dropout_is_the_identity_in_evaluation_mode_and_predict_uses_it():
+    layer = Dropout(0.5, seed=0)
+    x = np.ones((4, 3))
+    assert not np.array_equal(layer.forward(x), x)
+    assert np.array_equal(layer.eval().forward(x), x)
+    assert layer.train().training
+
+
+def test_images_are_validated_like_matrices():
+    net, X, y = _cnn()
+    with pytest.raises(InputError, match="images"):
+        net.cost(X[:, :1], y)
+    bad = X.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        net.cost(bad, y)
