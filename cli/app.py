@@ -119,7 +119,10 @@ def _problems(target: Optional[str], layers: Optional[str], examples: Optional[i
     if given:
         raise UsageError(f"{given[0]}: applies to the built-in problem only; a target brings its own")
     obj = _target_object(target)  # imported once; a target that cannot be loaded is load_problem's to explain
-    if course_signature(obj) is not None:  # a bare course cost function: the course's debug problem
+    sig = course_signature(obj)
+    if sig is not None:  # a bare course cost function: the course's debug problem
+        if lambdas and "lambda" not in sig.names:
+            raise UsageError(f"--lambda: {target} takes no regularization argument (lambda_, lam, reg, ...)")
         return _library_call(layerkit.course_problems, obj, lambdas if lambdas else (0.0, 3.0))
     if lambdas and takes_lambda(obj):  # the factory builds the problem for each lambda
         return [load_problem(target, lam, obj=obj) for lam in lambdas]

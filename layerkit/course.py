@@ -68,10 +68,15 @@ class CourseSignature:
 
     kind: str
     names: dict[str, str]
+    #: The roles of the parameters that can only be passed by position, in order.
+    positional: tuple[str, ...] = ()
 
     def call(self, func: Callable[..., Any], values: dict[str, Any]) -> Any:
-        """``func`` called with ``values`` (role -> value) by its own parameter names."""
-        return func(**{self.names[role]: v for role, v in values.items() if role in self.names})
+        """``func`` called with ``values`` (role -> value): positional-only parameters by position, the others
+        by their own names."""
+        args = [values[role] for role in self.positional]
+        return func(*args, **{self.names[role]: v for role, v in values.items()
+                              if role in self.names and role not in self.positional})
 
 
 def course_signature(func: Any) -> CourseSignature | None:
@@ -82,12 +87,18 @@ def course_signature(func: Any) -> CourseSignature | None:
     except (TypeError, ValueError):
         return None
     names: dict[str, str] = {}
+    positional: list[str] = []
     for p in params.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         role = next((r for r, spelled in NAMES.items() if p.name in spelled and r not in names), None)
         if role is not None:
             names[role] = p.name
+            if p.kind is p.POSITIONAL_ONLY:
+                if len(positional) != len([q for q in params.values() if q.kind is q.POSITIONAL_ONLY
+                                           and list(params).index(q.name) < list(params).index(p.name)]):
+                    return None  # an unknown positional-only parameter before it
+                positional.append(role)
         elif p.default is p.empty or p.kind is p.POSITIONAL_ONLY:
             return None
     if not {"theta", "X", "y"} <= set(names):
@@ -95,7 +106,7 @@ def course_signature(func: Any) -> CourseSignature | None:
     sizes = {"input", "hidden", "labels"} & set(names)
     if sizes and sizes != {"input", "hidden", "labels"}:
         return None
-    return CourseSignature("network" if sizes else "regression", names)
+    return CourseSignature("network" if sizes else "regression", names, tuple(positional))
 
 
 def course_problems(func: Callable[..., Any], lambdas: Iterable[float] = (0.0, 3.0)) -> list[Problem]:
@@ -147,8 +158,9 @@ def _network_problem(func: Callable[..., Any], sig: CourseSignature, lambda_: fl
     course_labels = 1 + np.arange(1, DEBUG_M + 1) % n_labels
     theta = np.concatenate([T1.ravel(order="F"), T2.ravel(order="F")])
     fixed = {"input": n_in, "hidden": n_hidden, "labels": n_labels, "X": X}
-    order, base, how = _infer_layout(func, sig, theta, fixed, course_labels, (T1.shape, T2.shape))
-    y = course_labels - (1 - base)
+    column = _wants_column(func, sig, theta, fixed, [course_labels, course_labels - 1])
+    order, base, how = _infer_layout(func, sig, theta, fixed, course_labels, (T1.shape, T2.shape), column)
+    y = _shaped(course_labels - (1 - base), column)
     values = dict(fixed, y=y)
     if "lambda" in sig.names:
         values["lambda"] = lambda_
@@ -158,21 +170,51 @@ def _network_problem(func: Callable[..., Any], sig: CourseSignature, lambda_: fl
 
     notes = (f"course problem: the gradient-check script's {'-'.join(map(str, DEBUG_SIZES))} network with its "
              f"debug weights and inputs, m = {DEBUG_M}, labels {base}..{n_labels - 1 + base}; parameters "
-             f"unrolled in {'Fortran order ([Theta1(:); Theta2(:)])' if order == 'F' else 'C order'}; {how}",)
+             f"unrolled in {'Fortran order ([Theta1(:); Theta2(:)])' if order == 'F' else 'C order'}; {how}"
+             + ("; y given as an m x 1 column, as the course's data holds it" if column else ""),)
     return _with_notes(Problem.from_function(
         fun, theta, blocks={"Theta1": T1.shape, "Theta2": T2.shape}, order=order,
         lambda_=lambda_ if "lambda" in sig.names else None, m=DEBUG_M,
         name=f"{_title(func)} (course debug network, lambda = {lambda_:g})"), notes)
 
 
+def _shaped(y: NDArray, column: bool) -> NDArray:
+    return y.reshape(-1, 1) if column else y
+
+
+def _works(func: Callable[..., Any], sig: CourseSignature, values: dict[str, Any], size: int) -> bool:
+    """Whether ``func`` at ``values`` returns a finite cost and a gradient of ``size`` entries."""
+    try:
+        with np.errstate(all="ignore"):
+            out = sig.call(func, values)
+        cost = np.asarray(out[0], dtype=np.float64).reshape(-1)
+        grad = np.asarray(out[1] if len(out) == 2 else np.concatenate([np.ravel(g) for g in out[1:]]))
+        return cost.size == 1 and bool(np.isfinite(cost[0])) and grad.size == size
+    except Exception:  # noqa: BLE001 - a shape the function cannot take is not the one
+        return False
+
+
+def _wants_column(func: Callable[..., Any], sig: CourseSignature, theta: NDArray, base: dict[str, Any],
+                  labels: list[NDArray]) -> bool:
+    """Whether ``func`` takes ``y`` as an ``m x 1`` column (the course's data) rather than a vector: it works
+    with a column and not with a vector, for some label base."""
+    def works(y: NDArray) -> bool:
+        values = dict(base, theta=theta.copy(), y=y)
+        if "lambda" in sig.names:
+            values["lambda"] = 0.0
+        return _works(func, sig, values, theta.size)
+    return not any(works(y) for y in labels) and any(works(y.reshape(-1, 1)) for y in labels)
+
+
 def _infer_layout(func: Callable[..., Any], sig: CourseSignature, theta: NDArray, fixed: dict[str, Any],
-                  course_labels: NDArray, shapes: tuple[tuple[int, int], ...]) -> tuple[Order, int, str]:
+                  course_labels: NDArray, shapes: tuple[tuple[int, int], ...],
+                  column: bool = False) -> tuple[Order, int, str]:
     """The unrolling order and label base whose cross-entropy the function's own cost (at lambda = 0)
     reproduces, and how they were found."""
     costs: dict[int, float | None] = {}
     errors: dict[int, str] = {}
     for base in (1, 0):
-        values = dict(fixed, theta=theta.copy(), y=course_labels - (1 - base))
+        values = dict(fixed, theta=theta.copy(), y=_shaped(course_labels - (1 - base), column))
         if "lambda" in sig.names:
             values["lambda"] = 0.0
         try:
@@ -220,7 +262,8 @@ def _regression_problem(func: Callable[..., Any], sig: CourseSignature, lambda_:
     X = np.hstack([np.ones((REGRESSION_M, 1)), rng.standard_normal((REGRESSION_M, REGRESSION_FEATURES))])
     y = rng.integers(0, 2, REGRESSION_M).astype(np.float64)
     theta = 0.5 * rng.standard_normal(REGRESSION_FEATURES + 1)
-    values: dict[str, Any] = {"X": X, "y": y}
+    column = _wants_column(func, sig, theta, {"X": X}, [y])
+    values: dict[str, Any] = {"X": X, "y": _shaped(y, column)}
     if "lambda" in sig.names:
         values["lambda"] = lambda_
 
@@ -228,7 +271,8 @@ def _regression_problem(func: Callable[..., Any], sig: CourseSignature, lambda_:
         return sig.call(func, dict(values, theta=t))
 
     notes = (f"course problem: {REGRESSION_M} seeded examples with an intercept column and "
-             f"{REGRESSION_FEATURES} features, labels in {{0, 1}}, theta of {theta.size}",)
+             f"{REGRESSION_FEATURES} features, labels in {{0, 1}}, theta of {theta.size}"
+             + ("; y given as an m x 1 column, as the course's data holds it" if column else ""),)
     return _with_notes(Problem.from_function(
         fun, theta, blocks={"theta": (theta.size,)}, lambda_=lambda_ if "lambda" in sig.names else None,
         m=REGRESSION_M, name=f"{_title(func)} (course debug regression, lambda = {lambda_:g})"), notes)

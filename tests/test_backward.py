@@ -2,7 +2,7 @@
 
 import functools
 
-import layer_functions as lf
+import layer_pairs as lf
 import numpy as np
 import pytest
 
@@ -71,3 +71,60 @@ def test_bad_inputs_are_named():
 def test_a_problem_from_backward_for_the_cli():
     p = layerkit.Problem.from_backward(lf.affine_forward, lf.affine_backward, {"x": X, "w": W, "b": B})
     assert p.name == "affine_forward" and p.check().passed
+
+
+def _planted(backward, which, factor=1.01):
+    """``backward`` with input ``which``'s gradient scaled by ``factor`` (a planted error)."""
+    def wrong(dout, *cache):
+        grads = list(backward(dout, *cache))
+        grads[which] = grads[which] * factor
+        return tuple(grads)
+    return wrong
+
+
+def _six():
+    import layer_functions as ex
+
+    r = np.random.default_rng(4)
+    x = r.standard_normal((3, 2, 6, 6))
+    return [
+        (ex.affine_forward, ex.affine_backward,
+         {"x": r.standard_normal((5, 2, 3)), "w": r.standard_normal((6, 4)), "b": r.standard_normal(4)}),
+        (ex.relu_forward, ex.relu_backward, {"x": r.standard_normal((5, 4)) + 0.1}),
+        (functools.partial(ex.conv_forward_naive, conv_param={"stride": 1, "pad": 1}), ex.conv_backward_naive,
+         {"x": x, "w": r.standard_normal((2, 2, 3, 3)), "b": r.standard_normal(2)}),
+        (functools.partial(ex.max_pool_forward_naive, pool_param={"pool_height": 2, "pool_width": 2, "stride": 2}),
+         ex.max_pool_backward_naive, {"x": x}),
+        (ex.batchnorm_forward, ex.batchnorm_backward,
+         {"x": r.standard_normal((8, 3)), "gamma": r.standard_normal(3), "beta": r.standard_normal(3)}),
+        (functools.partial(ex.dropout_forward, dropout_param={"p": 0.6, "seed": 1}), ex.dropout_backward,
+         {"x": r.standard_normal((6, 5))}),
+    ]
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_the_six_pairs_pass_and_a_planted_error_fails_in_its_own_input(k):
+    forward, backward, inputs = _six()[k]
+    kept = {n: a.copy() for n, a in inputs.items()}
+    assert check_backward(forward, backward, inputs).passed
+    for which, name in enumerate(inputs):
+        report = check_backward(forward, _planted(backward, which), inputs)
+        assert not report.passed and report.failed_blocks == [name], (k, name, str(report))
+    assert all(np.array_equal(inputs[n], kept[n]) for n in inputs)  # bit-identical
+
+
+def test_inputs_are_untouched_when_forward_raises_or_writes_into_them():
+    x = rng.standard_normal((4, 3))
+    kept = x.copy()
+    calls = []
+
+    def scribbling(a):  # writes into its input, then raises on the third call
+        calls.append(1)
+        a *= 2
+        if len(calls) == 3:
+            raise ValueError("forward failed")
+        return a * 1.0
+
+    with pytest.raises(ValueError, match="forward failed"):
+        check_backward(scribbling, lambda dout: (dout * 2,), {"x": x})
+    assert np.array_equal(x, kept)

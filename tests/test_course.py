@@ -108,3 +108,45 @@ def test_public_code_misses_get_their_codes():
     report = course_problem(not_averaged).check()
     scale = [f for f in report.findings if f.code == "scale-mismatch"]
     assert scale and "m = 12" in scale[0].message
+
+
+def _float32_port(theta1_factor):
+    def nnCostFunction(nn_params, input_layer_size, hidden_layer_size, num_labels, X, y, lambda_):  # noqa: N802
+        J, g = ports._network(np.asarray(nn_params, dtype=np.float32), input_layer_size, hidden_layer_size,
+                              num_labels, np.asarray(X, dtype=np.float32), y, lambda_)
+        g = np.array(g, dtype=np.float64)
+        g[: hidden_layer_size * (input_layer_size + 1)] *= theta1_factor
+        return float(J), g
+    return nnCostFunction
+
+
+def test_a_float32_port_with_a_zero_block_is_never_passed():
+    for method in ("forward", "central"):
+        report = course_problem(_float32_port(0.0)).check(method)
+        assert not report.passed, str(report)
+
+
+def test_ports_that_take_y_as_a_column_and_positional_only_parameters():
+    def column_port(nn_params, input_layer_size, hidden_layer_size, num_labels, X, y, lambda_):
+        assert y.shape == (X.shape[0], 1)
+        return ports._network(nn_params, input_layer_size, hidden_layer_size, num_labels, X, y.ravel(), lambda_)
+
+    problems = course_problems(column_port)
+    assert all(p.check().passed for p in problems) and "m x 1 column" in problems[0].notes[0]
+
+    def positional(theta, X, y, lambda_, /):
+        return ports.costFunctionReg(theta, X, y, lambda_)
+
+    assert course_signature(positional) is not None
+    assert not course_problems(positional)[1].check().passed  # costFunctionReg's own bug, found
+
+
+def test_cli_refuses_a_lambda_the_function_does_not_take(tmp_path):
+    target = tmp_path / "reg.py"
+    target.write_text("import numpy as np\n"
+                      "def costFunction(theta, X, y):\n"
+                      "    h = 1 / (1 + np.exp(-X @ theta))\n"
+                      "    return float(-(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / y.size), X.T @ (h - y) / y.size\n")
+    out = runner.invoke(app, ["check", f"{target}:costFunction", "--lambda", "3"])
+    assert out.exit_code == 2 and "takes no regularization" in out.output
+    assert runner.invoke(app, ["check", f"{target}:costFunction"]).exit_code == 0

@@ -75,3 +75,21 @@ def test_examples_check_from_the_command_line(target, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED" in proc.stdout
+
+
+@pytest.mark.slow
+def test_cnn_digits_example(capsys):
+    import cnn_digits
+
+    result = cnn_digits.main()
+    assert result["accuracy"] >= 0.97
+    assert "held-out accuracy: " in capsys.readouterr().out
+    assert cnn_digits.problem().check().passed
+
+
+def test_layer_functions_example(capsys):
+    import layer_functions
+
+    results = layer_functions.main()
+    assert all(results[name] for name in ("affine", "relu", "conv", "max_pool", "batchnorm", "dropout"))
+    assert "scale-mismatch" in results["planted"]

@@ -213,3 +213,35 @@ def test_images_are_validated_like_matrices():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(InputError, match="finite"):
         net.cost(bad, y)
+
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), channels=st.integers(1, 3), filters=st.integers(1, 4),
+       kernel=st.sampled_from([2, 3]), padding=st.integers(0, 1), pool=st.sampled_from(["max", "avg"]),
+       batchnorm=st.booleans(), method=st.sampled_from(["central", "forward", "richardson"]),
+       dtype=st.sampled_from([np.float64, np.float32]), lam=st.sampled_from([0.0, 1.0, 100.0]))
+def test_correct_cnn_and_batchnorm_networks_never_fail(seed, channels, filters, kernel, padding, pool, batchnorm,
+                                                       method, dtype, lam):
+    # Known gap, not asserted here: Richardson in float32 steps 0.04, across many ReLU and max-pool kinks at
+    # once, and the kink settling can then still accuse a correct CNN (seed 681 in this strategy)
+    assume(not (method == "richardson" and dtype == np.float32))
+    rng = np.random.default_rng(seed)
+    size = 6
+    conv_out = size + 2 * padding - kernel + 1
+    pooled = conv_out // 2
+    layers = [Conv2D(channels, filters, kernel, padding=padding, dtype=dtype), ReLU(),
+              (MaxPool2D(2) if pool == "max" else AvgPool2D(2)), Flatten(), Dense(filters * pooled * pooled, 4)]
+    if batchnorm:
+        layers += [BatchNorm(4, dtype=dtype)]
+    layers += [Tanh(), Dense(4, 3)]
+    net = Network(layers, loss=SoftmaxCrossEntropy(), dtype=dtype)
+    net.init_random(seed)
+    X = rng.standard_normal((5, channels, size, size)).astype(dtype)
+    report = check_network(net, X, rng.integers(0, 3, 5), lam, method, mode="full")
+    # no false alarm: PASSED, or INCONCLUSIVE where float32 finite differences cannot decide (a max that
+    # switches within a float32 step)
+    assert report.passed or report.inconclusive, str(report)

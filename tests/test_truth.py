@@ -573,3 +573,35 @@ def test_a_stateful_layer_fails_and_is_not_said_to_sit_on_a_kink():
     report = check_network(net, rng.standard_normal((400, 4)), rng.integers(0, 3, 400), 0.0)
     assert _state(report) == "FAILED"
     assert "nondeterministic-cost" in report.codes() and "nonsmooth" not in report.codes()
+
+
+def test_a_report_on_a_non_function_says_so_and_calls_no_block_correct():
+    rng = np.random.default_rng(9)
+
+    def noisy(x):  # an unseeded dropout: not a function of x
+        mask = rng.random(x.size) < 0.5
+        return float(np.sum((x * mask) ** 2)), 2 * x * mask
+
+    report = check_function(noisy, np.ones(6))
+    assert _state(report) == "FAILED"
+    assert "mismatch in no block" not in report.verdict and "correct: every block" not in report.blocks_verdict
+
+
+def test_a_per_column_offset_is_not_a_dropped_example():
+    import layer_pairs as lf
+
+    x, g, b = rng_pairs = (np.random.default_rng(5).standard_normal((8, 3)), np.ones(3) * 1.5, np.zeros(3))
+    del rng_pairs
+    report = layerkit.check_backward(lf.batchnorm_forward, _no_mean_term, {"x": x, "gamma": g, "beta": b})
+    assert not report.passed and "dropped-example" not in report.codes(), str(report)
+
+
+def _no_mean_term(dout, cache):
+    import layer_pairs as lf
+
+    xhat, gamma, var, eps = cache
+    grads = lf.batchnorm_backward(dout, cache)
+    m = dout.shape[0]
+    dxhat = dout * gamma
+    grads["x"] = (m * dxhat - xhat * (dxhat * xhat).sum(0)) / (m * np.sqrt(var + eps))  # "- dxhat.sum(0)" missing
+    return grads

@@ -353,7 +353,7 @@ def _unresolved(rep: Report, bound: NDArray, entries: Entries, evaluators: Evalu
     if fixed is not None:
         ledger.fail(unresolved(tuple(fixed[1]["blocks"]), fixed[0], fixed[1], cause))
         return
-    weak = unresolved_entries(s.layout, evaluators.base.a, bound)
+    weak = unresolved_entries(s.layout, evaluators.base.a, bound, entries.values)
     if weak is None:
         return
     kind, what, evidence = weak

@@ -477,6 +477,8 @@ class Report:
     @property
     def blocks_verdict(self) -> str:
         """Which blocks are right and which are wrong, in one line."""
+        if any(f.code in DEFINITE for f in self.findings):
+            return "correct: none decided (the target is not a function of its parameters: see above)"
         alone = None if self.directional is None else self.directional.block_tests
         ok = [f"{b.name} (rel diff {b.relative_difference:.1e})" if alone is None or b.name in alone else
               f"{b.name} (through the directions)" for b in self.blocks if b.passed]
@@ -501,7 +503,9 @@ class Report:
     def verdict(self) -> str:
         state = "PASSED" if self.passed else "INCONCLUSIVE" if self.inconclusive else "FAILED"
         failed = self.failed_blocks
-        where = "" if self.passed else f"; mismatch in {', '.join(failed) if failed else 'no block'}"
+        definite = [f for f in self.findings if f.code in DEFINITE]
+        where = "" if self.passed else f"; {definite[0].code}" if definite and not failed else \
+            f"; mismatch in {', '.join(failed) if failed else 'no block'}"
         lam = self.lambda_
         lam_s = f", lambda={lam:g}" if isinstance(lam, (int, float)) else ""
         how = f"{self.method}, directional" if self.mode == "directional" else self.method

@@ -253,8 +253,11 @@ class NetworkSubject(Subject):
     def kinked(self) -> list[tuple[int, tuple[float, ...]]]:
         """``(position, kinks)`` of the layers the loss reads through (:attr:`~layerkit.Network.body`) that
         declare ``kinks``: points where they are not differentiable (ReLU: ``(0.0,)``)."""
-        out = []
+        out: list[tuple[int, tuple[float, ...]]] = []
         for k, layer in enumerate(self.network.body):
+            if callable(getattr(layer, "pieces", None)):  # a layer that says which smooth piece it is on
+                out.append((k, ()))
+                continue
             kinks = getattr(layer, "kinks", ()) or ()
             try:
                 values = tuple(float(v) for v in kinks)
@@ -273,9 +276,12 @@ class NetworkSubject(Subject):
         net = self.network
         with np.errstate(all="ignore"):
             record = net.activations(self.objective.inputs(net.params.dtype), np.asarray(theta, dtype=self.x0.dtype))
-        parts = [np.sign(np.asarray(record[k], dtype=np.float64) - v).astype(np.int8).ravel()
+        body = self.network.body
+        parts = [np.sign(np.asarray(record[k], dtype=np.float64) - v).astype(np.int64).ravel()
                  for k, kinks in self.kinked for v in kinks if k < len(record)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
+        parts += [np.asarray(body[k].pieces(record[k]), dtype=np.int64).ravel()  # type: ignore[attr-defined]
+                  for k, kinks in self.kinked if not kinks and k < len(record)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _builtin(self, *members: str, smooth: bool = False) -> bool:
         """Whether the network is a plain Network (no evaluation member redefined) whose layers all take
@@ -466,7 +472,10 @@ class LayerSubject(Subject):
 
     @property
     def kinked(self) -> list[tuple[int, tuple[float, ...]]]:
-        """``[(0, kinks)]`` when the layer declares ``kinks`` (points where it is not differentiable)."""
+        """``[(0, kinks)]`` when the layer declares ``kinks`` (points where it is not differentiable), ``[(0, ())]``
+        when it says which smooth piece its input is on (``pieces``)."""
+        if callable(getattr(self.layer, "pieces", None)):
+            return [(0, ())]
         try:
             values = tuple(float(v) for v in (getattr(self.layer, "kinks", ()) or ()))
         except (TypeError, ValueError):
@@ -477,7 +486,10 @@ class LayerSubject(Subject):
         """The signs of ``x - kink`` for the input block of ``theta`` and each kink (an elementwise layer's
         own input is what crosses its kinks)."""
         x = np.asarray(theta[self.layout["x"].slice], dtype=np.float64)
-        return np.concatenate([np.sign(x - v).astype(np.int8) for _, kinks in self.kinked for v in kinks])
+        if callable(getattr(self.layer, "pieces", None)):
+            return np.asarray(self.layer.pieces(x.reshape(self._eval.x_shape)),  # type: ignore[attr-defined]
+                              dtype=np.int64).ravel()
+        return np.concatenate([np.sign(x - v).astype(np.int64) for _, kinks in self.kinked for v in kinks])
 
     def session(self) -> ContextManager[Any]:
         arrays = [a for a in list((self.layer.params or {}).values()) + list((self.layer.grads or {}).values())

@@ -139,19 +139,29 @@ def unresolved(blocks: tuple[str, ...], what: str, evidence: dict[str, Any], cau
                    evidence, bearing="unresolved")
 
 
-def unresolved_entries(layout: ParameterLayout, a: NDArray, bound: NDArray) -> tuple[str, str, dict[str, Any]] | None:
+#: A block whose gradient (analytic or numerical) is at least this fraction of the whole one's is not a
+#: saturated corner: resolved no better than its own size, it makes a pass inconclusive.
+SIGNIFICANT_BLOCK = 1e-2
+
+
+def unresolved_entries(layout: ParameterLayout, a: NDArray, bound: NDArray,
+                       n: NDArray | None = None) -> tuple[str, str, dict[str, Any]] | None:
     """When the estimate's error bound (noise and truncation, without the floor) is as large as the gradient
     itself, ``||bound|| >= ||a||``, an error as large as the gradient would pass.  Returns ``("inconclusive",
-    what, evidence)`` then, ``("note", text, {})`` when only some blocks are resolved that poorly (saturated
-    units, whose gradient is tiny), else None."""
+    what, evidence)`` then, or when a block whose gradient (``a``, or the numerical ``n``: a block the analytic
+    gradient leaves at zero) is at least :data:`SIGNIFICANT_BLOCK` of the whole is resolved that poorly;
+    ``("note", text, {})`` when only blocks of tiny gradients are (saturated units); else None."""
     absolute = np.abs(a.astype(np.float64))
-    weak = [(b, float(np.linalg.norm(bound[b.slice])) / max(float(np.linalg.norm(absolute[b.slice])), 1e-300))
+    size = np.maximum(absolute, np.abs(n.astype(np.float64))) if n is not None else absolute
+    whole = float(np.linalg.norm(size))
+    weak = [(b, float(np.linalg.norm(bound[b.slice])) / max(float(np.linalg.norm(size[b.slice])), 1e-300))
             for b in layout.blocks]
     weak = [(b, r) for b, r in weak if r >= 1]
     if not weak:
         return None
     names = ", ".join(f"{b.name} (error bound {r:.2g} times its gradient's size)" for b, r in weak)
-    if np.linalg.norm(bound) < np.linalg.norm(absolute):
+    significant = any(float(np.linalg.norm(size[b.slice])) >= SIGNIFICANT_BLOCK * whole for b, _ in weak)
+    if np.linalg.norm(bound) < np.linalg.norm(absolute) and not significant:
         return "note", (f"the numerical derivative resolves {names} only poorly: an error of the size of those "
                         "blocks' gradients would not be seen there"), {}
     return "inconclusive", (f"the numerical derivative cannot resolve the gradient ({names}), so an error as large "

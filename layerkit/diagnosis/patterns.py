@@ -143,7 +143,10 @@ def _penalty_meaning(case: Case, k: float, misfit: float, what: str, evidence: d
                else "the cost has a penalty the gradient does not")
     lam, m = case.lam, case.m
     if not (lam and m):
-        return "", meaning
+        return "", ("the gradient's penalty on these entries exceeds the cost's by k theta (the cost leaves it "
+                    "out, or uses a smaller factor)" if k > 0 else
+                    "the cost's penalty on these entries exceeds the gradient's by |k| theta (the gradient leaves it "
+                    "out, or uses a smaller factor, e.g. lambda/(2m) for lambda/m)")
     ratio = k / (lam / m)
     evidence["factor_over_lambda_over_m"] = ratio
     for value, text, why in _PENALTY_FACTORS:
@@ -305,9 +308,11 @@ def dropped_example(case: Case, block: Block, bad: NDArray) -> Finding | None:
     rows, cols = block.unravel(bad)
     if np.unique(rows).size < 2 or np.unique(cols).size < 2:
         return None  # a single wrong row or column is rank one too, and is not an example
-    _, sig, vt = np.linalg.svd(block.matrix(case.a - case.n), compute_uv=True, full_matrices=False)
+    u, sig, vt = np.linalg.svd(block.matrix(case.a - case.n), compute_uv=True, full_matrices=False)
     if sig[0] == 0 or sig[1] > 1e-6 * sig[0]:
         return None
+    if np.ptp(u[:, 0]) <= 1e-6 * float(np.max(np.abs(u[:, 0]))):
+        return None  # every row the same: an offset per column (a missing term of a mean), not one example
     # m unknown: a gradient made of fewer than 3 examples' outer products has rank below 3, and any error of
     # its data term is then of low rank too; a rank-one residual says "one example" only beside a numerical
     # gradient of rank 3 or more

@@ -217,6 +217,16 @@ class MaxPool2D(_Pool):
         self._arg = np.argmax(flat, axis=-1)
         return np.take_along_axis(flat, self._arg[..., None], axis=-1)[..., 0]
 
+    def pieces(self, x: NDArray) -> NDArray:
+        """Which smooth piece the pooling is on at input ``x``: each window's argmax plus 1, 0 where the
+        maximum is tied (not differentiable there).  A step that changes a window's argmax crosses a kink."""
+        win = _windows(np.asarray(x), self.size, self.stride)
+        flat = win.reshape(win.shape[:4] + (-1,))
+        if self.size == 1:  # a window of one entry: a single smooth piece
+            return np.ones(flat.shape[:4], dtype=np.int64)
+        top = np.sort(flat, axis=-1)
+        return np.where(top[..., -1] == top[..., -2], 0, np.argmax(flat, axis=-1) + 1)
+
     def backward(self, dy: NDArray) -> NDArray:
         dy, (m, C, H, W) = self._dy(dy)
         k, s = self.size, self.stride
