@@ -370,6 +370,39 @@ def bench_fn_rules(sizes=(400, 25, 10), m=5000, repeat=3):
               f"({t_grad * 1e3:.1f} ms), passed={rep.passed}, evaluator={rep.evaluator}")
 
 
+def bench_cnn(repeat=3):
+    """The layer families beyond the MLP: a small CNN on 8x8 images (examples/cnn_digits.py's, on 200 digits)
+    and a BatchNorm network, each a full central check against the naive loop (timed on every entry) and
+    against one gradient evaluation, in the same run.  Both are checked on their own cost (the engine has no
+    rules for image layers and stays out of batch-coupled ones), so the target is parity with the naive loop's
+    evaluations, not the engine's speed-up: about 2 cost evaluations per parameter plus the trust work."""
+    from layerkit import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(0)
+    cases = [
+        ("CNN 1x8x8 -> conv 8@3x3 -> pool -> dense 10, m = 200",
+         Network([Conv2D(1, 8, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(128, 10)],
+                 loss=SoftmaxCrossEntropy()), rng.random((200, 1, 8, 8)), rng.integers(0, 10, 200)),
+        ("BatchNorm 64-32-BN-10, m = 500",
+         Network([Dense(64, 32), BatchNorm(32), Sigmoid(), Dense(32, 10), Sigmoid()]), rng.random((500, 64)),
+         rng.integers(0, 10, 500)),
+    ]
+    print(f"\nlayers beyond the MLP (full central check, median of {repeat}):")
+    for label, net, X, y in cases:
+        net.init_random(0)
+        rep, t_check, _ = measure(lambda: check_network(net, X, y, 1.0, mode="full", diagnose=False), repeat)
+        _, t_grad, _ = measure(lambda: net.cost_and_gradient(X, y, 1.0), repeat)
+        cost = net.objective(X, y, 1.0).cost
+        _, t_naive, _ = measure(lambda: naive_loop(cost, net.params.copy(), np.arange(net.size)), 1)
+        add(label, "layerkit central (full)", t_check, float("nan"), float("nan"),
+            f"{t_naive / t_check:.2f}x faster than the naive loop ({t_naive:.2f} s), {t_check / t_grad:.0f}x one "
+            f"gradient; {rep.n_evals} evaluations for {net.size} parameters; passed={rep.passed}, "
+            f"evaluator={rep.evaluator}")
+        print(f"  {label}: check {t_check:.2f} s, naive loop {t_naive:.2f} s ({t_naive / t_check:.2f}x), "
+              f"{t_check / t_grad:.0f}x one gradient ({t_grad * 1e3:.1f} ms); {rep.n_evals} evaluations for "
+              f"{net.size} parameters; passed={rep.passed}, evaluator={rep.evaluator}")
+
+
 def bench_failing_directional(name, sizes, m):
     net, X, y = problem(sizes, m)
     bad = plant_gradient_error(net, 123456 % net.size, 1e-3)
@@ -506,6 +539,7 @@ def main():
     ap.add_argument("--trust", action="store_true", help="only the rows of what trust costs")
     ap.add_argument("--framework", action="store_true", help="only the custom-network rows (layers, losses)")
     ap.add_argument("--fn-rules", action="store_true", help="only the cost of rules derived from an Elementwise fn")
+    ap.add_argument("--cnn", action="store_true", help="only the CNN and BatchNorm networks against the naive loop")
     ap.add_argument("--blackbox", action="store_true", help="only the black-box course port in auto mode")
     ap.add_argument("--executors", action="store_true", help="only the rows of checks spread over executors")
     args = ap.parse_args()
@@ -528,6 +562,9 @@ def main():
         return
     if args.fn_rules:
         bench_fn_rules()
+        return
+    if args.cnn:
+        bench_cnn()
         return
     if args.framework:
         bench_framework()
