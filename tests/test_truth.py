@@ -471,7 +471,11 @@ def _abs_square_wrong(x):
 
 
 KINKED_POINTS = [np.array([0.3, 7.468e-02, -1.322e-05]),
-                 np.array([0.3, -2.361e-06, 4.569e-05, -3.263e-07, -5.069e-08, -1.863e-08])]
+                 np.array([0.3, -2.361e-06, 4.569e-05, -3.263e-07, -5.069e-08, -1.863e-08]),
+                 # entries within 1e-6 of their kinks: the truncation model's length scale is as short, and a
+                 # directional pass rested on the model's bound (a fifth of the derivative) until measured
+                 np.array([0.3, 9.163e-06, 8.970e-04, 1.324e-03, -9.107e-07]),
+                 np.array([0.3, -7.966e-06, -8.515e-07, 2.198e-05, 5.929e-03, 2.325e-05, 7.870e-02])]
 
 
 @pytest.mark.parametrize("method", ["forward", "central", "richardson"])
