@@ -117,3 +117,14 @@ def test_per_block_gradients_and_a_column_x0():
     assert f.blocks == ("Theta2",) and "column 0" in f.message
     with pytest.raises(layerkit.TargetError, match="block Theta2"):
         layerkit.check_function(lambda t: (1.0, np.zeros(20), np.zeros(3)), theta, blocks=blocks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug, code", [("data-missing", "data-term-missing"),
+                                       ("penalty-on-wrong-columns", "regularization-mismatch"),
+                                       ("gradient-times-2", "scale-mismatch")])
+def test_block_causes_are_named_at_the_course_size_in_auto_mode(bug, code):
+    """400-25-10, m = 5000: auto mode runs the directional check, whose spread blocks still get a cause."""
+    fun, theta, blocks, lam, m, order = make(bug, (400, 25, 10), 5000, 1.0, "F")
+    report = layerkit.check_function(fun, theta, blocks=blocks, order=order, lambda_=lam, m=m)
+    assert report.mode == "directional" and code in report.codes(), [(f.code, f.message) for f in report.findings]

@@ -385,7 +385,16 @@ BLOCK_PATTERNS: tuple[Pattern, ...] = (zero_gradient, scale_or_sign, layout_mism
 
 
 def directional_block(case: Case, block: Block) -> Finding | None:
-    """Block-level patterns from directions restricted to a block whose mismatch is spread out."""
+    """Block-level patterns from directions restricted to a block whose mismatch is spread out (and, read
+    off the analytic gradient alone, a block that is the penalty's gradient and nothing else)."""
+    p = case.penalty
+    if p is not None:
+        s = block.slice
+        if np.any(p[s]) and np.all(np.abs(case.a[s] - p[s]) <= 1e-9 * float(np.max(np.abs(p[s])))):
+            return Finding("data-term-missing", (block.name,),
+                           f"on {block.name} the analytic gradient is the penalty alone, lambda/m theta "
+                           f"({case.k_text()}), and the block fails along its own directions: the data term "
+                           "(backprop's average over the examples) is missing", {"directional": True})
     ev: list[Any] = list(case.evidence.get(block.name, []))
     if len(ev) < 2:
         return None
