@@ -105,10 +105,8 @@ def _layers_of(subject: Subject) -> list[Any]:
 
 def _owners(subject: Subject) -> list[Any]:
     """The caller's objects behind ``subject`` whose random streams a check must leave where they are."""
-    network = getattr(subject, "network", None)
-    found = [getattr(subject, name, None) for name in ("fun", "layer")] + ([network, *network.layers] if network
-                                                                           is not None else [])
-    return [o for o in found if o is not None]
+    found = [getattr(subject, name, None) for name in ("fun", "network")]
+    return [o for o in found if o is not None] + _layers_of(subject)
 
 
 def _layer_check(options: CheckOptions) -> Callable[[Layer, NDArray, int], Report]:

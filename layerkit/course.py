@@ -161,21 +161,12 @@ def _network_problem(func: Callable[..., Any], sig: CourseSignature, lambda_: fl
     column = _wants_column(func, sig, theta, fixed, [course_labels, course_labels - 1])
     order, base, how = _infer_layout(func, sig, theta, fixed, course_labels, (T1.shape, T2.shape), column)
     y = _shaped(course_labels - (1 - base), column)
-    values = dict(fixed, y=y)
-    if "lambda" in sig.names:
-        values["lambda"] = lambda_
-
-    def fun(t: NDArray) -> Any:
-        return sig.call(func, dict(values, theta=t))
-
     notes = (f"course problem: the gradient-check script's {'-'.join(map(str, DEBUG_SIZES))} network with its "
              f"debug weights and inputs, m = {DEBUG_M}, labels {base}..{n_labels - 1 + base}; parameters "
              f"unrolled in {'Fortran order ([Theta1(:); Theta2(:)])' if order == 'F' else 'C order'}; {how}"
              + ("; y given as an m x 1 column, as the course's data holds it" if column else ""),)
-    return _with_notes(Problem.from_function(
-        fun, theta, blocks={"Theta1": T1.shape, "Theta2": T2.shape}, order=order,
-        lambda_=lambda_ if "lambda" in sig.names else None, m=DEBUG_M,
-        name=f"{_title(func)} (course debug network, lambda = {lambda_:g})"), notes)
+    return _bound(func, sig, dict(fixed, y=y), lambda_, theta, notes, blocks={"Theta1": T1.shape, "Theta2": T2.shape},
+                  order=order, m=DEBUG_M, name=f"{_title(func)} (course debug network, lambda = {lambda_:g})")
 
 
 def _shaped(y: NDArray, column: bool) -> NDArray:
@@ -263,20 +254,25 @@ def _regression_problem(func: Callable[..., Any], sig: CourseSignature, lambda_:
     y = rng.integers(0, 2, REGRESSION_M).astype(np.float64)
     theta = 0.5 * rng.standard_normal(REGRESSION_FEATURES + 1)
     column = _wants_column(func, sig, theta, {"X": X}, [y])
-    values: dict[str, Any] = {"X": X, "y": _shaped(y, column)}
-    if "lambda" in sig.names:
-        values["lambda"] = lambda_
+    notes = (f"course problem: {REGRESSION_M} seeded examples with an intercept column and "
+             f"{REGRESSION_FEATURES} features, labels in {{0, 1}}, theta of {theta.size}"
+             + ("; y given as an m x 1 column, as the course's data holds it" if column else ""),)
+    return _bound(func, sig, {"X": X, "y": _shaped(y, column)}, lambda_, theta, notes,
+                  blocks={"theta": (theta.size,)}, m=REGRESSION_M,
+                  name=f"{_title(func)} (course debug regression, lambda = {lambda_:g})")
+
+
+def _bound(func: Callable[..., Any], sig: CourseSignature, values: dict[str, Any], lambda_: float, theta: NDArray,
+           notes: tuple[str, ...], **problem: Any) -> Problem:
+    """The problem of ``func`` at ``values`` (role -> value) and ``lambda_`` (when it takes one), over the
+    flat parameters from ``theta``, with ``notes``; ``problem``: the rest of :meth:`Problem.from_function`'s
+    keywords."""
+    regularized = "lambda" in sig.names
+    if regularized:
+        values = dict(values, **{"lambda": lambda_})
 
     def fun(t: NDArray) -> Any:
         return sig.call(func, dict(values, theta=t))
 
-    notes = (f"course problem: {REGRESSION_M} seeded examples with an intercept column and "
-             f"{REGRESSION_FEATURES} features, labels in {{0, 1}}, theta of {theta.size}"
-             + ("; y given as an m x 1 column, as the course's data holds it" if column else ""),)
-    return _with_notes(Problem.from_function(
-        fun, theta, blocks={"theta": (theta.size,)}, lambda_=lambda_ if "lambda" in sig.names else None,
-        m=REGRESSION_M, name=f"{_title(func)} (course debug regression, lambda = {lambda_:g})"), notes)
-
-
-def _with_notes(problem: Problem, notes: tuple[str, ...]) -> Problem:
-    return evolve(problem, notes=problem.notes + notes)
+    made = Problem.from_function(fun, theta, lambda_=lambda_ if regularized else None, **problem)
+    return evolve(made, notes=made.notes + notes)

@@ -33,8 +33,8 @@ from ._validate import describe
 from .api import check_function, check_layer, check_network
 from .check.report import Report
 from .errors import InputError
+from .nn.buffer import bind_fresh
 from .nn.layers import Layer
-from .nn.layout import ParameterLayout
 from .nn.network import Network
 
 __all__ = ["LayerContract", "assert_function_gradients", "assert_layer_gradients", "assert_network_gradients",
@@ -138,15 +138,7 @@ class LayerContract:
         layer = self.make_layer(dtype)
         shapes = dict(getattr(layer, "param_shapes", {}) or {})
         if shapes and not all(k in (layer.params or {}) for k in shapes):
-            sub = ParameterLayout.from_shapes({k: tuple(v) for k, v in shapes.items()})
-            p, g = np.zeros(sub.size, dtype), np.zeros(sub.size, dtype)
-            layer.bind(sub.views(p), sub.views(g))
-            rng = np.random.default_rng(self.seed)
-            init = getattr(layer, "init_params", None)
-            if callable(init):
-                init(rng)
-            else:
-                p[...] = 0.5 * rng.standard_normal(sub.size)
+            bind_fresh(layer, np.random.default_rng(self.seed), dtype)
         return layer
 
     def _gradients(self, dtype: Any) -> None:

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from .._validate import describe
 from ..errors import InputError, NonFiniteError, TargetError
 from ..fast.rules import rule_for
+from ..nn.buffer import bind_fresh
 from ..nn.layers import Layer
 from ..nn.layout import Order, ParameterLayout, check_order
 from ..nn.network import Network, Objective
@@ -423,17 +424,9 @@ def _parameter_values(layer: Layer, seed: int) -> dict[str, NDArray]:
     if len(missing) != len(layer.param_shapes):
         raise InputError("layer", f"all of its parameters {list(layer.param_shapes)} bound, or none",
                          f"none bound for {missing}")
-    rng = np.random.default_rng([seed, 0x626E64])
-    sub = ParameterLayout.from_shapes({k: tuple(v) for k, v in layer.param_shapes.items()})
-    p, g = np.zeros(sub.size), np.zeros(sub.size)
     with preserving([layer], [], state=True):
-        layer.bind(sub.views(p), sub.views(g))
-        init = getattr(layer, "init_params", None)
-        if callable(init):
-            init(rng)
-        else:
-            p[...] = 0.5 * rng.standard_normal(sub.size)
-        return {k: np.array(v, copy=True) for k, v in sub.views(p).items()}
+        views = bind_fresh(layer, np.random.default_rng([seed, 0x626E64]))
+        return {k: np.array(v, copy=True) for k, v in views.items()}
 
 
 class LayerSubject(Subject):

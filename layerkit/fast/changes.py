@@ -21,6 +21,7 @@ Propagation *consumes* a change: a layer may overwrite the arrays of the change 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Union
 
 import numpy as np
@@ -124,6 +125,19 @@ class DenseChange:
 
     def rows(self, idx: NDArray, n: int) -> NDArray:
         return np.array(self.delta[:, idx], copy=True)
+
+
+def elementwise_change(diff: Callable[[NDArray, NDArray, NDArray], NDArray], x: NDArray, y: NDArray,
+                       change: Change) -> Change:
+    """An elementwise layer's output change for an input ``change`` at ``x`` (output ``y``), from ``diff(x, y, d)
+    = f(x + d) - f(x)`` on the entries the change moves: a column change stays a column change."""
+    if isinstance(change, ColumnChange):
+        c = change.col
+        return ColumnChange(c, diff(x[:, c], y[:, c], change.delta))
+    if isinstance(change, ColumnsChange):
+        cs = change.cols
+        return ColumnsChange(cs, diff(x[:, cs], y[:, cs], change.delta))
+    return DenseChange(diff(x, y, change.dense(x.shape)))
 
 
 @frozen(eq=False)

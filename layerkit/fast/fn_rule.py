@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .changes import Change, ColumnChange, ColumnsChange, DenseChange, SeriesChange, compose_series, strip_limit
+from .changes import (
+    Change,
+    SeriesChange,
+    compose_series,
+    elementwise_change,
+    strip_limit,
+)
 
 #: Points on each circle.
 POINTS = 32
@@ -66,13 +72,7 @@ class FnRule:
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """``fn(x + D) - fn(x)``; a column change stays a column change."""
-        if isinstance(change, ColumnChange):
-            c = change.col
-            return ColumnChange(c, self._diff(x[:, c], y[:, c], change.delta))
-        if isinstance(change, ColumnsChange):
-            cs = change.cols
-            return ColumnsChange(cs, self._diff(x[:, cs], y[:, cs], change.delta))
-        return DenseChange(self._diff(x, y, change.dense(x.shape)))
+        return elementwise_change(self._diff, x, y, change)
 
     # ------------------------------------------------------------------ the derived series
     def coefficients(self, x: NDArray, y: NDArray) -> tuple[NDArray, NDArray, float]:

@@ -23,6 +23,7 @@ from .changes import (
     RankOneChange,
     SeriesChange,
     compose_series,
+    elementwise_change,
     sigmoid_change,
     sigmoid_series,
     strip_limit,
@@ -206,13 +207,7 @@ class ElementwiseRule:
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
         """``f(x + D) - f(x)``; a column change stays a column change."""
-        if isinstance(change, ColumnChange):
-            c = change.col
-            return ColumnChange(c, self._diff(x[:, c], y[:, c], change.delta))
-        if isinstance(change, ColumnsChange):
-            cs = change.cols
-            return ColumnsChange(cs, self._diff(x[:, cs], y[:, cs], change.delta))
-        return DenseChange(self._diff(x, y, change.dense(x.shape)))
+        return elementwise_change(self._diff, x, y, change)
 
     def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
         """Backprop on magnitudes: ``A |f'(x)|``."""

@@ -168,21 +168,28 @@ class Conv2D:
         return f"Conv2D({self.in_channels}, {self.out_channels}, {self.kernel_size}{extra})"
 
 
-class _Pool:
-    """The shared part of the pooling layers: window size, stride, shapes."""
+class _Parameterless:
+    """What the image layers without parameters share: nothing to bind, and no engine rules."""
 
     param_shapes: dict[str, tuple[int, ...]] = {}
     engine_ready = False
 
-    def __init__(self, size: int, stride: int | None = None) -> None:
-        self.size = positive_int(size, "size")
-        self.stride = self.size if stride is None else positive_int(stride, "stride")
+    def __init__(self) -> None:
         self.params: dict[str, NDArray] = {}
         self.grads: dict[str, NDArray] = {}
-        self._x_shape: tuple[int, ...] | None = None
 
     def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
         pass
+
+
+class _Pool(_Parameterless):
+    """The shared part of the pooling layers: window size, stride, shapes."""
+
+    def __init__(self, size: int, stride: int | None = None) -> None:
+        super().__init__()
+        self.size = positive_int(size, "size")
+        self.stride = self.size if stride is None else positive_int(stride, "stride")
+        self._x_shape: tuple[int, ...] | None = None
 
     def _win(self, x: Any) -> NDArray:
         x = _images(x, None, type(self).__name__)
@@ -258,19 +265,12 @@ class AvgPool2D(_Pool):
         return dx
 
 
-class Flatten:
+class Flatten(_Parameterless):
     """``(m, ...)`` to ``(m, prod(...))``, C order: between a convolution's images and a Dense layer."""
 
-    param_shapes: dict[str, tuple[int, ...]] = {}
-    engine_ready = False
-
     def __init__(self) -> None:
-        self.params: dict[str, NDArray] = {}
-        self.grads: dict[str, NDArray] = {}
+        super().__init__()
         self._shape: tuple[int, ...] | None = None
-
-    def bind(self, params: Mapping[str, NDArray], grads: Mapping[str, NDArray]) -> None:
-        pass
 
     def forward(self, x: NDArray) -> NDArray:
         x = np.asarray(x)
