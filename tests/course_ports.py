@@ -70,3 +70,23 @@ def linearRegCostFunction(X, y, theta, lam):  # noqa: N802
 def cost_with_extras(theta, X, y, lambda_, alpha):
     """Not a course signature: an argument no role names."""
     return costFunctionReg(theta, X, y, lambda_)
+
+
+REGRESSION_BUGS = ("cost-reg-intercept", "grad-reg-intercept", "no-1-over-m", "penalty-halved", "sign-flip",
+                   "data-missing", "penalty-missing", "times-2", "penalty-over-2m", "bias-offset")
+
+
+def regression_port(bug=None):
+    """ex2's ``costFunctionReg(theta, X, y, lambda_)`` with one of :data:`REGRESSION_BUGS` (None: correct)."""
+    def costFunctionReg(theta, X, y, lambda_):  # noqa: N802
+        m = y.size
+        h = _sigmoid(X @ theta)
+        pen = np.sum(theta ** 2) if bug == "cost-reg-intercept" else np.sum(theta[1:] ** 2)
+        J = -(y @ np.log(h) + (1 - y) @ np.log(1 - h)) / m + lambda_ / (2 * m) * pen
+        data, k = X.T @ (h - y) / m, lambda_ / m
+        reg = k * theta if bug == "grad-reg-intercept" else np.r_[0.0, k * theta[1:]]
+        data = {"no-1-over-m": m * data, "sign-flip": -data, "data-missing": 0 * data, "times-2": 2 * data}.get(bug, data)
+        reg = {"penalty-halved": reg / 2, "penalty-missing": 0 * reg, "times-2": 2 * reg,
+               "penalty-over-2m": reg / (2 * m), "bias-offset": reg + np.r_[k, np.zeros(theta.size - 1)]}.get(bug, reg)
+        return J, data + reg
+    return costFunctionReg

@@ -150,3 +150,22 @@ def test_cli_refuses_a_lambda_the_function_does_not_take(tmp_path):
     out = runner.invoke(app, ["check", f"{target}:costFunction", "--lambda", "3"])
     assert out.exit_code == 2 and "takes no regularization" in out.output
     assert runner.invoke(app, ["check", f"{target}:costFunction"]).exit_code == 0
+
+
+@pytest.mark.parametrize("bug, code", [
+    ("cost-reg-intercept", "regularization-mismatch"), ("grad-reg-intercept", "regularization-mismatch"),
+    ("no-1-over-m", "scale-mismatch"), ("penalty-halved", "regularization-mismatch"), ("sign-flip", "sign-flip"),
+    ("data-missing", "data-term-missing"), ("penalty-missing", "regularization-mismatch"),
+    ("times-2", "scale-mismatch"), ("penalty-over-2m", "regularization-mismatch"),
+    ("bias-offset", "constant-offset")])
+def test_each_regression_bug_gets_its_cause_at_lambda_3(bug, code):
+    """ex2's regularized logistic regression at the course problem's lambda = 3: a single vector whose entry 0
+    is the intercept, which the penalty leaves out."""
+    assert set(ports.REGRESSION_BUGS) >= {bug}
+    r0, r3 = (p.check() for p in course_problems(ports.regression_port(bug)))
+    assert not r3.passed and code in r3.codes(), str(r3)
+    assert r0.passed or r0.codes(), str(r0)  # at lambda = 0 the penalty bugs vanish; the others are named
+
+
+def test_a_correct_regression_port_passes_at_both_lambdas():
+    assert all(p.check().passed for p in course_problems(ports.regression_port()))

@@ -194,3 +194,54 @@ def test_an_evaluation_budget_makes_auto_mode_the_same_on_every_machine():
     assert any("more than the budget of 200" in n for n in tight.notes)
     with pytest.raises(layerkit.InputError, match="budget"):
         check_function(fun, x0, budget=0)
+
+
+def _float32_port(scale, n_in, n_hidden, n_labels, m, lam=1.0, seed=0, dtype=np.float32):
+    """A course port computing in float32 inside a float64 interface (its cost's noise is ~1e-7 relative):
+    Theta1's gradient times ``scale``.  Theta1's gradient is about 30 times smaller than Theta2's."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, n_in)).astype(dtype)
+    Y = np.eye(n_labels, dtype=dtype)[np.arange(m) % n_labels]
+    split = n_hidden * (n_in + 1)
+
+    def fun(p):
+        p = np.asarray(p, dtype)
+        T1, T2 = p[:split].reshape(n_hidden, n_in + 1), p[split:].reshape(n_labels, n_hidden + 1)
+        a1 = np.hstack([np.ones((m, 1), dtype), X])
+        s = 1 / (1 + np.exp(-(a1 @ T1.T)))
+        a2 = np.hstack([np.ones((m, 1), dtype), s])
+        h = 1 / (1 + np.exp(-(a2 @ T2.T)))
+        J = np.sum(-Y * np.log(h) - (1 - Y) * np.log(1 - h)) / m \
+            + lam / (2 * m) * (np.sum(T1[:, 1:] ** 2) + np.sum(T2[:, 1:] ** 2))
+        d3 = h - Y
+        G1, G2 = ((d3 @ T2[:, 1:]) * s * (1 - s)).T @ a1 / m, d3.T @ a2 / m
+        G1[:, 1:] += lam / m * T1[:, 1:]
+        G2[:, 1:] += lam / m * T2[:, 1:]
+        return float(J), np.concatenate([scale * G1.ravel(), G2.ravel()]).astype(np.float64)
+
+    x0 = np.random.default_rng(seed + 1).uniform(-0.12, 0.12, split + n_labels * (n_hidden + 1))
+    return fun, x0, {"Theta1": (n_hidden, n_in + 1), "Theta2": (n_labels, n_hidden + 1)}
+
+
+@pytest.mark.parametrize("sizes", [(100, 25, 10, 2000), pytest.param((400, 25, 10, 5000), marks=pytest.mark.slow)])
+def test_a_block_the_random_directions_barely_see_is_measured_along_its_own_gradient(sizes):
+    # On a float32-internal port, two random directions resolve Theta1 (whose gradient is small against the
+    # cost's noise) to no better than its whole size: a 10% error there used to pass.  Measured along its
+    # own gradient, it fails in Theta1 with its factor named, and the right port still passes.
+    fun, x0, blocks = _float32_port(1.1, *sizes)
+    r = check_function(fun, x0, blocks=blocks, mode="directional")
+    assert not r.passed and not r.inconclusive and tuple(r.failed_blocks) == ("Theta1",)
+    scale = [f for f in r.findings if f.code == "scale-mismatch"]
+    assert scale and abs(scale[0].evidence["factor"] - 1.1) < 0.01
+    assert "2.7e-02 times" not in str(r) and "in no block" not in str(r)
+    right = check_function(_float32_port(1.0, *sizes)[0], x0, blocks=blocks, mode="directional")
+    assert right.passed, str(right)
+    assert "Theta1" in right.directional.block_tests  # measured on its own
+    noisy = next(f for f in right.findings if f.code == "precision-limited")
+    assert noisy.evidence["cause"] == "float32-inside" and "computed in float32" in noisy.message
+
+
+def test_a_float64_check_spends_nothing_on_blocks_the_directions_resolve():
+    fun, x0, blocks = _float32_port(1.0, 100, 25, 10, 2000, dtype=np.float64)
+    r = check_function(fun, x0, blocks=blocks, mode="directional")
+    assert r.passed and not r.directional.block_tests and "blocks" not in r.directional.evaluations

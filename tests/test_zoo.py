@@ -37,6 +37,8 @@ def test_correct_ports_stay_clean(variant):
     assert report.passed and not report.findings, report
     for method in ("richardson", "forward"):
         assert layerkit.check_function(fun, theta, method, blocks=blocks, order=order).passed
+    directional = layerkit.check_function(fun, theta, blocks=blocks, mode="directional")  # no hints at all
+    assert directional.passed and not directional.findings, directional
 
 
 @pytest.mark.parametrize("bug", [b for b in BUGS if b != "none"])
@@ -52,14 +54,16 @@ def test_each_bug_is_named(bug, variant):
     assert not any(f.code == "localized" for f in report.findings)
 
 
+@pytest.mark.parametrize("mode", ["full", "directional"])
 @pytest.mark.parametrize("bug", [b for b in BUGS if b != "none"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_each_bug_is_named_without_hints(bug, variant):
-    """No lambda_, no m, no order: the penalty's coefficient is inferred from the mismatch, and an F-order
-    port checked with C-order blocks is read in the order that explains it."""
+def test_each_bug_is_named_without_hints(bug, variant, mode):
+    """No lambda_, no m, no order: the penalty's coefficient is inferred from the mismatch (in directional
+    mode from the localized entries or the blocks' own directions), and an F-order port checked with C-order
+    blocks is read in the order that explains it."""
     sizes, m, lam, order, shape = variant
     fun, theta, blocks, lam, m, order = make(bug, sizes, m, lam, order, cost_shape=shape)
-    report = layerkit.check_function(fun, theta, blocks=blocks)
+    report = layerkit.check_function(fun, theta, blocks=blocks, mode=mode)
     code = EXPECTED[bug][0]
     assert code in report.codes(), [(f.code, f.message) for f in report.findings]
 
@@ -128,3 +132,29 @@ def test_block_causes_are_named_at_the_course_size_in_auto_mode(bug, code):
     fun, theta, blocks, lam, m, order = make(bug, (400, 25, 10), 5000, 1.0, "F")
     report = layerkit.check_function(fun, theta, blocks=blocks, order=order, lambda_=lam, m=m)
     assert report.mode == "directional" and code in report.codes(), [(f.code, f.message) for f in report.findings]
+
+
+def test_square_blocks_unrolled_in_the_other_order_are_named_from_their_localized_entries():
+    # 5x5 and 6x6: the re-reading is a transpose, so the diagonal passes and directional mode localizes only
+    # the entries off it; each one's counterpart is localized too, and that is enough to name the layout
+    fun, theta, blocks, lam, m, order = make("none", (4, 5, 6), 7, 1.0, "F")
+    for mode in ("full", "directional"):
+        report = layerkit.check_function(gradient_in_c_order(fun, blocks), theta, blocks=blocks, order="F", mode=mode)
+        assert [f.code for f in report.findings] == ["layout-mismatch", "layout-mismatch"], report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug, code, words", [("no-1-over-m", "scale-mismatch", "not divided by m"),
+                                              ("c-ravel", "layout-mismatch", "unrolled in C"),
+                                              ("data-missing", "data-term-missing", "penalty alone"),
+                                              ("penalty-on-wrong-columns", "regularization-mismatch", "wrong columns")])
+def test_every_failing_block_gets_its_cause_at_the_course_size_without_hints(bug, code, words):
+    """400-25-10, m = 5000, no lambda_ and no m: auto mode runs the directional check; every failing block is
+    named, the penalty's coefficient inferred along the blocks' own directions."""
+    fun, theta, blocks, lam, m, order = make("none" if bug == "c-ravel" else bug, (400, 25, 10), 5000, 1.0, "F")
+    if bug == "c-ravel":
+        fun = gradient_in_c_order(fun, blocks)
+    report = layerkit.check_function(fun, theta, blocks=blocks, order=order)
+    assert report.mode == "directional"
+    named = {b for f in report.findings if f.code == code and words in f.message for b in f.blocks}
+    assert named == set(report.failed_blocks) and named, [(f.code, f.message) for f in report.findings]

@@ -72,6 +72,7 @@ from .verdicts import (
     scales_verdict,
     undecided,
     unresolved,
+    unresolved_blocks,
     unresolved_directions,
     unresolved_zero,
 )
@@ -108,9 +109,11 @@ class DirectionalTest:
     def passed(self) -> bool:
         return bool(self.error <= self.tolerance)
 
-    def record(self, x: NDArray) -> DirectionRecord:
-        return DirectionRecord(self.numerical, self.analytical, self.tolerance,
-                               float(self.direction.u @ x[self.direction.lo:self.direction.hi]), self.bound)
+    def record(self, x: NDArray, keep: bool = False) -> DirectionRecord:
+        """The report's record; ``keep`` keeps the direction itself (a block's own test)."""
+        d = self.direction
+        return DirectionRecord(self.numerical, self.analytical, self.tolerance, float(d.u @ x[d.lo:d.hi]),
+                               self.bound, np.asarray(d.u, dtype=np.float64) if keep else None)
 
 
 def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dict[str, Any]:
@@ -187,6 +190,27 @@ class Tester:
     def direction(self, lo: int, hi: int) -> Direction:
         u = self.rng.standard_normal(hi - lo)
         return Direction(lo, hi, u / np.linalg.norm(u))
+
+    def along_gradient(self, lo: int, hi: int) -> Direction:
+        """The unit direction of the analytic gradient on ``[lo, hi)`` (a random one where it is zero): the
+        direction along which ``u . g = ||g||`` is largest, so a block-wide error (a factor, a sign, a missing
+        term) of a block whose gradient is small against the cost's noise shows there first."""
+        g = np.asarray(self.a[lo:hi], dtype=np.float64)
+        norm = float(np.linalg.norm(g))
+        if not (norm > 0 and math.isfinite(norm)):
+            return self.direction(lo, hi)
+        return Direction(lo, hi, g / norm)
+
+    def gradient_part(self, lo: int, hi: int) -> Direction:
+        """The analytic gradient's direction on a seeded random half of ``[lo, hi)``'s entries (a random
+        direction where that part of the gradient is zero): several of them resolve a block-wide factor or
+        penalty of a block whose random directions drown in the cost's noise, each with a ``u . g`` of about
+        ``||g|| / sqrt(2)``."""
+        g = np.asarray(self.a[lo:hi], dtype=np.float64) * (self.rng.random(hi - lo) < 0.5)
+        norm = float(np.linalg.norm(g))
+        if not (norm > 0 and math.isfinite(norm)):
+            return self.direction(lo, hi)
+        return Direction(lo, hi, g / norm)
 
     def on_entries(self, entries: NDArray) -> Direction:
         """A seeded random unit direction supported on the flat ``entries`` only."""
@@ -401,18 +425,51 @@ class Measured:
 
     @property
     def passed(self) -> bool:
-        return all(t.passed for t in self.first)
+        return all(t.passed for t in self.first) and all(t.passed for ts in self.block_tests.values() for t in ts)
+
+
+#: A block that the whole-vector directions resolve only to this fraction of its own share of them
+#: (:func:`block_reach`) gets a test of its own, along its gradient: a block-wide error of a few percent of a
+#: block whose gradient is small against the cost's noise would pass the whole-vector directions unseen.
+BLOCK_REACH = 1e-2
+
+
+def block_reach(first: list[DirectionalTest], a: NDArray, lo: int, hi: int) -> float:
+    """The smallest relative error of the block ``[lo, hi)``'s share of the whole-vector directions that one of
+    them detects: ``min_k r_k / |g_b . u_kb|``, with ``r_k = tau_k + |n_k - a_k|`` for a passing direction (an
+    error must exceed both to fail it; the first estimate's where a second look replaced it) and ``tau_k`` for
+    a failing one.  0 for a block whose analytic gradient is zero (no relative error to resolve: its entries
+    have their :func:`detectable` errors), ``inf`` when no direction moves it."""
+    g = np.asarray(a[lo:hi], dtype=np.float64)
+    if not np.any(g):
+        return 0.0
+    out = math.inf
+    for t in first:
+        d = t.direction
+        s, e = max(d.lo, lo), min(d.hi, hi)
+        if s >= e:
+            continue
+        share = abs(float(g[s - lo:e - lo] @ d.u[s - d.lo:e - d.lo]))
+        reach = max(t.tolerance + t.error, t.first_reach) if t.passed else t.tolerance
+        out = min(out, reach / share) if share > 0 else out
+    return out
 
 
 def measure(tester: Tester, n_directions: int) -> Measured:
-    """The directional check's measurements (module docstring): whole-vector directions, then, when they
-    fail, the blocks, localization inside the failing ones and the Taylor verdict."""
+    """The directional check's measurements (module docstring): whole-vector directions and, for each block
+    they resolve only coarsely (:data:`BLOCK_REACH`), a test along its own gradient; then, when any of them
+    fails, the blocks, localization inside the failing ones and the Taylor verdict."""
     P = tester.x.size
     first = tester.tests([tester.direction(0, P) for _ in range(n_directions)], "directions")
-    if all(t.passed for t in first):
-        return Measured(first, {}, [], [])
-    scales = None if tester.evaluator.exact else _across_scales(tester, first)
-    block_tests, leaves, spread = _blocks(tester)
+    weak = [b for b in tester.subject.layout.blocks
+            if b.size and block_reach(first, tester.a, b.start, b.stop) > BLOCK_REACH]
+    own = dict(zip([b.name for b in weak], tester.tests([tester.along_gradient(b.start, b.stop) for b in weak],
+                                                        "blocks"))) if weak else {}
+    if all(t.passed for t in first) and all(t.passed for t in own.values()):
+        return Measured(first, {name: [t] for name, t in own.items()}, [], [])
+    failing = any(not t.passed for t in first)
+    scales = None if tester.evaluator.exact or not failing else _across_scales(tester, first)
+    block_tests, leaves, spread = _blocks(tester, own)
     ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
     # the Taylor verdict along the direction where the mismatch stands out most: a localized entry, else the
     # worst block-restricted direction, else the worst whole-vector one
@@ -433,11 +490,16 @@ def _across_scales(tester: Tester, first: list[DirectionalTest]) -> tuple[Any, .
     return scales, [f"direction {first.index(t) + 1}" for t in failing], numerical, analytical
 
 
-def _blocks(tester: Tester) -> tuple[dict[str, list[DirectionalTest]], list[DirectionalTest], list[str]]:
-    """One test restricted to each block; inside each failing block, localization (a block of one entry is
-    its own leaf); a block whose search stopped gets three more directions restricted to it."""
+def _blocks(tester: Tester, own: dict[str, DirectionalTest]
+            ) -> tuple[dict[str, list[DirectionalTest]], list[DirectionalTest], list[str]]:
+    """One test restricted to each block (``own``: those along a weak block's gradient, already measured);
+    inside each failing block, localization (a block of one entry is its own leaf); a block whose search
+    stopped gets three more directions restricted to it."""
     sized = [b for b in tester.subject.layout.blocks if b.size]
-    per_block = tester.tests([tester.direction(b.start, b.stop) for b in sized], "blocks")
+    rest = [b for b in sized if b.name not in own]
+    measured = dict(zip([b.name for b in rest], tester.tests([tester.direction(b.start, b.stop) for b in rest],
+                                                             "blocks"))) if rest else {}
+    per_block = [own[b.name] if b.name in own else measured[b.name] for b in sized]
     block_tests = {b.name: [t] for b, t in zip(sized, per_block)}
     leaves: list[DirectionalTest] = []
     spread: list[str] = []
@@ -447,9 +509,11 @@ def _blocks(tester: Tester) -> tuple[dict[str, list[DirectionalTest]], list[Dire
             continue
         found, stopped = locate(tester, b)
         leaves += found
-        if stopped:
+        if stopped or not found:  # spread, or nothing the random parts of the block resolve
             spread.append(b.name)
-            block_tests[b.name] += tester.tests([tester.direction(b.start, b.stop) for _ in range(3)], "blocks")
+            more = [tester.gradient_part(b.start, b.stop) if b.name in own else tester.direction(b.start, b.stop)
+                    for _ in range(3)]
+            block_tests[b.name] += tester.tests(more, "blocks")
     return block_tests, leaves, spread
 
 
@@ -468,7 +532,7 @@ def report(measured: Measured, tester: Tester, options: Any, base: Baseline, eva
         numerical[j], tolerance[j], seen[j] = t.numerical / u, t.tolerance / abs(u), True
     evidence = DirectionalEvidence(
         n_directions=len(first), tests=tuple(t.record(x) for t in first),
-        block_tests={name: tuple(t.record(x) for t in tests) for name, tests in measured.block_tests.items()},
+        block_tests={name: tuple(t.record(x, keep=True) for t in tests) for name, tests in measured.block_tests.items()},
         localized=tuple(layout.label(t.direction.lo) for t in measured.leaves), spread_blocks=tuple(measured.spread),
         evaluations=dict(ledger.evals), taylor=measured.taylor, scales=measured.scales)
     setting = Setting(options.strategy.name, float(np.median([t.step for t in first])),
@@ -546,7 +610,7 @@ def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledg
             if zero is not None:
                 ledger.fail(unresolved(everything, zero[0], zero[1], cause))
             return
-        found = unresolved_directions(d.tests)
+        found = unresolved_directions(d.tests) or unresolved_blocks(d.block_tests, s.layout, base.a)
         if found is None and not tester.options.auto_step:
             found = coarse_fixed_directions(d.tests, float(tester.options.strategy.step))
         if found is not None:

@@ -96,13 +96,17 @@ class DirectionRecord:
     """One directional derivative of a directional check: ``numerical`` (finite differences of the cost along
     a unit direction ``u``), ``analytical`` (``u . g``), its tolerance, ``u . x`` (for penalty fits) and
     ``bound``, the part of the tolerance that is the finite difference's own error bound (noise and
-    truncation): a direction resolves the gradient only where ``|analytical| > bound``."""
+    truncation): a direction resolves the gradient only where ``|analytical| > bound``; ``u`` the direction of
+    a block's own test."""
 
     numerical: float
     analytical: float
     tolerance: float
     u_dot_x: float = 0.0
     bound: float = 0.0
+    #: The unit direction itself, for a direction restricted to one block (its entries in the block's flat
+    #: order; None for a whole-vector direction): the doctor's structured fits read it.  Not serialized.
+    u: NDArray | None = field(default=None, eq=False, repr=False)
 
     @property
     def passed(self) -> bool:

@@ -212,6 +212,26 @@ def unresolved_directions(tests: tuple[DirectionRecord, ...]) -> tuple[str, dict
             "pass unnoticed"), {"ratios": [ratio]}
 
 
+def unresolved_blocks(block_tests: dict[str, tuple[DirectionRecord, ...]], layout: ParameterLayout,
+                      a: NDArray) -> tuple[str, dict[str, Any]] | None:
+    """The block form of :func:`unresolved_directions`: a block whose gradient is at least
+    :data:`SIGNIFICANT_BLOCK` of the whole one's and whose own directions (along its gradient, where the
+    whole-vector ones resolved it coarsely) do not resolve their derivative, ``|u . g| <= bound``."""
+    whole = float(np.linalg.norm(a.astype(np.float64)))
+    weak = []
+    for b in layout.blocks:
+        tests = block_tests.get(b.name, ())
+        if not tests or float(np.linalg.norm(a[b.slice].astype(np.float64))) < SIGNIFICANT_BLOCK * whole:
+            continue
+        if all(abs(t.analytical) <= t.bound for t in tests):
+            weak.append((b.name, min(t.bound / max(abs(t.analytical), 1e-300) for t in tests)))
+    if not weak:
+        return None
+    names = ", ".join(f"{name} (error bound {r:.2g} times u . g along its own direction)" for name, r in weak)
+    return (f"the numerical derivative cannot resolve the gradient of {names}, so an error as large as that "
+            "block's gradient would pass unnoticed"), {"blocks": [n for n, _ in weak], "ratios": [r for _, r in weak]}
+
+
 def unresolved_zero(bound: float, what: str, noise: Noise | None, x0: NDArray, f0: float
                     ) -> tuple[str, dict[str, Any]] | None:
     """A zero analytic gradient has no size of its own to compare the error bound with.  It is unresolved when
@@ -231,8 +251,33 @@ def unresolved_zero(bound: float, what: str, noise: Noise | None, x0: NDArray, f
 
 
 # ---------------------------------------------------------------------- explanations (the doctor's)
-def noisy_cost(noise: Noise) -> Finding:
-    """A deterministic cost far noisier than its own rounding: the usual cause (cancellation) and its cure."""
+#: A float64 cost whose noise is within this factor of float32's rounding of its value (either way), and
+#: whose value is a float32 number, is read as computed in float32 inside: a float32 sum of m terms carries
+#: about ``eps32 sqrt(m)`` of the largest.
+FLOAT32_BAND = 300.0
+
+
+def float32_valued(cost: float) -> bool:
+    """Whether ``cost`` is exactly a float32 number but not a float16 one (a float64 result has that chance
+    ``2^-29``; small integers and coarse steps, which float16 holds, say nothing)."""
+    with np.errstate(over="ignore"):
+        return (math.isfinite(cost) and float(np.float32(cost)) == cost and float(np.float16(cost)) != cost)
+
+
+def noisy_cost(noise: Noise, cost: float = math.nan) -> Finding:
+    """A deterministic cost far noisier than its own rounding: the usual causes (float32 inside a float64
+    cost, when the noise is at float32's rounding and ``cost`` is a float32 number; cancellation) and their
+    cures."""
+    f32 = noise.floor * float(np.finfo(np.float32).eps) / float(np.finfo(np.float64).eps)
+    if noise.floor > 0 and 1 / FLOAT32_BAND <= noise.level / f32 <= FLOAT32_BAND and float32_valued(cost):
+        return Finding(
+            "precision-limited", (),
+            f"the cost carries noise of {noise.level:.2e}, {noise.excess:.0f} times the float64 rounding of its "
+            f"value ({noise.floor:.1e}) but {noise.level / f32:.2g} times its float32 rounding: the cost is "
+            "probably computed in float32 inside (a float32 input, array or constant makes numpy compute in "
+            "float32); cast to float64 where it is computed.  Cancellation can do the same (log(1 - h) at large "
+            "z: use np.logaddexp).  Steps and tolerances were derived from the measured noise",
+            {"noise": noise.level, "excess": noise.excess, "cause": "float32-inside"})
     return Finding(
         "precision-limited", (),
         f"the cost carries noise of {noise.level:.2e}, {noise.excess:.0f} times the rounding of its value "

@@ -55,6 +55,8 @@ def region(block: Block, local: NDArray) -> str:
             return f"column {ucols[0]}{what}"
         if len(urows) == 1:
             return f"row {urows[0]}"
+    if len(local) == 1:
+        return f"entry {int(local[0])}" + (" (the intercept)" if len(block.shape) == 1 and local[0] == 0 else "")
     return f"{len(local)} entries"
 
 
@@ -117,7 +119,10 @@ class Case:
             return float(self.lam) / float(self.m)
         if self.lam == 0 or getattr(self.subject, "kind", "") == "network":
             return None
-        return inferred_penalty(self.report.layout, self.a, self.n, self.x, self.known)
+        k = inferred_penalty(self.report.layout, self.a, self.n, self.x, self.known)
+        if k is None and self.directional:
+            k = inferred_penalty_along(self)
+        return k
 
     @property
     def k_inferred(self) -> bool:
@@ -145,9 +150,63 @@ class Case:
         return np.where(mask, self.k * self.x, 0.0)
 
 
+#: How many times its own tolerance a direction's residual may be for a fitted model to hold (the tolerance
+#: is ``SAFETY`` times the finite difference's error model, so 4 leaves room for the model's own rounding).
+ALONG_TOL = 4.0
+
+class Along:
+    """A block's own directional tests, as arrays: ``n``, ``a``, ``tol`` of shape ``(K,)`` and the directions
+    ``U`` of shape ``(K, block.size)`` (the block's flat order)."""
+
+    def __init__(self, case: Case, block: Block) -> None:
+        ev = [e for e in case.evidence.get(block.name, []) if e.u is not None]
+        self.case, self.block = case, block
+        self.n = np.array([e.numerical for e in ev], dtype=np.float64)
+        self.a = np.array([e.analytical for e in ev], dtype=np.float64)
+        self.tol = np.array([e.tolerance for e in ev], dtype=np.float64)
+        self.U = np.array([e.u for e in ev], dtype=np.float64).reshape(len(ev), block.size)
+        self.x = case.x[block.slice]
+
+    @property
+    def size(self) -> int:
+        return int(self.n.size)
+
+    def along(self, v: NDArray) -> NDArray:
+        """``u_k . v`` for a vector ``v`` over the block (its flat order)."""
+        return self.U @ np.asarray(v, dtype=np.float64)
+
+    def columns_zeroed(self, col: int) -> NDArray | None:
+        """``theta`` with column ``col`` set to 0 (None for a block that is not a matrix of 2 columns or more)."""
+        b = self.block
+        if len(b.shape) != 2 or b.shape[1] < 2:
+            return None
+        M = self.x.reshape(b.shape, order=b.order).astype(np.float64)
+        M[:, col] = 0.0
+        return M.ravel(order=b.order)
+
+    def holds(self, y: NDArray, M: NDArray, carry: float = 1.0) -> NDArray | None:
+        """The least-squares coefficients of ``y ~ M c`` when the model holds (module docstring): at least
+        ``d + 2`` directions, every residual within :data:`ALONG_TOL` ``max(1, carry |c_0|)`` tolerances."""
+        M = M.reshape(self.size, -1)
+        if self.size < M.shape[1] + 2 or not np.all(np.isfinite(M)):
+            return None
+        coef, *_ = np.linalg.lstsq(M, y, rcond=None)
+        scale = max(1.0, carry * abs(float(coef[0])))
+        return coef if bool(np.all(np.abs(M @ coef - y) <= ALONG_TOL * scale * self.tol)) else None
+
+    def note(self) -> str:
+        return (f" (from {self.size} directions restricted to {self.block.name}; the mismatch is spread over many "
+                "entries)")
+
+
 def weights_mask(layout: Any) -> NDArray | None:
-    """Every column but column 0 of each 2-D block (None when a block is not a matrix of 2 columns or more)."""
+    """What a course-style penalty covers: every column but column 0 (the bias column) of each 2-D block, or
+    of a single vector every entry but entry 0 (the intercept, as in the regression exercises).  None for any
+    other layout (a block not a matrix of 2 columns or more, beside others)."""
     mask = np.zeros(layout.size, dtype=bool)
+    if len(layout.blocks) == 1 and len(layout.blocks[0].shape) == 1 and layout.size >= 2:
+        mask[1:] = True
+        return mask
     for b in layout.blocks:
         if len(b.shape) != 2 or b.shape[1] < 2:
             return None
@@ -159,20 +218,27 @@ def weights_mask(layout: Any) -> NDArray | None:
 INFER_TOL = 1e-7
 
 
+#: Fewest measured entries of a block that :func:`inferred_penalty` fits (two coefficients, and room for the
+#: misfit to mean something): a directional check measures only the entries it localized.
+MIN_KNOWN = 6
+
+
 def inferred_penalty(layout: Any, a: NDArray, n: NDArray, x: NDArray, known: NDArray) -> float | None:
     """The cost's penalty coefficient ``k`` (``lambda/m``, the penalty's gradient ``k theta`` on every column
     but the bias column) read off a mismatch that a wrong factor on the data term or the penalty leaves:
     on a block, ``a = c n + d theta_W`` with ``c != 1`` (``a - k theta_W = c (n - k theta_W)``: ``k = d / (1 - c)``;
     the data term dropped, ``c = 0``, or scaled by ``c``), or ``a = n + d theta_W + e theta_S`` with
     ``theta_S`` the columns but the last and ``d = -e`` (a penalty shifted by one column: ``k = e``).  The fit
-    must hold to :data:`INFER_TOL`; the first block that fits gives ``k`` (None when none does, or ``k <= 0``)."""
+    must hold to :data:`INFER_TOL` on the block's measured entries (at least :data:`MIN_KNOWN`); the first block
+    that fits gives ``k`` (None when none does, or ``k <= 0``)."""
     for b in layout.blocks:
-        if len(b.shape) != 2 or b.shape[1] < 2 or not known[b.slice].all():
+        seen = known[b.slice]
+        if len(b.shape) != 2 or b.shape[1] < 2 or int(seen.sum()) < MIN_KNOWN:
             continue
-        A, N = a[b.slice].astype(np.float64), n[b.slice].astype(np.float64)
+        A, N = a[b.slice].astype(np.float64)[seen], n[b.slice].astype(np.float64)[seen]
         W, S = b.matrix(x).astype(np.float64), b.matrix(x).astype(np.float64)
         W[:, 0], S[:, -1] = 0.0, 0.0
-        w, sh = W.ravel(order=b.order), S.ravel(order=b.order)
+        w, sh = W.ravel(order=b.order)[seen], S.ravel(order=b.order)[seen]
         scale = float(np.linalg.norm(A)) or 1.0
         coef, misfit = _lstsq(np.stack([N, w], axis=1), A)
         if misfit <= INFER_TOL * scale and abs(1 - coef[0]) > 1e-3:
@@ -181,6 +247,25 @@ def inferred_penalty(layout: Any, a: NDArray, n: NDArray, x: NDArray, known: NDA
                 return float(k)
         coef, misfit = _lstsq(np.stack([w, sh], axis=1), A - N)
         if misfit <= INFER_TOL * scale and coef[1] > 0 and abs(coef[0] + coef[1]) <= 1e-3 * coef[1]:
+            return float(coef[1])
+    return None
+
+
+def inferred_penalty_along(case: Case) -> float | None:
+    """The directional form of :func:`inferred_penalty`, from the own directions of a block whose mismatch is
+    spread (:class:`Along`): ``a = c n + d w`` with ``c != 1`` (``k = d / (1 - c)``), or ``a - n = d w + e s``
+    with ``d = -e`` (``k = e``), each holding within the directions' tolerances."""
+    for b in case.report.layout.blocks:
+        f = Along(case, b)
+        w, sh = f.columns_zeroed(0), f.columns_zeroed(-1)
+        if w is None or sh is None or f.size < 4:
+            continue
+        wk, sk = f.along(w), f.along(sh)
+        coef = f.holds(f.a, np.stack([f.n, wk], axis=1))
+        if coef is not None and abs(1 - coef[0]) > 1e-3 and coef[1] / (1 - coef[0]) > 0:
+            return float(coef[1] / (1 - coef[0]))
+        coef = f.holds(f.a - f.n, np.stack([wk, sk], axis=1))
+        if coef is not None and coef[1] > 0 and abs(coef[0] + coef[1]) <= 1e-3 * coef[1]:
             return float(coef[1])
     return None
 

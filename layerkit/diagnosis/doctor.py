@@ -32,9 +32,10 @@ code                        meaning
 It also always gives two verdicts: whether the step size could be the cause (the mismatch compared with
 the numerical error the tolerance was built from), and which blocks are right.  A cost measurably noisier
 than its own rounding gets a ``precision-limited`` finding even when the check passed, naming the usual
-cause (cancellation) and its cure.
+cause (float32 inside a float64 cost, or cancellation) and its cure.
 
-The doctor fits patterns to the report (:mod:`layerkit.diagnosis.patterns`) and runs experiments
+The doctor fits patterns to the report (:mod:`layerkit.diagnosis.patterns`; a directional report's spread
+blocks along their own directions, :mod:`layerkit.diagnosis.along`) and runs experiments
 (:mod:`layerkit.diagnosis.followups`) only through the :class:`~layerkit.diagnosis.experiments.Experiments`
 runner the check hands it, within its budget of evaluations: one-sided differences, the Taylor remainder
 along the worst entry, and for networks the gradient at lambda = 0 and a directional check of every layer.
@@ -57,8 +58,9 @@ from ..check.tolerance import SAFETY
 from ..check.verdicts import noisy_cost, rounding_level
 from ..nn.layout import Order, ParameterLayout
 from . import followups
+from .along import directional_block
 from .case import Case
-from .patterns import BLOCK_PATTERNS, directional_block, merged
+from .patterns import BLOCK_PATTERNS, merged
 
 
 def diagnose(report: Report, subject: Any, strategy: Any, experiments: Any = None) -> Report:
@@ -70,7 +72,7 @@ def diagnose(report: Report, subject: Any, strategy: Any, experiments: Any = Non
     findings = list(report.findings)
     noise = report.noise
     if noise is not None and noise.measured and noise.deterministic and noise.excess >= 100:
-        findings.append(noisy_cost(noise))
+        findings.append(noisy_cost(noise, report.cost))
     if report.passed:
         return _done(case, findings, step_verdict(case))
     explained = np.zeros(case.n.size, dtype=bool)
@@ -156,7 +158,7 @@ def _read_in_the_other_order(case: Case, own: list[Finding]) -> list[Finding] | 
     every block read in the other order (C for F): the port unrolls its parameters that other way, and the
     patterns found in it, after a ``layout-mismatch`` finding that says so (None when that is not the case)."""
     layout = case.report.layout
-    if (case.report.subject != "function" or not case.known.all() or any(f.code not in NOT_CAUSES for f in own)
+    if (case.report.subject != "function" or any(f.code not in NOT_CAUSES for f in own)
             or any(len(b.shape) != 2 or min(b.shape) < 2 for b in layout.blocks)):
         return None
     other: Order = "F" if layout.blocks[0].order == "C" else "C"
@@ -205,6 +207,9 @@ def directional_verdict(case: Case) -> str:
     the Taylor fit's verdict."""
     d = case.report.directional
     tests = [] if d is None else list(d.tests)
+    if d is not None and all(abs(t.numerical - t.analytical) <= t.tolerance for t in tests):
+        # the failure (if any) is a block's own, along its gradient: its tests are the telling ones
+        tests += [t for ts in d.block_tests.values() for t in ts]
     ratios = [abs(t.numerical - t.analytical) / max(t.tolerance, 1e-300) for t in tests]
     taylor = None if d is None else d.taylor
     if case.report.passed:

@@ -4,7 +4,7 @@ the first that fits explains the block.
 
 ``r = analytical - numerical`` is the residual, ``x`` the parameter values, ``bad`` the failing entries of the
 block not explained yet (positions inside it).  Directional reports measure only some entries: the patterns
-that need every entry leave them alone, and a block whose mismatch is spread gets :func:`directional_block`.
+that need every entry leave them alone, and a block whose mismatch is spread gets :func:`~layerkit.diagnosis.along.directional_block`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def zero_gradient(case: Case, block: Block, bad: NDArray) -> Finding | None:
 
 def scale_or_sign(case: Case, block: Block, bad: NDArray) -> Finding | None:
     if not case.whole(block):
-        return None  # needs every entry; spread blocks use directional_block
+        return None  # needs every entry; spread blocks use along.directional_block
     s = block.slice
     c, misfit = fit(case.a[s], case.n[s])
     if misfit > FIT_TOL or abs(c - 1) <= FIT_TOL:
@@ -74,10 +74,12 @@ def _shapes(block: Block) -> list[tuple[int, int]]:
 
 
 def layout_mismatch(case: Case, block: Block, bad: NDArray) -> Finding | None:
-    if not case.whole(block):
-        return None  # needs every entry
+    """Analytical equals numerical re-unrolled in the other order, on every entry whose counterpart was
+    measured too (all of them in a full check; in a directional one, the localized entries: the counterpart of
+    a failing entry fails as well, and entries the re-reading leaves in place pass).  Every failing entry must
+    be among them, and at least 4 entries."""
     s = block.slice
-    a, n, tol = case.a[s], case.n[s], case.tol[s]
+    a, n, tol, known = case.a[s], case.n[s], case.tol[s], case.known[s]
     declared: Order = block.order if len(block.shape) == 2 else "C"
     other: Order = "F" if declared == "C" else "C"
     for shape in _shapes(block):
@@ -87,7 +89,10 @@ def layout_mismatch(case: Case, block: Block, bad: NDArray) -> Finding | None:
         for src, dst in pairs:
             perm = n.reshape(shape, order=src).ravel(order=dst)
             perm_tol = tol.reshape(shape, order=src).ravel(order=dst)  # the error of n where it lands
-            if not bool(np.all(np.abs(a - perm) <= 4 * np.maximum(tol, perm_tol))):
+            both = known & known.reshape(shape, order=src).ravel(order=dst)
+            if int(both.sum()) < 4 or not both[bad].all():
+                continue
+            if not bool(np.all(np.abs(a - perm)[both] <= 4 * np.maximum(tol, perm_tol)[both])):
                 continue
             if len(block.shape) == 2 and dst == other:
                 fix = "order='F'" if other == "F" else "order='C' (the default)"
@@ -232,8 +237,10 @@ def penalty_columns(case: Case, block: Block, bad: NDArray) -> Finding | None:
 
 def constant_offset(case: Case, block: Block, bad: NDArray) -> Finding | None:
     """``r`` is the same constant on every failing entry of a row, a column or the block (named when it is
-    ``lambda/m``, ``lambda``, ``1/m``...): something adds a number where it should add a term."""
-    if bad.size < 2 or not case.known[block.start + bad].all():
+    ``lambda/m``, ``lambda``, ``1/m``...): something adds a number where it should add a term.  A single
+    failing entry (a vector's intercept) fits any constant: it is named only when the constant is one of
+    those names."""
+    if not bad.size or not case.known[block.start + bad].all():
         return None
     vals = (case.a - case.n)[block.slice][bad]
     c = float(np.mean(vals))
@@ -246,6 +253,8 @@ def constant_offset(case: Case, block: Block, bad: NDArray) -> Finding | None:
         names += [(1.0 / case.m, "1/m")]
     named = next((t for v, t in names if abs(c - v) <= 1e-3 * abs(v)), None) or \
         next((f"-{t}" for v, t in names if abs(c + v) <= 1e-3 * abs(v)), None)
+    if bad.size < 2 and not named:
+        return None
     what = region(block, bad)
     return Finding("constant-offset", (block.name,),
                    f"on {what} of {block.name}, analytical - numerical = {c:.6g}" + (
@@ -275,6 +284,8 @@ def data_factor(case: Case, block: Block, bad: NDArray) -> Finding | None:
         return None
     s = block.slice
     c, misfit = fit((case.a - p)[s], (case.n - p)[s])
+    if misfit <= 1e-3 and abs(c + 1) <= FIT_TOL:
+        return data_sign(block, c, case)
     named = name_factor(c, case.m if case.m else _whole(c))
     if misfit > 1e-3 or not named or c in (0.0, 1.0):
         return None
@@ -288,6 +299,15 @@ def data_factor(case: Case, block: Block, bad: NDArray) -> Finding | None:
                    f"on {block.name}, the data term of the gradient (the gradient without its penalty lambda/m "
                    f"theta{inferred}) is {named} times the cost's, while the penalty is right: {why}",
                    {"factor": c, "factor_name": named, "part": "data"})
+
+
+def data_sign(block: Block, c: float, case: Case, note: str = "") -> Finding:
+    """``sign-flip`` of the data term alone: ``a - p = -(n - p)`` with the penalty's gradient ``p`` right."""
+    inferred = f" (lambda/m = {case.k:.6g}, inferred from the mismatch)" if case.k_inferred else ""
+    return Finding("sign-flip", (block.name,),
+                   f"on {block.name}, the data term of the gradient (the gradient without its penalty lambda/m "
+                   f"theta{inferred}) is -1 times the cost's, while the penalty is right: a sign slip in the data "
+                   "term (y - h instead of h - y)" + note, {"factor": c, "part": "data"})
 
 
 def _whole(c: float) -> int | None:
@@ -382,49 +402,6 @@ def localized(case: Case, block: Block, bad: NDArray) -> Finding | None:
 BLOCK_PATTERNS: tuple[Pattern, ...] = (zero_gradient, scale_or_sign, layout_mismatch, regularization,
                                        penalty_columns, constant_offset, data_missing, data_factor,
                                        dropped_example, localized)
-
-
-def directional_block(case: Case, block: Block) -> Finding | None:
-    """Block-level patterns from directions restricted to a block whose mismatch is spread out (and, read
-    off the analytic gradient alone, a block that is the penalty's gradient and nothing else)."""
-    p = case.penalty
-    if p is not None:
-        s = block.slice
-        if np.any(p[s]) and np.all(np.abs(case.a[s] - p[s]) <= 1e-9 * float(np.max(np.abs(p[s])))):
-            return Finding("data-term-missing", (block.name,),
-                           f"on {block.name} the analytic gradient is the penalty alone, lambda/m theta "
-                           f"({case.k_text()}), and the block fails along its own directions: the data term "
-                           "(backprop's average over the examples) is missing", {"directional": True})
-    ev: list[Any] = list(case.evidence.get(block.name, []))
-    if len(ev) < 2:
-        return None
-    n = np.array([e.numerical for e in ev])
-    a = np.array([e.analytical for e in ev])
-    ux = np.array([e.u_dot_x for e in ev])
-    note = f" (from {len(ev)} random directions restricted to {block.name}; the mismatch is spread over many entries)"
-    if np.all(a == 0) and np.any(n != 0):
-        return Finding("zero-gradient", (block.name,), f"analytical is exactly 0 along every direction in "
-                       f"{block.name}: the block is never written" + note, {"whole_block": True, "directional": True})
-    c, misfit = fit(a, n)
-    if misfit <= FIT_TOL and abs(c - 1) > FIT_TOL:
-        if abs(c + 1) <= FIT_TOL:
-            return Finding("sign-flip", (block.name,), f"analytical = -numerical on {block.name}" + note,
-                           {"factor": c, "directional": True})
-        named = name_factor(c, case.m)
-        shown = f" ({named})" if named and named != f"{c:.6g}" else ""
-        return Finding("scale-mismatch", (block.name,), f"analytical = {c:.6g}" + shown
-                       + f" x numerical on {block.name}" + note,
-                       {"factor": c, "factor_name": named or "", "directional": True})
-    k, misfit = fit(a - n, ux)
-    if misfit > 1e-2 or k == 0:
-        return None
-    rel = ""
-    if case.lam and case.m:
-        rel = f" = {k / (case.lam / case.m):.3g} lambda/m (lambda = {case.lam:g}, m = {case.m})"
-    return Finding("regularization-mismatch", (block.name,),
-                   f"along every direction in {block.name}, analytical - numerical = k (u . theta) with k = {k:.6g}"
-                   f"{rel}: a penalty term present in the cost or in the gradient but not both" + note,
-                   {"factor": k, "directional": True, "entries": "the whole block"})
 
 
 def merged(findings: list[Finding], case: Case) -> list[Finding]:
