@@ -296,3 +296,29 @@ def test_a_course_shaped_function_without_a_cause_says_which_hints_would_help():
     assert any("the doctor could look further with lambda_" in note for note in report.notes), report.notes
     told = check_function(odd, theta, blocks=blocks, lambda_=lam, m=m)
     assert not any("look further" in note for note in told.notes)
+
+
+def test_a_mismatch_at_a_few_tolerances_gets_no_constant_and_no_false_taylor_comfort():
+    # the cost takes log(h + 1e-8) while the gradient is that of log(h): a real mismatch of ~3e-9, a few
+    # tolerances.  Any small mismatch "fits" a constant that small, so none is named; and the Taylor
+    # remainder's h^2 cannot show so small an h term, which the step verdict says instead of "looks right".
+    import zoo
+
+    fun, theta, blocks, lam, m, order = zoo.make("none", (3, 5, 3), 5, 0.0)
+
+    def with_eps(t):
+        J, g = fun(t)
+        T1 = t[:20].reshape(5, 4)
+        T2 = t[20:].reshape(3, 6)
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((5, 3))
+        y = rng.integers(0, 3, 5)
+        a2 = np.hstack([np.ones((5, 1)), 1 / (1 + np.exp(-(np.hstack([np.ones((5, 1)), X]) @ T1.T)))])
+        h = 1 / (1 + np.exp(-(a2 @ T2.T)))
+        Y = np.eye(3)[y]
+        J = np.sum(-Y * np.log(h + 1e-8) - (1 - Y) * np.log(1 - h + 1e-8)) / 5
+        return J, g
+
+    report = check_function(with_eps, theta, blocks=blocks)
+    assert not report.passed and "constant-offset" not in report.codes(), str(report)
+    assert "looks right" not in report.step_verdict, report.step_verdict

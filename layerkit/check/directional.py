@@ -116,12 +116,17 @@ class DirectionalTest:
                                self.bound, np.asarray(d.u, dtype=np.float64) if keep else None)
 
 
-def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dict[str, Any]:
+def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction,
+                     mismatch: float | None = None) -> dict[str, Any]:
     """Slope of ``r(h) = |J(x + h u) - J(x) - h g.u|`` against ``h`` along ``d``, and its verdict.
 
     ``h`` runs over 13 values from ``1e-1`` to ``1e-7`` (times ``max(1, |x|)`` on the support); values whose
     remainder is within 100 times the probe's rounding bound are dropped, and the slope is fitted on the
     four smallest remaining steps (the asymptotic regime): about 2 for a right gradient, 1 for a wrong one.
+    A wrong gradient shows slope 1 only where its term ``h |e|`` (``e`` the directional mismatch, ``mismatch``
+    when the caller measured it) outweighs the curvature's ``c h^2``: when ``h |e|`` is under twice the
+    remainder at the smallest usable step, a slope of 2 says nothing about the gradient, and the verdict says
+    the test cannot see a mismatch that small.
     """
     eps = float(np.finfo(x.dtype).eps)
     scale = max(1.0, float(np.max(np.abs(x[d.lo:d.hi]))))
@@ -140,6 +145,10 @@ def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction) -> dic
     if slope < 1.5:
         verdict = (f"the Taylor remainder shrinks like h^{slope:.2f} along a failing direction (a right gradient "
                    "gives h^2): the gradient is wrong, whatever the step")
+    elif mismatch is not None and abs(mismatch) * hs[tail[-1]] < 2 * r[tail[-1]]:
+        verdict = (f"the Taylor remainder shrinks like h^{slope:.2f}, but at its smallest usable step the mismatch's "
+                   f"part h |e| is {abs(mismatch) * hs[tail[-1]] / r[tail[-1]]:.2g} times the remainder: too small "
+                   "against the curvature for the Taylor test to separate, which neither confirms nor rules it out")
     else:
         verdict = (f"the Taylor remainder shrinks like h^{slope:.2f} (h^2 expected of a right gradient): the "
                    "gradient looks right along this direction; the mismatch may be the step's or the precision's")
@@ -388,9 +397,9 @@ class Tester:
                     self.settled.append((d, done.how))
         return out
 
-    def taylor(self, d: Direction) -> dict[str, Any]:
+    def taylor(self, d: Direction, mismatch: float | None = None) -> dict[str, Any]:
         """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""
-        out = taylor_remainder(self.evaluator, self.x, self.a, d)
+        out = taylor_remainder(self.evaluator, self.x, self.a, d, mismatch)
         self.ledger.count("taylor", len(out["all_h"]))
         return out
 
@@ -474,7 +483,8 @@ def measure(tester: Tester, n_directions: int) -> Measured:
     # the Taylor verdict along the direction where the mismatch stands out most: a localized entry, else the
     # worst block-restricted direction, else the worst whole-vector one
     candidates = leaves or [t for tests in block_tests.values() for t in tests if not t.passed] or first
-    taylor = tester.taylor(max(candidates, key=ratio).direction)
+    worst = max(candidates, key=ratio)
+    taylor = tester.taylor(worst.direction, worst.numerical - worst.analytical)
     return Measured(first, block_tests, leaves, spread, taylor, scales)
 
 

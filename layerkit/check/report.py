@@ -487,10 +487,19 @@ class Report:
         ok = [f"{b.name} (rel diff {b.relative_difference:.1e})" if alone is None or b.name in alone else
               f"{b.name} (through the directions)" for b in self.blocks if b.passed]
         bad = [b.name for b in self.blocks if not b.passed]
+        if not bad and not self.passed and not self.inconclusive and self._directions_alone:
+            return ("correct: none decided (the whole-vector directions fail, while no block fails along its "
+                    "own directions: the mismatch is spread over several blocks, or close to the tolerance)")
         if not bad:
             return "correct: every block" + (f" ({', '.join(ok)})" if len(ok) <= 6 else "")
         right = ", ".join(ok) if ok else "none"
         return f"correct: {right}; {'undecided' if self.inconclusive else 'wrong'}: {', '.join(bad)}"
+
+    @property
+    def _directions_alone(self) -> bool:
+        """A directional report whose whole-vector directions failed while no block failed along its own."""
+        d = self.directional
+        return d is not None and not self.failed_blocks and any(not t.passed for t in d.tests)
 
     @property
     def inconclusive(self) -> bool:
@@ -509,7 +518,7 @@ class Report:
         failed = self.failed_blocks
         definite = [f for f in self.findings if f.code in DEFINITE]
         where = "" if self.passed else f"; {definite[0].code}" if definite and not failed else \
-            f"; mismatch in {', '.join(failed) if failed else 'no block'}"
+            f"; mismatch in {', '.join(failed) if failed else 'the whole-vector directions only' if self._directions_alone else 'no block'}"
         lam = self.lambda_
         lam_s = f", lambda={lam:g}" if isinstance(lam, (int, float)) else ""
         how = f"{self.method}, directional" if self.mode == "directional" else self.method

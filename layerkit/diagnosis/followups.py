@@ -66,7 +66,7 @@ def taylor_along(case: Case, j: int) -> dict[str, Any] | None:
     """The Taylor-remainder verdict along entry ``j``'s coordinate (13 evaluations)."""
     return case.attempt(f"the Taylor test along {case.report.layout.label(j)}", lambda: taylor_remainder(
         case.experiments.directions(), case.report.x.astype(case.subject.x0.dtype), case.a,
-        Direction(j, j + 1, np.ones(1))))
+        Direction(j, j + 1, np.ones(1)), float(case.n[j] - case.a[j])))
 
 
 def at_lambda_zero(case: Case) -> None:

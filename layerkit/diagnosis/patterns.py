@@ -244,7 +244,10 @@ def constant_offset(case: Case, block: Block, bad: NDArray) -> Finding | None:
         return None
     vals = (case.a - case.n)[block.slice][bad]
     c = float(np.mean(vals))
-    if c == 0 or np.max(np.abs(vals - c)) > 1e-3 * abs(c) + 4 * float(np.max(case.tol[block.slice][bad])):
+    noise = float(np.max(case.tol[block.slice][bad]))
+    if abs(c) <= 8 * noise:  # a constant within a few tolerances of zero is not resolved: any small mismatch fits
+        return None
+    if np.max(np.abs(vals - c)) > 1e-3 * abs(c) + 4 * noise:
         return None
     names = []
     if case.lam and case.m:
