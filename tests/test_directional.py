@@ -245,3 +245,47 @@ def test_a_float64_check_spends_nothing_on_blocks_the_directions_resolve():
     fun, x0, blocks = _float32_port(1.0, 100, 25, 10, 2000, dtype=np.float64)
     r = check_function(fun, x0, blocks=blocks, mode="directional")
     assert r.passed and not r.directional.block_tests and "blocks" not in r.directional.evaluations
+
+
+def _float32_two_blocks(scale, c, seed=0):
+    """A float32 cost at float64 points: block A large, block B (``c``: a few percent of the gradient) with
+    its analytic gradient times ``scale``."""
+    x0 = np.random.default_rng(seed).uniform(-1, 1, 40)
+
+    def fun(p):
+        p32 = np.asarray(p, np.float32)
+        A, B = p32[:20], p32[20:]
+        J = np.float32(1000.0) + np.sum(np.float32(0.5) * (A - 1) ** 2) + np.float32(c) * np.sum(np.sin(B))
+        return float(J), np.concatenate([(A - 1).astype(np.float64), scale * c * np.cos(B.astype(np.float64))])
+    return fun, x0, {"A": (20,), "B": (20,)}
+
+
+@pytest.mark.parametrize("c", [0.1, 0.03])
+@pytest.mark.parametrize("scale", [0.0, 1.2, 1.5])
+def test_a_coarsely_resolved_block_never_passes_wrong(c, scale):
+    # B is resolved along its own gradient to only ~60% of itself: a pass there would hide a 50% error.  The
+    # resolution is judged by the smaller of the two derivatives, so a wrong factor cannot make B look resolved
+    fun, x0, blocks = _float32_two_blocks(scale, c)
+    r = check_function(fun, x0, blocks=blocks, mode="directional")
+    assert not r.passed, str(r)
+
+
+def test_a_non_finite_analytic_entry_never_passes_a_direction():
+    def fun(p):
+        g = p.copy()
+        g[-1] = np.inf
+        return 0.5 * float(p @ p), g
+    r = check_function(fun, np.linspace(-1, 1, 6), mode="directional")
+    assert not r.passed and "non-finite" in r.codes(), str(r)
+
+
+def test_a_doubled_gradient_with_its_penalty_is_a_plain_factor_not_a_data_term():
+    # no hints: a whole block times 2 fits a = c n, so no lambda/m is read off it (it used to be "inferred"
+    # at ~1e-9 from noise, and the factor put on the data term alone)
+    import zoo
+
+    for lam in (1.0, 0.0):
+        fun, theta, blocks, lam, m, order = zoo.make("gradient-times-2", (60, 25, 10), 30, lam, "C")
+        r = check_function(fun, theta, blocks=blocks, mode="directional")
+        scale = next(f for f in r.findings if f.code == "scale-mismatch")
+        assert "data term" not in scale.message and abs(scale.evidence["factor"] - 2) < 1e-6, scale.message

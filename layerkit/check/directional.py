@@ -61,6 +61,7 @@ from .kinks import (
 from .ledger import Ledger
 from .localize import locate
 from .methods import truncation_model
+from .noise import EXCESS_THRESHOLD
 from .probes import LineProbe
 from .refine import WIDE, across_scales
 from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionRecord, Report, Setting, relative_difference
@@ -107,7 +108,7 @@ class DirectionalTest:
 
     @property
     def passed(self) -> bool:
-        return bool(self.error <= self.tolerance)
+        return bool(math.isfinite(self.error) and self.error <= self.tolerance)
 
     def record(self, x: NDArray, keep: bool = False) -> DirectionRecord:
         """The report's record; ``keep`` keeps the direction itself (a block's own test)."""
@@ -447,11 +448,11 @@ def block_reach(first: list[DirectionalTest], a: NDArray, lo: int, hi: int) -> f
     """The smallest relative error of the block ``[lo, hi)``'s share of the whole-vector directions that one of
     them detects: ``min_k r_k / |g_b . u_kb|``, with ``r_k = tau_k + |n_k - a_k|`` for a passing direction (an
     error must exceed both to fail it; the first estimate's where a second look replaced it) and ``tau_k`` for
-    a failing one.  0 for a block whose analytic gradient is zero (no relative error to resolve: its entries
-    have their :func:`detectable` errors), ``inf`` when no direction moves it."""
+    a failing one; ``inf`` for a block whose analytic gradient is zero (its share says nothing: a block never
+    written shows only along its own direction) or that no direction moves."""
     g = np.asarray(a[lo:hi], dtype=np.float64)
     if not np.any(g):
-        return 0.0
+        return math.inf  # nothing of its own in u . g: only a test of its own tells a block never written
     out = math.inf
     for t in first:
         d = t.direction
@@ -470,8 +471,8 @@ def measure(tester: Tester, n_directions: int) -> Measured:
     fails, the blocks, localization inside the failing ones and the Taylor verdict."""
     P = tester.x.size
     first = tester.tests([tester.direction(0, P) for _ in range(n_directions)], "directions")
-    weak = [b for b in tester.subject.layout.blocks
-            if b.size and block_reach(first, tester.a, b.start, b.stop) > BLOCK_REACH]
+    blocks = tester.subject.layout.blocks
+    weak = [b for b in blocks if b.size and len(blocks) > 1 and block_reach(first, tester.a, b.start, b.stop) > BLOCK_REACH]
     own = dict(zip([b.name for b in weak], tester.tests([tester.along_gradient(b.start, b.stop) for b in weak],
                                                         "blocks"))) if weak else {}
     if all(t.passed for t in first) and all(t.passed for t in own.values()):
@@ -620,7 +621,9 @@ def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledg
             if zero is not None:
                 ledger.fail(unresolved(everything, zero[0], zero[1], cause))
             return
-        found = unresolved_directions(d.tests) or unresolved_blocks(d.block_tests, s.layout, base.a)
+        noisy = evaluators.noise is not None and evaluators.noise.measured \
+            and evaluators.noise.excess > EXCESS_THRESHOLD
+        found = unresolved_directions(d.tests) or unresolved_blocks(d.block_tests, s.layout, base.a, noisy)
         if found is None and not tester.options.auto_step:
             found = coarse_fixed_directions(d.tests, float(tester.options.strategy.step))
         if found is not None:

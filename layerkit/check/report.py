@@ -110,7 +110,8 @@ class DirectionRecord:
 
     @property
     def passed(self) -> bool:
-        return bool(abs(self.numerical - self.analytical) <= self.tolerance)
+        err = abs(self.numerical - self.analytical)
+        return bool(math.isfinite(err) and err <= self.tolerance)
 
     def to_dict(self) -> dict[str, Any]:
         return {"numerical": json_number(self.numerical), "analytical": json_number(self.analytical),

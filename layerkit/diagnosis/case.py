@@ -154,6 +154,10 @@ class Case:
 #: is ``SAFETY`` times the finite difference's error model, so 4 leaves room for the model's own rounding).
 ALONG_TOL = 4.0
 
+#: Largest fraction of a fitted value its residual allowance may be (:meth:`Along.holds`): on directions that
+#: resolve a block more coarsely, a permutation or a perturbation of the block fits ``a = c n`` as well.
+ALONG_RESOLUTION = 0.3
+
 class Along:
     """A block's own directional tests, as arrays: ``n``, ``a``, ``tol`` of shape ``(K,)`` and the directions
     ``U`` of shape ``(K, block.size)`` (the block's flat order)."""
@@ -186,13 +190,16 @@ class Along:
 
     def holds(self, y: NDArray, M: NDArray, carry: float = 1.0) -> NDArray | None:
         """The least-squares coefficients of ``y ~ M c`` when the model holds (module docstring): at least
-        ``d + 2`` directions, every residual within :data:`ALONG_TOL` ``max(1, carry |c_0|)`` tolerances."""
+        ``d + 2`` directions, every residual within :data:`ALONG_TOL` ``max(1, carry |c_0|)`` tolerances, that
+        allowance at most :data:`ALONG_RESOLUTION` of each value."""
         M = M.reshape(self.size, -1)
         if self.size < M.shape[1] + 2 or not np.all(np.isfinite(M)):
             return None
         coef, *_ = np.linalg.lstsq(M, y, rcond=None)
-        scale = max(1.0, carry * abs(float(coef[0])))
-        return coef if bool(np.all(np.abs(M @ coef - y) <= ALONG_TOL * scale * self.tol)) else None
+        allowance = ALONG_TOL * max(1.0, carry * abs(float(coef[0]))) * self.tol
+        if np.any(allowance > ALONG_RESOLUTION * np.abs(y)):
+            return None  # directions this coarse fit nearly any model: they name nothing
+        return coef if bool(np.all(np.abs(M @ coef - y) <= allowance)) else None
 
     def note(self) -> str:
         return (f" (from {self.size} directions restricted to {self.block.name}; the mismatch is spread over many "
@@ -261,6 +268,8 @@ def inferred_penalty_along(case: Case) -> float | None:
         if w is None or sh is None or f.size < 4:
             continue
         wk, sk = f.along(w), f.along(sh)
+        if f.holds(f.a, f.n[:, None]) is not None:
+            continue  # a factor on the whole block explains it: no penalty to read off
         coef = f.holds(f.a, np.stack([f.n, wk], axis=1))
         if coef is not None and abs(1 - coef[0]) > 1e-3 and coef[1] / (1 - coef[0]) > 0:
             return float(coef[1] / (1 - coef[0]))
