@@ -1,5 +1,6 @@
 """CS231n-style layer functions -- ``forward(...) -> (out, cache)`` and ``backward(dout, cache) -> grads`` --
-each checked with ``layerkit.check_backward``, and one with the classic batch-sum slip, which the report names.
+each checked with ``layerkit.check_backward``; one with the classic batch-sum slip, whose report names it, and
+the classic slips of the convolution, max pooling and batchnorm, each named by its finding code.
 
     python examples/layer_functions.py
 """
@@ -67,6 +68,13 @@ def conv_backward_naive(dout, cache):
     return dxp[:, :, p:p + x.shape[2], p:p + x.shape[3]], dw, dout.sum(axis=(0, 2, 3))
 
 
+def conv_backward_kernel_flipped(dout, cache):  # a planted bug: dx uses the kernel rotated by 180 degrees
+    x, w, b, conv_param = cache
+    _, dw, db = conv_backward_naive(dout, cache)
+    flipped = (x, np.ascontiguousarray(w[:, :, ::-1, ::-1]), b, conv_param)
+    return conv_backward_naive(dout, flipped)[0], dw, db
+
+
 def max_pool_forward_naive(x, pool_param):
     ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     N, C, H, W = x.shape
@@ -93,6 +101,16 @@ def max_pool_backward_naive(dout, cache):
     return (dx,)
 
 
+def max_pool_backward_spread(dout, cache):  # a planted bug: dout spread over the window, not routed to its max
+    x, pool_param = cache
+    ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    dx = np.zeros_like(x)
+    for i in range(dout.shape[2]):
+        for j in range(dout.shape[3]):
+            dx[:, :, i * s:i * s + ph, j * s:j * s + pw] += dout[:, :, i:i + 1, j:j + 1] / (ph * pw)
+    return (dx,)
+
+
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     mu, var = x.mean(axis=0), x.var(axis=0)
     xhat = (x - mu) / np.sqrt(var + eps)
@@ -105,6 +123,12 @@ def batchnorm_backward(dout, cache):
     dxhat = dout * gamma
     dx = (N * dxhat - dxhat.sum(0) - xhat * (dxhat * xhat).sum(0)) / (N * np.sqrt(v))
     return dx, (dout * xhat).sum(0), dout.sum(0)
+
+
+def batchnorm_backward_constant_statistics(dout, cache):  # a planted bug: mean and variance taken as constants
+    xhat, gamma, v = cache
+    _, dgamma, dbeta = batchnorm_backward(dout, cache)
+    return dout * gamma / np.sqrt(v), dgamma, dbeta
 
 
 def dropout_forward(x, dropout_param):
@@ -143,6 +167,19 @@ def main() -> dict:
     print("\naffine with db averaged instead of summed:")
     print(planted)
     results["planted"] = [f.code for f in planted.findings]
+    slips = {"conv with dx from the kernel rotated by 180 degrees": ("conv", conv_backward_kernel_flipped),
+             "max_pool with dout spread over each window": ("max_pool", max_pool_backward_spread),
+             "batchnorm with the batch mean and variance taken as constants": (
+                 "batchnorm", batchnorm_backward_constant_statistics)}
+    print("\nthe classic slips of the other layers:")
+    results["slips"] = {}
+    for what, (name, wrong) in slips.items():
+        forward, _, inputs = checks[name]
+        report = layerkit.check_backward(forward, wrong, inputs)
+        results["slips"][name] = [f.code for f in report.findings]
+        print(f"{what}:\n  {report.verdict}")
+        for finding in report.findings:
+            print(f"  {finding.code} [{', '.join(finding.blocks)}]: {finding.message}")
     return results
 
 

@@ -51,11 +51,12 @@ def test_a_single_input_without_cache_names_and_partial():
     assert grads_by_name.passed, str(grads_by_name)
 
 
-def test_batchnorm_without_its_mean_and_variance_terms_fails_on_x_only():
+def test_batchnorm_without_its_mean_and_variance_terms_fails_on_x_only_and_is_named():
     report = check_backward(lf.batchnorm_forward, lf.batchnorm_backward_no_mean_terms,
                             {"x": rng.standard_normal((8, 3)), "gamma": rng.standard_normal(3),
                              "beta": rng.standard_normal(3)})
     assert report.failed_blocks == ["x"]
+    assert [(f.code, f.blocks) for f in report.findings] == [("batch-statistics-missing", ("x",))]
 
 
 def test_bad_inputs_are_named():

@@ -93,3 +93,5 @@ def test_layer_functions_example(capsys):
     results = layer_functions.main()
     assert all(results[name] for name in ("affine", "relu", "conv", "max_pool", "batchnorm", "dropout"))
     assert "scale-mismatch" in results["planted"]
+    assert results["slips"] == {"conv": ["kernel-flipped"], "max_pool": ["pooling-spread"],
+                                "batchnorm": ["batch-statistics-missing"]}

@@ -130,15 +130,18 @@ class _BatchNormNoStatTerms(BatchNorm):
         return dy * self.params["gamma"].reshape(self._shape(dy)) * inv
 
 
-@pytest.mark.parametrize("layer, x_shape, wrong", [
-    (_FlippedConv(2, 2, 3, seed=0), (2, 2, 5, 5), "x"),
-    (_SpreadMaxPool(2), (2, 2, 4, 4), "x"),
-    (_BatchNormNoStatTerms(3), (6, 3), "x"),
+@pytest.mark.parametrize("layer, x_shape, wrong, code", [
+    (_FlippedConv(2, 2, 3, seed=0), (2, 2, 5, 5), "x", "kernel-flipped"),
+    (_SpreadMaxPool(2), (2, 2, 4, 4), "x", "pooling-spread"),
+    (_BatchNormNoStatTerms(3), (6, 3), "x", "batch-statistics-missing"),
+    (_BatchNormNoStatTerms(2), (3, 2, 3, 3), "x", "batch-statistics-missing"),
 ])
-def test_the_classic_backward_slips_fail_where_they_are(layer, x_shape, wrong):
-    x = np.random.default_rng(1).standard_normal(x_shape)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_classic_backward_slips_fail_where_they_are_and_are_named(layer, x_shape, wrong, code, dtype):
+    x = np.random.default_rng(1).standard_normal(x_shape).astype(dtype)
     report = check_layer(layer, x)
     assert not report.passed and wrong in report.failed_blocks, str(report)
+    assert [(f.code, f.blocks) for f in report.findings] == [(code, (wrong,))], str(report)
 
 
 def _cnn():

@@ -24,6 +24,16 @@ code                        meaning
 ``constant-offset``         on a row, a column or a block r is one constant (named: lambda/m, 1/m, lambda)
 ``data-term-missing``       the analytic gradient is the penalty lambda/m theta alone
 ``dropped-example``         r on a 2-D block is rank one: one example's contribution missing or doubled
+``batch-statistics-missing`` (layer functions) a batch normalization's input gradient without the terms of
+                            the batch mean and variance: per feature r = c0 + c1 (x - mean(x)) while the
+                            numerical gradient sums to 0 over the batch; the terms' factors are measured
+                            from gamma's and beta's numerical gradients when given (missing, wrong sign,
+                            N/(N-1))
+``pooling-spread``          (layer functions) max pooling's gradient spread evenly over each window (or copied
+                            to every entry) instead of routed to its maximum; the window inferred
+``kernel-flipped``          (layer functions) a convolution's input gradient is the cost's gradient with the
+                            kernel rotated by 180 degrees (measured along a few directions at the flipped
+                            kernel: 7 evaluations of the forward)
 ``localized``               the mismatch is confined to a proper part of a block: a few entries, rows or
                             columns (listed)
 ``layer-mismatch``          (networks) a layer fails its own ``check_layer``: its backward is wrong
@@ -34,11 +44,13 @@ the numerical error the tolerance was built from), and which blocks are right.  
 than its own rounding gets a ``precision-limited`` finding even when the check passed, naming the usual
 cause (float32 inside a float64 cost, or cancellation) and its cure.
 
-The doctor fits patterns to the report (:mod:`layerkit.diagnosis.patterns`; a directional report's spread
-blocks along their own directions, :mod:`layerkit.diagnosis.along`) and runs experiments
+The doctor fits patterns to the report (:mod:`layerkit.diagnosis.patterns`, and for the blocks that can
+be a layer's inputs :mod:`layerkit.diagnosis.layer_patterns`; a directional report's spread blocks along
+their own directions, :mod:`layerkit.diagnosis.along`) and runs experiments
 (:mod:`layerkit.diagnosis.followups`) only through the :class:`~layerkit.diagnosis.experiments.Experiments`
 runner the check hands it, within its budget of evaluations: one-sided differences, the Taylor remainder
-along the worst entry, and for networks the gradient at lambda = 0 and a directional check of every layer.
+along the worst entry, the derivatives at the point with a convolution's kernel flipped, and for networks
+the gradient at lambda = 0 and a directional check of every layer.
 They run only when the check failed; a request beyond the budget is skipped with a note.  Its explanations
 of precision (a mismatch at the level of the rounding, a noisy cost) are made where every verdict finding is
 (:mod:`layerkit.check.verdicts`).
@@ -60,6 +72,7 @@ from ..nn.layout import Order, ParameterLayout
 from . import followups
 from .along import directional_block
 from .case import Case
+from .layer_patterns import kernel_flipped
 from .patterns import BLOCK_PATTERNS, merged
 
 
@@ -180,14 +193,15 @@ def _read_in_the_other_order(case: Case, own: list[Finding]) -> list[Finding] | 
 
 def _block_patterns(case: Case, explained: np.ndarray) -> list[Finding]:
     """Each block's failing entries not explained yet, against the patterns in order; a spread block of a
-    directional report against its own directions."""
+    directional report against its own directions, then the test of a flipped kernel (which measures its
+    own)."""
     spread = set(case.report.directional.spread_blocks) if case.report.directional is not None else set()
     out = []
     for block in case.report.layout.blocks:
         s = block.slice
         bad = np.flatnonzero(case.bad[s] & ~explained[s])
         if case.directional and block.name in spread:
-            found = directional_block(case, block)
+            found = directional_block(case, block) or kernel_flipped(case, block, bad)
             if found is not None:
                 out.append(found)
             continue

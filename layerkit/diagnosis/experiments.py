@@ -3,7 +3,8 @@
 The doctor never imports the orchestrator: it is handed this runner, which reaches the check's own
 evaluators (:class:`~layerkit.check.engine.Evaluators`: the coordinate probe of a full check, or the
 subject's cost after a directional one, and the direction evaluator) through :class:`Metered` probes that
-charge every evaluation to the budget, and checks single layers with the function the API gives it.
+charge every evaluation to the budget, measures derivatives along directions from another point than the
+check's (:meth:`Experiments.derivatives_at`), and checks single layers with the function the API gives it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..check.engine import Evaluators
+from ..check.methods import Central, truncation_model
+from ..check.noise import step_excess
+from ..check.probes import CostDirections, as_scalar_cost
 from ..check.report import Report
 from ..check.subjects import NetworkSubject, Subject
+from ..check.tolerance import error_bound
 from ..nn.losses import L2
+from ..numerics import Direction
 
 #: ``check_layer(layer, x, k)``: the report of layer ``k`` checked on its own at input ``x``.
 LayerCheck = Callable[[Any, NDArray, int], Report]
@@ -59,6 +65,39 @@ class Experiments:
     def directions(self) -> Metered:
         """The check's direction evaluator (for Taylor-remainder fits), charged per evaluation."""
         return Metered(self.evaluators.directions(), self)
+
+    def derivatives_at(self, point: NDArray, dirs: list[Direction]) -> tuple[NDArray, NDArray, list[NDArray]]:
+        """Central differences of the subject's own cost at ``point`` (a vector like ``x0``; copied, never
+        written to) along the unit directions ``dirs``: ``(values, bounds, taken)``.
+
+        ``bounds`` is each value's error bound (``SAFETY`` times the rounding of the two costs over the step,
+        plus the truncation model, as in a check's own directional tests).  ``taken`` is, for each direction,
+        the displacement the two perturbed points really differ by, over ``2 h``: in float32 ``x + h u``
+        rounds, and the difference measures the derivative along that vector, not exactly ``u`` (compare it
+        with ``a . taken``).  The step is the central rule's automatic one, ``eps^(1/3)`` times the length
+        scale ``max(1, min |x_j|)`` of the entries a direction moves (times the cost's noise excess), the
+        noise the check measured at ``x0``.  Charges ``1 + 2 len(dirs)`` evaluations: the cost at ``point``
+        (the rounding bound and the curvature need it), then the stencil."""
+        s = self.subject
+        self.charge(1 + 2 * len(dirs))
+        x = np.array(point, dtype=s.x0.dtype, copy=True)
+        f0 = float(np.real(as_scalar_cost(s.value(np.array(x, copy=True)), "at the doctor's point")))
+        noise = self.evaluators.report_noise()
+        excess = step_excess(noise)
+        moved = [np.abs(x[d.lo:d.hi].astype(np.float64))[np.asarray(d.u) != 0] for d in dirs]
+        lengths = np.array([max(1.0, float(np.min(m))) if m.size else 1.0 for m in moved])
+        h = Central().base_step(x.dtype, excess) * lengths
+        evaluator = CostDirections(s.value, x, f0, self.evaluators.options.executor, noise.level, excess)
+        d, rounding = evaluator.delta(dirs, np.stack([h, -h]))
+        values = (d[0] - d[1]) / (2 * h)
+        with np.errstate(invalid="ignore", over="ignore"):
+            trunc = truncation_model(h, lengths, 2, values, (d[0], d[1]))
+        taken = []
+        for k, di in enumerate(dirs):  # as CostDirections perturbs: x[lo:hi] += (s u) in x's dtype
+            part = x[di.lo:di.hi]
+            up, down = part + (h[k] * di.u).astype(x.dtype), part + (-h[k] * di.u).astype(x.dtype)
+            taken.append((up.astype(np.float64) - down.astype(np.float64)) / (2 * h[k]))
+        return values, error_bound((rounding[0] + rounding[1]) / (2 * h), trunc), taken
 
     def gradient(self, lambda_: float) -> NDArray | None:
         """The analytic gradient at ``x0`` with another ``lambda`` (networks only; None otherwise)."""

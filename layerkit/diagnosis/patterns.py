@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from ..check.report import Finding
 from ..nn.layout import Block, Order
 from .case import FIT_TOL, Case, fit, name_factor, region
+from .layer_patterns import batch_statistics, kernel_flipped, pooling_spread
 
 Pattern = Callable[[Case, Block, NDArray], "Finding | None"]
 
@@ -401,10 +402,14 @@ def localized(case: Case, block: Block, bad: NDArray) -> Finding | None:
                     "count": int(bad.size), "region": where})
 
 
-#: The block patterns, in the order they are tried: the first that fits explains the block.
-BLOCK_PATTERNS: tuple[Pattern, ...] = (zero_gradient, scale_or_sign, layout_mismatch, regularization,
-                                       penalty_columns, constant_offset, data_missing, data_factor,
-                                       dropped_example, localized)
+#: The block patterns, in the order they are tried: the first that fits explains the block.  The layer
+#: functions' (:mod:`layerkit.diagnosis.layer_patterns`) come after the scale (which wins over the affine
+#: fit of the batch statistics); the batch statistics before the penalty's ``r = k theta`` and the constant
+#: offset, which are special cases of their fit on one feature (on an input whose forward subtracts the
+#: batch mean, which the penalty and offset patterns do not ask), and the one that spends evaluations last.
+BLOCK_PATTERNS: tuple[Pattern, ...] = (zero_gradient, scale_or_sign, layout_mismatch, batch_statistics,
+                                       regularization, penalty_columns, constant_offset, data_missing,
+                                       data_factor, pooling_spread, kernel_flipped, dropped_example, localized)
 
 
 def merged(findings: list[Finding], case: Case) -> list[Finding]:
