@@ -32,6 +32,13 @@ from .case import FIT_TOL, Case, fit
 #: FIT_TOL by chance with probability about ``FIT_TOL^3``.
 MIN_GROUP = 5
 
+#: How many times its summed tolerance the numerical gradient of a block must be, summed in absolute value,
+#: for :func:`batch_statistics` to read "sums to 0 over the batch" as the forward subtracting the batch mean:
+#: the entries then cancel to at most ``1 / RESOLVED`` of their mass, and each tolerance is ``SAFETY`` = 16
+#: times its estimate's error bound, so the mass is at least 64 times the estimates' error.  (In float32 a
+#: batchnorm with a small ``gamma`` has a numerical input gradient only a few tolerances large.)
+RESOLVED = 4
+
 #: Directions :func:`kernel_flipped` measures along (2 evaluations each, and 1 for the cost at the flipped
 #: kernel).
 FLIP_DIRECTIONS = 3
@@ -73,7 +80,7 @@ def batch_statistics(case: Case, block: Block, bad: NDArray) -> Finding | None:
     and the numerical gradient must show the normalization itself: on every feature it sums to zero over
     the batch within the sum of the entries' tolerances (the cost does not change when a feature is
     shifted by the same amount on every example: the forward subtracts the batch mean), with that sum
-    resolved (the numerical gradient at least 10 times its tolerance, summed over the block).  A scale bug
+    resolved (the numerical gradient at least :data:`RESOLVED` times its tolerance, summed over the block).  A scale bug
     ``a = c n`` (also affine in ``n``, but not in ``x``) is named by ``scale-mismatch``, tried first.  Each
     term is named when its part of the fit is above ``FIT_TOL ||r||`` and the estimates' error.
 
@@ -88,7 +95,7 @@ def batch_statistics(case: Case, block: Block, bad: NDArray) -> Finding | None:
     n, x, tol = (_features(block, v) for v in (case.n, case.x, case.tol))
     if r.shape[0] < MIN_GROUP or not np.isfinite(r).all():
         return None
-    if not np.all(np.abs(n.sum(axis=0)) <= tol.sum(axis=0)) or np.abs(n).sum() < 10 * tol.sum():
+    if not np.all(np.abs(n.sum(axis=0)) <= tol.sum(axis=0)) or np.abs(n).sum() < RESOLVED * tol.sum():
         return None  # the cost changes when a feature is shifted over the batch: no batch mean subtracted
     centred = x - x.mean(axis=0)
     c0 = r.mean(axis=0)
