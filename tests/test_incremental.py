@@ -351,3 +351,55 @@ def test_series_engine_agrees_with_the_generic_loop_on_random_networks(sizes, m,
     assert fast.passed and (naive.passed or naive.inconclusive)
     # both estimate the same differences; the generic loop's roundoff is what separates them
     assert np.all(np.abs(fast.numerical - naive.numerical) <= naive.tolerance)
+
+
+def _kinked_net(act, seed=0):
+    from layerkit import LeakyReLU, ReLU, Sigmoid, SoftmaxCrossEntropy  # noqa: F401
+
+    layers = [Dense(6, 5, seed=seed), act(), Dense(5, 4, seed=seed + 1), act(), Dense(4, 3, seed=seed + 2)]
+    return Network(layers, loss=SoftmaxCrossEntropy())
+
+
+@pytest.mark.parametrize("act", ["ReLU", "LeakyReLU"])
+@pytest.mark.parametrize("h", [6e-6, 7.4e-4, 1e-1])
+def test_piecewise_linear_tables_agree_with_the_exact_path(act, h, monkeypatch):
+    """ReLU and LeakyReLU layers after a block are read off the tables of their linear pieces: every entry
+    agrees with the exact path within the budget, at steps small and large (the large ones move many examples
+    across a kink: those entries are left to the exact path)."""
+    import layerkit
+    import layerkit.fast.series as series
+
+    rng = np.random.default_rng(5)
+    net = _kinked_net(getattr(layerkit, act))
+    X, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    certified = []
+    orig = series.SeriesBlock.evaluate
+    monkeypatch.setattr(series.SeriesBlock, "evaluate",
+                        lambda self, *a: certified.append((self.i, orig(self, *a))) or certified[-1][1])
+    steps = np.stack([np.full(net.size, h), np.full(net.size, -h), np.full(net.size, h / 2)])
+    probe = _probe(net, X, y)
+    fast = probe.delta(steps)
+    assert {i for i, _ in certified} == {0, 2, 4}  # every block, the ones before kinked layers included
+    exact = _exact_deltas(net, X, y, steps, monkeypatch)
+    assert np.max(np.abs(fast - exact)) <= 2 * probe.loss.budget() / probe.m
+    assert not probe.notes
+    first = dict(certified)[0]
+    if h >= 1e-1:
+        assert not first.all()  # steps this large reach a kink on some example: those entries are exact
+    else:
+        assert first.mean() > 0.5  # small steps stay on the pieces: most entries are read off the tables
+
+
+def test_an_example_on_a_kink_leaves_its_unit_to_the_exact_path():
+    """A pre-activation exactly at ReLU's kink (0) clears no step: every entry of that unit's row whose input is
+    not 0 on that example is evaluated by the exact path; the other rows stay on the tables."""
+    from layerkit import ReLU, SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(6)
+    net = Network([Dense(4, 3, seed=1), ReLU(), Dense(3, 2, seed=2)], loss=SoftmaxCrossEntropy())
+    X, y = rng.standard_normal((10, 4)), rng.integers(0, 2, 10)
+    theta = net.params[net.layout["Theta1"].slice].reshape(3, 5)
+    theta[1, 0] = -(X[0] @ theta[1, 1:])  # unit 1 sits on its kink at example 0
+    tables = _tables(net, X, y)["Theta1"]
+    ok = tables.evaluate(np.full((1, 15), 1e-6), 1e-3, np.zeros((1, 15))).reshape(3, 5)
+    assert not ok[1].any() and ok[[0, 2]].all()

@@ -162,6 +162,19 @@ class ParamInputs:
         out[:, k:] = self.x[:, max(c0, self.ones) - self.ones:c1 - self.ones]
         return out
 
+    def rows(self, idx: NDArray) -> NDArray:
+        """``|F[idx, :]|`` (float64, ``(len(idx), n_cols)``): the examples ``idx``' row of every column."""
+        out = np.empty((idx.size, self.shape[1]))
+        out[:, :self.ones] = 1
+        out[:, self.ones:] = np.abs(self.x[idx])
+        return out
+
+    def row_abs_max(self) -> NDArray:
+        """``max_c |F_ic|`` per example (float64)."""
+        x = np.abs(self.x.astype(np.float64))
+        top = np.max(x, axis=1, initial=0.0)
+        return np.maximum(top, 1.0) if self.ones else top
+
     def matvec(self, s: NDArray) -> NDArray:
         """``F @ s`` (shape (m,)) for ``s`` of shape (n_cols,), without forming ``F``."""
         s = np.asarray(s)

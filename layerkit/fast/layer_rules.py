@@ -185,17 +185,34 @@ def _own(layer: Any, name: str) -> bool:
 class ElementwiseRule:
     """layerkit's own Elementwise layers (Tanh, ReLU, LeakyReLU, Identity): changes through their ``change``
     (or ``fn(x + d) - y``), series through their ``taylor`` with the bound of their ``strip`` and ``slope``,
-    when they have them."""
+    when they have them.
+
+    A layer with ``linear_pieces`` (ReLU, LeakyReLU) gets the series of its *pieces* instead: on the piece
+    that holds ``x``, ``f(x + d) - f(x) = f'(x) d`` exactly, so a series change is multiplied by the piece's
+    slope (``derivative`` off the kinks), with no truncation of its own, and the bound scales by the largest
+    slope with no limit (a linear map is entire).  That series describes ``f`` only where the change stays on
+    the piece, ``|d| < kink_distance(x)``; whoever reads it (:class:`~layerkit.fast.series.SeriesBlock`) must
+    evaluate every change that may reach a kink by the exact path instead, and the confirmation of the series
+    (:mod:`layerkit.fast.confirm`) compares it with ``forward`` there only.  Error model: the series is exact
+    (one product per coefficient, relative rounding ``eps``); its use is exact on the examples it is used for.
+    """
 
     def __init__(self, layer: Elementwise) -> None:
         self.layer = layer
         self._change = getattr(layer, "change") if _own(layer, "change") else None
         self.cancels = self._change is None
-        if _own(layer, "taylor") and _own(layer, "strip") and _own(layer, "slope"):
-            self.series = self._series
-            self.series_bound = self._series_bound
         self._taylor_memo: tuple[NDArray, NDArray] | None = None
         self._deriv_memo: tuple[NDArray, NDArray] | None = None
+        self._slope_memo: tuple[NDArray, NDArray] | None = None
+        if _own(layer, "linear_pieces") and layer.linear_pieces and _own(layer, "kinks") and layer.kinks:
+            self._kinks = np.sort(np.asarray(layer.kinks, dtype=np.float64))
+            self._max_slope = self._largest_slope()
+            self.series = self._piece_series
+            self.series_bound = self._piece_bound
+            self.kink_distance = self._kink_distance
+        elif _own(layer, "taylor") and _own(layer, "strip") and _own(layer, "slope"):
+            self.series = self._series
+            self.series_bound = self._series_bound
 
     def columnwise(self, x: NDArray, y: NDArray) -> bool:
         return True
@@ -241,11 +258,54 @@ class ElementwiseRule:
         assert slope is not None and strip is not None  # the rule has series only when both are given
         return b * float(slope), strip_limit(b, float(strip))
 
+    # ------------------------------------------------------------------ linear pieces (class docstring)
+    def _largest_slope(self) -> float:
+        """The largest ``|f'|`` over the pieces: ``derivative`` at one point inside each (it is constant on a
+        linear piece), beyond the outermost kinks and between each pair."""
+        k = self._kinks
+        inside = np.concatenate([[k[0] - 1.0], (k[:-1] + k[1:]) / 2, [k[-1] + 1.0]])[None, :]
+        with np.errstate(all="ignore"):
+            slopes = np.asarray(self.layer.derivative(inside, np.asarray(self.layer.fn(inside))), dtype=np.float64)
+        return float(np.max(np.abs(slopes)))
+
+    def _slopes(self, x: NDArray, y: NDArray) -> NDArray:
+        """``f'(x)``, the slope of the piece holding each entry (memoized per input)."""
+        memo = self._slope_memo
+        if memo is None or memo[0] is not x:
+            memo = self._slope_memo = (x, np.asarray(self.layer.derivative(x, y)))
+        return memo[1]
+
+    def _kink_distance(self, x: NDArray) -> NDArray:
+        """``min_k |x - kink_k|`` per entry (float64): a change of at most that size stays on its piece
+        (0 at a kink, where no change does)."""
+        xf = np.asarray(x, dtype=np.float64)
+        out = np.abs(xf - self._kinks[0])
+        for kink in self._kinks[1:]:
+            np.minimum(out, np.abs(xf - kink), out=out)
+        return out
+
+    def _piece_series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """``f'(x) D(tau)`` on each entry's piece: a column series stays a column series."""
+        S = self._slopes(x, y)
+        dtype = change.coeffs.dtype
+        if change.cols is not None:
+            return SeriesChange(change.coeffs * S.T[change.cols].astype(dtype)[None], change.cols)
+        if change.v is not None:
+            return SeriesChange(change.coeffs[..., None] * (change.v[:, None, :] * S[None].astype(dtype))[None])
+        return SeriesChange(change.coeffs * S.astype(dtype))
+
+    def _piece_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """On the pieces the change scales by at most the largest slope, for any ``rho`` (a linear map)."""
+        return b * self._max_slope, np.full(b.shape[0], np.inf)
+
 
 register_rule(Dense, DenseRule, reads=("forward",))
 register_rule(Sigmoid, SigmoidRule, reads=("forward", "fn", "derivative", "change", "taylor"))
-for _cls in (Tanh, ReLU, LeakyReLU, Identity):
+for _cls in (Tanh, Identity):
     register_rule(_cls, ElementwiseRule, reads=("forward", "fn", "derivative", "change", "taylor", "strip", "slope"))
+for _kinked in (ReLU, LeakyReLU):
+    register_rule(_kinked, ElementwiseRule, reads=("forward", "fn", "derivative", "change", "taylor", "strip",
+                                                   "slope", "kinks", "linear_pieces"))
 
 from .fn_rule import FnRule  # noqa: E402
 

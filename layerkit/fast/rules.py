@@ -8,6 +8,10 @@ A *rule* restates a layer's math for the engine, so that a check evaluates only 
 ``series(x, y, change) -> SeriesChange`` and ``series_bound(b) -> (b_out, limit)``
     Taylor coefficients of the output change, and a bound on it for complex ``tau`` that certifies the
     truncation (both or neither).
+``kink_distance(x) -> NDArray``
+    With ``series``: the series describes the layer only on the piece that holds each input entry, for
+    changes smaller than this distance to the nearest kink (a piecewise-linear layer's); a change that may
+    reach a kink must be evaluated by ``propagate`` instead.
 ``param_inputs(name, x) -> ParamInputs`` and ``param_change(name, row, cols, steps, x) -> ColumnChange``
     For Dense-like parameters, whose entry ``(r, c)`` moves only output column ``r``, by ``t F[:, c]``.
 ``direction_change(x, change, dtheta, rows) -> change``
@@ -44,8 +48,8 @@ from ..errors import InputError
 from .forward_rule import ForwardRule
 
 #: Every member a rule may have.
-RULE_MEMBERS = ("propagate", "series", "series_bound", "param_inputs", "param_change", "direction_change",
-                "magnitude", "forward_scale")
+RULE_MEMBERS = ("propagate", "series", "series_bound", "kink_distance", "param_inputs", "param_change",
+                "direction_change", "magnitude", "forward_scale")
 
 
 @frozen

@@ -49,6 +49,16 @@ class SeriesBlock:
 
     ``K`` is the fewest terms (at most ``MAX_SERIES_TERMS``) that put ``R_K`` below the budget of
     the loss rule's ``budget()`` for every entry; entries still above it are evaluated by the exact path.
+
+    Piecewise-linear layers after the block (a rule with ``kink_distance``: ReLU, LeakyReLU) enter through
+    the series of their pieces, exact where every example's change stays on its piece.  Example ``i``'s
+    change at a unit ``l`` of such a layer is at most ``|tau| b_rl`` (the same bounds, propagated up to that
+    layer, valid within the limits met so far), so it cannot reach a kink while ``|tau| < kappa_ri = min_l
+    dist_il / b_rl`` (:attr:`kink`, the smallest over the kinked layers, capped by those limits).  An entry
+    ``(r, c)`` whose step can move some example beyond that, ``|t| |F_ic| >= kappa_ri`` with ``F_ic != 0``, is
+    not certified: the exact path evaluates it, on every example.  The rest are read off the tables, whose
+    remainder bound holds for the pieces' (analytic) continuation, which is the loss on every example of
+    theirs.
     """
 
     def __init__(self, fp: ForwardPass, i: int, p: str, shape: tuple[int, int]) -> None:
@@ -65,12 +75,20 @@ class SeriesBlock:
         self.rho, self.M = np.empty(self.rows), np.empty(self.rows)
         widest = max([fp.acts[k + 1].shape[1] for k in range(i, len(fp.layers))], default=1)
         batch = max(1, MAX_BATCH_ELEMENTS // widest)
+        distances = {k: np.nan_to_num(np.asarray(fp.rules.rule(k).kink_distance(fp.acts[k]), dtype=np.float64),
+                                      nan=0.0)
+                     for k in range(i + 1, len(fp.layers)) if fp.rules.rule(k).has("kink_distance")}
+        #: ``kappa`` (rows, m): below it no example's change reaches a kink (class docstring); None: no kinks.
+        self.kink: NDArray | None = np.full((self.rows, fp.m), np.inf) if distances else None
+        self._F_rows = self.F.row_abs_max() if distances else None
         for lo in range(0, self.rows, batch):  # batches of units: (B, width) bounds, never (rows, rows)
             units = np.arange(lo, min(lo + batch, self.rows))
             b = np.zeros((len(units), self.rows))
             b[np.arange(len(units)), units] = 1  # unit r's pre-activation changes by tau: bound 1 there
             limit = np.full(len(units), np.inf)
             for k in range(i + 1, len(fp.layers)):
+                if k in distances and self.kink is not None:
+                    self.kink[units] = np.minimum(self.kink[units], _kink_radius(distances[k], b, limit))
                 b, lim = fp.rules.rule(k).series_bound(b)
                 limit = np.minimum(limit, lim)
             m_per_rho, lim = fp.loss.series_bound(b)
@@ -156,8 +174,11 @@ class SeriesBlock:
         and return which entries' remainder is certified below ``budget`` (the others are to be replaced)."""
         S = steps.shape[0]
         t = np.asarray(steps, dtype=np.float64).reshape(S, self.rows, self.cols)
-        C, q = self._tail(np.max(np.abs(t), axis=0))  # independent of K: the loop only raises q to a power
+        tmax = np.max(np.abs(t), axis=0)
+        C, q = self._tail(tmax)  # independent of K: the loop only raises q to a power
         K, ok = self._terms(C, q, budget)
+        if self.kink is not None:
+            ok = ok & self._on_pieces(tmax)
         if not ok.any():  # nothing to read off the tables (huge steps): leave it all to the exact path
             return ok.reshape(-1)
         tables = self.table(K)
@@ -175,8 +196,11 @@ class SeriesBlock:
         certified (k,))``."""
         rows, cols = local // self.cols, local % self.cols
         t = np.asarray(steps, dtype=np.float64)
-        C, q = self._tail(np.max(np.abs(t), axis=0), rows, cols)
+        tmax = np.max(np.abs(t), axis=0)
+        C, q = self._tail(tmax, rows, cols)
         K, ok = self._terms(C, q, budget)
+        if self.kink is not None:
+            ok = ok & self._entries_on_pieces(tmax, rows, cols)
         values = np.zeros(t.shape)
         if not ok.any():
             return values, ok
@@ -187,3 +211,57 @@ class SeriesBlock:
                 values += T[k]
                 values *= t
         return values, ok
+
+    # ------------------------------------------------------------------ kinks (class docstring)
+    def _on_pieces(self, tmax: NDArray) -> NDArray:
+        """Whether each entry ``(r, c)`` at its largest step ``tmax[r, c]`` keeps every example on its pieces
+        (``(rows, cols)`` bool): no example ``i`` with ``tmax |F_ic| >= kappa_ri`` and ``F_ic != 0``.  Examples
+        that could reach ``kappa`` under some entry of their row are found first, from ``max_c |F_ic|``; only
+        those are tested entry by entry."""
+        assert self.kink is not None and self._F_rows is not None
+        clear = np.ones((self.rows, self.cols), dtype=bool)
+        with np.errstate(invalid="ignore", over="ignore"):
+            reach = np.max(tmax, axis=1, initial=0.0)
+            cand_r, cand_i = np.nonzero(~(self.kink > reach[:, None] * self._F_rows[None, :]))
+        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
+        for lo in range(0, cand_r.size, chunk):
+            r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
+            F = self.F.rows(i)
+            with np.errstate(invalid="ignore", over="ignore"):
+                hit = ~(tmax[r] * F < self.kink[r, i][:, None]) & (F != 0)
+            which, c = np.nonzero(hit)
+            clear[r[which], c] = False
+        return clear
+
+    def _entries_on_pieces(self, tmax: NDArray, rows: NDArray, cols: NDArray) -> NDArray:
+        """As :meth:`_on_pieces` for the entries ``(rows[k], cols[k])`` at their largest steps ``tmax[k]``."""
+        assert self.kink is not None and self._F_rows is not None
+        clear = np.ones(rows.size, dtype=bool)
+        m = self.kink.shape[1]
+        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, m))
+        for lo in range(0, rows.size, chunk):
+            sel = slice(lo, lo + chunk)
+            kink, t = self.kink[rows[sel]], tmax[sel]
+            with np.errstate(invalid="ignore", over="ignore"):
+                cand_k, cand_i = np.nonzero(~(kink > t[:, None] * self._F_rows[None, :]))
+            if not cand_k.size:
+                continue
+            F = np.abs(self.F.rows(cand_i)[np.arange(cand_k.size), cols[sel][cand_k]])
+            with np.errstate(invalid="ignore", over="ignore"):
+                hit = ~(t[cand_k] * F < kink[cand_k, cand_i]) & (F != 0)
+            clear[lo + cand_k[hit]] = False
+        return clear
+
+
+def _kink_radius(distance: NDArray, b: NDArray, limit: NDArray) -> NDArray:
+    """``min(limit_B, min_l distance[i, l] / b[B, l])`` (shape ``(B, m)``): how far ``tau`` may go before some
+    example's change at a kinked layer, bounded by ``|tau| b``, may reach the distance to its kink; units with
+    ``b = 0`` do not move.  ``distance`` (m, n) per input entry, ``b`` (B, n), ``limit`` (B,): where the
+    bounds ``b`` hold."""
+    out = np.repeat(np.asarray(limit, dtype=np.float64)[:, None], distance.shape[0], axis=1)
+    moves = ~(b <= 0)  # NaN bounds move (and give NaN radii, which no step clears)
+    for unit in np.flatnonzero(np.any(moves, axis=0)):
+        moved = np.flatnonzero(moves[:, unit])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out[moved] = np.minimum(out[moved], distance[None, :, unit] / b[moved, unit][:, None])
+    return out

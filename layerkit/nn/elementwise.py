@@ -10,7 +10,10 @@ changes through it exactly.  Optional members make the engine faster or more pre
   (class attributes): ``|f'(z)| <= slope`` for complex ``z`` with ``|Im z| <= strip``.  With both, a check
   reads a whole block's cost changes off Taylor tables whose truncation is certified (about 8x faster);
 * ``kinks``: the points where ``f`` is not differentiable (ReLU: ``(0.0,)``), so that a check knows a
-  difference across one is not a derivative.
+  difference across one is not a derivative;
+* ``linear_pieces``: True when ``f`` is linear between its kinks (ReLU, LeakyReLU), so that ``derivative`` off
+  the kinks is the slope of the piece: the engine then reads a block's changes off Taylor tables on every
+  example whose step stays on its piece, and evaluates the others' entries exactly.
 
 A new activation is a few lines::
 
@@ -48,6 +51,8 @@ class Elementwise:
     grads: Mapping[str, NDArray] = {}
     #: Points where ``fn`` is not differentiable.
     kinks: tuple[float, ...] = ()
+    #: Whether ``fn`` is linear between consecutive kinks (and beyond the outermost ones).
+    linear_pieces: bool = False
     #: Half-width of a strip ``|Im z| <= strip`` in which ``|f'(z)| <= slope`` (None: no certified series).
     strip: float | None = None
     slope: float | None = None
@@ -166,6 +171,7 @@ class ReLU(Elementwise):
     """
 
     kinks = (0.0,)
+    linear_pieces = True
 
     def fn(self, x: NDArray) -> NDArray:
         return np.maximum(x, 0)
@@ -182,6 +188,7 @@ class LeakyReLU(Elementwise):
     """``y = x`` for ``x > 0``, ``alpha x`` elsewhere (``alpha`` = 0.01 by default); a kink at 0."""
 
     kinks = (0.0,)
+    linear_pieces = True
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
