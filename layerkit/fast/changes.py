@@ -171,8 +171,8 @@ class ParamInputs:
 
     def row_abs_max(self) -> NDArray:
         """``max_c |F_ic|`` per example (float64)."""
-        x = np.abs(self.x.astype(np.float64))
-        top = np.max(x, axis=1, initial=0.0)
+        x = self.x
+        top = np.maximum(np.max(x, axis=1, initial=0), -np.min(x, axis=1, initial=0)).astype(np.float64)
         return np.maximum(top, 1.0) if self.ones else top
 
     def matvec(self, s: NDArray) -> NDArray:

@@ -37,6 +37,7 @@ class DenseRule:
     def __init__(self, layer: Dense) -> None:
         self.layer = layer
         self._x1t: tuple[NDArray, NDArray] | None = None
+        self._gathered: tuple[NDArray, int] | None = None  # columns of x gathered without the memo
 
     def _W(self) -> NDArray:
         return self.layer.params["Theta"][:, 1:]
@@ -46,6 +47,17 @@ class DenseRule:
         index array), at input ``x`` (m, n_in): only output column ``row`` moves, by ``steps[b] * x1[:, c]``
         (exact: the layer is linear).  Returns a ColumnChange of shape ``(B, m)``."""
         memo = self._x1t
+        gathered = self._gathered[1] if self._gathered is not None and self._gathered[0] is x else 0
+        if (memo is None or memo[0] is not x) and not isinstance(cols, slice) \
+                and gathered + np.size(cols) <= x.shape[1]:
+            # a few columns (the entries the tables leave to this path): those rows of [1, x]^T alone, the
+            # same values as the memoized copy's; the whole transpose once more than x's width was asked for
+            self._gathered = (x, gathered + int(np.size(cols)))
+            c = np.asarray(cols, dtype=np.int64)
+            rows = np.empty((c.size, x.shape[0]), dtype=x.dtype)
+            rows[c == 0] = 1
+            rows[c > 0] = x[:, c[c > 0] - 1].T
+            return ColumnChange(row, steps[:, None] * rows)
         if memo is None or memo[0] is not x:  # [1, x]^T, contiguous, memoized per input
             x1t = np.empty((x.shape[1] + 1, x.shape[0]), dtype=x.dtype)
             x1t[0] = 1
