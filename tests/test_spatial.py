@@ -164,13 +164,24 @@ def test_a_small_cnn_passes_in_every_method_and_names_a_planted_error():
     assert not report.passed and report.failed_blocks == ["W1"]
 
 
-def test_batch_coupled_and_image_layers_keep_the_engine_out():
-    net, X, y = _cnn()
-    assert not supports_engine(net)
+def test_batchnorm_and_dropout_keep_each_perturbation_batch_apart_on_the_engine():
+    net, X, y = _cnn()  # convolutions, both poolings, BatchNorm and Dropout
+    assert supports_engine(net)
+    report = check_network(net, X, y, 1.0, mode="full")
+    assert report.passed and report.evaluator == "engine", str(report)
+    np.testing.assert_allclose(report.numerical, _central(net, X, y, 1.0), rtol=1e-5, atol=1e-8)
     dense = Network([Dense(4, 6), BatchNorm(6), Sigmoid(), Dense(6, 3), Sigmoid()])
-    assert not supports_engine(dense)  # its statistics would mix perturbed copies stacked along the examples
-    report = check_network(dense, np.random.default_rng(2).standard_normal((10, 4)), np.arange(10) % 3, 1.0)
-    assert report.passed and report.evaluator == "cost"
+    dense.init_random(1)
+    dense.layers[1].params["gamma"][...] = np.linspace(0.5, 2, 6)
+    X2, y2 = np.random.default_rng(2).standard_normal((10, 4)), np.arange(10) % 3
+    report = check_network(dense, X2, y2, 1.0, mode="full")
+    assert report.passed and report.evaluator == "engine"
+    # statistics mixed over stacked copies would be off by far more than this
+    np.testing.assert_allclose(report.numerical, _central(dense, X2, y2, 1.0), rtol=1e-6, atol=1e-9)
+    wrong = Network([Dense(4, 6), _BatchNormNoStatTerms(6), Sigmoid(), Dense(6, 3), Sigmoid()])
+    wrong.init_random(1)
+    report = check_network(wrong, X2, y2, 1.0, mode="full")
+    assert report.evaluator == "engine" and report.failed_blocks == ["Theta1"], str(report)
 
     class Centering:  # a user's batch-coupled layer, declared
         batch_coupled = True
@@ -186,6 +197,11 @@ def test_batch_coupled_and_image_layers_keep_the_engine_out():
             return dy - dy.mean(axis=0)
 
     assert not supports_engine(Network([Dense(4, 6), Centering(), Dense(6, 3), Sigmoid()]))
+
+
+def test_image_layers_get_the_engine():
+    assert supports_engine(Network([Conv2D(2, 3, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(12, 3)],
+                                   loss=SoftmaxCrossEntropy()))
 
 
 def test_the_penalty_leaves_biases_and_batchnorm_alone_and_a_cnn_trains():
@@ -216,6 +232,129 @@ def test_images_are_validated_like_matrices():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(InputError, match="finite"):
         net.cost(bad, y)
+
+
+def _central(net, X, y, lam, h=1e-5):
+    """The textbook loop at one step: an independent reference for a check's numerical gradient."""
+    theta = net.params.copy()
+    out = np.empty(theta.size)
+    for j in range(theta.size):
+        for sign in (1, -1):
+            net.params[...] = theta
+            net.params[j] += sign * h
+            out[j] = net.cost(X, y, lam) if sign == 1 else (out[j] - net.cost(X, y, lam)) / (2 * h)
+    net.params[...] = theta
+    return out
+
+
+SMOOTH = [
+    ([Conv2D(1, 3, 3, padding=1), Tanh(), AvgPool2D(2), Flatten(), Dense(48, 4)], (7, 1, 8, 8)),
+    ([Conv2D(2, 3, 3, stride=2, padding=1), Sigmoid(), Flatten(), Dense(27, 4)], (5, 2, 6, 5)),
+    ([Conv2D(1, 2, 2), Tanh(), Conv2D(2, 3, 3, stride=2), Sigmoid(), AvgPool2D(1), Flatten(), Dense(12, 4)],
+     (6, 1, 7, 7)),
+]
+KINKED = [
+    [Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(64, 4)],
+    [Conv2D(1, 3, 3), ReLU(), MaxPool2D(3, stride=1), Conv2D(3, 2, 2), ReLU(), Flatten(), Dense(18, 4)],
+]
+
+
+@pytest.mark.parametrize("case", range(len(SMOOTH)))
+def test_the_engine_reads_image_networks_as_their_cost(case):
+    layers, x_shape = SMOOTH[case]
+    net = Network(layers, loss=SoftmaxCrossEntropy())
+    net.init_random(case)
+    rng = np.random.default_rng(case)
+    X, y = rng.standard_normal(x_shape), rng.integers(0, 4, x_shape[0])
+    report = check_network(net, X, y, 0.5, mode="full")
+    assert report.passed and report.evaluator == "engine", str(report)
+    np.testing.assert_allclose(report.numerical, _central(net, X, y, 0.5), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", range(len(KINKED)))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_and_max_pool_networks_get_the_same_numbers_from_the_engine(case, dtype):
+    net = Network(KINKED[case], loss=SoftmaxCrossEntropy(), dtype=dtype)
+    net.init_random(case)
+    rng = np.random.default_rng(10 + case)
+    X, y = rng.standard_normal((8, 1, 8, 8)).astype(dtype), rng.integers(0, 4, 8)
+    fast = check_network(net, X, y, 1.0, mode="full")
+    assert fast.passed and fast.evaluator == "engine", str(fast)
+    if dtype == np.float64:  # float32 steps cross kinks, differently on each path: the verdicts are compared
+        slow = check_network(net, X, y, 1.0, mode="full", engine="generic")
+        assert slow.passed and slow.evaluator == "cost"
+        np.testing.assert_allclose(fast.numerical, slow.numerical, rtol=1e-6, atol=1e-9)
+    g = net.cost_and_gradient(X, y, 1.0)[1][net.layout["W1"].slice]
+    planted = layerkit.testing.plant_gradient_error(net, int(np.argmax(np.abs(g))), 0.1)
+    report = check_network(planted, X, y, 1.0, mode="full")
+    assert not report.passed and not report.inconclusive and report.failed_blocks == ["W1"], str(report)
+
+
+@pytest.mark.parametrize("block", ["W1", "b1", "Theta2"])
+def test_a_planted_error_in_a_cnn_fails_its_own_block_on_the_engine(block):
+    net = Network(KINKED[0], loss=SoftmaxCrossEntropy())
+    net.init_random(3)
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((8, 1, 8, 8)), rng.integers(0, 4, 8)
+    planted = layerkit.testing.plant_gradient_error(net, net.layout[block].start + 1, 1e-2)
+    report = check_network(planted, X, y, 1.0, mode="full")
+    assert report.evaluator == "engine" and not report.passed and report.failed_blocks == [block], str(report)
+
+
+class _DoubledConv(Conv2D):
+    """A user's convolution with a forward of its own (twice Conv2D's), and the backward to match."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+    def backward(self, dy):
+        return super().backward(2 * dy)
+
+
+class _ChannelSwap:
+    """A user's layer without parameters on images: channels reversed (a change of one channel moves another)."""
+
+    param_shapes, params, grads = {}, {}, {}
+
+    def bind(self, params, grads):
+        pass
+
+    def forward(self, x):
+        return x[:, ::-1].copy()
+
+    def backward(self, dy):
+        return dy[:, ::-1].copy()
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_user_image_layers_are_read_through_their_own_forward(wrong):
+    layers = [_DoubledConv(1, 3, 3, padding=1), Tanh(), _ChannelSwap(), _SpreadMaxPool(2) if wrong else MaxPool2D(2),
+              Flatten(), Dense(48, 4)]
+    net = Network(layers, loss=SoftmaxCrossEntropy())
+    net.init_random(4)
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((6, 1, 8, 8)), rng.integers(0, 4, 6)
+    report = check_network(net, X, y, 1.0, mode="full")
+    assert report.evaluator == "engine"
+    if wrong:  # the spread pooling gradient reaches the convolution below it
+        assert not report.passed and "W1" in report.failed_blocks, str(report)
+    else:
+        assert report.passed, str(report)
+        np.testing.assert_allclose(report.numerical, _central(net, X, y, 1.0), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("layer, x_shape", [(Conv2D(2, 3, 3, stride=2, padding=1, seed=0), (3, 2, 7, 6)),
+                                            (AvgPool2D(2, stride=1), (2, 3, 5, 4)), (Flatten(), (2, 3, 2, 2))])
+def test_the_engine_magnitudes_of_image_layers_are_their_backward_on_magnitudes(layer, x_shape):
+    from layerkit.fast.rules import rule_for
+
+    rng = np.random.default_rng(0)
+    if layer.param_shapes:
+        layer.params["W"][...] = np.abs(layer.params["W"])  # |W| = W: the magnitude is the backward
+    x = rng.standard_normal(x_shape)
+    y = layer.forward(x)
+    A = np.abs(rng.standard_normal(y.shape))
+    np.testing.assert_allclose(rule_for(layer).magnitude(x, y, A), layer.backward(A), rtol=1e-12, atol=1e-14)
 
 
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402

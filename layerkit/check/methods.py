@@ -83,6 +83,10 @@ class Estimate:
         Whether ``truncation`` is measured alone (the change of the estimate from ``h`` to ``h / 2`` of an
         exact evaluator), not a model: the tolerance then needs a smaller safety factor on it
         (:data:`~layerkit.check.tolerance.MEASURED_SAFETY`).
+    model : NDArray, shape (n,) or None
+        Beside a measured truncation, the truncation model's value: a kink between the two stencils inflates
+        the measured one by the kink's share, which is not an error ``h^p`` shrinks (see
+        :func:`~layerkit.check.full.estimate`).
     """
 
     values: NDArray
@@ -92,6 +96,7 @@ class Estimate:
     error: NDArray | None = None
     relative: float = 0.0
     measured: bool = False
+    model: NDArray | None = None
 
 
 @runtime_checkable
@@ -246,11 +251,13 @@ class FiniteDifference:
             values2 = _combine(coef2, probe.delta(steps2))
             with np.errstate(invalid="ignore", over="ignore"):
                 truncation = np.abs(values - values2) / (1 - 2.0 ** -self.order)
+            model = self.truncation_model(probe, h, d, values)
             if not cheap:
-                truncation = np.fmax(truncation, self.truncation_model(probe, h, d, values))
+                truncation = np.fmax(truncation, model)
         else:
-            truncation = self.truncation_model(probe, h, d, values)
-        return Estimate(values, h, noise=noise, truncation=truncation, measured=bool(cheap))
+            truncation = model = self.truncation_model(probe, h, d, values)
+        return Estimate(values, h, noise=noise, truncation=truncation, measured=bool(cheap),
+                        model=model if cheap else None)
 
     def truncation_model(self, probe: Probe, h: NDArray, d: NDArray, values: NDArray) -> NDArray:
         """``(h_j / l_j)^p V_j / l_j`` with ``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (module docstring); the

@@ -33,7 +33,8 @@ from ..nn.activations import sigmoid, softplus
 
 @frozen(eq=False)
 class ColumnChange:
-    """Column ``col`` of an ``(m, n)`` activation changes by ``delta[b]`` (shape ``(B, m)``)."""
+    """Column ``col`` of an ``(m, n)`` activation changes by ``delta[b]`` (shape ``(B, m)``); of an image
+    activation ``(m, C, H, W)``, channel ``col`` changes by ``delta[b]`` (shape ``(B, m, H, W)``)."""
 
     col: int
     delta: NDArray
@@ -45,13 +46,13 @@ class ColumnChange:
     def take(self, lo: int, hi: int) -> ColumnChange:
         return ColumnChange(self.col, self.delta[lo:hi])
 
-    def dense(self, shape: tuple[int, int]) -> NDArray:
-        out = np.zeros((self.batch,) + shape, dtype=self.delta.dtype)
+    def dense(self, shape: tuple[int, ...]) -> NDArray:
+        out = np.zeros((self.batch,) + tuple(shape), dtype=self.delta.dtype)
         out[:, :, self.col] = self.delta
         return out
 
     def rows(self, idx: NDArray, n: int) -> NDArray:
-        """The examples ``idx`` of every batch item, dense: ``(B, len(idx), n)``."""
+        """The examples ``idx`` of every batch item, dense: ``(B, len(idx), n)`` (an ``(m, n)`` activation)."""
         out = np.zeros((self.batch, idx.size, n), dtype=self.delta.dtype)
         out[:, :, self.col] = self.delta[:, idx]
         return out
@@ -140,23 +141,38 @@ def elementwise_change(diff: Callable[[NDArray, NDArray, NDArray], NDArray], x: 
     return DenseChange(diff(x, y, change.dense(x.shape)))
 
 
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A parameter block as the matrix its layer's ``param_inputs`` describes: rows are the output columns (or
+    channels) an entry moves, columns the inputs it multiplies.  ``(F, C, k, k)`` kernels are ``(F, C k k)``,
+    a vector of biases ``(F, 1)``."""
+    if not shape:
+        return 1, 1
+    return int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
+
+
 @frozen(eq=False)
 class ParamInputs:
     """The matrix ``F`` of a Dense-like parameter, whose entry ``(r, c)`` moved by ``t`` adds ``t F[:, c]`` to
     output column ``r``: ``F = [1, x]`` with ``ones`` leading columns of ones (a bias) before the columns of
-    ``x`` (m, n), without materializing it."""
+    ``x`` (m, n), without materializing it.
+
+    For a layer on images ``x`` is ``(m, n, Ho, Wo)`` and ``F[:, c]`` an ``(m, Ho, Wo)`` image that moves a whole
+    output channel ``r`` (a convolution's patches, :class:`~layerkit.fast.spatial_rules.Conv2DRule`): ``columns``
+    and ``matvec`` keep those trailing axes; the members the Taylor tables read (``rows``, ``row_abs_max``,
+    ``abs_max``, ``sum_squares``) are for ``(m, n)`` inputs only."""
 
     x: NDArray
     ones: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(m, number of columns)``."""
         return self.x.shape[0], self.ones + self.x.shape[1]
 
     def columns(self, c0: int, c1: int, dtype: Any = None) -> NDArray:
-        """``F[:, c0:c1]`` as a new contiguous array."""
+        """``F[:, c0:c1]`` as a new contiguous array, ``(m, c1 - c0)`` plus the trailing axes of ``x``."""
         m = self.x.shape[0]
-        out = np.empty((m, c1 - c0), dtype=dtype or self.x.dtype)
+        out = np.empty((m, c1 - c0) + self.x.shape[2:], dtype=dtype or self.x.dtype)
         k = max(0, min(self.ones, c1) - c0)
         out[:, :k] = 1
         out[:, k:] = self.x[:, max(c0, self.ones) - self.ones:c1 - self.ones]
@@ -176,9 +192,12 @@ class ParamInputs:
         return np.maximum(top, 1.0) if self.ones else top
 
     def matvec(self, s: NDArray) -> NDArray:
-        """``F @ s`` (shape (m,)) for ``s`` of shape (n_cols,), without forming ``F``."""
+        """``F @ s`` (shape (m,), plus the trailing axes of ``x``) for ``s`` of shape (n_cols,), without forming
+        ``F``."""
         s = np.asarray(s)
-        return self.x @ s[self.ones:] + s[:self.ones].sum()
+        if self.x.ndim == 2:
+            return self.x @ s[self.ones:] + s[:self.ones].sum()
+        return np.tensordot(self.x, s[self.ones:], axes=([1], [0])) + s[:self.ones].sum()
 
     def abs_max(self) -> NDArray:
         """``max_i |F_ic|`` per column (float64)."""

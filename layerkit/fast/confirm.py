@@ -33,7 +33,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from ..numerics import AGREEMENT, least_precise, machine_eps
-from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange
+from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange, matrix_shape
 from .fn_rule import Unavailable
 from .rules import BoundRule, registration_for, rule_for
 
@@ -74,7 +74,9 @@ class Rules:
                  seed: int = 0) -> None:
         self.layers, self.acts, self.params, self.layout = layers, acts, params, layout
         self.impl: list[BoundRule] = [rule_for(layer) for layer in layers]
-        self.bindings = {b.index: b for b in bindings}
+        self.bindings: dict[int, list[Any]] = {}
+        for b in bindings:
+            self.bindings.setdefault(b.index, []).append(b)
         self.rng = np.random.default_rng(seed)
         self._known: dict[tuple[int, str], bool] = {}
         self.notes: list[str] = []
@@ -172,19 +174,21 @@ class Rules:
                               "with every change instead")
             return False
         x, y, eps = self._io(k)
-        m, n = x.shape
+        n = x.shape[1]
         D = self._change(x)
         c = int(self.rng.integers(n))
         u = D[:, c].copy()
-        v = np.asarray(self.rng.standard_normal(n)).astype(x.dtype)
-        cols = slice(0, max(1, n // 2))
-        changes = [
-            (DenseChange(D[None].copy()), D),
-            (ColumnChange(c, u[None].copy()), np.where(np.arange(n) == c, u[:, None], 0).astype(x.dtype)),
-            (RankOneChange(u[None].copy(), v.copy()), np.outer(u, v).astype(x.dtype)),
-            (ColumnsChange(cols, D[None, :, cols].copy()),
-             np.where((np.arange(n) >= cols.start) & (np.arange(n) < cols.stop), D, 0).astype(x.dtype)),
-        ]
+        column = np.zeros_like(D)
+        column[:, c] = u
+        changes = [(DenseChange(D[None].copy()), D), (ColumnChange(c, u[None].copy()), column)]
+        if x.ndim == 2:  # rank-one and column-range changes arise on (m, n) activations only
+            v = np.asarray(self.rng.standard_normal(n)).astype(x.dtype)
+            cols = slice(0, max(1, n // 2))
+            changes += [
+                (RankOneChange(u[None].copy(), v.copy()), np.outer(u, v).astype(x.dtype)),
+                (ColumnsChange(cols, D[None, :, cols].copy()),
+                 np.where((np.arange(n) >= cols.start) & (np.arange(n) < cols.stop), D, 0).astype(x.dtype)),
+            ]
         for change, dense in changes:
             predicted = layer.propagate(x, y, change).dense(y.shape)[0]
             after = self._forward(layer, x + dense)
@@ -220,9 +224,10 @@ class Rules:
                 return False
         return True
 
-    def _perturbed(self, k: int, layer: Any, dtheta: NDArray, x: NDArray) -> NDArray:
-        """``forward(x)`` with the layer's (only Dense-like) parameter moved by ``dtheta``, then put back."""
-        b = self.bindings[k]
+    def _perturbed(self, k: int, layer: Any, dtheta: NDArray, x: NDArray, b: Any = None) -> NDArray:
+        """``forward(x)`` with the layer's parameter ``b`` (its only one by default) moved by ``dtheta``, then
+        put back."""
+        b = self.bindings[k][0] if b is None else b
         block = self.layout[b.block]
         view = self.params[block.slice]
         old = view.copy()
@@ -233,38 +238,54 @@ class Rules:
             view[...] = old
 
     def _param_inputs(self, k: int, layer: Any) -> bool:
+        """Every parameter of the layer moved at once, ``F dtheta^T`` against ``forward``, one parameter at a
+        time (``dtheta`` as the matrix of :func:`~layerkit.fast.changes.matrix_shape`, output columns or
+        channels first)."""
         if k not in self.bindings:
             return False
         x, y, eps = self._io(k)
-        b = self.bindings[k]
-        shape = self.layout[b.block].shape
-        theta = self.params[self.layout[b.block].slice].reshape(shape)
-        dtheta = (0.1 * (1 + np.abs(theta)) * self.rng.standard_normal(shape)).astype(theta.dtype)
-        F = layer.param_inputs(b.param, x)
-        predicted = F.columns(0, F.shape[1], np.float64) @ dtheta.T.astype(np.float64)
-        after = self._perturbed(k, layer, dtheta, x)
-        return _close(predicted, after - y, np.abs(after) + np.abs(y), eps)
+        for b in self.bindings[k]:
+            shape = self.layout[b.block].shape
+            if not shape:
+                return False
+            theta = self.params[self.layout[b.block].slice].reshape(shape)
+            dtheta = (0.1 * (1 + np.abs(theta)) * self.rng.standard_normal(shape)).astype(theta.dtype)
+            F = layer.param_inputs(b.param, x)
+            dmat = dtheta.reshape(shape[0], -1).astype(np.float64)
+            cols = F.columns(0, F.shape[1], np.float64)
+            if cols.shape[1] != dmat.shape[1]:
+                return False
+            predicted = np.moveaxis(np.tensordot(cols, dmat, axes=([1], [1])), -1, 1)
+            after = self._perturbed(k, layer, dtheta, x, b)
+            if predicted.shape != after.shape or not _close(predicted, after - y, np.abs(after) + np.abs(y), eps):
+                return False
+        return True
 
     def _param_change(self, k: int, layer: Any) -> bool:
         if not self._param_inputs(k, layer):
             return False
         x, y, eps = self._io(k)
-        b = self.bindings[k]
-        rows, cols = self.layout[b.block].shape
-        r = int(self.rng.integers(rows))
-        idx = np.sort(self.rng.choice(cols, size=min(cols, 8), replace=False))
-        steps = (0.1 * self.rng.standard_normal(idx.size)).astype(y.dtype)
-        change = layer.param_change(b.param, r, idx, steps, x)
-        F = layer.param_inputs(b.param, x)
-        expect = np.stack([steps[i] * F.columns(int(c), int(c) + 1, np.float64)[:, 0] for i, c in enumerate(idx)])
-        got = change.dense(y.shape)[:, :, r]
-        return _close(got, expect, np.abs(expect), eps)
+        for b in self.bindings[k]:
+            rows, cols = matrix_shape(self.layout[b.block].shape)
+            r = int(self.rng.integers(rows))
+            idx = np.sort(self.rng.choice(cols, size=min(cols, 8), replace=False))
+            steps = (0.1 * self.rng.standard_normal(idx.size)).astype(y.dtype)
+            change = layer.param_change(b.param, r, idx, steps, x)
+            F = layer.param_inputs(b.param, x)
+            expect = np.stack([steps[i] * F.columns(int(c), int(c) + 1, np.float64)[:, 0]
+                               for i, c in enumerate(idx)])
+            got = change.dense(y.shape)[:, :, r]
+            if got.shape != expect.shape or not _close(got, expect, np.abs(expect), eps):
+                return False
+        return True
 
     def _direction_change(self, k: int, layer: Any) -> bool:
         if k not in self.bindings:
             return False
         x, y, eps = self._io(k)
-        b = self.bindings[k]
+        if len(self.bindings[k]) != 1:
+            return False
+        b = self.bindings[k][0]
         shape = self.layout[b.block].shape
         theta = self.params[self.layout[b.block].slice].reshape(shape)
         dtheta = (0.1 * (1 + np.abs(theta)) * self.rng.standard_normal(shape)).astype(theta.dtype)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from ..nn.buffer import Binding
 from ..numerics import NOISE_C
-from .changes import Change, ColumnChange, RankOneChange
+from .changes import Change, ColumnChange, RankOneChange, matrix_shape
 from .state import MAX_BATCH_ELEMENTS, ForwardPass
 
 
@@ -71,17 +71,21 @@ class ExactPath:
         return out
 
     def structured(self, i: int, block: Any) -> bool:
-        return (i < len(self.layers) and len(block.shape) == 2 and self.rules.ok(i, "param_change")
+        """Whether a block's entries go through its layer's ``param_change`` and the later layers'
+        ``propagate`` (its entry ``(r, c)`` of :func:`~layerkit.fast.changes.matrix_shape` moves output column or
+        channel ``r`` alone)."""
+        return (i < len(self.layers) and len(block.shape) >= 1 and self.rules.ok(i, "param_change")
                 and all(self.rules.ok(k, "propagate") for k in range(i + 1, len(self.layers))))
 
     def tasks(self, b: Binding, block: Any, local: NDArray, steps: NDArray, out: NDArray,
                      where: NDArray) -> list[Callable[[], None]]:
         """Work items writing ``out[:, where]`` for the entries ``local`` of a block at ``steps`` (S, k)."""
         i, p = b.index, b.param
-        cols = block.shape[1]
-        # Cache blocking: a task covers the columns of one row whose (B, m) temporaries fit in
-        # MAX_BATCH_ELEMENTS, so that the elementwise passes run from cache rather than memory.
-        width = max(1, min(cols, MAX_BATCH_ELEMENTS // self.m))
+        cols = matrix_shape(block.shape)[1]
+        # Cache blocking: a task covers the columns of one row whose (B, m) temporaries (times an output
+        # channel's pixels) fit in MAX_BATCH_ELEMENTS, so that the elementwise passes run from cache.
+        pixels = int(np.prod(self.acts[i + 1].shape[2:], dtype=np.int64))
+        width = max(1, min(cols, MAX_BATCH_ELEMENTS // (self.m * pixels)))
         rows = local // cols
         tasks = []
 
@@ -103,13 +107,16 @@ class ExactPath:
         """Summed data-term change for a batch ``change`` of the output of layer ``start - 1``.
 
         A batch is split just before a layer whose output would be a dense ``(B, m, width)`` temporary larger
-        than ``MAX_BATCH_ELEMENTS``; column changes stay ``(B, m)`` and are never split.
+        than ``MAX_BATCH_ELEMENTS``; column changes of ``(m, n)`` activations stay ``(B, m)`` and are never
+        split.
         """
         m = self.m
         for k in range(start, len(self.layers)):
-            width = self.acts[k + 1].shape[1]
+            width = int(np.prod(self.acts[k + 1].shape[1:], dtype=np.int64))
             B = change.batch
-            if not isinstance(change, ColumnChange) and B > 1 and B * m * width > MAX_BATCH_ELEMENTS:
+            # a channel change of images (B, m, H, W) may become dense at a convolution
+            splittable = not isinstance(change, ColumnChange) or change.delta.ndim > 2
+            if splittable and B > 1 and B * m * width > MAX_BATCH_ELEMENTS:
                 chunk = max(1, MAX_BATCH_ELEMENTS // (m * width))
                 return np.concatenate([self.finish(change.take(lo, min(lo + chunk, B)), k)
                                        for lo in range(0, B, chunk)])

@@ -59,8 +59,8 @@ class ForwardRule:
         return ok
 
     def propagate(self, x: NDArray, y: NDArray, change: Change) -> Change:
-        m, n = x.shape
-        if isinstance(change, ColumnChange) and n > 1 and self.uniform(x, y):
+        m, n = x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64))
+        if isinstance(change, ColumnChange) and x.ndim == 2 and n > 1 and self.uniform(x, y):
             c = change.col
             vals = (x[:, c][None, :] + change.delta).reshape(-1)
             size = vals.size
@@ -80,6 +80,6 @@ class ForwardRule:
         per = max(1, FORWARD_BATCH // (m * n))
         for lo in range(0, B, per):
             hi = min(B, lo + per)
-            stacked = (x[None] + D[lo:hi]).reshape((hi - lo) * m, n)
-            out[lo:hi] = self._forward(stacked).reshape(hi - lo, m, -1) - y[None]
+            stacked = (x[None] + D[lo:hi]).reshape(((hi - lo) * m,) + x.shape[1:])
+            out[lo:hi] = self._forward(stacked).reshape((hi - lo, m) + y.shape[1:]) - y[None]
         return DenseChange(out)

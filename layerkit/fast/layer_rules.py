@@ -175,13 +175,17 @@ class SigmoidRule:
         return A * self._slopes(x, y)[3]
 
     def _slopes(self, x: NDArray, y: NDArray) -> tuple[NDArray, ...]:
-        """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``."""
+        """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``, where ``^T``
+        puts the columns (channels, for images) first."""
         slope = self._slope
         if slope is None or slope[0] is not x:
             sc = sigmoid(-x)
             s_sc = y * sc
-            slope = self._slope = (x, np.ascontiguousarray(y.T), np.ascontiguousarray(s_sc.T), s_sc,
-                                   np.ascontiguousarray(sc.T), sc)
+
+            def first(a: NDArray) -> NDArray:
+                return np.ascontiguousarray(np.moveaxis(a, 1, 0))
+
+            slope = self._slope = (x, first(y), first(s_sc), s_sc, first(sc), sc)
         return slope
 
 

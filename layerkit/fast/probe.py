@@ -62,10 +62,11 @@ from ..nn.buffer import Binding
 from ..nn.losses import L2
 from ..nn.network import Network, evaluation_overrides
 from ..numerics import AGREEMENT, NOISE_C, scaled
-from .changes import Change, ColumnChange
+from .changes import Change, ColumnChange, matrix_shape
 from .confirm import Prediction
 from .exact import ExactPath
 from .loss_rules import has_loss_rule
+from .rules import rule_for
 from .series import SeriesBlock, available
 from .state import ForwardPass, NetworkState, block_rounding
 
@@ -290,12 +291,13 @@ class NetworkProbe:
         block = self.net.layout[b.block]
         local = flat - block.start
         vals = np.asarray(values, dtype=np.float64)
-        one_row = len(block.shape) == 2 and np.unique(local // block.shape[1]).size == 1
+        cols = matrix_shape(block.shape)[1]
+        one_row = np.unique(local // cols).size == 1
         if one_row and self.exact.structured(b.index, block):
             F = self.rules.rule(b.index).param_inputs(b.param, self.acts[b.index])
-            s = np.zeros(block.shape[1], dtype=self.dtype)
-            s[local % block.shape[1]] = vals
-            change: Change = ColumnChange(int(local[0] // block.shape[1]), F.matvec(s)[None, :])
+            s = np.zeros(cols, dtype=self.dtype)
+            s[local % cols] = vals
+            change: Change = ColumnChange(int(local[0] // cols), F.matvec(s)[None])
             for k in range(b.index + 1, len(self.layers)):
                 change = self.rules.propagate(k, self.acts[k], self.acts[k + 1], change)
             total, rounding = self.loss.dense(change.dense(self.Z.shape), with_noise=True)
@@ -340,9 +342,10 @@ def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None
     out = []
     for b in probe.state.bindings:
         block = probe.net.layout[b.block]
-        if len(block.shape) == 2:
-            r = int(rng.integers(block.shape[0]))
-            local = r * block.shape[1] + np.arange(block.shape[1])
+        if len(block.shape) == 2 or (len(block.shape) and _dense_like(probe, b)):
+            rows, cols = matrix_shape(block.shape)
+            r = int(rng.integers(rows))
+            local = r * cols + np.arange(cols)
         else:
             local = np.sort(rng.choice(block.size, size=min(64, block.size), replace=False))
         flat = block.start + local
@@ -377,12 +380,17 @@ def _step_predictions(probe: NetworkProbe, name: str, flat: NDArray, steps: NDAr
     return out
 
 
+def _dense_like(probe: NetworkProbe, b: Binding) -> bool:
+    """Whether the block's layer says which inputs each entry multiplies (``param_inputs``)."""
+    return b.index < len(probe.layers) and probe.rules.rule(b.index).has("param_inputs")
+
+
 def _verification_step(probe: NetworkProbe, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
-    rule = probe.rules.rule(b.index) if b.index < len(probe.layers) else None
-    if len(block.shape) == 2 and rule is not None and rule.has("param_inputs"):
-        F = rule.param_inputs(b.param, probe.acts[b.index])
-        s = np.zeros(block.shape[1], dtype=probe.dtype)
-        s[local % block.shape[1]] = u
+    if len(block.shape) and _dense_like(probe, b):
+        F = probe.rules.rule(b.index).param_inputs(b.param, probe.acts[b.index])
+        cols = matrix_shape(block.shape)[1]
+        s = np.zeros(cols, dtype=probe.dtype)
+        s[local % cols] = u
         reach = float(np.max(np.abs(F.matvec(s)), initial=0.0))
         if reach > 0:
             return 0.1 / reach
@@ -431,8 +439,9 @@ def supports_engine(net: Network) -> bool:
     sigmoid cross-entropy with its final Sigmoid fused in, the softmax cross-entropy, the squared error), and
     the network's class does not redefine how the cost is evaluated (see
     :func:`~layerkit.nn.network.evaluation_overrides`), and no layer is batch-coupled (``batch_coupled``:
-    perturbed copies stacked along the example axis would mix in its statistics) or of a kind it has no
-    rules for (``engine_ready = False``: the spatial layers, whose activations are images)."""
+    perturbed copies stacked along the example axis would mix in its statistics) without one of layerkit's
+    rules that keeps each perturbation's batch apart (``batch_aware``: BatchNorm's and Dropout's, see
+    :mod:`layerkit.fast.batch_rules`), or opts out (``engine_ready = False``)."""
     return (has_loss_rule(net) and not evaluation_overrides(net)
-            and not any(getattr(layer, "batch_coupled", False) or getattr(layer, "engine_ready", True) is False
-                        for layer in net.layers))
+            and not any((getattr(layer, "batch_coupled", False) and not rule_for(layer).batch_aware)
+                        or getattr(layer, "engine_ready", True) is False for layer in net.layers))

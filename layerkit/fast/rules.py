@@ -126,6 +126,9 @@ class BoundRule:
         self.known = False
         #: Whether ``propagate`` forms ``f(x + d) - f(x)`` by subtraction (about ``eps |f|`` of rounding).
         self.cancels = False
+        #: Whether the rule keeps each perturbation's batch apart through a batch-coupled layer (its
+        #: statistics over the examples are each batch item's own; :mod:`layerkit.fast.batch_rules`).
+        self.batch_aware = False
         #: Whether ``series`` reads coefficients derived numerically from the layer's ``fn`` (accurate to about
         #: ``eps |f|`` each, not ``eps |f'|``: see :class:`~layerkit.fast.fn_rule.FnRule`).
         self.derived = False
@@ -138,6 +141,7 @@ class BoundRule:
                 if hasattr(rule, name):
                     self.members[name] = getattr(rule, name)
             self.cancels = bool(getattr(rule, "cancels", False))
+            self.batch_aware = bool(getattr(rule, "batch_aware", False))
             self.derived = bool(getattr(rule, "derived", False))
             self._columnwise = getattr(rule, "columnwise", None)
             self.known = True

@@ -21,6 +21,7 @@ from ..nn.buffer import Binding
 from ..nn.layout import Block
 from ..nn.network import Network
 from ..numerics import least_precise, machine_eps
+from .changes import matrix_shape
 from .confirm import Rules
 from .loss_rules import loss_rule
 from .rules import BoundRule, rule_for
@@ -123,14 +124,20 @@ def rounding_scales(state: NetworkState) -> NDArray:
 def block_rounding(A: NDArray | None, rule: BoundRule | None, param: str, x: NDArray, block: Block,
                    m: int) -> NDArray | None:
     """``R_j = sqrt(sum_i (A_ir F_ic)^2) / m`` for the entries ``(r, c)`` of a Dense-like block (flat, in the
-    block's order), from the magnitudes ``A`` above its layer and its ``param_inputs`` ``F``; None when either
-    is unknown or the block is not Dense-like.  (:class:`~layerkit.fast.series.SeriesBlock` forms the same
-    sum while it computes its tables.)"""
-    if A is None or rule is None or not rule.has("param_inputs") or len(block.shape) != 2:
+    block's order), from the magnitudes ``A`` above its layer and its ``param_inputs`` ``F``; for a layer on
+    images the sum runs over the output pixels too (each is a term of the gradient entry).  None when either is
+    unknown or the block is not Dense-like.  (:class:`~layerkit.fast.series.SeriesBlock` forms the same sum
+    while it computes its tables.)"""
+    if A is None or rule is None or not rule.has("param_inputs") or not block.shape:
         return None
     F = rule.param_inputs(param, x)
     cols = F.columns(0, F.shape[1], np.float64)
-    return np.asarray((np.sqrt((A * A).T @ (cols * cols)) / m).ravel())
+    if matrix_shape(block.shape) != (A.shape[1], F.shape[1]) or cols.shape[2:] != A.shape[2:]:
+        return None
+    if A.ndim == 2:
+        return np.asarray((np.sqrt((A * A).T @ (cols * cols)) / m).ravel())
+    axes = [0] + list(range(2, A.ndim))
+    return np.asarray((np.sqrt(np.tensordot(A * A, cols * cols, axes=(axes, axes))) / m).ravel())
 
 
 @frozen(eq=False)

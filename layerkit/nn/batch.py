@@ -4,7 +4,8 @@
 Both are *batch-coupled* (``batch_coupled = True``): an example's output depends on the other examples
 (BatchNorm's statistics) or on its position in the batch (Dropout's mask).  The network engine never stacks
 perturbed copies of a batch along the example axis through such a layer -- its statistics would mix them, its
-mask would not fit -- and a network that holds one is checked on its own cost.
+mask would not fit.  Their rules (:mod:`layerkit.fast.batch_rules`) keep each perturbation's batch apart; a
+user's batch-coupled layer keeps the engine out, and its network is checked on its own cost.
 """
 
 from __future__ import annotations

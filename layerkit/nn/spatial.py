@@ -6,8 +6,9 @@ input into a row, and the output is ``patches @ W.reshape(F, -1).T + b``; its we
 ``dy^T patches``, its input gradient ``dy W`` scattered back onto the windows (``col2im``).  Every pass is
 vectorized over the batch (a loop over the ``k x k`` kernel offsets only).
 
-The network engine (:mod:`layerkit.fast`) has no rules for these layers: a network that holds one is checked
-on its own cost (``engine="generic"`` behaviour), which is what its ``forward`` computes.
+The network engine (:mod:`layerkit.fast.spatial_rules`) restates these layers with the same helpers
+(:func:`im2col`, :func:`col2im`, :func:`max_pool`, :func:`avg_pool`): a convolution's weight entry moves one output channel
+by a column of the patches, as a Dense layer's moves one output column.
 """
 
 from __future__ import annotations
@@ -42,6 +43,47 @@ def _windows(x: NDArray, k: int, stride: int) -> NDArray:
     return sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
+def pool_windows(x: NDArray, k: int, stride: int) -> NDArray:
+    """Every ``k x k`` window of ``x`` (m, C, H, W) at ``stride``, flattened: shape (m, C, Ho, Wo, k k)."""
+    win = _windows(x, k, stride)
+    return win.reshape(win.shape[:4] + (-1,))
+
+
+def max_pool(x: NDArray, k: int, stride: int) -> NDArray:
+    """The maximum of every ``k x k`` window of ``x`` (m, C, H, W) at ``stride``: (m, C, Ho, Wo)."""
+    return np.max(pool_windows(x, k, stride), axis=-1)
+
+
+def avg_pool(x: NDArray, k: int, stride: int) -> NDArray:
+    """The mean of every ``k x k`` window of ``x`` (m, C, H, W) at ``stride``: (m, C, Ho, Wo)."""
+    return _windows(x, k, stride).mean(axis=(-2, -1))
+
+
+def im2col(x: NDArray, k: int, stride: int, padding: int) -> NDArray:
+    """The patches of ``x`` (m, C, H, W): every ``(C, k, k)`` window of the zero-padded input as a row, shape
+    (m, Ho, Wo, C k k), in the order of ``W.reshape(F, -1)``'s columns."""
+    p = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+    _out_size(xp.shape[2], k, stride, "Conv2D")
+    _out_size(xp.shape[3], k, stride, "Conv2D")
+    win = _windows(xp, k, stride)                                 # (m, C, Ho, Wo, k, k)
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(
+        x.shape[0], win.shape[2], win.shape[3], -1)
+
+
+def col2im(dcols: NDArray, x_shape: tuple[int, ...], k: int, stride: int, padding: int) -> NDArray:
+    """The adjoint of :func:`im2col`: rows ``dcols`` (m, Ho, Wo, C k k) added back onto the windows they came
+    from, an array of ``x_shape`` (m, C, H, W)."""
+    m, Ho, Wo = dcols.shape[:3]
+    C, s, p = x_shape[1], stride, padding
+    d6 = dcols.reshape(m, Ho, Wo, C, k, k)
+    dxp = np.zeros((m, C, x_shape[2] + 2 * p, x_shape[3] + 2 * p), dtype=dcols.dtype)
+    for i in range(k):  # each kernel offset adds its slice of every window back
+        for j in range(k):
+            dxp[:, :, i:i + s * Ho:s, j:j + s * Wo:s] += d6[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return dxp[:, :, p:p + x_shape[2], p:p + x_shape[3]] if p else dxp
+
+
 def _out_size(n: int, k: int, stride: int, who: str) -> int:
     if n < k:
         raise InputError(f"{who}.forward(x)", f"images of at least {k} x {k} (after padding)", f"size {n}")
@@ -65,8 +107,6 @@ class Conv2D:
     Parameters ``W`` (shape ``(F, C, k, k)``, regularized by the default L2 penalty) and ``b`` (shape ``(F,)``,
     not regularized).  Output ``(m, F, Ho, Wo)`` with ``Ho = (H + 2 padding - k) // stride + 1``.
     """
-
-    engine_ready = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  *, seed: int | None = None, dtype: Any = np.float64) -> None:
@@ -108,20 +148,11 @@ class Conv2D:
         """The kernels are regularized, the biases are not."""
         return array if name == "W" else array[:0]
 
-    def _patches(self, x: NDArray) -> NDArray:
-        p, k, s = self.padding, self.kernel_size, self.stride
-        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
-        _out_size(xp.shape[2], k, s, "Conv2D")
-        _out_size(xp.shape[3], k, s, "Conv2D")
-        win = _windows(xp, k, s)                                  # (m, C, Ho, Wo, k, k)
-        return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(
-            x.shape[0], win.shape[2], win.shape[3], -1)           # (m, Ho, Wo, C k k)
-
     def forward(self, x: NDArray) -> NDArray:
         x = _images(x, self.in_channels, "Conv2D")
         if not self.params:
             raise NotBoundError("Conv2D has no parameters bound")
-        cols = self._patches(x)
+        cols = im2col(x, self.kernel_size, self.stride, self.padding)
         self._cache = (x.shape, cols)
         W, b = self.params["W"], self.params["b"]
         out = cols @ W.reshape(self.out_channels, -1).T + b      # (m, Ho, Wo, F)
@@ -130,16 +161,9 @@ class Conv2D:
     def backward(self, dy: NDArray) -> NDArray:
         dyr = self._dy(dy)
         self._write_grads(dyr)
-        shape = self._cache[1].shape if self._cache is not None else ()
-        m, Ho, Wo = shape[:3]
-        C, k, s, p = self.in_channels, self.kernel_size, self.stride, self.padding
-        dcols = (dyr @ self.params["W"].reshape(self.out_channels, -1)).reshape(m, Ho, Wo, C, k, k)
-        x_shape = self._cache[0] if self._cache is not None else ()
-        dxp = np.zeros((m, C, x_shape[2] + 2 * p, x_shape[3] + 2 * p), dtype=dcols.dtype)
-        for i in range(k):  # col2im: each kernel offset adds its slice of every window back
-            for j in range(k):
-                dxp[:, :, i:i + s * Ho:s, j:j + s * Wo:s] += dcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-        return dxp[:, :, p:p + x_shape[2], p:p + x_shape[3]] if p else dxp
+        assert self._cache is not None
+        dcols = dyr @ self.params["W"].reshape(self.out_channels, -1)
+        return col2im(dcols, self._cache[0], self.kernel_size, self.stride, self.padding)
 
     def backward_params(self, dy: NDArray) -> None:
         self._write_grads(self._dy(dy))
@@ -169,10 +193,9 @@ class Conv2D:
 
 
 class _Parameterless:
-    """What the image layers without parameters share: nothing to bind, and no engine rules."""
+    """What the image layers without parameters share: nothing to bind."""
 
     param_shapes: dict[str, tuple[int, ...]] = {}
-    engine_ready = False
 
     def __init__(self) -> None:
         self.params: dict[str, NDArray] = {}
@@ -219,16 +242,15 @@ class MaxPool2D(_Pool):
     each window's maximum (the first one, at a tie -- where the maximum is not differentiable)."""
 
     def forward(self, x: NDArray) -> NDArray:
-        win = self._win(x)
-        flat = win.reshape(win.shape[:4] + (-1,))
+        self._win(x)
+        flat = pool_windows(np.asarray(x), self.size, self.stride)
         self._arg = np.argmax(flat, axis=-1)
         return np.take_along_axis(flat, self._arg[..., None], axis=-1)[..., 0]
 
     def pieces(self, x: NDArray) -> NDArray:
         """Which smooth piece the pooling is on at input ``x``: each window's argmax plus 1, 0 where the
         maximum is tied (not differentiable there).  A step that changes a window's argmax crosses a kink."""
-        win = _windows(np.asarray(x), self.size, self.stride)
-        flat = win.reshape(win.shape[:4] + (-1,))
+        flat = pool_windows(np.asarray(x), self.size, self.stride)
         if self.size == 1:  # a window of one entry: a single smooth piece
             return np.ones(flat.shape[:4], dtype=np.int64)
         top = np.sort(flat, axis=-1)
@@ -251,7 +273,8 @@ class AvgPool2D(_Pool):
     evenly over each window."""
 
     def forward(self, x: NDArray) -> NDArray:
-        return self._win(x).mean(axis=(-2, -1))
+        self._win(x)
+        return avg_pool(np.asarray(x), self.size, self.stride)
 
     def backward(self, dy: NDArray) -> NDArray:
         dy, (m, C, H, W) = self._dy(dy)
