@@ -413,9 +413,11 @@ def bench_fn_rules(sizes=(400, 25, 10), m=5000, repeat=3):
 def bench_cnn(repeat=3):
     """The layer families beyond the MLP: a small CNN on 8x8 images (examples/cnn_digits.py's, on 200 digits)
     and a BatchNorm network, each a full central check against the naive loop (timed on every entry) and
-    against one gradient evaluation, in the same run.  Both are checked on their own cost (the engine has no
-    rules for image layers and stays out of batch-coupled ones), so the target is parity with the naive loop's
-    evaluations, not the engine's speed-up: about 2 cost evaluations per parameter plus the trust work."""
+    against one gradient evaluation, in the same run.  Both run on the engine: a kernel entry moves one output
+    channel by a column of the patches (a Dense entry's structure), BatchNorm normalizes each perturbation's
+    batch on its own.  Targets: the CNN at least 30x faster than the naive loop (the layer issue's); the
+    BatchNorm network at least 10x (its perturbations before the BatchNorm cross it on the exact path, one
+    column of m values each, with no Taylor tables: about a tenth of a full forward each at these sizes)."""
     from layerkit import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, SoftmaxCrossEntropy
 
     rng = np.random.default_rng(0)
@@ -438,7 +440,9 @@ def bench_cnn(repeat=3):
             f"{t_naive / t_check:.2f}x faster than the naive loop ({t_naive:.2f} s), {t_check / t_grad:.0f}x one "
             f"gradient; {rep.n_evals} evaluations for {net.size} parameters; passed={rep.passed}, "
             f"evaluator={rep.evaluator}")
-        print(f"  {label}: check {t_check:.2f} s, naive loop {t_naive:.2f} s ({t_naive / t_check:.2f}x), "
+        target = 30 if label.startswith("CNN") else 10
+        print(f"  {label}: check {t_check:.2f} s, naive loop {t_naive:.2f} s ({t_naive / t_check:.2f}x, target >= "
+              f"{target}x: {'met' if t_naive / t_check >= target else 'NOT met'}), "
               f"{t_check / t_grad:.0f}x one gradient ({t_grad * 1e3:.1f} ms); {rep.n_evals} evaluations for "
               f"{net.size} parameters; passed={rep.passed}, evaluator={rep.evaluator}")
 

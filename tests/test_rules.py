@@ -117,6 +117,58 @@ def test_the_batched_path_does_not_pack_a_layer_that_treats_columns_differently(
     assert not ForwardRule(PerUnit()).uniform(x, PerUnit().forward(x))
 
 
+def _series_ok(net, k):
+    from layerkit.fast.confirm import Rules
+
+    acts = net.activations(X)
+    return Rules(list(net.body), acts, net.bindings, net.params, net.layout).ok(k, "series")
+
+
+class _TwoFaced(UserTanh):
+    """A forward that computes something else for complex input than for real input."""
+
+    def forward(self, x):
+        self._y = np.tanh(x) if not np.iscomplexobj(x) else np.tanh(1.05 * x)
+        return self._y
+
+
+class _RealOnly(UserTanh):
+    """A forward that drops the imaginary part."""
+
+    def forward(self, x):
+        self._y = np.tanh(np.real(x))
+        return self._y
+
+
+def test_a_plain_elementwise_layer_gets_taylor_tables_derived_from_its_own_forward():
+    net = Network([Dense(6, 5), UserTanh(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    assert _series_ok(net, 1)  # compared with its forward on every example before use
+    saturated = net.clone()
+    saturated.params[...] *= 10  # units whose change is far below their value's rounding still get a series
+    assert _series_ok(saturated, 1)
+    report = check_network(net, X, Y, 1.0, mode="full")
+    reference = check_network(net, X, Y, 1.0, mode="full", engine="generic")
+    assert report.passed and report.evaluator == "engine"
+    np.testing.assert_allclose(report.numerical, reference.numerical, rtol=1e-7, atol=1e-10)
+    from layerkit.testing import plant_gradient_error
+
+    for j in (2, 17, 33):
+        assert not check_network(plant_gradient_error(net, j, 1e-6), X, Y, 1.0).passed
+
+
+@pytest.mark.parametrize("layer", [_TwoFaced, _RealOnly])
+def test_a_forward_that_is_not_the_same_function_on_complex_input_gets_no_series(layer):
+    net = Network([Dense(6, 5), layer(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    assert not _series_ok(net, 1)
+    report = check_network(net, X, Y, 1.0, mode="full")
+    assert report.passed, str(report)
+    from layerkit.testing import plant_gradient_error
+
+    assert not check_network(plant_gradient_error(net, 17, 1e-6), X, Y, 1.0).passed
+
+
 def test_a_tied_layer_without_parameters_is_re_run_with_every_change():
     class TiedDecoder(UserTanh):
         def __init__(self, other):

@@ -8,7 +8,8 @@ and accepts complex input: on a circle ``x + r w^k`` (``w = exp(2 pi i / N)``, `
 entry, ``g_k = fn(x + r w^k) - fn(x)`` and its discrete Fourier transform ``C_n`` give ``f^(n)(x) / n! =
 C_n / r^n``.  That is exact up to aliasing, ``c_(n+N) r^N``, which the negative frequencies ``C_(N-n)`` (zero
 for a function analytic inside the circle) measure: the radius is halved until they vanish below
-:data:`ALIASING` of the samples, so the coefficients are as accurate as the samples are.  The same samples
+:data:`ALIASING` of the samples' change (or their rounding, :data:`ROUNDING`), so the coefficients are as
+accurate as the samples are.  The same samples
 bound the change for complex ``d``: on the circle ``|g| <= sum_n |C_n|`` (the Fourier series), and inside it,
 by Schwarz's lemma, ``|g(d)| <= sum_n |C_n| |d| / r`` -- which certifies the tables' truncation
 (:meth:`FnRule.series_bound`).  A ``fn`` that refuses complex input, drops the imaginary part or is not
@@ -39,6 +40,9 @@ RADII = (0.25, 0.0625, 0.015625)
 #: Negative-frequency content allowed, relative to the samples' largest change: below it the circle holds no
 #: singularity and the aliasing of the coefficients is at the level of the samples' rounding.
 ALIASING = 1e-14
+#: The samples' rounding, in float64 ``eps`` of ``max |f|`` on the circle: negative frequencies at that level
+#: are the samples' rounding, not a singularity (the coefficients carry it anyway, see :attr:`FnRule.derived`).
+ROUNDING = 8 * float(np.finfo(np.float64).eps)
 #: Most elements of one complex evaluation of ``fn``.
 CHUNK = 1 << 20
 
@@ -103,7 +107,9 @@ class FnRule:
             g = self._complex_fn(z).reshape(POINTS, -1, n) - ys[None]
             C = np.fft.fft(g, axis=0) / POINTS
             scale = np.max(np.abs(g), axis=0)
-            if not (np.all(np.isfinite(C)) and np.all(np.abs(C[half + 1:]) <= ALIASING * scale + 1e-300)):
+            # the samples' own rounding, eps |f| (a saturated unit changes by far less than its value)
+            rounding = ROUNDING * np.max(np.abs(g + ys[None]), axis=0)
+            if not (np.all(np.isfinite(C)) and np.all(np.abs(C[half + 1:]) <= ALIASING * scale + rounding + 1e-300)):
                 return None  # a singularity inside the circle, or a function that is not analytic
             T[:, lo:lo + rows] = (C[1:half + 1] / r ** np.arange(1, half + 1)[:, None, None]).real
             L = np.maximum(L, np.max(np.sum(np.abs(C[1:]), axis=0), axis=0) / r)

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .changes import Change, ColumnChange, DenseChange
+from .changes import Change, ColumnChange, DenseChange, SeriesChange
+from .fn_rule import FnRule, Unavailable
 
 #: Most elements of one stacked forward call of :class:`ForwardRule` (8 MB in float64).
 FORWARD_BATCH = 1 << 20
@@ -27,10 +28,27 @@ class ForwardRule:
     """
 
     cancels = True
+    #: Its series, when it has one, is derived from ``forward`` (see :meth:`series`).
+    derived = True
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self._uniform: tuple[NDArray, bool] | None = None
+        self._fn = FnRule(_ForwardAsFn(layer))
+
+    def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
+        """Taylor coefficients of the output change, for a layer found to act on each entry alone by one
+        function (:meth:`uniform`): that function is its ``forward``, so the coefficients are derived from
+        ``forward`` at complex points, as :class:`~layerkit.fast.fn_rule.FnRule` derives them from an
+        Elementwise layer's ``fn`` (when it is analytic there and takes complex input; else
+        :class:`~layerkit.fast.fn_rule.Unavailable`, and the engine takes the exact path)."""
+        if x.ndim != 2 or not self.uniform(x, y):
+            raise Unavailable(f"{self.layer!r}: its forward does not act on each entry alone")
+        return self._fn.series(x, y, change)
+
+    def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
+        """The bound of the derived series (:meth:`~layerkit.fast.fn_rule.FnRule.series_bound`)."""
+        return self._fn.series_bound(b)
 
     def _forward(self, x: NDArray) -> NDArray:
         with np.errstate(all="ignore"):
@@ -83,3 +101,17 @@ class ForwardRule:
             stacked = (x[None] + D[lo:hi]).reshape(((hi - lo) * m,) + x.shape[1:])
             out[lo:hi] = self._forward(stacked).reshape((hi - lo, m) + y.shape[1:]) - y[None]
         return DenseChange(out)
+
+
+class _ForwardAsFn:
+    """A parameterless layer whose ``forward`` acts on each entry alone, seen as the ``fn`` of an
+    elementwise layer."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    def fn(self, z: NDArray) -> NDArray:
+        return np.asarray(self.layer.forward(z))
+
+    def __repr__(self) -> str:
+        return repr(self.layer)

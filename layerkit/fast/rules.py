@@ -151,8 +151,11 @@ class BoundRule:
               and not getattr(layer, "batch_coupled", False) and getattr(layer, "engine_ready", True) is not False):
             forward_rule = ForwardRule(layer)
             self.members["propagate"] = forward_rule.propagate
+            self.members["series"] = forward_rule.series
+            self.members["series_bound"] = forward_rule.series_bound
             self._columnwise = forward_rule.uniform
             self.cancels = True
+            self.derived = True
             self.source = "forward"
 
     def columnwise(self, x: Any, y: Any) -> bool:
