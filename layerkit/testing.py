@@ -83,18 +83,28 @@ def plant_gradient_error(net: Network, index: int, rel: float = 1e-4) -> Network
     local = index - block.start
     base = type(layer)
 
+    inside: set[int] = set()  # the layers whose backward is running (it may or may not call backward_params)
+
     def backward(self: Any, dy: NDArray) -> NDArray:
-        dx = base.backward(self, dy)
+        inside.add(id(self))
+        try:
+            dx = base.backward(self, dy)
+        finally:
+            inside.discard(id(self))
         self.grads[p].reshape(-1)[local] *= 1 + rel
         return dx
 
     def backward_params(self: Any, dy: NDArray) -> None:
         base.backward_params(self, dy)  # type: ignore[attr-defined]  # present: see the override below
-        self.grads[p].reshape(-1)[local] *= 1 + rel
+        if id(self) not in inside:  # called alone (a network's first layer), not from backward
+            self.grads[p].reshape(-1)[local] *= 1 + rel
 
-    # a subclass rather than an instance attribute, so that copies made for evaluation keep the error; a layer
-    # whose backward delegates to backward_params gets the error there, once
-    override = {"backward_params": backward_params} if hasattr(base, "backward_params") else {"backward": backward}
+    # a subclass rather than an instance attribute, so that copies made for evaluation keep the error; the error
+    # is applied once whichever of backward and backward_params the network calls, and whether or not one
+    # calls the other
+    override: dict[str, Any] = {"backward": backward}
+    if hasattr(base, "backward_params"):
+        override["backward_params"] = backward_params
     layer.__class__ = type(base.__name__, (base,), override)
     return twin
 

@@ -63,6 +63,21 @@ class _FreshScale:
         return dy * self.params["s"]
 
 
+def test_planted_error_reaches_layers_whose_backward_writes_their_gradients_itself():
+    from layerkit import BatchNorm, Conv2D, Dense, Flatten, Network, SoftmaxCrossEntropy, Tanh
+
+    net = Network([Conv2D(1, 2, 3, padding=1), BatchNorm(2), Tanh(), Conv2D(2, 2, 3), Flatten(), Dense(72, 3)],
+                  loss=SoftmaxCrossEntropy())
+    net.init_random(0)
+    X, y = np.random.default_rng(0).standard_normal((6, 1, 8, 8)), np.arange(6) % 3
+    g = net.cost_and_gradient(X, y, 0.0)[1]
+    for block in net.layout.blocks:  # the first layer's blocks go through backward_params, the others backward
+        j = block.start + int(np.argmax(np.abs(g[block.slice])))
+        planted = plant_gradient_error(net, j, 0.5).cost_and_gradient(X, y, 0.0)[1]
+        assert np.flatnonzero(planted != g).tolist() == [j], block.name
+        assert np.isclose(planted[j], 1.5 * g[j])
+
+
 def test_check_layer_binds_a_fresh_layer_for_the_check_and_leaves_it_unbound():
     x = np.random.default_rng(0).standard_normal((5, 4))
     good, bad = _FreshScale(), _FreshScale(wrong=1.01)
