@@ -99,3 +99,28 @@ def test_an_instance_patched_loss_is_not_read_by_the_engine():
     Yt = RNG.standard_normal((6, 3))
     report = check_network(net, X, Yt, 0.0)
     assert not report.passed and report.evaluator == "cost"
+
+
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+def test_a_unit_on_a_kink_with_another_kink_within_the_step_is_not_a_false_alarm(engine):
+    # a zero-bias convolution with padding: its border outputs sit exactly on ReLU's kink, and one inner unit is
+    # 0.002 away, inside a float32 step: a one-sided difference beyond it mixes in that unit's slope (an error
+    # d / t that no extrapolation removes); the settling must measure on the piece beside the point only
+    from layerkit import Conv2D, Flatten
+
+    net = Network([Conv2D(1, 1, 1, padding=1, dtype=np.float32), ReLU(), Flatten(),
+                   Dense(25, 2, seed=1, dtype=np.float32)], loss=SoftmaxCrossEntropy(), dtype=np.float32)
+    net.init_random(3)
+    net.layers[0].params["W"][...] = 1
+    net.layers[0].params["b"][...] = 0
+    rng = np.random.default_rng(0)
+    X = rng.choice([-1.0, 1.0], (4, 1, 3, 3)) * rng.uniform(0.5, 1.5, (4, 1, 3, 3))
+    X[1, 0, 1, 1] = 0.002
+    X, y = X.astype(np.float32), np.array([0, 1, 1, 0])
+    report = check_network(net, X, y, 0.0, mode="full", engine=engine)
+    assert report.passed and "nonsmooth" in report.codes(), str(report)
+    from layerkit.testing import plant_gradient_error
+
+    if engine == "auto":  # the float32 cost itself resolves b1 only to about 1e-2 here, below a 10 % error
+        planted = plant_gradient_error(net, net.layout["b1"].start, 0.1)
+        assert not check_network(planted, X, y, 0.0, mode="full", engine=engine).passed

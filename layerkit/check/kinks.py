@@ -152,8 +152,17 @@ class _Line:
         """One piece on ``(0, t]``: the point's own (off a kink), or the one beside it (on a kink, where a
         step too small to move the kinked inputs at all in the forward pass establishes nothing)."""
         if self.on_kink:
-            return self.same(t, t / 2) and self.same(t / 2, t / 4) and not self.keeps(t / 4)
+            # the units on a kink leave it; every other unit keeps the point's side (a second kink crossed
+            # between 0 and t would put its own slope into the one-sided difference, weighted by d / t)
+            return (self.same(t, t / 2) and self.same(t / 2, t / 4) and not self.keeps(t / 4)
+                    and self.off_kink_kept(t))
         return self.keeps(t) and self.keeps(t / 2) and self.keeps(t / 4)
+
+    def off_kink_kept(self, t: float) -> bool:
+        """Whether every unit that is not on a kink at the point is on the point's side at ``t``."""
+        at = self.sides(t)
+        off = self.base != 0
+        return at is not None and bool(np.array_equal(at[off], self.base[off]))
 
     def best_on_piece(self, sign: float, extra: float) -> tuple[float, float, float] | None:
         """The one-sided estimate with the least tolerance on one piece: from the widest step below the
