@@ -163,6 +163,13 @@ class AtZero(ReLU):
         return (x >= 0).astype(x.dtype)
 
 
+class HalfAtZero(ReLU):
+    """1/2 at exactly 0: the mean of the slopes, which a central difference across the kink reproduces."""
+
+    def derivative(self, x, y):
+        return ((x > 0) + 0.5 * (x == 0)).astype(x.dtype)
+
+
 # ---------------------------------------------------------------------- costs finite differences cannot read
 def quantized(scale):
     """A float32 cost at float64 points: a staircase of float32 rounding under a smooth cost."""

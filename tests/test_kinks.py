@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from adversaries import AtZero, OneEverywhere, WrongSide
+from adversaries import AtZero, HalfAtZero, OneEverywhere, WrongSide
 
 import layerkit
 from layerkit import Dense, LeakyReLU, Network, ReLU, SoftmaxCrossEntropy, check_layer, check_network
@@ -125,3 +125,65 @@ def test_a_unit_on_a_kink_with_another_kink_within_the_step_is_not_a_false_alarm
     # it can see); a 100 % error is not
     planted = plant_gradient_error(net, net.layout["b1"].start, 1.0)
     assert not check_network(planted, X, y, 0.0, mode="full", engine=engine).passed
+
+
+def _padded_conv(act, dtype):
+    # a zero-bias convolution with padding on inputs with a zero corner: the outputs there sit exactly on the
+    # kink, and the bias moves them all off it at once
+    from layerkit import Conv2D, Flatten
+
+    net = Network([Conv2D(1, 2, 3, padding=1, dtype=dtype), act(), Flatten(), Dense(72, 3, seed=1, dtype=dtype)],
+                  loss=SoftmaxCrossEntropy(), dtype=dtype)
+    net.init_random(0)
+    net.layers[0].params["b"][...] = 0
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 1, 6, 6))
+    X[:, :, :3, :3] = 0
+    return net, X.astype(dtype), rng.integers(0, 3, 6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("engine", ["auto", "generic"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_derivative_that_is_the_mean_of_the_slopes_on_a_kink_does_not_pass(engine, dtype, method):
+    # at a point on a kink a central difference is the mean of the one-sided slopes at every step (so is the
+    # second look's ladder, after a forward difference): a derivative of 1/2 at ReLU's 0 agrees with it, and
+    # is neither slope; the right derivative passes (in float32, Richardson's and the forward difference's
+    # one-sided re-measurement on the re-evaluated cost is coarser than their first tolerance: inconclusive)
+    net, X, y = _padded_conv(ReLU, dtype)
+    right = check_network(net, X, y, 0.0, method, mode="full", engine=engine)
+    if dtype == np.float32 and (method == "richardson" or method == "forward" and engine == "generic"):
+        assert right.passed or right.inconclusive, str(right)
+    else:
+        assert right.passed and "nonsmooth" in right.codes(), str(right)
+    half, X, y = _padded_conv(HalfAtZero, dtype)
+    report = check_network(half, X, y, 0.0, method, mode="full", engine=engine)
+    assert not report.passed and "precision-limited" in report.codes(), str(report)
+    # the first estimate of the bias is the mean of the slopes, and the analytic value agreed with it
+    b = half.layout["b1"]
+    ga = half.cost_and_gradient(X, y, 0.0)[1][b.slice]
+    up, down = [], []
+    for j in range(b.start, b.stop):
+        theta, h = half.params.astype(np.float64), 1e-7 if dtype == np.float64 else 1e-3
+        twin = half.clone(np.float64)
+        cost = twin.objective(X.astype(np.float64), y, 0.0).cost
+        e = np.zeros(theta.size)
+        e[j] = h
+        c0 = float(cost(theta))
+        up.append((float(cost(theta + e)) - c0) / h)
+        down.append((c0 - float(cost(theta - e))) / h)
+    mean = (np.array(up) + np.array(down)) / 2
+    assert np.allclose(ga, mean, rtol=1e-2) and not np.allclose(ga, up, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_mean_of_the_slopes_on_a_kink_does_not_pass_in_directional_mode(dtype):
+    # a random direction moves every bias, so it moves the units sitting on the kink: the directional
+    # difference is the mean of its one-sided slopes, and so is the analytic value of a derivative of 1/2
+    half, X, y = _padded_conv(HalfAtZero, dtype)
+    report = check_network(half, X, y, 0.0, mode="directional")
+    assert not report.passed, str(report)
+    right, X, y = _padded_conv(ReLU, dtype)
+    # the right derivative is never failed: the directions move many units on the kink, each on its own side
+    right_report = check_network(right, X, y, 0.0, mode="directional")
+    assert right_report.passed or right_report.inconclusive, str(right_report)

@@ -187,6 +187,8 @@ class Tester:
         #: Whether a test for a kink the cost does not declare found one (localization then tests too).
         self.kink_seen = False
         self.sides = kinked_sides(subject)
+        #: Which kinked units sit exactly on a kink at the point (computed when first needed).
+        self._on_kink: NDArray | None = None
         self.rounding_dtype = base.rounding_dtype(self.x.dtype)
         # layerkit's own rules are exact identities: at sqrt(eps) steps their truncation is negligible and
         # their rounding bound needs no measurement; an exact evaluator with other rules was calibrated
@@ -370,7 +372,12 @@ class Tester:
             # a pass whose error bound is a large part of the derivative itself: the stencil's one-sided slopes
             # disagree, a kink crossed (which the truncation model reads as curvature) until shown otherwise
             weak = t.passed and self.sides is None and not self.rough and t.bound > WEAK_PASS * abs(t.analytical)
-            if (t.passed and not weak) or len(self.settled) >= MAX_LINES:
+            # a pass along a direction that moves a unit sitting exactly on a declared kink: a central
+            # difference there is the mean of the two one-sided slopes, which agreeing with proves nothing
+            # (localization, which only names entries of a check that failed already, takes passes as they are)
+            straddle = (t.passed and self.sides is not None and stage != "localize"
+                        and self._moves_on_kink(t, stage))
+            if (t.passed and not weak and not straddle) or len(self.settled) >= MAX_LINES:
                 continue
             d = t.direction
             rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
@@ -389,14 +396,36 @@ class Tester:
                 elif done.how == "near-kink":
                     self.kink_distance = max(self.kink_distance, 32 * done.distance)
             self.ledger.count(stage, done.evals)
+            if straddle and done.how == "failing":
+                if np.isfinite(done.value) and np.isfinite(done.tolerance):  # neither slope: it fails on one
+                    out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
+                                             max(t.first_reach, t.tolerance + t.error))
+                else:  # a side no step resolves: undecided
+                    out[k] = DirectionalTest(d, t.numerical, t.analytical, t.tolerance + t.error, t.step,
+                                             t.bound, max(t.first_reach, t.tolerance + t.error))
+                    self.coarse.append((d, float("inf")))
             if done.how in SETTLED or done.how == "between":
                 out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
                                          max(t.first_reach, t.tolerance + t.error))
                 if coarse(done, t.tolerance):
-                    self.coarse.append((d, done.tolerance / t.tolerance))
+                    self.coarse.append((d, float("nan") if done.how == "between" else done.tolerance / t.tolerance))
                 else:
                     self.settled.append((d, done.how))
         return out
+
+    def _moves_on_kink(self, t: DirectionalTest, stage: str) -> bool:
+        """Whether ``t``'s stencil moves a unit that sits exactly on a kink at the point (two forward passes
+        when some unit does; the point's own sides come from its recorded activations)."""
+        assert self.sides is not None
+        if self._on_kink is None:
+            self._on_kink = np.asarray(self.sides(self.subject.x0)) == 0
+        if not self._on_kink.any():
+            return False
+        d = t.direction
+        line = line_sides(self.sides, self.x, d.lo, d.hi, d.u)
+        self.ledger.count(stage, 2)
+        ends = [line(s * t.step) for s in (1.0, -1.0)]
+        return any(e is not None and bool(np.any(e[self._on_kink] != 0)) for e in ends)
 
     def taylor(self, d: Direction, mismatch: float | None = None) -> dict[str, Any]:
         """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""
@@ -598,7 +627,8 @@ def _kink_findings(out: Report, tester: Tester) -> Report:
         out = evolve(out, findings=(nonsmooth_finding("direction", names, tally, blocks, {"directions": n}),)
                      + out.findings)
     if tester.coarse:
-        worst = max(r for _, r in tester.coarse)
+        ratios = [r for _, r in tester.coarse if np.isfinite(r)]
+        worst = max(ratios) if ratios else None
         blocks = tuple(dict.fromkeys(layout.block_of(d.lo).name for d, _ in tester.coarse))
         out = evolve(out, passed=False, findings=out.findings + (
             coarse_finding("direction", len(tester.coarse), [], worst, blocks, {}),))

@@ -7,7 +7,8 @@ Its steps, after the pipeline's baseline and choice of evaluator (:mod:`layerkit
    not count it, and never tighter than the complex step's confirmation could resolve;
 2. :func:`second_look` -- the failing entries measured again (:mod:`layerkit.check.second_look`), within a
    budget of about twice the first pass when the cost is re-evaluated;
-3. :func:`settle_kinks` -- failing entries whose stencil crossed a kink, measured without crossing one
+3. :func:`settle_kinks` -- failing entries whose stencil crossed a kink, and passing ones whose stencil
+   straddles a kink the point sits on (:func:`_straddling`), measured without crossing one
    (:mod:`layerkit.check.kinks`);
 4. :func:`report` -- the comparison, and the verdicts of :mod:`layerkit.check.verdicts` when the cost was
    re-evaluated (an unresolved gradient, a mismatch the error model cannot establish).
@@ -22,6 +23,7 @@ import numpy as np
 from attrs import define, evolve, field
 from numpy.typing import NDArray
 
+from ..numerics import machine_eps
 from .baseline import Baseline
 from .engine import Evaluators
 from .kinks import (
@@ -37,6 +39,7 @@ from .kinks import (
     nonsmooth_finding,
     rough_cost,
     settle,
+    straddle_finding,
     undeclared,
 )
 from .ledger import Ledger
@@ -45,7 +48,7 @@ from .refine import across_scales
 from .report import Comparison, Report, Setting
 from .second_look import discredits, look_again
 from .subjects import Subject
-from .tolerance import floor, tolerances
+from .tolerance import SAFETY, floor, tolerances
 from .verdicts import (
     coarse_fixed_step,
     misjudged,
@@ -84,6 +87,8 @@ class Entries:
     #: Entries whose mismatch a kink test established at a step where the cost is smooth (no other
     #: evidence about the cost's differences makes them undecided).
     established: list[int] = field(factory=list)
+    #: The first estimate's jumps of the one-sided slopes and their rounding (:attr:`Estimate.jumps`).
+    jumps: tuple[NDArray, NDArray] | None = None
 
     def tolerance(self, a: NDArray) -> NDArray:
         with np.errstate(invalid="ignore"):
@@ -121,6 +126,7 @@ def estimate(probe: Any, options: CheckOptions, base: Baseline, evaluators: Eval
     entries = Entries(np.asarray(est.values, dtype=np.float64).copy(), np.asarray(est.step, dtype=np.float64),
                       rtol if options.rtol is None else options.rtol, in_force, rtol, model,
                       None if est.error is None else np.asarray(est.error, dtype=np.float64).copy())
+    entries.jumps = est.jumps
     if est.noise is not None and est.truncation is not None:
         with np.errstate(invalid="ignore"):
             entries.truncation_bound = bool(np.nansum(est.truncation) > np.nansum(est.noise))
@@ -229,9 +235,12 @@ def _look_again(entries: Entries, chosen: NDArray, probe: Any, options: CheckOpt
 
 def settle_kinks(entries: Entries, probe: Any, subject: Subject, base: Baseline, evaluators: Evaluators,
                  ledger: Ledger) -> Entries:
-    """Step 3: failing entries of a subject with kinked layers whose stencil crosses a kink are measured again
-    without crossing one (:mod:`layerkit.check.kinks`); those that then agree pass, with a ``nonsmooth``
-    finding; those settled only coarsely make the check inconclusive."""
+    """Step 3: failing entries of a subject with kinked layers whose stencil crosses a kink, and passing ones
+    that agree only with the mean of the slopes of a kink the point sits on (:func:`_straddling`), are
+    measured again without crossing one (:mod:`layerkit.check.kinks`), within :data:`MAX_LINES` lines,
+    failing ones first; those that then agree pass, with a ``nonsmooth`` finding; those settled only coarsely,
+    or passing ones left unmeasured, make the check inconclusive; a passing one that matches neither slope
+    fails on the one-sided estimate."""
     sides = kinked_sides(subject)
     a = base.a
     steps = np.abs(entries.steps).reshape(-1)
@@ -240,16 +249,22 @@ def settle_kinks(entries: Entries, probe: Any, subject: Subject, base: Baseline,
     tol = entries.tolerance(a)
     with np.errstate(invalid="ignore"):
         failing = np.flatnonzero(~(np.abs(entries.values - a) <= tol) & np.isfinite(a))
-    if not failing.size:
+    with subject.session():
+        straddling = _straddling(entries, probe, subject, a, tol, ledger) if sides is not None else failing[:0]
+    if not failing.size and not straddling.size:
         return entries
     rounding = evaluators.analytic_rounding(probe)
     extra = (np.zeros(entries.values.size) if np.isscalar(rounding) else np.asarray(rounding)) \
         + entries.model_rtol * np.abs(a)
     settled: dict[int, Any] = {}
     at_kink: list[int] = []
+    unsettled: list[int] = []
     with subject.session():
         if sides is not None:
-            for j in failing[:MAX_LINES]:
+            lines = failing[:MAX_LINES]
+            examined = straddling[:max(0, MAX_LINES - lines.size)]
+            unsettled += [int(j) for j in straddling[examined.size:]]
+            for j in np.concatenate([lines, examined]):
                 j = int(j)
                 before = probe.n_evals
                 out = settle(line_sides(sides, subject.x0, j, j + 1, np.ones(1)), coordinate_delta(probe, j),
@@ -257,16 +272,155 @@ def settle_kinks(entries: Entries, probe: Any, subject: Subject, base: Baseline,
                 ledger.count("kinks", out.evals - (probe.n_evals - before))  # the probe counts its own
                 if out.how in SETTLED or out.how == "between":
                     settled[j] = out
-        elif not rough_cost(evaluators.noise):
+                elif j in examined and out.how == "failing":
+                    if np.isfinite(out.value) and np.isfinite(out.tolerance):
+                        # a pass only as the mean of two slopes, and neither slope agrees: it fails on the
+                        # one-sided estimate that resolved best
+                        entries.values[j], entries.atol[j], entries.model[j] = out.value, out.tolerance, out.tolerance
+                        entries.mark(np.array([j]))
+                    else:
+                        unsettled.append(j)
+        elif failing.size and not rough_cost(evaluators.noise):
             settled, at_kink = _undeclared(entries, failing, probe, steps, a, tol, extra)
     if settled:
         _record_kinks(entries, settled, tol, subject, base, ledger)
+    if unsettled:
+        layout = subject.layout
+        ledger.fail(straddle_finding(len(unsettled), [layout.label(j) for j in unsettled],
+                                     tuple(dict.fromkeys(layout.block_of(j).name for j in unsettled)),
+                                     {"entries": unsettled}))
     if at_kink:
         layout = subject.layout
         ledger.inform(at_kink_finding("entry", ", ".join(layout.label(j) for j in at_kink[:5]), len(at_kink),
                                       tuple(dict.fromkeys(layout.block_of(j).name for j in at_kink)),
                                       {"entries": at_kink}))
     return entries
+
+
+def _straddling(entries: Entries, probe: Any, subject: Subject, a: NDArray, tol: NDArray,
+                ledger: Ledger) -> NDArray:
+    """Passing entries whose stencil straddles a kink that the point sits on, with a jump that matters.
+
+    A unit exactly on a kink at ``x0`` (an input at ReLU's 0: a zero bias on a zero patch, say) makes the
+    cost's one-sided slopes along the entries that move it differ by a jump ``K`` that does not shrink with
+    the step; a central difference there is their mean, whatever the step (so is the second look's ladder of
+    central differences), and an analytic value that agrees with the mean is neither slope once
+    ``|K| > 2 tol`` (a right one, one of the slopes, is ``|K| / 2`` from the mean and fails first).  The jump
+    of the one-sided slopes at ``h`` is ``s(h) = K + h J''``, so ``K = 2 s(h / 2) - s(h)``
+    (:attr:`~layerkit.check.methods.Estimate.jumps`).
+
+    Nothing is looked for when no unit sits on a kink at ``x0`` (one forward pass tells): a kink the stencil
+    crosses off the point biases a central difference by an amount that depends on the step, which a wrong
+    analytic value matches only by coincidence.  On an estimate that measured at ``h`` and ``h / 2`` (the
+    engine's), ``K`` is at hand for every entry.  Otherwise, and for the entries the second look measured
+    again, the entries whose stencil moves a unit on a kink are found from the kinked layers' sides (a block
+    at a time first: a block whose entries all moved at once move none leaves none; then two forward passes
+    per entry of the other blocks), and their jumps at ``h / 2`` measured (two evaluations each)."""
+    none = np.zeros(0, dtype=np.int64)
+    if entries.values.size != a.size or (entries.jumps is None and entries.refined is None):
+        return none
+    with np.errstate(invalid="ignore"):
+        ok = (np.abs(entries.values - a) <= tol) & np.isfinite(a)
+    refined = np.zeros(a.size, dtype=bool) if entries.refined is None else entries.refined
+    J = None if entries.jumps is None else entries.jumps[0]
+    at_hand = np.flatnonzero(ok & ~refined) if J is not None and J.shape[0] > 1 else none
+    hits, K = _kink_part(entries, probe, at_hand, tol)
+    # a first estimate without jumps is one-sided (a forward difference: one of the slopes itself); with
+    # jumps at h alone, every passing entry is a candidate
+    rest = np.flatnonzero(ok & refined) if J is None or J.shape[0] > 1 else np.flatnonzero(ok)
+    if not hits.size and not rest.size:
+        return none
+    at = _sides_at_point(subject)
+    if at is None:
+        return none
+    steps = np.abs(entries.steps).reshape(-1)
+    moved = _moving_on_kink(subject, rest, steps, at == 0, ledger)
+    # measured at no less than a central difference's step: a forward difference's rounds too much in float32
+    x0 = np.abs(np.asarray(subject.x0, dtype=np.float64))
+    wide = np.maximum(steps, machine_eps(subject.x0.dtype) ** (1 / 3) * np.maximum(1.0, x0))
+    more, K2 = _kink_part(entries, probe, moved, tol, measure=refined | (wide > steps), steps=wide)
+    hits, K = np.concatenate([hits, more]), np.concatenate([K, K2])
+    order = np.argsort(-(K / np.maximum(tol[hits], np.finfo(float).tiny)), kind="stable")
+    return hits[order]
+
+
+def _sides_at_point(subject: Subject) -> NDArray | None:
+    """The kinked units' sides at ``x0`` when at least one sits exactly on a kink (else None): from the
+    activations the first evaluation recorded, no evaluation of its own."""
+    at = np.asarray(subject.kink_sides(subject.x0))
+    return at if np.any(at == 0) else None
+
+
+def _moving_on_kink(subject: Subject, candidates: NDArray, steps: NDArray, on: NDArray, ledger: Ledger) -> NDArray:
+    """The ``candidates`` whose step ``+-steps[j]`` moves a unit off the kink it sits on (``on``), found a
+    block at a time (every candidate of the block moved at once, with random signs: none of them moves a unit
+    that the sum leaves on its kink, but for an exact cancellation), then an entry at a time."""
+    x0, layout = subject.x0, subject.layout
+    rng = np.random.default_rng(0)
+    out = []
+
+    def moves(theta: NDArray) -> bool:
+        ledger.count("kinks", 1)
+        return bool(np.any(np.asarray(subject.kink_sides(theta))[on] != 0))
+
+    for block in layout.blocks:
+        mine = candidates[(candidates >= block.start) & (candidates < block.stop)]
+        if not mine.size:
+            continue
+        signs = rng.choice([-1.0, 1.0], mine.size)
+        theta = np.array(x0, copy=True)
+        theta[mine] = (theta[mine] + signs * steps[mine]).astype(theta.dtype)
+        if not moves(theta) and not moves(2 * x0 - theta):
+            continue
+        for j in mine:
+            for sign in (1.0, -1.0):
+                theta = np.array(x0, copy=True)
+                theta[j] = theta.dtype.type(theta[j] + sign * steps[j])
+                if theta[j] != x0[j] and moves(theta):
+                    out.append(int(j))
+                    break
+    return np.asarray(out, dtype=np.int64)
+
+
+def _kink_part(entries: Entries, probe: Any, chosen: NDArray, tol: NDArray, measure: NDArray | None = None,
+               steps: NDArray | None = None) -> tuple[NDArray, NDArray]:
+    """Of the entries ``chosen``, those whose one-sided slopes jump by a part ``K`` above ``2 tol`` that does
+    not shrink with the step (:func:`_straddling`), and that part less its rounding: from the estimate's
+    jumps at ``h`` and ``h / 2``; with ``measure`` (per entry: whether the estimate's jumps at ``h`` do not
+    serve), the jumps at ``steps / 2`` are measured now (two evaluations per entry), and at ``steps`` too
+    where ``measure`` says so or the estimate gave none."""
+    if not chosen.size:
+        return chosen, np.zeros(0)
+    jumps = entries.jumps
+    if measure is None:
+        assert jumps is not None
+        s1, r1 = jumps[0][0][chosen], SAFETY * jumps[1][0][chosen]
+        s2, r2 = jumps[0][1][chosen], SAFETY * jumps[1][1][chosen]
+    else:
+        assert steps is not None
+        sub = probe.subset(chosen)
+        h = steps[chosen]
+        s2, r2 = _jumps_at(sub, sub.snap(h / 2))
+        again = np.arange(chosen.size) if jumps is None else np.flatnonzero(measure[chosen])
+        s1 = np.zeros(chosen.size) if jumps is None else jumps[0][0][chosen]
+        r1 = np.zeros(chosen.size) if jumps is None else SAFETY * jumps[1][0][chosen]
+        if again.size:
+            sa = probe.subset(chosen[again])
+            s1[again], r1[again] = _jumps_at(sa, sa.snap(h[again]))
+    with np.errstate(invalid="ignore"):
+        K = np.abs(2 * s2 - s1) - (2 * r2 + r1)
+        hit = K > 2 * tol[chosen]
+    return chosen[hit], K[hit]
+
+
+def _jumps_at(sub: Any, h: NDArray) -> tuple[NDArray, NDArray]:
+    """``D+ - D-`` at steps ``h`` on the probe ``sub``, and its rounding bound (times the safety factor)."""
+    st = np.stack([h, sub.snap(-h)])
+    d = np.asarray(sub.delta(st), dtype=np.float64)
+    n = np.abs(np.asarray(sub.noise(st), dtype=np.float64))
+    hp, hm = np.abs(st[0].astype(np.float64)), np.abs(st[1].astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return d[0] / hp + d[1] / hm, SAFETY * (n[0] / hp + n[1] / hm)
 
 
 #: Failing lines in a row found smooth (their failure stands) after which no more are tested for a kink the
@@ -314,7 +468,8 @@ def _record_kinks(entries: Entries, settled: dict[int, Any], tol: NDArray, subje
             rough.append(j)
         entries.values[j], entries.atol[j], entries.model[j] = out.value, out.tolerance, out.tolerance
     if rough:
-        worst = max(settled[j].tolerance / tol[j] for j in rough)
+        ratios = [settled[j].tolerance / tol[j] for j in rough if settled[j].how != "between"]
+        worst = max(ratios) if ratios and np.isfinite(max(ratios)) else None
         ledger.fail(coarse_finding("entry", len(rough), [layout.label(j) for j in rough], worst,
                                    tuple(dict.fromkeys(layout.block_of(j).name for j in rough)), {"entries": rough}))
     smooth = [j for j in settled if j not in rough]

@@ -23,6 +23,10 @@ every kinked layer's input minus each kink, from one forward pass), and if so:
   and the analytic value may lie anywhere between the line's two: that is undecidable from the cost
   (``"between"``), and the check is inconclusive, never passed.
 
+The lines are a full check's failing entries, and its passing entries whose first stencil straddles a
+kink the point sits on (the central difference is then the mean of the slopes, and agreeing with it proves
+nothing: :func:`~layerkit.check.full.settle_kinks`), or a directional check's failing directions.
+
 Each tolerance includes the caller's part (the rounding of the analytic value).
 What is settled this way passes, with a ``nonsmooth`` finding that says so; what still disagrees fails as
 before: a wrong derivative of a ReLU (1 everywhere, or the step on the wrong side) is wrong away from its
@@ -474,18 +478,37 @@ _COARSE_TAIL = {
 }
 
 
-def coarse_finding(kind: str, n: int, labels: list[str], worst: float, blocks: tuple[str, ...],
+def coarse_finding(kind: str, n: int, labels: list[str], worst: float | None, blocks: tuple[str, ...],
                    evidence: dict[str, Any]) -> Finding:
     """INCONCLUSIVE: the stencil of ``n`` entries (``kind="entry"``, named by ``labels``) or directions
     (``"direction"``) crossed a kink, and measured without crossing one they agree only coarsely
-    (:func:`coarse`)."""
+    (:func:`coarse`): within ``worst`` times their first tolerance, or (``worst`` None) only in lying between
+    the one-sided slopes."""
     what = ("entr" + ("y" if n == 1 else "ies")) if kind == "entry" else "direction" + ("" if n == 1 else "s")
     names = f" ({_names(labels, 5)})" if labels else ""
+    if worst is None:
+        how = (f"the analytic value lies between the one-sided slopes there, matching neither (several units on "
+               f"kinks that the {kind} moves in different directions, where the cost cannot tell which piece "
+               f"each unit's derivative belongs to, or a derivative that is the mean of two slopes), or a side that no "
+               f"step resolves")
+    else:
+        how = (f"measured without crossing one they agree only within up to {worst:.3g} times the first "
+               f"tolerance (a step that stays on one piece resolves less there), {_COARSE_TAIL[kind]}")
+    return Finding("precision-limited", blocks, f"inconclusive: the stencil of {n} {what}{names} crossed a kink; "
+                   + how, evidence, bearing="undecided")
+
+
+def straddle_finding(n: int, labels: list[str], blocks: tuple[str, ...], evidence: dict[str, Any]) -> Finding:
+    """INCONCLUSIVE: ``n`` entries agree with a central difference across a kink the point sits on (the
+    mean of its one-sided slopes), and were not measured on each side of it (budget, or a side that no step
+    resolves)."""
+    what = "entr" + ("y" if n == 1 else "ies")
     return Finding(
         "precision-limited", blocks,
-        f"inconclusive: the stencil of {n} {what}{names} crossed a kink; measured without crossing one they agree "
-        f"only within up to {worst:.0f} times the first tolerance (a step that stays on one piece resolves less "
-        f"there), {_COARSE_TAIL[kind]}", evidence, bearing="undecided")
+        f"inconclusive: {n} {what} ({_names(labels, 5)}) agree with the central difference, but a unit sits "
+        "exactly on a kink that their step moves, so that difference is the mean of two one-sided slopes, and "
+        f"{'it was' if n == 1 else 'they were'} not measured on each side (the budget of {MAX_LINES} lines, "
+        "or a side that no step resolves)", evidence, bearing="undecided")
 
 
 def nonsmooth_finding(kind: str, names: str, tally: Tally, blocks: tuple[str, ...],

@@ -87,6 +87,12 @@ class Estimate:
         Beside a measured truncation, the truncation model's value: a kink between the two stencils inflates
         the measured one by the kink's share, which is not an error ``h^p`` shrinks (see
         :func:`~layerkit.check.full.estimate`).
+    jumps : tuple of NDArray or None
+        For a stencil with the offsets ``+1`` and ``-1``: the jumps ``D+ - D-`` of the one-sided slopes
+        ``D+ = (J(x + h e_j) - J(x)) / h`` and ``D- = (J(x) - J(x - h e_j)) / h`` at each step it used (``h``,
+        and ``h / 2`` where the truncation was measured), shape ``(k, n)``, with their rounding bounds, same
+        shape.  A smooth cost's jump is ``h J''`` (it halves with the step); a kink's does not: see
+        :func:`~layerkit.check.full.settle_kinks`.
     """
 
     values: NDArray
@@ -97,6 +103,7 @@ class Estimate:
     relative: float = 0.0
     measured: bool = False
     model: NDArray | None = None
+    jumps: tuple[NDArray, NDArray] | None = None
 
 
 @runtime_checkable
@@ -241,6 +248,7 @@ class FiniteDifference:
         d = probe.delta(steps)
         values = _combine(coef, d)
         noise = _combine(np.abs(coef), probe.noise(steps))
+        jumps = [self._jump(steps, d, probe.noise(steps))]
         cheap = probe.cheap
         if cheap or self.step != "auto":
             # measured from a second stencil at h/2: always for an exact engine (cheap), and for a step the
@@ -248,7 +256,9 @@ class FiniteDifference:
             # derivative, which the model below does not see)
             h2 = nonzero_steps(probe.snap(h / 2), self.step, probe)
             steps2, coef2 = self.plan(probe, h2)
-            values2 = _combine(coef2, probe.delta(steps2))
+            d2 = probe.delta(steps2)
+            values2 = _combine(coef2, d2)
+            jumps.append(self._jump(steps2, d2, probe.noise(steps2)))
             with np.errstate(invalid="ignore", over="ignore"):
                 truncation = np.abs(values - values2) / (1 - 2.0 ** -self.order)
             model = self.truncation_model(probe, h, d, values)
@@ -256,8 +266,23 @@ class FiniteDifference:
                 truncation = np.fmax(truncation, model)
         else:
             truncation = model = self.truncation_model(probe, h, d, values)
+        pairs = [j for j in jumps if j is not None]
         return Estimate(values, h, noise=noise, truncation=truncation, measured=bool(cheap),
-                        model=model if cheap else None)
+                        model=model if cheap else None,
+                        jumps=(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])) if pairs else None)
+
+    def _jump(self, steps: NDArray, d: NDArray, noise: NDArray) -> tuple[NDArray, NDArray] | None:
+        """``D+ - D-`` and its rounding bound from the changes at the offsets ``+1`` and ``-1`` (None when the
+        stencil lacks one of them)."""
+        offs = list(self.offsets)
+        if not (1.0 in offs and -1.0 in offs):
+            return None
+        i, k = offs.index(1.0), offs.index(-1.0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            hp, hm = np.abs(steps[i].astype(np.float64)), np.abs(steps[k].astype(np.float64))
+            dd = np.asarray(d, dtype=np.float64)
+            nn = np.abs(np.asarray(noise, dtype=np.float64))
+            return dd[i] / hp + dd[k] / hm, nn[i] / hp + nn[k] / hm
 
     def truncation_model(self, probe: Probe, h: NDArray, d: NDArray, values: NDArray) -> NDArray:
         """``(h_j / l_j)^p V_j / l_j`` with ``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (module docstring); the
@@ -374,9 +399,12 @@ class Richardson:
         steps = np.concatenate(steps_l)
         del steps_l  # S x n values: keep one copy only
         d = probe.delta(steps)
-        table, row = [], 0
-        for size, coef in zip(sizes, coefs):
+        sigma = probe.noise(steps)
+        table, row, jumps = [], 0, []
+        for level, (size, coef) in enumerate(zip(sizes, coefs)):
             table.append(_combine(coef, d[row: row + size]))
+            if level < 2 and isinstance(self.base, FiniteDifference):  # the jumps at h and h / 2
+                jumps.append(self.base._jump(steps[row: row + size], d[row: row + size], sigma[row: row + size]))
             row += size
         del d
         prev = table
@@ -386,13 +414,14 @@ class Richardson:
             prev, below = [(f * prev[i + 1] - prev[i]) / (f - 1) for i in range(len(prev) - 1)], prev
         best = prev[0]
         error = np.abs(best - below[-1])
-        sigma = probe.noise(steps)
         noise = np.zeros(h.shape, dtype=np.float64)
         row = 0
         for w, size, coef in zip(self.weights(), sizes, coefs):
             noise += abs(w) * _combine(np.abs(coef), sigma[row: row + size])
             row += size
-        return Estimate(best, h, noise=noise, truncation=error, error=error)
+        pairs = [j for j in jumps if j is not None]
+        return Estimate(best, h, noise=noise, truncation=error, error=error,
+                        jumps=(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])) if pairs else None)
 
 
 @frozen

@@ -270,13 +270,18 @@ class NetworkSubject(Subject):
 
     def kink_sides(self, theta: NDArray) -> NDArray:
         """On which side of each of its kinks every kinked layer's input lies at ``theta``: the signs of
-        ``input - kink``, concatenated (int8).  One evaluation of the cost (counted)."""
+        ``input - kink``, concatenated (int8).  One evaluation of the cost (counted), none at ``x0`` itself
+        (passed as :attr:`x0`), whose activations the first evaluation recorded."""
         if self._depth == 0:
             with self._session():
                 return self.kink_sides(theta)
         net = self.network
-        with np.errstate(all="ignore"):
-            record = net.activations(self.objective.inputs(net.params.dtype), np.asarray(theta, dtype=self.x0.dtype))
+        if theta is self.x0:  # at the point: its activations, as the first evaluation recorded them
+            record = self.activations()
+        else:
+            with np.errstate(all="ignore"):
+                record = net.activations(self.objective.inputs(net.params.dtype),
+                                         np.asarray(theta, dtype=self.x0.dtype))
         body = self.network.body
         parts = [np.sign(np.asarray(record[k], dtype=np.float64) - v).astype(np.int64).ravel()
                  for k, kinks in self.kinked for v in kinks if k < len(record)]
