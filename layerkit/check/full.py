@@ -43,6 +43,7 @@ from .kinks import (
     undeclared,
 )
 from .ledger import Ledger
+from .methods import slope_jump
 from .options import CheckOptions
 from .refine import across_scales
 from .report import Comparison, Report, Setting
@@ -373,12 +374,14 @@ def _moving_on_kink(subject: Subject, candidates: NDArray, steps: NDArray, on: N
         if not moves(theta) and not moves(2 * x0 - theta):
             continue
         for j in mine:
+            line = line_sides(subject.kink_sides, x0, int(j), int(j) + 1, np.ones(1))
             for sign in (1.0, -1.0):
-                theta = np.array(x0, copy=True)
-                theta[j] = theta.dtype.type(theta[j] + sign * steps[j])
-                if theta[j] != x0[j] and moves(theta):
-                    out.append(int(j))
-                    break
+                ends = line(sign * float(steps[j]))
+                if ends is not None:
+                    ledger.count("kinks", 1)
+                    if np.any(ends[on] != 0):
+                        out.append(int(j))
+                        break
     return np.asarray(out, dtype=np.int64)
 
 
@@ -416,11 +419,8 @@ def _kink_part(entries: Entries, probe: Any, chosen: NDArray, tol: NDArray, meas
 def _jumps_at(sub: Any, h: NDArray) -> tuple[NDArray, NDArray]:
     """``D+ - D-`` at steps ``h`` on the probe ``sub``, and its rounding bound (times the safety factor)."""
     st = np.stack([h, sub.snap(-h)])
-    d = np.asarray(sub.delta(st), dtype=np.float64)
-    n = np.abs(np.asarray(sub.noise(st), dtype=np.float64))
-    hp, hm = np.abs(st[0].astype(np.float64)), np.abs(st[1].astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return d[0] / hp + d[1] / hm, SAFETY * (n[0] / hp + n[1] / hm)
+    jump, rounding = slope_jump(st, sub.delta(st), sub.noise(st))
+    return jump, SAFETY * rounding
 
 
 #: Failing lines in a row found smooth (their failure stands) after which no more are tested for a kink the

@@ -106,6 +106,16 @@ class Estimate:
     jumps: tuple[NDArray, NDArray] | None = None
 
 
+def slope_jump(steps: NDArray, d: NDArray, noise: NDArray) -> tuple[NDArray, NDArray]:
+    """``D+ - D-`` of the one-sided slopes and its rounding bound, from the steps ``+h`` and ``-h`` (rows 0
+    and 1 of ``steps``, shape ``(2, n)``), the cost's changes ``d`` there and their rounding ``noise``."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        hp, hm = np.abs(np.asarray(steps[0], dtype=np.float64)), np.abs(np.asarray(steps[1], dtype=np.float64))
+        dd = np.asarray(d, dtype=np.float64)
+        nn = np.abs(np.asarray(noise, dtype=np.float64))
+        return dd[0] / hp + dd[1] / hm, nn[0] / hp + nn[1] / hm
+
+
 @runtime_checkable
 class Method(Protocol):
     """What a gradient-estimation strategy provides."""
@@ -277,12 +287,8 @@ class FiniteDifference:
         offs = list(self.offsets)
         if not (1.0 in offs and -1.0 in offs):
             return None
-        i, k = offs.index(1.0), offs.index(-1.0)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            hp, hm = np.abs(steps[i].astype(np.float64)), np.abs(steps[k].astype(np.float64))
-            dd = np.asarray(d, dtype=np.float64)
-            nn = np.abs(np.asarray(noise, dtype=np.float64))
-            return dd[i] / hp + dd[k] / hm, nn[i] / hp + nn[k] / hm
+        pair = [offs.index(1.0), offs.index(-1.0)]
+        return slope_jump(steps[pair], np.asarray(d)[pair], np.asarray(noise)[pair])
 
     def truncation_model(self, probe: Probe, h: NDArray, d: NDArray, values: NDArray) -> NDArray:
         """``(h_j / l_j)^p V_j / l_j`` with ``V_j = max(|D_j| l_j, |f''_j| l_j^2)`` (module docstring); the
