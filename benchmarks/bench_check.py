@@ -557,6 +557,41 @@ def bench_blackbox():
         float("nan"), float("nan"), "scaled from 20 coords")
 
 
+def bench_wrong_entry(sizes=(1000, 1000, 10), m=256, entry=123456, repeat=1):
+    """One wrong entry (``g[j] *= 1.01``) in a plain ``fun(theta) -> (cost, grad)`` of a 1000-1000-10 network
+    (1,011,010 parameters), checked in directional mode, against the same function with its gradient right:
+    evaluations by stage, and the failing check over the passing one in evaluations and in time."""
+    net, X, y = problem(list(sizes), m)
+    theta0 = net.params.copy()
+
+    def fun_for(wrong):
+        def fun(theta):
+            net.params[:] = theta
+            c, g = net.cost_and_gradient(X, y, 1.0)
+            g = g.copy()
+            if wrong:
+                g[entry] *= 1.01
+            return c, g
+        return fun
+
+    out = {}
+    for label, wrong in (("failing", True), ("passing", False)):
+        rep, t, _ = measure(lambda w=wrong: check_function(fun_for(w), theta0, mode="directional"), repeat)
+        net.params[:] = theta0
+        out[label] = (rep, t)
+        stages = ", ".join(f"{k} {v}" for k, v in rep.context["evaluations"].items())
+        found = [e.flat_index for e in rep.worst][:3]
+        add("black box 1M", f"layerkit directional, {label}", t, float("nan"), float("nan"),
+            f"{rep.n_evals} evaluations ({stages}); passed={rep.passed}; found={found}")
+    (bad, tb), (good, tg) = out["failing"], out["passing"]
+    found = [e.flat_index for e in bad.worst] == [entry]
+    print(f"  black box, one wrong entry among {theta0.size} parameters: {bad.n_evals} evaluations "
+          f"(target <= 60: {'met' if bad.n_evals <= 60 and found else 'NOT met'}; localized={found}); "
+          f"failing / passing: {bad.n_evals / good.n_evals:.2f}x in evaluations ({good.n_evals} passing), "
+          f"{tb / tg:.2f}x in time (target <= 2x: {'met' if tb / tg <= 2 else 'NOT met'})")
+    print("  stages, failing: " + ", ".join(f"{k} {v}" for k, v in bad.context["evaluations"].items()))
+
+
 def framework_targets():
     def row(net, method):
         for r in ROWS:
@@ -606,6 +641,8 @@ def main():
     ap.add_argument("--fn-rules", action="store_true", help="only the cost of rules derived from an Elementwise fn")
     ap.add_argument("--cnn", action="store_true", help="only the CNN and BatchNorm networks against the naive loop")
     ap.add_argument("--blackbox", action="store_true", help="only the black-box course port in auto mode")
+    ap.add_argument("--wrong-entry", action="store_true",
+                    help="only the black box of 1M parameters with one wrong entry, failing and passing")
     ap.add_argument("--executors", action="store_true", help="only the rows of checks spread over executors")
     args = ap.parse_args()
     global MEMORY
@@ -615,6 +652,10 @@ def main():
     if args.trust:
         bench_trust("course", [400, 25, 10], 5000)
         bench_failing_directional("big", [1000, 1000, 10], 256)
+        print_table()
+        return
+    if args.wrong_entry:
+        bench_wrong_entry()
         print_table()
         return
     if args.executors:
@@ -657,6 +698,7 @@ def main():
         bench_failing_directional("big", [1000, 1000, 10], 256)
         bench_framework()
         bench_blackbox()
+        bench_wrong_entry()
     bench_executor()
     print_table()
     if not args.quick:

@@ -4,6 +4,8 @@
 seeded random unit directions ``u`` (2 evaluations per direction with central differences) instead of
 checking every entry.  When that fails, the wrong entries are found without a full check:
 
+0. a single wrong entry that explains every failing direction is pinned from their mismatches
+   (:mod:`layerkit.check.pinpoint`), and its own coordinate test carries the verdict; otherwise:
 1. one directional test restricted to each block tells the failing blocks;
 2. inside a failing block, the wrong entries are found by group testing (:mod:`layerkit.check.localize`);
    a block whose mismatch is spread over many entries gets a few more directions restricted to it, which
@@ -62,8 +64,9 @@ from .ledger import Ledger
 from .localize import locate
 from .methods import truncation_model
 from .noise import EXCESS_THRESHOLD
+from .pinpoint import pinpoint
 from .probes import LineProbe
-from .refine import WIDE, across_scales
+from .refine import WIDE, across_scales, wide_ladder
 from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionRecord, Report, Setting, relative_difference
 from .second_look import discredits, look_again
 from .tolerance import SAFETY, directional_tolerance, error_bound, floor
@@ -129,13 +132,19 @@ def taylor_remainder(probe: Any, x: NDArray, grad: NDArray, d: Direction,
     remainder at the smallest usable step, a slope of 2 says nothing about the gradient, and the verdict says
     the test cannot see a mismatch that small.
     """
-    eps = float(np.finfo(x.dtype).eps)
     scale = max(1.0, float(np.max(np.abs(x[d.lo:d.hi]))))
     hs = scale * np.logspace(-1, -7, 13)
     dj, noise = probe.delta([d], hs[:, None])
-    a = float(grad[d.lo:d.hi] @ d.u)
-    r = np.abs(dj[:, 0] - hs * a)
-    usable = r > 100 * (noise[:, 0] + eps * abs(a) * hs)
+    return taylor_fit(hs, dj[:, 0], noise[:, 0], float(grad[d.lo:d.hi] @ d.u), float(np.finfo(x.dtype).eps),
+                      mismatch)
+
+
+def taylor_fit(hs: NDArray, dj: NDArray, noise: NDArray, a: float, eps: float,
+               mismatch: float | None = None) -> dict[str, Any]:
+    """The fit and verdict of :func:`taylor_remainder` from a ladder of positive steps ``hs`` (largest
+    first), the cost differences ``dj = J(x + h u) - J(x)`` there and their ``noise``; ``a = g . u``."""
+    r = np.abs(dj - hs * a)
+    usable = r > 100 * (noise + eps * abs(a) * hs)
     idx = np.flatnonzero(usable)
     base = {"all_h": hs.tolist(), "all_remainder": r.tolist()}
     if idx.size < 3:
@@ -174,6 +183,9 @@ class Tester:
         self.x = subject.x0
         self.eps = machine_eps(self.x.dtype)
         self.rng = np.random.default_rng(options.seed)
+        #: The stream of :func:`~layerkit.check.pinpoint.pinpoint`'s directions, apart from the check's: a
+        #: search that ends without a pin leaves the directions of what follows as they would have been.
+        self.search_rng = np.random.default_rng([options.seed, 1])
         self.budget, self.over_budget = budget, False
         self.settled: list[tuple[Direction, str]] = []
         self.coarse: list[tuple[Direction, float]] = []
@@ -187,6 +199,8 @@ class Tester:
         #: Whether a test for a kink the cost does not declare found one (localization then tests too).
         self.kink_seen = False
         self.sides = kinked_sides(subject)
+        #: The tests whose safeguards :meth:`tests` deferred, until :meth:`settle` gives them.
+        self.deferred: list[DirectionalTest] = []
         #: Which kinked units sit exactly on a kink at the point (computed when first needed).
         self._on_kink: NDArray | None = None
         self.rounding_dtype = base.rounding_dtype(self.x.dtype)
@@ -224,12 +238,13 @@ class Tester:
             return self.direction(lo, hi)
         return Direction(lo, hi, g / norm)
 
-    def on_entries(self, entries: NDArray) -> Direction:
-        """A seeded random unit direction supported on the flat ``entries`` only."""
+    def on_entries(self, entries: NDArray, rng: np.random.Generator | None = None) -> Direction:
+        """A seeded random unit direction supported on the flat ``entries`` only (drawn from ``rng``, by
+        default the check's stream)."""
         entries = np.sort(np.asarray(entries, dtype=np.int64))
         lo, hi = int(entries[0]), int(entries[-1]) + 1
         u = np.zeros(hi - lo)
-        w = self.rng.standard_normal(entries.size)
+        w = (self.rng if rng is None else rng).standard_normal(entries.size)
         u[entries - lo] = w / np.linalg.norm(w)
         return Direction(lo, hi, u)
 
@@ -271,8 +286,44 @@ class Tester:
         self.over_budget = True
         return False
 
-    def tests(self, dirs: list[Direction], stage: str) -> list[DirectionalTest]:
-        """The directional tests along ``dirs``, with their second looks and kink settling."""
+    def tests(self, dirs: list[Direction], stage: str, screen: bool | None = None,
+              defer: bool = False) -> list[DirectionalTest]:
+        """The directional tests along ``dirs``, with their second looks and kink settling.  ``screen`` (by
+        default, during localization) takes the safeguards of tests that only narrow down entries of a check
+        that failed already (see :meth:`second_look` and :meth:`kinks`); ``defer`` leaves the tests that fail
+        at their first estimate for :meth:`settle`."""
+        screen = stage == "localize" if screen is None else screen
+        out = self.measurements(dirs, stage)
+        if defer:
+            failing = [k for k, t in enumerate(out) if not t.passed]
+            self.deferred += [out[k] for k in failing]
+            done = self.safeguards([t for t in out if t.passed], stage, screen)
+            it = iter(done)
+            out = [next(it) if t.passed else t for t in out]
+        else:
+            out = self.safeguards(out, stage, screen)
+        if self.options.progress is not None:
+            self.options.progress(stage, self.used)
+        return out
+
+    def safeguards(self, tests: list[DirectionalTest], stage: str, screen: bool) -> list[DirectionalTest]:
+        """``tests`` after their second looks, kink settling and measurement again (in that order)."""
+        return self.measured_again(self.kinks(self.second_look(tests, stage, screen), stage, screen), stage)
+
+    def settle(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+        """``tests`` with the safeguards that :meth:`tests` deferred given to the deferred ones."""
+        todo = [k for k, t in enumerate(tests) if any(t is d for d in self.deferred)]
+        if not todo:
+            return tests
+        self.deferred = [d for d in self.deferred if not any(d is tests[k] for k in todo)]
+        out = list(tests)
+        for k, t in zip(todo, self.safeguards([tests[k] for k in todo], stage, stage == "localize")):
+            out[k] = t
+        return out
+
+    def measurements(self, dirs: list[Direction], stage: str) -> list[DirectionalTest]:
+        """The first estimates along ``dirs`` with their tolerances, no safeguard taken (the measurements a
+        search narrows down on, which name nothing themselves)."""
         hs = np.array([self.step(d) for d in dirs])
         steps, coef = self.strategy.plan(self.line(dirs, hs.dtype), hs)
         d, noise = self.evaluator.delta(dirs, steps)
@@ -296,19 +347,16 @@ class Tester:
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
                                        float(error_bound(noise_term[k], trunc[k]))))
         self.ledger.count(stage, used)
-        out = self.measured_again(self.kinks(self.second_look(out, stage), stage), stage)
-        if self.options.progress is not None:
-            self.options.progress(stage, self.used)
         return out
 
-    def second_look(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+    def second_look(self, tests: list[DirectionalTest], stage: str, screen: bool) -> list[DirectionalTest]:
         """Failing directions measured again (:mod:`layerkit.check.second_look`), when the step was automatic:
-        every failing direction of the first two stages, and during localization those that fail by less
-        than :data:`SECOND_LOOK` times their tolerance (a model that misjudged the truncation; a wrong
-        gradient fails by far more).  A replaced estimate gets the directional tolerance of its own error."""
+        every failing direction, and of a ``screen`` (localization) only those that fail by less than
+        :data:`SECOND_LOOK` times their tolerance (a model that misjudged the truncation; a wrong gradient
+        fails by far more).  A replaced estimate gets the directional tolerance of its own error."""
         if not self.options.auto_step:
             return tests
-        always = stage != "localize"
+        always = not screen
         again = [k for k, t in enumerate(tests) if not t.passed and (always or t.error < SECOND_LOOK * t.tolerance)]
         if not again:
             return tests
@@ -360,11 +408,12 @@ class Tester:
                                      max(t.first_reach, t.tolerance + t.error))
         return out
 
-    def kinks(self, tests: list[DirectionalTest], stage: str) -> list[DirectionalTest]:
+    def kinks(self, tests: list[DirectionalTest], stage: str, screen: bool) -> list[DirectionalTest]:
         """Failing directions of a subject with kinked layers whose stencil crossed a kink, measured again
         without crossing one (:mod:`layerkit.check.kinks`), at most :data:`~layerkit.check.kinks.MAX_LINES`
         settled per check; on a cost that declares no kinks, also the passing directions whose error bound
-        exceeds :data:`WEAK_PASS` of their derivative."""
+        exceeds :data:`WEAK_PASS` of their derivative.  A ``screen`` (localization) takes passes as they are
+        and tests a cost that declares no kinks only where the first stages found one."""
         if self.sides is None and self.subject.known_analytic:
             return tests
         out = list(tests)
@@ -375,8 +424,7 @@ class Tester:
             # a pass along a direction that moves a unit sitting exactly on a declared kink: a central
             # difference there is the mean of the two one-sided slopes, which agreeing with proves nothing
             # (localization, which only names entries of a check that failed already, takes passes as they are)
-            straddle = (t.passed and self.sides is not None and stage != "localize"
-                        and self._moves_on_kink(t, stage))
+            straddle = t.passed and self.sides is not None and not screen and self._moves_on_kink(t, stage)
             if (t.passed and not weak and not straddle) or len(self.settled) >= MAX_LINES:
                 continue
             d = t.direction
@@ -384,7 +432,7 @@ class Tester:
             if self.sides is not None:
                 done = settle(line_sides(self.sides, self.x, d.lo, d.hi, d.u), direction_delta(self.evaluator, d),
                               2 * t.step, t.analytical, rounding)
-            elif self.rough or (stage == "localize" and not self.kink_seen and not weak):
+            elif self.rough or (screen and not self.kink_seen and not weak):
                 continue  # localization tests a kink only where the first stages found one
             else:
                 done = undeclared(direction_delta(self.evaluator, d), t.step, t.analytical, rounding)
@@ -499,13 +547,20 @@ def measure(tester: Tester, n_directions: int) -> Measured:
     they resolve only coarsely (:data:`BLOCK_REACH`), a test along its own gradient; then, when any of them
     fails, the blocks, localization inside the failing ones and the Taylor verdict."""
     P = tester.x.size
-    first = tester.tests([tester.direction(0, P) for _ in range(n_directions)], "directions")
+    first = tester.tests([tester.direction(0, P) for _ in range(n_directions)], "directions", defer=True)
+    # one wrong entry that explains every failing direction: pinned, and the failures rest on its own test
+    pinned = pinpoint(tester, first) if any(not t.passed for t in first) else None
+    if pinned is None:
+        first = tester.settle(first, "directions")
     blocks = tester.subject.layout.blocks
     weak = [b for b in blocks if b.size and len(blocks) > 1 and block_reach(first, tester.a, b.start, b.stop) > BLOCK_REACH]
     own = dict(zip([b.name for b in weak], tester.tests([tester.along_gradient(b.start, b.stop) for b in weak],
                                                         "blocks"))) if weak else {}
     if all(t.passed for t in first) and all(t.passed for t in own.values()):
         return Measured(first, {name: [t] for name, t in own.items()}, [], [])
+    if pinned is not None and all(t.passed for t in own.values()):
+        return _pinned(tester, first, own, pinned)
+    first = tester.settle(first, "directions")
     failing = any(not t.passed for t in first)
     scales = None if tester.evaluator.exact or not failing else _across_scales(tester, first)
     block_tests, leaves, spread = _blocks(tester, own)
@@ -516,6 +571,31 @@ def measure(tester: Tester, n_directions: int) -> Measured:
     worst = max(candidates, key=ratio)
     taylor = tester.taylor(worst.direction, worst.numerical - worst.analytical)
     return Measured(first, block_tests, leaves, spread, taylor, scales)
+
+
+def _pinned(tester: Tester, first: list[DirectionalTest], own: dict[str, DirectionalTest],
+            leaves: list[DirectionalTest]) -> Measured:
+    """The measurements when :func:`~layerkit.check.pinpoint.pinpoint` found the wrong entries: the blocks
+    judged by their own tests (the weak blocks') and the entries pinned in them, and the verdicts of steps along
+    the entries themselves, where the mismatch stands out most.  On the subject's own cost, one wide ladder
+    of steps serves both: the central differences across scales and, from its plus side, the Taylor fit."""
+    layout = tester.subject.layout
+    block_tests = {name: [t] for name, t in own.items()}
+    ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
+    k = max(range(len(leaves)), key=lambda i: ratio(leaves[i]))
+    worst = leaves[k]
+    if tester.evaluator.exact:
+        return Measured(first, block_tests, leaves, [], tester.taylor(worst.direction, worst.numerical - worst.analytical))
+    line = tester.line([t.direction for t in leaves], excess=float(tester.evaluator.noise_excess))
+    analytical = np.array([t.analytical for t in leaves])
+    numerical = np.array([t.numerical for t in leaves])
+    steps, d, noise = ladder = wide_ladder(line)
+    tester.ledger.count("scales", 2 * WIDE * len(leaves))
+    scales = (across_scales(line, analytical, numerical, ladder), [layout.label(t.direction.lo) for t in leaves],
+              numerical, analytical)
+    taylor = taylor_fit(steps[:WIDE, k], d[:WIDE, k], noise[:WIDE, k], float(analytical[k]), tester.eps,
+                        float(numerical[k] - analytical[k]))
+    return Measured(first, block_tests, leaves, [], taylor, scales)
 
 
 def _across_scales(tester: Tester, first: list[DirectionalTest]) -> tuple[Any, ...]:
@@ -598,11 +678,14 @@ def report(measured: Measured, tester: Tester, options: Any, base: Baseline, eva
 
 
 def _summaries(measured: Measured, layout: Any, seen: NDArray) -> tuple[BlockSummary, ...]:
-    """Each block judged by the directions restricted to it (every block passes when there were none)."""
+    """Each block judged by the directions restricted to it and the entries localized in it (a block
+    passes when there were none); its numbers are those of its directions, else of its entries."""
     out = []
     for b in layout.blocks:
         tests = measured.block_tests.get(b.name)
-        ok = True if tests is None else all(t.passed for t in tests)
+        mine = [t for t in measured.leaves if b.start <= t.direction.lo < b.stop]
+        ok = (True if tests is None else all(t.passed for t in tests)) and not mine
+        tests = tests or mine or None
         nb = np.array([t.numerical for t in tests]) if tests else np.zeros(0)
         ab = np.array([t.analytical for t in tests]) if tests else np.zeros(0)
         n_bad = int(np.sum(seen[b.slice])) if not ok else 0

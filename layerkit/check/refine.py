@@ -61,7 +61,27 @@ class Scales:
     value: NDArray
 
 
-def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
+#: A wide ladder's evaluations: ``(steps, delta, noise)``, each of shape ``(2 WIDE, n)``: the (real) steps
+#: ``+h_k`` (rows ``0 .. WIDE - 1``, largest first), then ``-h_k``, the cost differences there and their noise.
+Ladder = tuple[NDArray, NDArray, NDArray]
+
+
+def wide_ladder(probe: Any) -> Ladder:
+    """The evaluations of :func:`across_scales` along each of ``probe``'s axes (``2 WIDE`` per axis): on
+    each side, ``WIDE`` steps from ``16 h`` down by factors of 4 (``h``: the top of :func:`refine`'s ladder).
+    The plus side alone is a Taylor-remainder ladder (:func:`~layerkit.check.directional.taylor_fit`)."""
+    eps = machine_eps(probe.dtype)
+    excess = max(1.0, float(probe.noise_excess))
+    top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO) * RATIO**2
+    plus = [probe.snap((top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
+    minus = [probe.snap((-top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
+    real = np.concatenate([np.stack(plus), np.stack(minus)])
+    steps = real.astype(probe.dtype)
+    d = probe.delta(steps)
+    return real, d, probe.noise(steps)
+
+
+def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None = None) -> Scales:
     """Do estimates at different step scales contradict a mismatch?  Central differences at ``WIDE`` steps
     ``16 h, 4 h, h, ..., h / 4^7`` (``h``: the top of :func:`refine`'s ladder), each with the error estimate
     of its two neighbours (as in :func:`refine`) and its noise, and one Richardson level on each pair of
@@ -72,17 +92,12 @@ def across_scales(probe: Any, analytical: Any, first: Any) -> Scales:
     mismatch and agrees with ``a`` contradicts the first estimate: the cost's differences depend on the step
     more than a smooth cost's can (a staircase of rounded values -- ``log(1 - h)`` with ``h`` rounded near 1
     is flat within each stair, so a small step loses a term's slope -- or a float32 cost), and the mismatch
-    cannot be blamed on the gradient.  20 evaluations per entry."""
-    eps = machine_eps(probe.dtype)
-    excess = max(1.0, float(probe.noise_excess))
-    top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO) * RATIO**2
+    cannot be blamed on the gradient.  20 evaluations per entry (:func:`wide_ladder`; none when ``ladder``
+    holds them already)."""
+    steps, d, sigma = wide_ladder(probe) if ladder is None else ladder
     n = probe.n_axes
     D, N, H = np.full((WIDE, n), np.nan), np.full((WIDE, n), np.inf), np.zeros((WIDE, n))
-    plus = [probe.snap((top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
-    minus = [probe.snap((-top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
-    steps = np.concatenate([np.stack(plus), np.stack(minus)]).astype(probe.dtype)
-    d = probe.delta(steps)
-    sigma = probe.noise(steps)
+    plus, minus = steps[:WIDE], steps[WIDE:]
     for k in range(WIDE):
         width = plus[k].astype(np.float64) - minus[k].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):

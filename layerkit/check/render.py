@@ -45,7 +45,7 @@ def _block_lines(report: Any) -> list[str]:
     for b in report.blocks:
         mark = "ok  " if b.passed else "FAIL"
         shape = "x".join(map(str, b.shape)) or "scalar"
-        if alone is not None and b.name not in alone:  # directional: only the whole-vector directions
+        if alone is not None and b.name not in alone and not b.n_failed:  # only the whole-vector directions
             lines.append(f"  {mark} {b.name:<{width}} {shape:>9}  (through the whole-vector directions only)")
             continue
         extra = "" if b.passed else f"  ({b.n_failed} of {int(np.prod(b.shape))} entries off)" if b.n_failed else \
