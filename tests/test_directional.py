@@ -289,3 +289,24 @@ def test_a_doubled_gradient_with_its_penalty_is_a_plain_factor_not_a_data_term()
         r = check_function(fun, theta, blocks=blocks, mode="directional")
         scale = next(f for f in r.findings if f.code == "scale-mismatch")
         assert "data term" not in scale.message and abs(scale.evidence["factor"] - 2) < 1e-6, scale.message
+
+
+def test_an_entry_next_to_a_kink_the_cost_does_not_declare_is_not_accused():
+    # a correct max(x, 0) term on entries within a step of their kink, and one wrong entry elsewhere: the
+    # whole-vector directions cross no kink, but the entries' own stencils do; only the wrong entry is named
+    P = 300
+    rng = np.random.default_rng(1)
+    d, x0 = rng.uniform(0.5, 2, P), rng.standard_normal(P)
+    x0[17:22] = 1e-7 * np.arange(1, 6)
+
+    def fun(x):
+        z = x[17:22]
+        g = d * x + 1.0
+        g[17:22] += 3 * (z > 0)
+        g[200] += 0.5
+        return 0.5 * float(np.sum(d * x * x)) + float(np.sum(x)) + 3 * float(np.sum(np.maximum(z, 0))), g
+
+    report = check_function(fun, x0, mode="directional")
+    assert not report.passed
+    assert [e.flat_index for e in report.worst] == [200]
+    assert report.context["localized"] == ["x[200]"] and "nonsmooth" in report.codes()
