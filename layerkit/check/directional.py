@@ -66,7 +66,7 @@ from .methods import truncation_model
 from .noise import EXCESS_THRESHOLD
 from .pinpoint import pinpoint
 from .probes import LineProbe
-from .refine import WIDE, across_scales, wide_ladder
+from .refine import WIDE, Ladder, across_scales, wide_ladder
 from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionRecord, Report, Setting, relative_difference
 from .second_look import discredits, look_again
 from .tolerance import SAFETY, directional_tolerance, error_bound, floor
@@ -334,21 +334,22 @@ class Tester:
         n = np.einsum("sn,sn->n", coef, d)
         noise_term = np.einsum("sn,sn->n", np.abs(coef), noise)
         used = steps.size
+        opposite = steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1])  # the stencil's first two: +-h
         if self.evaluator.exact and not self.known_rules:  # the truncation from a second step
             steps2, coef2 = self.strategy.plan(self.line(dirs, hs.dtype), hs / 2)
             d2, _ = self.evaluator.delta(dirs, steps2)
             trunc = np.abs(n - np.einsum("sn,sn->n", coef2, d2)) / (1 - 2.0 ** -self.options.traits.order)
             used += steps2.size
         else:
-            pair = (d[0], d[1]) if steps.shape[0] >= 2 and np.allclose(steps[0], -steps[1]) else None
+            pair = (d[0], d[1]) if opposite else None
             length = np.array([self.length(di) for di in dirs])
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 trunc = truncation_model(hs, length, self.options.traits.order, n, pair)
-        out = []
-        central = steps.shape[0] == 2 and np.allclose(steps[0], -steps[1]) and np.all(steps[0] > 0)
+        central = opposite and steps.shape[0] == 2 and bool(np.all(steps[0] > 0))
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             reach = ((np.abs(d[0] + d[1]) + noise[0] + noise[1]) / (2 * steps[0]) if central
                      else np.full(len(dirs), np.nan))
+        out = []
         for k, di in enumerate(dirs):
             a = float(self.a[di.lo:di.hi] @ di.u)
             tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
@@ -577,9 +578,10 @@ def measure(tester: Tester, n_directions: int) -> Measured:
         return Measured(first, {name: [t] for name, t in own.items()}, [], [])
     if pinned is not None and all(t.passed for t in own.values()):
         return _pinned(tester, first, own, pinned)
-    first = tester.settle(first, "directions")
-    failing = any(not t.passed for t in first)
-    scales = None if tester.evaluator.exact or not failing else _across_scales(tester, first)
+    first = tester.settle(first, "directions")  # what the pin left deferred, when it was not enough
+    wrong = [t for t in first if not t.passed]
+    scales = None if tester.evaluator.exact or not wrong else _across_scales(
+        tester, wrong, [f"direction {first.index(t) + 1}" for t in wrong])[0]
     block_tests, leaves, spread = _blocks(tester, own)
     ratio = lambda t: t.error / max(t.tolerance, 1e-300)  # noqa: E731
     # the Taylor verdict along the direction where the mismatch stands out most: a localized entry, else the
@@ -603,28 +605,22 @@ def _pinned(tester: Tester, first: list[DirectionalTest], own: dict[str, Directi
     worst = leaves[k]
     if tester.evaluator.exact:
         return Measured(first, block_tests, leaves, [], tester.taylor(worst.direction, worst.numerical - worst.analytical))
-    line = tester.line([t.direction for t in leaves], excess=float(tester.evaluator.noise_excess))
-    analytical = np.array([t.analytical for t in leaves])
-    numerical = np.array([t.numerical for t in leaves])
-    steps, d, noise = ladder = wide_ladder(line)
-    tester.ledger.count("scales", 2 * WIDE * len(leaves))
-    scales = (across_scales(line, analytical, numerical, ladder), [layout.label(t.direction.lo) for t in leaves],
-              numerical, analytical)
-    taylor = taylor_fit(steps[:WIDE, k], d[:WIDE, k], noise[:WIDE, k], float(analytical[k]), tester.eps,
-                        float(numerical[k] - analytical[k]))
+    scales, (steps, d, noise) = _across_scales(tester, leaves, [layout.label(t.direction.lo) for t in leaves])
+    taylor = taylor_fit(steps[:WIDE, k], d[:WIDE, k], noise[:WIDE, k], worst.analytical, tester.eps,
+                        worst.numerical - worst.analytical)
     return Measured(first, block_tests, leaves, [], taylor, scales)
 
 
-def _across_scales(tester: Tester, first: list[DirectionalTest]) -> tuple[Any, ...]:
-    """The failing whole-vector directions measured across a wide range of steps (the subject's own cost):
-    ``(Scales, labels, numerical, analytical)`` for the verdict of :func:`~layerkit.check.verdicts.scales_verdict`."""
-    failing = [t for t in first if not t.passed]
-    line = tester.line([t.direction for t in failing], excess=float(tester.evaluator.noise_excess))
-    analytical = np.array([t.analytical for t in failing])
-    numerical = np.array([t.numerical for t in failing])
-    scales = across_scales(line, analytical, numerical)
-    tester.ledger.count("scales", 2 * WIDE * len(failing))
-    return scales, [f"direction {first.index(t) + 1}" for t in failing], numerical, analytical
+def _across_scales(tester: Tester, tests: list[DirectionalTest], labels: list[str]) -> tuple[tuple[Any, ...], Ladder]:
+    """The failing ``tests`` (named ``labels``) measured across a wide range of steps on the subject's own
+    cost: ``(Scales, labels, numerical, analytical)`` for the verdict of
+    :func:`~layerkit.check.verdicts.scales_verdict`, and the ladder's evaluations (for a Taylor fit)."""
+    line = tester.line([t.direction for t in tests], excess=float(tester.evaluator.noise_excess))
+    analytical = np.array([t.analytical for t in tests])
+    numerical = np.array([t.numerical for t in tests])
+    ladder = wide_ladder(line)
+    tester.ledger.count("scales", 2 * WIDE * len(tests))
+    return (across_scales(line, analytical, numerical, ladder), labels, numerical, analytical), ladder
 
 
 def _blocks(tester: Tester, own: dict[str, DirectionalTest]
