@@ -187,3 +187,89 @@ def test_a_mean_of_the_slopes_on_a_kink_does_not_pass_in_directional_mode(dtype)
     # the right derivative is never failed: the directions move many units on the kink, each on its own side
     right_report = check_network(right, X, y, 0.0, mode="directional")
     assert right_report.passed or right_report.inconclusive, str(right_report)
+
+
+class HalfNearZero(ReLU):
+    """A ReLU whose derivative is 1/2 within 1e-6 of its kink (wrong everywhere but on the kink itself)."""
+
+    def derivative(self, x, y):
+        return np.where(np.abs(x) < 1e-6, 0.5, (x > 0).astype(x.dtype))
+
+
+@pytest.mark.parametrize("method", ["central", "richardson", "forward"])
+def test_an_automatic_step_near_a_kink_stays_on_the_pieces(method):
+    """A unit 1e-9 from its kink on one example: the engine shortens the automatic step of the entries whose
+    stencil would cross it to below that distance, so the difference is a derivative at the point (error at
+    the rounding, no second look), and a note names them."""
+    net = _net(offset=1e-9)
+    report = check_network(net, X, Y, 0.0, method)
+    assert report.passed, report
+    assert report.evaluator == "engine"
+    row = net.layout["Theta1"].start + 4 * 1 + np.arange(4)  # Theta1[1, :]: the bias, then the 3 inputs
+    err = np.abs(np.asarray(report.numerical) - np.asarray(report.analytical))[row]
+    bound = 1e-6 if method == "forward" else 1e-12  # a forward difference's own truncation, h |J''| / 2
+    assert np.all(err <= bound * np.maximum(1.0, np.abs(np.asarray(report.analytical)[row])))
+    assert any("would carry an example across a kink" in n and "Theta1[1, 0]" in n for n in report.notes)
+    assert not any("measured again" in n for n in report.notes)
+    probe = _probe(net, X, Y)
+    strategy = layerkit.get_method(method)
+    h, auto = strategy.steps(probe), layerkit.check.methods.auto_steps(probe, strategy.base_step(np.float64))
+    F = np.concatenate([[1.0], np.abs(X[0])])
+    assert np.all(h[row] * F < 1e-9) and np.all(h[row] > 0)
+    others = np.setdiff1d(np.arange(net.size), row)
+    assert np.array_equal(h[others], auto[others])
+
+
+def _probe(net, X, y):
+    from layerkit.fast.probe import NetworkProbe
+    from layerkit.fast.state import NetworkState
+
+    obj = net.objective(X, y, 0.0)
+    state = NetworkState.at(net, obj.inputs(net.params.dtype), obj.Y, 0.0, None)
+    return NetworkProbe(state, net.params, obj.cost(net.params))
+
+
+@pytest.mark.parametrize("method", ["central", "richardson"])
+def test_a_derivative_wrong_only_next_to_a_kink_fails_with_a_shortened_step(method):
+    """The shortened step measures the slope of the point's own piece: a derivative of 1/2 given 1e-9 from the
+    kink (where the slope is 1) fails on exactly the entries that example moves."""
+    report = check_network(_net(HalfNearZero, offset=1e-9), X, Y, 0.0, method)
+    assert not report.passed
+    assert report.evaluator == "engine"
+    failing = {w.flat_index for w in report.worst if w.error > w.tolerance}
+    assert failing and failing <= set(range(4, 8))  # Theta1[1, :] only
+
+
+def test_the_piece_radius_is_the_distance_to_the_nearest_kink():
+    """``SeriesBlock.piece_radius`` against brute force: for a Dense block right before a ReLU, the step of
+    entry (r, c) that brings some example to its kink is ``min_i |z_ir| / |F_ic|``; entries whose widest step
+    stays short of it get ``inf``."""
+    rng = np.random.default_rng(3)
+    net = Network([Dense(5, 4, seed=1), ReLU(), Dense(4, 3, seed=2)], loss=SoftmaxCrossEntropy())
+    Xr, yr = rng.standard_normal((30, 5)), rng.integers(0, 3, 30)
+    probe = _probe(net, Xr, yr)
+    block = net.layout["Theta1"]
+    series = probe._series_block(0, "Theta", block)
+    Fm = np.hstack([np.ones((30, 1)), Xr])
+    z = Fm @ net.layers[0].Theta.T
+    with np.errstate(divide="ignore"):
+        brute = np.min(np.abs(z)[:, :, None] / np.abs(Fm)[:, None, :], axis=0).ravel()  # (4 * 6,)
+    for t in (1e-3, 1e-2, 1e-1, 1.0):
+        tmax = np.full(block.size, t)
+        got = series.piece_radius(tmax)
+        assert np.allclose(got, np.where(brute <= t, brute, np.inf), rtol=1e-12)
+    assert np.array_equal(probe.smooth_reach(np.full(net.size, 1e-1))[block.slice],
+                          np.minimum(1e-1, series.piece_radius(np.full(block.size, 1e-1))))
+
+
+@pytest.mark.parametrize("method", ["central", "richardson"])
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_derivative_of_the_mean_of_the_slopes_next_to_a_kink_does_not_pass(method, mode):
+    """A derivative of 1/2 within 1e-6 of ReLU's kink, on a unit 1e-9 from it, through the exact path (a user
+    ``derivative``: the engine's tables do not apply): every step of the second look's ladder crosses the kink,
+    and each central difference is the mean of the slopes (1/2) but for ``K d / 2h``.  The entries are
+    measured on the point's own side of the kink and fail there."""
+    report = check_network(_net(HalfNearZero, offset=1e-9), X, Y, 0.0, method, mode=mode)
+    assert not report.passed, report
+    if mode == "full":
+        assert not report.inconclusive, report

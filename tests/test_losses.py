@@ -177,3 +177,31 @@ def test_softmax_targets_that_sum_to_one_only_up_to_rounding_get_the_exact_gradi
     g = net.cost_and_gradient(X, Y, 0.0)[1].reshape(3, 5)
     dz = (Y.sum(axis=1, keepdims=True) * p - Y) / 12
     np.testing.assert_allclose(g[:, 1:], dz.T @ X, atol=1e-15)
+
+
+@pytest.mark.parametrize("one_hot", [True, False])
+@pytest.mark.parametrize("K", [1, 3, 8])
+def test_the_softmax_series_of_a_rank_one_change_is_the_series_of_its_dense_form(one_hot, K):
+    """The rank-one branch of the softmax cross-entropy's series (moments of the logit offsets composed with
+    the powers of ``c``) against the general branch on the same change written out densely, and both against
+    the loss itself: ``sum_k G_k tau^k`` is the loss change at a small ``tau``."""
+    from layerkit.fast.changes import SeriesChange
+    from layerkit.fast.loss_rules import SoftmaxCrossEntropyTerms
+    from layerkit.nn.losses import log_softmax
+
+    rng = np.random.default_rng(K + 10 * one_hot)
+    m, n, B = 9, 4, 3
+    Z = 3 * rng.standard_normal((m, n))
+    Y = np.eye(n)[rng.integers(0, n, m)] if one_hot else rng.dirichlet(np.ones(n), m) * rng.uniform(0.5, 2, (m, 1))
+    terms = SoftmaxCrossEntropyTerms(Z, Y)
+    c, v = rng.standard_normal((K, B, m)), rng.standard_normal((B, n))
+    rank_one = terms.series(SeriesChange(c, v=v))
+    dense = terms.series(SeriesChange(c[..., None] * v[None, :, None, :]))
+    assert np.allclose(rank_one, dense, rtol=1e-12, atol=1e-12 * np.max(np.abs(dense)))
+    tau = 1e-3
+    d = np.einsum("kbi,bn->bin", c * tau ** np.arange(1, K + 1)[:, None, None], v)  # logit change (B, m, n)
+    loss = lambda z: -np.sum(Y * log_softmax(z), axis=-1)  # noqa: E731
+    exact = np.stack([loss(Z + d[b]) - loss(Z) for b in range(B)])
+    approx = np.einsum("kbi,k->bi", rank_one, tau ** np.arange(1, K + 1))
+    assert np.max(np.abs(approx - exact)) <= 10 * tau ** (K + 1) * np.max(np.abs(c)) ** (K + 1) * np.max(np.abs(v)) ** (
+        K + 1) * (K + 1) ** 2 + 1e-13

@@ -87,6 +87,10 @@ SECOND_LOOK = 100.0
 #: crossed (on a cost that declares none): at the automatic step a smooth cost's bound is some ``1e-8`` of it,
 #: and a crossed kink's jump, read as curvature by the truncation model, can hide an error of this size.
 WEAK_PASS = 1e-2
+#: A passing direction whose stencil, shortened this many times, still moves a unit across a declared kink is
+#: settled like one on a kink: the kink is within 1/64 of the step, where a central difference is the mean of
+#: the slopes but for ``K / 128`` (:meth:`Tester._moves_on_kink`).
+NEAR_KINK = 64.0
 
 
 @frozen(eq=False)
@@ -207,6 +211,7 @@ class Tester:
         self.deferred: list[DirectionalTest] = []
         #: Which kinked units sit exactly on a kink at the point (computed when first needed).
         self._on_kink: NDArray | None = None
+        self._at: NDArray | None = None
         self.rounding_dtype = base.rounding_dtype(self.x.dtype)
         # layerkit's own rules are exact identities: at sqrt(eps) steps their truncation is negligible and
         # their rounding bound needs no measurement; an exact evaluator with other rules was calibrated
@@ -480,18 +485,25 @@ class Tester:
         return t.direction.hi - t.direction.lo == 1 and t.error <= 2 * t.kink_reach + t.tolerance
 
     def _moves_on_kink(self, t: DirectionalTest, stage: str) -> bool:
-        """Whether ``t``'s stencil moves a unit that sits exactly on a kink at the point (two forward passes
-        when some unit does; the point's own sides come from its recorded activations)."""
+        """Whether ``t``'s stencil moves a unit that sits exactly on a kink at the point, or one within
+        ``1 / NEAR_KINK`` of the step from a kink (two forward passes each; the point's own sides come from its
+        recorded activations).  A kink at a distance ``d`` along the direction shifts a central difference from
+        the mean of the slopes by ``K d / (2 h)`` only (``K``: the slopes' jump): far inside the step, agreeing
+        with the mean proves as little as on the kink."""
         assert self.sides is not None
         if self._on_kink is None:
-            self._on_kink = np.asarray(self.sides(self.subject.x0)) == 0
-        if not self._on_kink.any():
-            return False
+            self._at = np.asarray(self.sides(self.subject.x0))
+            self._on_kink = self._at == 0
         d = t.direction
         line = line_sides(self.sides, self.x, d.lo, d.hi, d.u)
+        if self._on_kink.any():
+            self.ledger.count(stage, 2)
+            ends = [line(s * t.step) for s in (1.0, -1.0)]
+            if any(e is not None and bool(np.any(e[self._on_kink] != 0)) for e in ends):
+                return True
         self.ledger.count(stage, 2)
-        ends = [line(s * t.step) for s in (1.0, -1.0)]
-        return any(e is not None and bool(np.any(e[self._on_kink] != 0)) for e in ends)
+        near = [line(s * t.step / NEAR_KINK) for s in (1.0, -1.0)]
+        return any(e is not None and bool(np.any(e != self._at)) for e in near)
 
     def taylor(self, d: Direction, mismatch: float | None = None) -> dict[str, Any]:
         """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""

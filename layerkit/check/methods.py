@@ -173,6 +173,40 @@ def auto_steps(probe: Probe, relative: float) -> NDArray:
     return probe.snap(h.astype(probe.real_dtype))
 
 
+def smooth_steps(probe: Probe, h: NDArray, reach: float | None) -> NDArray:
+    """The automatic steps ``h``, each halved below the reach of its nearest kink where the stencil (widest
+    offset ``reach h``) would carry the cost across one, when the probe knows (``smooth_reach``: the network
+    engine, whose piecewise-linear layers say where their kinks are).  The difference then measures the
+    derivative at the point, not a secant across a kink.  Only an exact engine offers it: its rounding is
+    ``4 eps |t| R`` (proportional to the step), so a smaller step costs no accuracy, whereas a re-evaluated
+    cost's noise ``sigma / h`` would grow.  A step that would fall below :data:`MIN_STEP_ULPS` units in the
+    last place of ``x_j`` is kept (the point sits on a kink or next to one: the kink safeguards of
+    :mod:`layerkit.check.kinks` measure it)."""
+    reach_of = getattr(probe, "smooth_reach", None)
+    if reach_of is None or not reach:
+        return h
+    widest = reach * np.abs(h.astype(np.float64))
+    limit = reach_of(widest)
+    shrink = np.flatnonzero(limit < widest)
+    if not shrink.size:
+        return h
+    new = (0.5 * limit[shrink] / reach).astype(probe.real_dtype)
+    x = probe.x
+    xj = np.zeros(shrink.size) if x is None else np.abs(np.asarray(x)[probe.axes][shrink] if probe.axes is not None
+                                                        else np.asarray(x)[shrink]).astype(np.float64)
+    keep = new >= MIN_STEP_ULPS * machine_eps(probe.dtype) * np.maximum(xj, np.finfo(np.float64).tiny)
+    moved = np.array(h, copy=True)
+    moved[shrink] = np.where(keep, new, h[shrink])
+    moved = probe.snap(moved)
+    return np.where(moved != 0, moved, h)
+
+
+def _reach(rule: Any) -> float | None:
+    """The widest offset of a difference rule's stencil, in steps (None when the rule does not say)."""
+    offsets = getattr(rule, "offsets", None)
+    return max((abs(float(c)) for c in offsets), default=None) if offsets else None
+
+
 def _noise_excess(probe: Probe) -> float:
     return max(1.0, float(probe.noise_excess))
 
@@ -241,7 +275,8 @@ class FiniteDifference:
         """
         step = self.step if step is None else step
         if step == "auto":
-            return nonzero_steps(auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe))), step, probe)
+            h = auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe)))
+            return nonzero_steps(smooth_steps(probe, h, _reach(self)), step, probe)
         return nonzero_steps(probe.snap(np.full(probe.n_axes, float(step), dtype=probe.real_dtype)), step, probe)
 
     def plan(self, probe: Probe, h: NDArray) -> tuple[NDArray, NDArray]:
@@ -371,8 +406,8 @@ class Richardson:
     def steps(self, probe: Probe) -> NDArray:
         """The largest per-axis step ``h`` (the levels use ``h / 2^l``), scaled and snapped by the probe."""
         if self.step == "auto":
-            return nonzero_steps(auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe))), "auto",
-                                 probe)
+            h = auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe)))
+            return nonzero_steps(smooth_steps(probe, h, _reach(self.base)), "auto", probe)
         return nonzero_steps(probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype)),
                              self.step, probe)
 

@@ -285,6 +285,8 @@ class SoftmaxCrossEntropyTerms:
         K, B, m = c.shape[0], c.shape[1], c.shape[2]
         r = self.labels
         n = self.P.shape[1]
+        if change.v is not None:
+            return self._rank_one_series(c, change.v)
 
         def shifted(k: int) -> NDArray:  # coefficients of d_k - d_r, (K, B, m)
             if change.cols is not None:
@@ -305,6 +307,35 @@ class SoftmaxCrossEntropyTerms:
             if not self.one_hot:
                 lin += self.Y[:, k] * D
         return self.rowsum * _log1p_series(S) - lin
+
+    def _rank_one_series(self, c: NDArray, v: NDArray) -> NDArray:
+        """:meth:`series` for a rank-one change ``d = c(tau) v[b]`` (``c``: ``(K, B, m)``, ``v``: ``(B, n)``).
+        With ``w_k = v_k - v_r``, the mixture is ``M(c) = sum_k p_k e^(c w_k) = 1 + sum_j mu_j c^j`` with the
+        moments ``mu_j = sum_k p_k w_k^j / j!``; composed with the powers of the series ``c`` it gives ``S``,
+        at ``K`` products of ``(B, m)`` series per power instead of an exponential series per class."""
+        K = c.shape[0]
+        r = self.labels
+        dtype = np.result_type(c, np.float64)
+        mu = np.zeros((K,) + c.shape[1:], dtype=dtype)
+        lin = np.zeros(c.shape[1:], dtype=dtype)
+        vr = v[:, r]  # (B, m): v_(r_i)
+        for k in range(self.P.shape[1]):
+            w = v[:, k][:, None] - vr
+            wj = np.ones_like(w)
+            for j in range(K):
+                wj *= w
+                mu[j] += self.P[:, k] * wj
+            if not self.one_hot:
+                lin += self.Y[:, k] * w
+        S = np.zeros((K,) + c.shape[1:], dtype=dtype)
+        power = np.array(c, dtype=dtype)  # the series of c^j, orders 1..K (power[q] is the order q + 1)
+        fact = 1.0
+        for j in range(1, K + 1):
+            fact *= j
+            S += (mu[j - 1] / fact) * power
+            if j < K:
+                power = _series_times(power, c)
+        return self.rowsum * _log1p_series(S) - lin * c
 
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """For logit changes with ``|d_k| <= rho b_k`` (complex) and ``rho bmax <= ln 1.5``: ``|sum_k p_k
@@ -327,6 +358,16 @@ def _exp_series(D: NDArray) -> NDArray:
             acc = acc + j * D[j - 1] * E[n - j - 1]
         E[n - 1] = acc / n
     return E
+
+
+def _series_times(A: NDArray, C: NDArray) -> NDArray:
+    """The product of two series without constant terms (coefficients of the orders ``1..K`` along axis 0),
+    truncated after the order ``K``: ``(AC)_n = sum_{j=1}^{n-1} A_j C_(n-j)``."""
+    out = np.zeros_like(A)
+    for n in range(2, A.shape[0] + 1):
+        for j in range(1, n):
+            out[n - 1] += A[j - 1] * C[n - j - 1]
+    return out
 
 
 def _log1p_series(S: NDArray) -> NDArray:

@@ -111,6 +111,7 @@ class NetworkProbe:
         self._series: dict[tuple[int, str], SeriesBlock | None] = {}
         self._noise: tuple[NDArray, NDArray] | None = None
         self._notes: list[str] = []
+        self._limited = False  # whether smooth_reach shortened a step (and said so in a note)
 
     @property
     def notes(self) -> list[str]:
@@ -144,6 +145,33 @@ class NetworkProbe:
         (NaN or inf where a change overflows: huge steps)."""
         with np.errstate(all="ignore"):
             return self._delta(steps, axes)
+
+    def smooth_reach(self, widest: NDArray) -> NDArray:
+        """Per coordinate, how far (in ``|t|``) its change certainly keeps every example on the pieces of the
+        piecewise-linear layers after its block: ``widest`` (shape (P,), the stencil's widest step) where
+        the tables certify that, else the step at which the nearest example may reach a kink
+        (:meth:`~layerkit.fast.series.SeriesBlock.piece_radius`, never above ``widest``); ``widest`` for
+        blocks without kinks after them or without tables."""
+        out = np.abs(np.asarray(widest, dtype=np.float64))
+        for b in self.state.bindings:
+            block = self.net.layout[b.block]
+            series = self._series_block(b.index, b.param, block)
+            if series is None or series.kink is None:
+                continue
+            part = out[block.start:block.stop]
+            np.minimum(part, series.piece_radius(part), out=part)
+        limited = np.flatnonzero((out < np.abs(np.asarray(widest, dtype=np.float64))) & (out > 0))
+        if limited.size and not self._limited:
+            self._limited = True
+            names = ", ".join(self.net.layout.label(int(j)) for j in limited[:4])
+            self._notes.append(
+                f"the automatic step of {limited.size} entr{'y' if limited.size == 1 else 'ies'} ({names}"
+                f"{', ...' if limited.size > 4 else ''}) would carry an example across a kink of a piecewise-"
+                "linear layer: "
+                + ("it was" if limited.size == 1 else "they were")
+                + " shortened to half the distance to the nearest kink, where the cost is smooth (the engine's "
+                "rounding is proportional to the step, so that costs no accuracy)")
+        return out
 
     def aside(self, steps: NDArray, axes: NDArray) -> tuple[NDArray, NDArray]:
         """``delta`` and its rounding bound for a request that is not part of the check's own evaluations

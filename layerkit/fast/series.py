@@ -218,11 +218,9 @@ class SeriesBlock:
         (``(rows, cols)`` bool): no example ``i`` with ``tmax |F_ic| >= kappa_ri`` and ``F_ic != 0``.  Examples
         that could reach ``kappa`` under some entry of their row are found first, from ``max_c |F_ic|``; only
         those are tested entry by entry."""
-        assert self.kink is not None and self._F_rows is not None
+        assert self.kink is not None
         clear = np.ones((self.rows, self.cols), dtype=bool)
-        with np.errstate(invalid="ignore", over="ignore"):
-            reach = np.max(tmax, axis=1, initial=0.0)
-            cand_r, cand_i = np.nonzero(~(self.kink > reach[:, None] * self._F_rows[None, :]))
+        cand_r, cand_i = self._candidates(tmax)
         chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
         for lo in range(0, cand_r.size, chunk):
             r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
@@ -232,6 +230,38 @@ class SeriesBlock:
             which, c = np.nonzero(hit)
             clear[r[which], c] = False
         return clear
+
+    def piece_radius(self, tmax: NDArray) -> NDArray:
+        """For each entry of the block (flat, ``(rows * cols,)``), the step up to which its change keeps every
+        example on its pieces, where ``tmax`` (same shape: the entry's widest step) might not: ``min_i
+        kappa_ri / |F_ic|`` over the examples with ``F_ic != 0`` (``kappa``: :attr:`kink`), 0 where that is
+        not a number; ``inf`` where :meth:`_on_pieces` clears ``tmax`` (or the block has no kinks after it).
+        Only the examples :meth:`_on_pieces` tests one by one can set it (the others clear their row's
+        widest step)."""
+        out = np.full((self.rows, self.cols), np.inf)
+        if self.kink is None:
+            return out.ravel()
+        t = np.reshape(np.asarray(tmax, dtype=np.float64), (self.rows, self.cols))
+        cand_r, cand_i = self._candidates(t)
+        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
+        for lo in range(0, cand_r.size, chunk):
+            r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
+            F = self.F.rows(i)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(F != 0, self.kink[r, i][:, None] / F, np.inf)
+            np.minimum.at(out, r, ratio)
+        with np.errstate(invalid="ignore"):
+            out = np.where(~(out > t), np.nan_to_num(out, nan=0.0), np.inf)
+        return out.ravel()
+
+    def _candidates(self, tmax: NDArray) -> tuple[NDArray, NDArray]:
+        """``(rows, examples)``: the pairs ``(r, i)`` whose example might reach ``kappa_ri`` under the widest
+        step of row ``r`` (``tmax`` of shape ``(rows, cols)``), from ``max_c |F_ic|``."""
+        assert self.kink is not None and self._F_rows is not None
+        with np.errstate(invalid="ignore", over="ignore"):
+            reach = np.max(tmax, axis=1, initial=0.0)
+            rows, examples = np.nonzero(~(self.kink > reach[:, None] * self._F_rows[None, :]))
+        return rows, examples
 
     def _entries_on_pieces(self, tmax: NDArray, rows: NDArray, cols: NDArray) -> NDArray:
         """As :meth:`_on_pieces` for the entries ``(rows[k], cols[k])`` at their largest steps ``tmax[k]``."""
