@@ -186,3 +186,48 @@ def test_a_tied_layer_without_parameters_is_re_run_with_every_change():
     report = check_network(net, X, Y, 0.0)
     assert not report.passed
     assert any("reads another layer's" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("fn", [np.tanh, lambda x: np.log1p(np.exp(x)), lambda x: x / (1 + np.abs(x))])
+def test_a_circle_a_sample_of_entries_rules_out_is_never_tried_on_every_entry(fn, monkeypatch):
+    """``FnRule.coefficients`` skips a circle that fails around a sample of the entries (the smallest, the
+    largest, some at random): the coefficients, bound and radius are those of trying every circle on every
+    entry, and the full evaluation runs at most once."""
+    import layerkit.fast.fn_rule as fn_rule
+
+    class Layer(Elementwise):
+        def fn(self, x):
+            return fn(x)
+
+    x = np.concatenate([np.linspace(-6, 6, 403), [0.0, 1e-9, -30.0]]).reshape(-1, 7)
+    y = fn(x)
+
+    def coefficients(sampled):
+        rule = FnRule(Layer())
+        full = []
+        orig = rule._on_circle
+
+        def on_circle(a, b, r):
+            if a.shape == x.shape:
+                full.append(r)
+            return orig(a, b, r)
+
+        monkeypatch.setattr(rule, "_on_circle", on_circle)
+        if not sampled:
+            monkeypatch.setattr(rule, "_sample_clear", lambda *a: True)
+        try:
+            return rule.coefficients(x, y), full
+        except fn_rule.Unavailable:
+            return None, full
+
+    fast, tried = coefficients(True)
+    slow, tried_all = coefficients(False)
+    assert len(tried) <= 1 and len(tried_all) >= len(tried)
+    if fn is np.tanh:  # numpy's complex tanh rounds too coarsely near 0 for the largest circle
+        assert tried == [fn_rule.RADII[1]] and tried_all == list(fn_rule.RADII[:2])
+    if slow is None:
+        assert fast is None and not tried  # not analytic: no circle is tried on every entry
+    else:
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+        assert fast[2] == slow[2]

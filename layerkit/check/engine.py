@@ -190,7 +190,7 @@ class Evaluators:
         s = self.subject
         if not evaluator.exact or s.known_rules:
             return evaluator
-        level = calibrate(evaluator, s.x0, self.options.seed)
+        level = calibrate(evaluator, s.x0, self.options.seed, s.kink_sides if s.kinked else None)
         self.ledger.count("calibrate", 9)
         self._directions = evaluator.with_noise_floor(level)
         return self._directions

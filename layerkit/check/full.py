@@ -45,7 +45,7 @@ from .kinks import (
 from .ledger import Ledger
 from .methods import slope_jump
 from .options import CheckOptions
-from .refine import across_scales
+from .refine import ESTABLISHED, WIDE, across_scales, wide_ladder
 from .report import Comparison, Report, Setting
 from .second_look import discredits, look_again
 from .subjects import Subject
@@ -315,9 +315,13 @@ def _straddling(entries: Entries, probe: Any, subject: Subject, a: NDArray, tol:
     measured at 6e-6, matches the mean of the slopes on every rung of the second look's ladder).
 
     On an estimate that measured at ``h`` and ``h / 2`` (the engine's), ``K`` is at hand for every entry.
-    Otherwise, and for the entries the second look measured again, the entries whose stencil moves a kinked
-    unit to another side are found from the kinked layers' sides (two forward passes per entry), and their
-    jumps at ``h / 2`` measured (two evaluations each)."""
+    For the entries the second look measured again, those whose stencil moves a kinked unit to another side
+    are found from the kinked layers' sides (two forward passes per entry); for a first estimate at ``h``
+    alone (a re-evaluated cost), those that move a unit sitting exactly on a kink (a block at a time first:
+    a block whose entries all moved at once move none leaves none; then two forward passes per entry of the
+    other blocks).  Their jumps at ``h / 2`` are then measured (two evaluations each).  Left alone: a first
+    estimate of a re-evaluated cost whose step crosses a kink far inside it, off the point (finding it would
+    cost two forward passes per passing entry)."""
     none = np.zeros(0, dtype=np.int64)
     if entries.values.size != a.size or (entries.jumps is None and entries.refined is None):
         return none
@@ -329,12 +333,17 @@ def _straddling(entries: Entries, probe: Any, subject: Subject, a: NDArray, tol:
     hits, K = _kink_part(entries, probe, at_hand, tol)
     # a first estimate without jumps is one-sided (a forward difference: one of the slopes itself); with
     # jumps at h alone, every passing entry is a candidate
-    rest = np.flatnonzero(ok & refined) if J is None or J.shape[0] > 1 else np.flatnonzero(ok)
-    if not hits.size and not rest.size:
+    again = np.flatnonzero(ok & refined)
+    first = np.flatnonzero(ok & ~refined) if J is not None and J.shape[0] == 1 else none
+    if not hits.size and not again.size and not first.size:
         return none
     at = np.asarray(subject.kink_sides(subject.x0))
     steps = np.abs(entries.steps).reshape(-1)
-    moved = _crossing(subject, rest, steps, at, ledger)
+    # measured again: the ladder's steps may have crossed a kink anywhere within them; a first estimate at
+    # one step is tested only when some unit sits on a kink (a block at a time first)
+    moved = _crossing(subject, again, steps, at, ledger)
+    if first.size and np.any(at == 0):
+        moved = np.concatenate([moved, _moving_on_kink(subject, first, steps, at == 0, ledger)])
     # measured at no less than a central difference's step: a forward difference's rounds too much in float32
     x0 = np.abs(np.asarray(subject.x0, dtype=np.float64))
     wide = np.maximum(steps, machine_eps(subject.x0.dtype) ** (1 / 3) * np.maximum(1.0, x0))
@@ -358,6 +367,39 @@ def _crossing(subject: Subject, candidates: NDArray, steps: NDArray, at: NDArray
                 if np.any(ends != at):
                     out.append(int(j))
                     break
+    return np.asarray(out, dtype=np.int64)
+
+
+def _moving_on_kink(subject: Subject, candidates: NDArray, steps: NDArray, on: NDArray, ledger: Ledger) -> NDArray:
+    """The ``candidates`` whose step ``+-steps[j]`` moves a unit off the kink it sits on (``on``), found a
+    block at a time (every candidate of the block moved at once, with random signs: none of them moves a unit
+    that the sum leaves on its kink, but for an exact cancellation), then an entry at a time."""
+    x0, layout = subject.x0, subject.layout
+    rng = np.random.default_rng(0)
+    out = []
+
+    def moves(theta: NDArray) -> bool:
+        ledger.count("kinks", 1)
+        return bool(np.any(np.asarray(subject.kink_sides(theta))[on] != 0))
+
+    for block in layout.blocks:
+        mine = candidates[(candidates >= block.start) & (candidates < block.stop)]
+        if not mine.size:
+            continue
+        signs = rng.choice([-1.0, 1.0], mine.size)
+        theta = np.array(x0, copy=True)
+        theta[mine] = (theta[mine] + signs * steps[mine]).astype(theta.dtype)
+        if not moves(theta) and not moves(2 * x0 - theta):
+            continue
+        for j in mine:
+            line = line_sides(subject.kink_sides, x0, int(j), int(j) + 1, np.ones(1))
+            for sign in (1.0, -1.0):
+                ends = line(sign * float(steps[j]))
+                if ends is not None:
+                    ledger.count("kinks", 1)
+                    if np.any(ends[on] != 0):
+                        out.append(int(j))
+                        break
     return np.asarray(out, dtype=np.int64)
 
 
@@ -478,7 +520,7 @@ def report(entries: Entries, probe: Any, options: CheckOptions, base: Baseline, 
     out = Report.build(setting, comparison, n_evals=probe.n_evals + ledger.spent,
                        seconds=time.perf_counter() - base.started, top=options.top)
     _unresolved(out, entries.model - floor(base.a, dtype), entries, evaluators, ledger)
-    _undecided(out, probe, entries, base, ledger)
+    _undecided(out, probe, entries, base, ledger, s)
     out = evolve(out, n_evals=probe.n_evals + ledger.spent, seconds=time.perf_counter() - base.started)
     return ledger.finish(out)
 
@@ -512,7 +554,8 @@ def _unresolved(rep: Report, bound: NDArray, entries: Entries, evaluators: Evalu
         ledger.fail(unresolved(tuple(evidence["blocks"]), what, evidence, cause))
 
 
-def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger: Ledger) -> None:
+def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger: Ledger,
+               subject: Subject | None = None) -> None:
     """A mismatch is inconclusive, not a failure, when the check has evidence that finite differences of this
     cost do not measure its derivative (:func:`~layerkit.check.verdicts.misjudged`,
     :func:`~layerkit.check.verdicts.scales_verdict` over up to :data:`MAX_SCALES` failing entries, the worst
@@ -530,9 +573,48 @@ def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger
         chosen = bad[np.argsort(-ratio[bad], kind="stable")][:MAX_SCALES]
         # the worst entry first: when the scales establish its mismatch, the verdict over all of them is the
         # same ('' whenever one entry is established), and the other entries' ladders are not needed
-        scales = across_scales(probe.subset(chosen[:1]), a[chosen[:1]], rep.numerical[chosen[:1]])
+        scales = _across(probe, chosen[:1], a, rep.numerical, entries, subject, ledger)
         if not scales.established.any() and chosen.size > 1:
-            scales = across_scales(probe.subset(chosen), a[chosen], rep.numerical[chosen])
+            scales = _across(probe, chosen, a, rep.numerical, entries, subject, ledger)
         why = scales_verdict(scales, [rep.layout.label(int(j)) for j in chosen], rep.numerical[chosen], a[chosen])
     if why:
         ledger.fail(undecided(blocks, why, rep.x.dtype))
+
+
+def _across(probe: Any, chosen: NDArray, a: NDArray, numerical: NDArray, entries: Entries, subject: Subject | None,
+            ledger: Ledger) -> Any:
+    """:func:`~layerkit.check.refine.across_scales` over the entries ``chosen``; for a subject that declares
+    kinks, without the rungs whose stencil crosses one that the entry's own stencil does not cross (a secant
+    across a kink would contradict a mismatch the point's own piece establishes)."""
+    sub = probe.subset(chosen)
+    sides = None if subject is None else kinked_sides(subject)
+    if sides is None or subject is None:
+        return across_scales(sub, a[chosen], numerical[chosen])
+    ladder = wide_ladder(sub)
+    rungs = np.abs(ladder[0][:WIDE].astype(np.float64))  # (WIDE, n), largest first
+    at = np.asarray(sides(subject.x0))
+    smooth_from = np.zeros(chosen.size, dtype=np.int64)
+    steps = np.abs(entries.steps).reshape(-1)
+    for k, j in enumerate(chosen):
+        line = line_sides(sides, subject.x0, int(j), int(j) + 1, np.ones(1))
+
+        def crosses(t: float) -> bool:
+            ledger.count("kinks", 2)
+            return any(e is not None and bool(np.any(e != at)) for e in (line(t), line(-t)))
+
+        if crosses(float(steps[j])):
+            continue  # its own stencil crosses one: the kink safeguards had their say
+        lo, hi = 0, WIDE  # the first rung that crosses none; the crossings are nested (a wider stencil crosses
+        while lo < hi:  # every kink a narrower one does)
+            mid = (lo + hi) // 2
+            if crosses(float(rungs[mid, k])):
+                lo = mid + 1
+            else:
+                hi = mid
+        smooth_from[k] = lo
+    low = np.flatnonzero(smooth_from > WIDE - ESTABLISHED)
+    if low.size:  # too few rungs on the point's own pieces: a ladder from the entry's own step down instead
+        steps2, d2, sigma2 = wide_ladder(probe.subset(chosen[low]), top=np.asarray(entries.steps)[chosen[low]])
+        ladder[0][:, low], ladder[1][:, low], ladder[2][:, low] = steps2, d2, sigma2
+        smooth_from[low] = 0
+    return across_scales(sub, a[chosen], numerical[chosen], ladder, smooth_from)

@@ -180,8 +180,8 @@ def smooth_steps(probe: Probe, h: NDArray, reach: float | None) -> NDArray:
     derivative at the point, not a secant across a kink.  Only an exact engine offers it: its rounding is
     ``4 eps |t| R`` (proportional to the step), so a smaller step costs no accuracy, whereas a re-evaluated
     cost's noise ``sigma / h`` would grow.  A step that would fall below :data:`MIN_STEP_ULPS` units in the
-    last place of ``x_j`` is kept (the point sits on a kink or next to one: the kink safeguards of
-    :mod:`layerkit.check.kinks` measure it)."""
+    last place of ``x_j``, or below the square root of the dtype's smallest normal number, is kept (the point
+    sits on a kink or next to one: the kink safeguards of :mod:`layerkit.check.kinks` measure it)."""
     reach_of = getattr(probe, "smooth_reach", None)
     if reach_of is None or not reach:
         return h
@@ -194,11 +194,18 @@ def smooth_steps(probe: Probe, h: NDArray, reach: float | None) -> NDArray:
     x = probe.x
     xj = np.zeros(shrink.size) if x is None else np.abs(np.asarray(x)[probe.axes][shrink] if probe.axes is not None
                                                         else np.asarray(x)[shrink]).astype(np.float64)
-    keep = new >= MIN_STEP_ULPS * machine_eps(probe.dtype) * np.maximum(xj, np.finfo(np.float64).tiny)
+    # a step far below the scale of normal numbers would leave the cost's changes subnormal, without precision
+    floor = np.maximum(MIN_STEP_ULPS * machine_eps(probe.dtype) * xj,
+                       np.sqrt(np.finfo(probe.real_dtype).tiny) * np.maximum(1.0, xj))
+    keep = new >= floor
     moved = np.array(h, copy=True)
     moved[shrink] = np.where(keep, new, h[shrink])
     moved = probe.snap(moved)
-    return np.where(moved != 0, moved, h)
+    out = np.where(moved != 0, moved, h)
+    said = getattr(probe, "shortened", None)
+    if said is not None:
+        said(np.flatnonzero(out != h))
+    return out
 
 
 def _reach(rule: Any) -> float | None:

@@ -244,16 +244,24 @@ def _accepted(tables: _Tables, values: NDArray, level: float, order: int, delta:
                  spacing=delta, order=order, kink=kink)
 
 
-def calibrate(probe: Any, x: NDArray, seed: int) -> float:
+def calibrate(probe: Any, x: NDArray, seed: int, sides: Callable[[NDArray], NDArray] | None = None) -> float:
     """The noise level of an exact evaluator, measured on its own difference table along a random direction
-    (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise."""
+    (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise.
+    ``sides``: the subject's kinked units' sides (:meth:`~layerkit.check.subjects.Subject.kink_sides`), when
+    it declares kinks: a table that carries a unit across one would read the kink as noise (and inflate every
+    tolerance), so it is narrowed until it does not, and when even the narrowest does, the table is not used
+    (0: the evaluator's own rounding bound stands)."""
     rng = np.random.default_rng(seed + 7)
     u = rng.standard_normal(x.size)
     d = Direction(0, x.size, u / np.linalg.norm(u))
     scale = max(1.0, float(np.max(np.abs(x))))
     delta = machine_eps(x.dtype) ** 0.25 / 10 * scale
+    at = None if sides is None else np.asarray(sides(x))
     for _ in range(3):
         offsets = (np.arange(9) - 4) * delta
+        if at is not None and _crosses(sides, x, d, 4 * delta, at):
+            delta /= 100
+            continue
         values, _ = probe.delta([d], offsets[:, None])
         level, _, verdict = noise_from_table(values[:, 0], differences=True)
         if verdict == "ok":
@@ -262,3 +270,13 @@ def calibrate(probe: Any, x: NDArray, seed: int) -> float:
             return 0.0
         delta /= 100
     return 0.0
+
+
+def _crosses(sides: Any, x: NDArray, d: Direction, reach: float, at: NDArray) -> bool:
+    """Whether ``x +- reach d.u`` puts some kinked unit on another side than ``at`` (two forward passes)."""
+    for sign in (1.0, -1.0):
+        theta = np.array(x, copy=True)
+        theta[d.lo:d.hi] = theta[d.lo:d.hi] + (sign * reach * np.asarray(d.u, dtype=np.float64)).astype(x.dtype)
+        if np.any(np.asarray(sides(theta)) != at):
+            return True
+    return False

@@ -18,7 +18,8 @@ and the coordinates the axes are, for steps relative to them; None along directi
 the evaluator refused to use, and why).  One capability is optional: ``smooth_reach(widest)``, per axis how
 far the cost is certainly smooth (no kink crossed) up to the stencil's widest step ``widest``; an exact engine
 that knows its layers' kinks offers it, and automatic steps stay within it
-(:func:`~layerkit.check.methods.smooth_steps`).
+(:func:`~layerkit.check.methods.smooth_steps`, which then tells it which steps it shortened:
+``shortened(axes)``).
 
 ``scale()`` is the length scale, per axis, that automatic steps are relative to: ``max(1, |x_j|) / s_j``,
 where the optional ``axis_scale`` ``s_j >= 1`` says how much faster the cost varies along axis ``j`` (see

@@ -16,8 +16,10 @@ whose estimated error is smallest, with the error estimated from the data, not a
 each judged against both neighbours, so that two estimates far off but close by chance cannot pass for an
 accurate one;
 
-and each plus its noise, the probe's bound on the cost differences divided by the step.  16 evaluations per
-entry; the tolerance is then built as for any estimate (:mod:`layerkit.check.tolerance`).
+and each plus its noise, the probe's bound on the cost differences divided by the step.  On an engine that
+knows its layers' kinks, the ladder of an entry whose top step would carry an example across one starts
+below it instead (:func:`~layerkit.check.methods.smooth_steps`), as the first estimate did: a ladder across
+a kink measures secants, not the derivative at the point.  16 evaluations per entry; the tolerance is then built as for any estimate (:mod:`layerkit.check.tolerance`).
 
 :func:`confirms` is the cheap test that comes first: a central difference at a quarter of the step (2
 evaluations).  Where it agrees with the first estimate to a quarter of its tolerance, that estimate stands
@@ -34,7 +36,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from ..numerics import machine_eps
-from .methods import Estimate, auto_steps
+from .methods import Estimate, auto_steps, smooth_steps
 from .tolerance import SAFETY
 
 #: Steps in the ladder, and the ratio between consecutive ones.
@@ -66,13 +68,15 @@ class Scales:
 Ladder = tuple[NDArray, NDArray, NDArray]
 
 
-def wide_ladder(probe: Any) -> Ladder:
+def wide_ladder(probe: Any, top: NDArray | None = None) -> Ladder:
     """The evaluations of :func:`across_scales` along each of ``probe``'s axes (``2 WIDE`` per axis): on
-    each side, ``WIDE`` steps from ``16 h`` down by factors of 4 (``h``: the top of :func:`refine`'s ladder).
-    The plus side alone is a Taylor-remainder ladder (:func:`~layerkit.check.directional.taylor_fit`)."""
-    eps = machine_eps(probe.dtype)
-    excess = max(1.0, float(probe.noise_excess))
-    top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO) * RATIO**2
+    each side, ``WIDE`` steps from ``16 h`` down by factors of 4 (``h``: the top of :func:`refine`'s ladder),
+    or from ``top`` (per axis) when given.  The plus side alone is a Taylor-remainder ladder
+    (:func:`~layerkit.check.directional.taylor_fit`)."""
+    if top is None:
+        eps = machine_eps(probe.dtype)
+        excess = max(1.0, float(probe.noise_excess))
+        top = smooth_steps(probe, auto_steps(probe, (eps * excess) ** 0.2 * RATIO) * RATIO**2, 1.0)
     plus = [probe.snap((top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
     minus = [probe.snap((-top / RATIO**k).astype(probe.real_dtype)) for k in range(WIDE)]
     real = np.concatenate([np.stack(plus), np.stack(minus)])
@@ -81,7 +85,8 @@ def wide_ladder(probe: Any) -> Ladder:
     return real, d, probe.noise(steps)
 
 
-def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None = None) -> Scales:
+def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None = None,
+                  smooth_from: NDArray | None = None) -> Scales:
     """Do estimates at different step scales contradict a mismatch?  Central differences at ``WIDE`` steps
     ``16 h, 4 h, h, ..., h / 4^7`` (``h``: the top of :func:`refine`'s ladder), each with the error estimate
     of its two neighbours (as in :func:`refine`) and its noise, and one Richardson level on each pair of
@@ -93,7 +98,9 @@ def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None
     more than a smooth cost's can (a staircase of rounded values -- ``log(1 - h)`` with ``h`` rounded near 1
     is flat within each stair, so a small step loses a term's slope -- or a float32 cost), and the mismatch
     cannot be blamed on the gradient.  20 evaluations per entry (:func:`wide_ladder`; none when ``ladder``
-    holds them already)."""
+    holds them already).  ``smooth_from`` (per entry, a rung index): the rungs above it carry the cost across
+    a kink it declares, where a central difference measures a secant (the mean of two slopes, for a kink far
+    inside the step), and are left out."""
     steps, d, sigma = wide_ladder(probe) if ladder is None else ladder
     n = probe.n_axes
     D, N, H = np.full((WIDE, n), np.nan), np.full((WIDE, n), np.inf), np.zeros((WIDE, n))
@@ -101,7 +108,7 @@ def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None
     for k in range(WIDE):
         width = plus[k].astype(np.float64) - minus[k].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            usable = width != 0
+            usable = (width != 0) if smooth_from is None else (width != 0) & (k >= smooth_from)
             D[k] = np.where(usable, (d[k] - d[WIDE + k]) / width, np.nan)
             N[k] = np.where(usable, (sigma[k] + sigma[WIDE + k]) / np.abs(width), np.inf)
         H[k] = np.abs(plus[k])
@@ -154,7 +161,7 @@ def refine(probe: Any) -> Estimate:
     ``truncation`` and ``noise`` are the chosen candidate's."""
     eps = machine_eps(probe.dtype)
     excess = max(1.0, float(probe.noise_excess))
-    top = auto_steps(probe, (eps * excess) ** 0.2 * RATIO)
+    top = smooth_steps(probe, auto_steps(probe, (eps * excess) ** 0.2 * RATIO), 1.0)
     n = probe.n_axes
     D, N, H = np.full((LADDER, n), np.nan), np.full((LADDER, n), np.inf), np.zeros((LADDER, n))
     plus, minus, rows = [], [], []

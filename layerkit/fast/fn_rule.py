@@ -45,6 +45,8 @@ ALIASING = 1e-14
 ROUNDING = 8 * float(np.finfo(np.float64).eps)
 #: Most elements of one complex evaluation of ``fn``.
 CHUNK = 1 << 20
+#: Entries of each kind (smallest, largest, random) sampled before a circle is tried around every entry.
+SAMPLE = 64
 
 
 class Unavailable(Exception):
@@ -87,12 +89,27 @@ class FnRule:
         if memo is not None and memo[0] is x:
             return memo[1], memo[2], memo[3]
         for r in RADII:
+            if not self._sample_clear(x, y, r):
+                continue  # a sample of entries already holds a singularity (or a rounding) on this circle
             found = self._on_circle(x, y, r)
             if found is not None:
                 T, L = found
                 self._memo = (x, T, L, r)
                 return T, L, r
         raise Unavailable(f"{self.layer!r}: fn is not analytic within {RADII[-1]:g} of the point")
+
+    def _sample_clear(self, x: NDArray, y: NDArray, r: float) -> bool:
+        """Whether the circle of radius ``r`` is clear (:meth:`_on_circle`) around a sample of the entries: the
+        :data:`SAMPLE` smallest and largest in size and as many at random.  Only a shortcut past a circle that
+        would fail: the circle chosen is still tested around every entry."""
+        flat, yf = x.reshape(-1), y.reshape(-1)
+        if flat.size <= 3 * SAMPLE:
+            return True
+        size = np.abs(flat.astype(np.float64))
+        pick = np.unique(np.concatenate([
+            np.argpartition(size, SAMPLE)[:SAMPLE], np.argpartition(-size, SAMPLE)[:SAMPLE],
+            np.random.default_rng(0x636972).choice(flat.size, SAMPLE, replace=False)]))
+        return self._on_circle(flat[pick][:, None], yf[pick][:, None], r) is not None
 
     def _on_circle(self, x: NDArray, y: NDArray, r: float) -> tuple[NDArray, NDArray] | None:
         m, n = x.shape

@@ -160,18 +160,22 @@ class NetworkProbe:
                 continue
             part = out[block.start:block.stop]
             np.minimum(part, series.piece_radius(part), out=part)
-        limited = np.flatnonzero((out < np.abs(np.asarray(widest, dtype=np.float64))) & (out > 0))
-        if limited.size and not self._limited:
-            self._limited = True
-            names = ", ".join(self.net.layout.label(int(j)) for j in limited[:4])
-            self._notes.append(
-                f"the automatic step of {limited.size} entr{'y' if limited.size == 1 else 'ies'} ({names}"
-                f"{', ...' if limited.size > 4 else ''}) would carry an example across a kink of a piecewise-"
-                "linear layer: "
-                + ("it was" if limited.size == 1 else "they were")
-                + " shortened to half the distance to the nearest kink, where the cost is smooth (the engine's "
-                "rounding is proportional to the step, so that costs no accuracy)")
         return out
+
+    def shortened(self, axes: NDArray) -> None:
+        """Say, once, that the automatic steps of the coordinates ``axes`` were shortened to stay on their
+        pieces (:func:`~layerkit.check.methods.smooth_steps`)."""
+        if self._limited or not len(axes):
+            return
+        self._limited = True
+        n = len(axes)
+        names = ", ".join(self.net.layout.label(int(j)) for j in axes[:4])
+        self._notes.append(
+            f"the automatic step of {n} entr{'y' if n == 1 else 'ies'} ({names}{', ...' if n > 4 else ''}) would "
+            "carry an example across a kink of a piecewise-linear layer: "
+            + ("it was" if n == 1 else "they were")
+            + " shortened to half the distance to the nearest kink, where the cost is smooth (the engine's "
+            "rounding is proportional to the step, so that costs no accuracy)")
 
     def aside(self, steps: NDArray, axes: NDArray) -> tuple[NDArray, NDArray]:
         """``delta`` and its rounding bound for a request that is not part of the check's own evaluations
@@ -450,6 +454,15 @@ class NetworkSubset:
 
     def delta(self, steps: NDArray) -> NDArray:
         return self.parent.delta(steps, self.axes)
+
+    def smooth_reach(self, widest: NDArray) -> NDArray:
+        """:meth:`NetworkProbe.smooth_reach` on these coordinates."""
+        full = np.zeros(self.parent.n_axes)
+        full[self.axes] = np.abs(np.asarray(widest, dtype=np.float64))
+        return self.parent.smooth_reach(full)[self.axes]
+
+    def shortened(self, axes: NDArray) -> None:
+        self.parent.shortened(self.axes[np.asarray(axes, dtype=np.int64)])
 
     def noise(self, steps: NDArray) -> NDArray:
         return self.parent.noise(steps, self.axes)
