@@ -420,19 +420,17 @@ def bench_cnn(repeat=3):
     and a BatchNorm network, each a full central check in gradient evaluations (:func:`gradient_units`) and
     against the naive loop (timed on every entry), in the same run.  Both run on the engine.
 
-    Targets, from what the engine must do (the blocks before a convolution's pooling or a BatchNorm have no
-    Taylor tables, so their entries take the exact path), measured on 2026-12-04 by timing the engine's four
-    changes (+-h, +-h/2) of those blocks alone against one gradient:
+    Targets, from what the engine must do (there are no Taylor tables for these blocks):
 
-    * CNN <= 40 gradient evaluations, >= 30x the naive loop.  The 72 kernel entries' exact path alone costs
-      24 gradients (each change moves one output channel of 8 through ReLU, pooling, the Dense layer and the
-      loss), the 8 biases 3 more; the Dense block is read off Taylor tables (about 2), plus the baseline, the
-      verification and the safeguards (about 5).
+    * CNN <= 40 gradient evaluations, >= 30x the naive loop.  The 80 kernel entries go through the exact path:
+      each of the 4 changes per entry (+-h, +-h/2) moves one output channel of 8 through ReLU, pooling, the
+      Dense layer and the loss, about 1/8 of a forward pass, so 40 forward passes, about 25 gradients; the
+      Dense block's 1290 entries are read off Taylor tables (about 2 gradients), plus the baseline and the
+      verification.
     * BatchNorm <= 150 gradient evaluations, >= 10x the naive loop.  The 2080 entries before the BatchNorm
-      cross it on the exact path, one column of m = 500 values per change: 64 gradients; BatchNorm's own 64
-      parameters have no structured change and are re-run from the layer (about 55 gradients at this size,
-      where a gradient takes about 1 ms); plus the rest as above.
-    """
+      cross it on the exact path, 4 changes each of one column of m = 500 values (BatchNorm keeps each
+      perturbation's batch apart); at this size a gradient takes 1.6 ms, so the unit is mostly Python
+      overhead per batch of columns, and 150 is what 8320 column changes in batches of about 500 cost."""
     from layerkit import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, SoftmaxCrossEntropy
 
     rng = np.random.default_rng(0)

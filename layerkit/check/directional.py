@@ -439,8 +439,7 @@ class Tester:
             # a pass along a direction that moves a unit sitting exactly on a declared kink: a central
             # difference there is the mean of the two one-sided slopes, which agreeing with proves nothing
             # (localization, which only names entries of a check that failed already, takes passes as they are)
-            kinked = self._moves_on_kink(t, stage) if t.passed and self.sides is not None and not screen else 0
-            straddle = kinked > 0
+            straddle = t.passed and self.sides is not None and not screen and self._moves_on_kink(t, stage)
             if (t.passed and not weak and not straddle) or len(self.settled) >= MAX_LINES:
                 continue
             d = t.direction
@@ -460,17 +459,7 @@ class Tester:
                 elif done.how == "near-kink":
                     self.kink_distance = max(self.kink_distance, 32 * done.distance)
             self.ledger.count(stage, done.evals)
-            if done.how == "failing" and self.sides is not None and not screen and not straddle:
-                kinked = self._moves_on_kink(t, stage)
-            several = done.how == "failing" and kinked > 1
-            if several:
-                # neither slope along a direction that moves two or more units on (or next to) a kink: a right
-                # subgradient takes one slope per unit, and along the direction the cost's one-sided slopes
-                # mix them otherwise (one unit to its right, another to its left); undecided, not failed
-                out[k] = DirectionalTest(d, t.numerical, t.analytical, t.tolerance + t.error, t.step, t.bound,
-                                         max(t.first_reach, t.tolerance + t.error))
-                self.coarse.append((d, float("inf")))
-            elif straddle and done.how == "failing":
+            if straddle and done.how == "failing":
                 if np.isfinite(done.value) and np.isfinite(done.tolerance):  # neither slope: it fails on one
                     out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,
                                              max(t.first_reach, t.tolerance + t.error))
@@ -495,26 +484,26 @@ class Tester:
         far more than its one-sided slopes differ (their jump is ``|J''| h``)."""
         return t.direction.hi - t.direction.lo == 1 and t.error <= 2 * t.kink_reach + t.tolerance
 
-    def _moves_on_kink(self, t: DirectionalTest, stage: str) -> int:
-        """How many kinked units ``t``'s stencil moves off a kink they sit on exactly at the point, or across
-        one within ``1 / NEAR_KINK`` of the step (two forward passes each; the point's own sides come from
-        its recorded activations); 0 when none.  A kink at a distance ``d`` along the direction shifts a
-        central difference from the mean of the slopes by ``K d / (2 h)`` only (``K``: the slopes' jump): far
-        inside the step, agreeing with the mean proves as little as on the kink."""
+    def _moves_on_kink(self, t: DirectionalTest, stage: str) -> bool:
+        """Whether ``t``'s stencil moves a unit that sits exactly on a kink at the point, or one within
+        ``1 / NEAR_KINK`` of the step from a kink (two forward passes each; the point's own sides come from its
+        recorded activations).  A kink at a distance ``d`` along the direction shifts a central difference from
+        the mean of the slopes by ``K d / (2 h)`` only (``K``: the slopes' jump): far inside the step, agreeing
+        with the mean proves as little as on the kink."""
         assert self.sides is not None
         if self._on_kink is None:
             self._at = np.asarray(self.sides(self.subject.x0))
             self._on_kink = self._at == 0
         d = t.direction
         line = line_sides(self.sides, self.x, d.lo, d.hi, d.u)
-        moved = 0
         if self._on_kink.any():
             self.ledger.count(stage, 2)
             ends = [line(s * t.step) for s in (1.0, -1.0)]
-            moved = max([int(np.sum(e[self._on_kink] != 0)) for e in ends if e is not None], default=0)
+            if any(e is not None and bool(np.any(e[self._on_kink] != 0)) for e in ends):
+                return True
         self.ledger.count(stage, 2)
         near = [line(s * t.step / NEAR_KINK) for s in (1.0, -1.0)]
-        return max([moved] + [int(np.sum(e != self._at)) for e in near if e is not None])
+        return any(e is not None and bool(np.any(e != self._at)) for e in near)
 
     def taylor(self, d: Direction, mismatch: float | None = None) -> dict[str, Any]:
         """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""
