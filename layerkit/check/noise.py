@@ -249,19 +249,23 @@ def calibrate(probe: Any, x: NDArray, seed: int, sides: Callable[[NDArray], NDAr
     (8 evaluations of the evaluator, see :mod:`layerkit.check.noise`); 0 when the table shows no noise.
     ``sides``: the subject's kinked units' sides (:meth:`~layerkit.check.subjects.Subject.kink_sides`), when
     it declares kinks: a table that carries a unit across one would read the kink as noise (and inflate every
-    tolerance), so it is narrowed until it does not, and when even the narrowest does, the table is not used
-    (0: the evaluator's own rounding bound stands)."""
+    tolerance), so it is narrowed until it does not.  When even the narrowest does (a unit within about
+    1e-9 of the scale from its kink), the tables are measured across it as without ``sides``: a kink read
+    as noise makes tolerances too wide there, and the kink safeguards measure such a direction on the point's
+    own side; no measurement at all would leave a user rule's cancellation uncounted (a false alarm)."""
     rng = np.random.default_rng(seed + 7)
     u = rng.standard_normal(x.size)
     d = Direction(0, x.size, u / np.linalg.norm(u))
     scale = max(1.0, float(np.max(np.abs(x))))
     delta = machine_eps(x.dtype) ** 0.25 / 10 * scale
     at = None if sides is None else np.asarray(sides(x))
+    measured = False
     for _ in range(3):
         offsets = (np.arange(9) - 4) * delta
         if at is not None and _crosses(sides, x, d, 4 * delta, at):
             delta /= 100
             continue
+        measured = True
         values, _ = probe.delta([d], offsets[:, None])
         level, _, verdict = noise_from_table(values[:, 0], differences=True)
         if verdict == "ok":
@@ -269,6 +273,8 @@ def calibrate(probe: Any, x: NDArray, seed: int, sides: Callable[[NDArray], NDAr
         if verdict == "too small":
             return 0.0
         delta /= 100
+    if not measured:  # every table crossed a kink: measured across it all the same
+        return calibrate(probe, x, seed)
     return 0.0
 
 
