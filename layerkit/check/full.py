@@ -590,7 +590,8 @@ def _across(probe: Any, chosen: NDArray, a: NDArray, numerical: NDArray, entries
     sides = None if subject is None else kinked_sides(subject)
     if sides is None or subject is None:
         return across_scales(sub, a[chosen], numerical[chosen])
-    ladder = wide_ladder(sub)
+    real, d, sigma = wide_ladder(sub)
+    ladder = (np.array(real, copy=True), np.array(d, copy=True), np.array(sigma, copy=True))  # columns replaced below
     rungs = np.abs(ladder[0][:WIDE].astype(np.float64))  # (WIDE, n), largest first
     at = np.asarray(sides(subject.x0))
     smooth_from = np.zeros(chosen.size, dtype=np.int64)

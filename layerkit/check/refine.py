@@ -19,7 +19,8 @@ accurate one;
 and each plus its noise, the probe's bound on the cost differences divided by the step.  On an engine that
 knows its layers' kinks, the ladder of an entry whose top step would carry an example across one starts
 below it instead (:func:`~layerkit.check.methods.smooth_steps`), as the first estimate did: a ladder across
-a kink measures secants, not the derivative at the point.  16 evaluations per entry; the tolerance is then built as for any estimate (:mod:`layerkit.check.tolerance`).
+a kink measures secants, not the derivative at the point.  16 evaluations per entry; the tolerance is then
+built as for any estimate (:mod:`layerkit.check.tolerance`).
 
 :func:`confirms` is the cheap test that comes first: a central difference at a quarter of the step (2
 evaluations).  Where it agrees with the first estimate to a quarter of its tolerance, that estimate stands
