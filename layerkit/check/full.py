@@ -343,7 +343,7 @@ def _straddling(entries: Entries, probe: Any, subject: Subject, a: NDArray, tol:
     # one step is tested only when some unit sits on a kink (a block at a time first)
     moved = _crossing(subject, again, steps, at, ledger)
     if first.size and np.any(at == 0):
-        moved = np.concatenate([moved, _moving_on_kink(subject, first, steps, at == 0, ledger)])
+        moved = np.concatenate([moved, _moving_on_kink(subject, first, steps, at, ledger)])
     # measured at no less than a central difference's step: a forward difference's rounds too much in float32
     x0 = np.abs(np.asarray(subject.x0, dtype=np.float64))
     wide = np.maximum(steps, machine_eps(subject.x0.dtype) ** (1 / 3) * np.maximum(1.0, x0))
@@ -353,10 +353,13 @@ def _straddling(entries: Entries, probe: Any, subject: Subject, a: NDArray, tol:
     return hits[order]
 
 
-def _crossing(subject: Subject, candidates: NDArray, steps: NDArray, at: NDArray, ledger: Ledger) -> NDArray:
-    """The ``candidates`` whose step ``+-steps[j]`` moves some kinked unit to another side than its side at
-    ``x0`` (``at``; 0 on a kink): two forward passes per candidate (the ends of its stencil)."""
+def _crossing(subject: Subject, candidates: NDArray, steps: NDArray, at: NDArray, ledger: Ledger,
+              units: NDArray | None = None) -> NDArray:
+    """The ``candidates`` whose step ``+-steps[j]`` moves some kinked unit (of ``units``, a mask; all by
+    default) to another side than its side at ``x0`` (``at``; 0 on a kink): up to two forward passes per
+    candidate (the ends of its stencil)."""
     x0 = subject.x0
+    mine = at if units is None else at[units]
     out = []
     for j in candidates:
         line = line_sides(subject.kink_sides, x0, int(j), int(j) + 1, np.ones(1))
@@ -364,19 +367,21 @@ def _crossing(subject: Subject, candidates: NDArray, steps: NDArray, at: NDArray
             ends = line(sign * float(steps[j]))
             if ends is not None:
                 ledger.count("kinks", 1)
-                if np.any(ends != at):
+                if np.any((ends if units is None else ends[units]) != mine):
                     out.append(int(j))
                     break
     return np.asarray(out, dtype=np.int64)
 
 
-def _moving_on_kink(subject: Subject, candidates: NDArray, steps: NDArray, on: NDArray, ledger: Ledger) -> NDArray:
-    """The ``candidates`` whose step ``+-steps[j]`` moves a unit off the kink it sits on (``on``), found a
+def _moving_on_kink(subject: Subject, candidates: NDArray, steps: NDArray, at: NDArray, ledger: Ledger) -> NDArray:
+    """The ``candidates`` whose step ``+-steps[j]`` moves a unit off the kink it sits on (``at == 0``), found a
     block at a time (every candidate of the block moved at once, with random signs: none of them moves a unit
-    that the sum leaves on its kink, but for an exact cancellation), then an entry at a time."""
+    that the sum leaves on its kink, but for an exact cancellation), then an entry at a time
+    (:func:`_crossing` over those units)."""
     x0, layout = subject.x0, subject.layout
+    on = at == 0
     rng = np.random.default_rng(0)
-    out = []
+    out: list[NDArray] = []
 
     def moves(theta: NDArray) -> bool:
         ledger.count("kinks", 1)
@@ -391,16 +396,8 @@ def _moving_on_kink(subject: Subject, candidates: NDArray, steps: NDArray, on: N
         theta[mine] = (theta[mine] + signs * steps[mine]).astype(theta.dtype)
         if not moves(theta) and not moves(2 * x0 - theta):
             continue
-        for j in mine:
-            line = line_sides(subject.kink_sides, x0, int(j), int(j) + 1, np.ones(1))
-            for sign in (1.0, -1.0):
-                ends = line(sign * float(steps[j]))
-                if ends is not None:
-                    ledger.count("kinks", 1)
-                    if np.any(ends[on] != 0):
-                        out.append(int(j))
-                        break
-    return np.asarray(out, dtype=np.int64)
+        out.append(_crossing(subject, mine, steps, at, ledger, on))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def _kink_part(entries: Entries, probe: Any, chosen: NDArray, tol: NDArray, measure: NDArray | None = None,

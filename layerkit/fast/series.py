@@ -3,6 +3,7 @@ matrix products, with a certified truncation (see :class:`SeriesBlock`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -220,11 +221,7 @@ class SeriesBlock:
         those are tested entry by entry."""
         assert self.kink is not None
         clear = np.ones((self.rows, self.cols), dtype=bool)
-        cand_r, cand_i = self._candidates(tmax)
-        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
-        for lo in range(0, cand_r.size, chunk):
-            r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
-            F = self.F.rows(i)
+        for r, i, F in self._candidate_rows(tmax):
             with np.errstate(invalid="ignore", over="ignore"):
                 hit = ~(tmax[r] * F < self.kink[r, i][:, None]) & (F != 0)
             which, c = np.nonzero(hit)
@@ -242,11 +239,7 @@ class SeriesBlock:
         if self.kink is None:
             return out.ravel()
         t = np.reshape(np.asarray(tmax, dtype=np.float64), (self.rows, self.cols))
-        cand_r, cand_i = self._candidates(t)
-        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
-        for lo in range(0, cand_r.size, chunk):
-            r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
-            F = self.F.rows(i)
+        for r, i, F in self._candidate_rows(t):
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(F != 0, self.kink[r, i][:, None] / F, np.inf)
             np.minimum.at(out, r, ratio)
@@ -254,14 +247,18 @@ class SeriesBlock:
             out = np.where(~(out > t), np.nan_to_num(out, nan=0.0), np.inf)
         return out.ravel()
 
-    def _candidates(self, tmax: NDArray) -> tuple[NDArray, NDArray]:
-        """``(rows, examples)``: the pairs ``(r, i)`` whose example might reach ``kappa_ri`` under the widest
-        step of row ``r`` (``tmax`` of shape ``(rows, cols)``), from ``max_c |F_ic|``."""
+    def _candidate_rows(self, tmax: NDArray) -> Iterator[tuple[NDArray, NDArray, NDArray]]:
+        """The pairs ``(r, i)`` whose example might reach ``kappa_ri`` under the widest step of row ``r``
+        (``tmax`` of shape ``(rows, cols)``, found from ``max_c |F_ic|``), in cache-sized chunks: ``(rows,
+        examples, |F[examples, :]|)``."""
         assert self.kink is not None and self._F_rows is not None
         with np.errstate(invalid="ignore", over="ignore"):
             reach = np.max(tmax, axis=1, initial=0.0)
-            rows, examples = np.nonzero(~(self.kink > reach[:, None] * self._F_rows[None, :]))
-        return rows, examples
+            cand_r, cand_i = np.nonzero(~(self.kink > reach[:, None] * self._F_rows[None, :]))
+        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
+        for lo in range(0, cand_r.size, chunk):
+            r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
+            yield r, i, self.F.rows(i)
 
     def _entries_on_pieces(self, tmax: NDArray, rows: NDArray, cols: NDArray) -> NDArray:
         """As :meth:`_on_pieces` for the entries ``(rows[k], cols[k])`` at their largest steps ``tmax[k]``."""
