@@ -430,7 +430,8 @@ def bench_cnn(repeat=3):
     * BatchNorm <= 150 gradient evaluations, >= 10x the naive loop.  The 2080 entries before the BatchNorm
       cross it on the exact path, 4 changes each of one column of m = 500 values (BatchNorm keeps each
       perturbation's batch apart); at this size a gradient takes 1.6 ms, so the unit is mostly Python
-      overhead per batch of columns, and 150 is what 8320 column changes in batches of about 500 cost."""
+      overhead per batch of columns, and 150 is what 8320 column changes in batches of about 500 cost.
+      BatchNorm's own 64 entries each move one feature (``param_change``), a column change like the others."""
     from layerkit import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, SoftmaxCrossEntropy
 
     rng = np.random.default_rng(0)

@@ -387,3 +387,41 @@ def test_correct_cnn_and_batchnorm_networks_never_fail(seed, channels, filters, 
     # no false alarm: PASSED, or INCONCLUSIVE where float32 finite differences cannot decide (a max that
     # switches within a float32 step)
     assert report.passed or report.inconclusive, str(report)
+
+
+class _SameBatchNorm(BatchNorm):
+    """A subclass that redefines none of BatchNorm's math: layerkit's rule applies once confirmed against it."""
+
+
+@pytest.mark.parametrize("images", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchnorm_scale_and_shift_are_read_as_their_cost_and_planted_errors_fail_their_block(images, dtype):
+    rng = np.random.default_rng(5)
+    if images:
+        layers, X = [Conv2D(1, 3, 3, padding=1), BatchNorm(3), Tanh(), AvgPool2D(2), Flatten(), Dense(12, 3)], \
+            rng.standard_normal((7, 1, 4, 4))
+    else:
+        layers, X = [Dense(4, 5), BatchNorm(5), Sigmoid(), Dense(5, 3)], rng.standard_normal((9, 4))
+    net = Network(layers, loss=SoftmaxCrossEntropy(), dtype=dtype)
+    net.init_random(2)
+    bn = net.layers[1]
+    bn.params["gamma"][...] = np.linspace(0.5, 2, bn.n_features)
+    bn.params["beta"][...] = np.linspace(-1, 1, bn.n_features)
+    X, y = X.astype(dtype), rng.integers(0, 3, X.shape[0])
+    report = check_network(net, X, y, 1.0, mode="full")
+    assert report.passed and report.evaluator == "engine", str(report)
+    if dtype == np.float64:
+        np.testing.assert_allclose(report.numerical, _central(net, X, y, 1.0), rtol=1e-6, atol=1e-9)
+        twin = Network([_SameBatchNorm(bn.n_features) if k == 1 else layer for k, layer in enumerate(layers)],
+                       loss=SoftmaxCrossEntropy())
+        twin.params[...] = net.params
+        again = check_network(twin, X, y, 1.0, mode="full")
+        assert again.passed and again.evaluator == "engine", str(again)
+        np.testing.assert_allclose(again.numerical, report.numerical, rtol=1e-9, atol=1e-13)
+    for block in ("gamma2", "beta2"):
+        g = net.cost_and_gradient(X, y, 1.0)[1][net.layout[block].slice]
+        j = net.layout[block].start + int(np.argmax(np.abs(g)))
+        planted = layerkit.testing.plant_gradient_error(net, j, 0.05)
+        bad = check_network(planted, X, y, 1.0, mode="full")
+        assert not bad.passed and not bad.inconclusive and bad.failed_blocks == [block], str(bad)
+        assert [e.flat_index for e in bad.worst][:1] == [j]

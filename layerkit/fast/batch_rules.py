@@ -10,8 +10,10 @@ without such a rule a batch-coupled layer keeps the engine out, :func:`~layerkit
 BatchNorm is columnwise in its features: feature ``c``'s output depends on feature ``c``'s input alone (over
 every example), so a column change stays a column change.  ``propagate`` re-normalizes the changed columns
 and subtracts the output (``cancels``: about ``eps |y|`` of rounding per output, plus the statistics'
-own, which the rounding bound of a cancelling rule counts through the magnitudes below the layer).  Dropout
-multiplies by its fixed mask (linear, exact).
+own, which the rounding bound of a cancelling rule counts through the magnitudes below the layer).  Its own
+parameters are per-feature vectors: ``gamma[r] += t`` moves output feature ``r`` alone, by ``t xhat[:, r]``,
+and ``beta[r] += t`` by ``t`` (``param_change``, ``feature_inputs``; exact, since the statistics do not depend
+on them).  Dropout multiplies by its fixed mask (linear, exact).
 """
 
 from __future__ import annotations
@@ -34,6 +36,32 @@ class BatchNormRule:
 
     def __init__(self, layer: BatchNorm) -> None:
         self.layer = layer
+        self._xhat: tuple[NDArray, NDArray] | None = None
+
+    def feature_inputs(self, name: str, x: NDArray) -> NDArray:
+        """What entry ``r`` of ``gamma`` or ``beta`` multiplies, shaped like the output: ``gamma[r] += t`` adds
+        ``t xhat[:, r]`` to output feature (channel) ``r`` and ``beta[r] += t`` adds ``t`` (exact: the layer is
+        linear in both, and the statistics do not depend on them)."""
+        if name == "beta":
+            return np.ones_like(x)
+        memo = self._xhat
+        if memo is None or memo[0] is not x:  # the forward's own xhat, memoized per input
+            axes = (0,) if x.ndim == 2 else (0, 2, 3)
+            mu = x.mean(axis=axes, keepdims=True)
+            inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + self.layer.eps)
+            memo = self._xhat = (x, (x - mu) * inv)
+        return memo[1]
+
+    def param_change(self, name: str, row: int, cols: Any, steps: NDArray, x: NDArray) -> ColumnChange:
+        """Output change of ``gamma[row] += steps[b]`` (or ``beta``), one batch item per step: feature ``row``
+        alone moves, by ``steps[b]`` times :meth:`feature_inputs` there (a vector's only column is 0).  Returns a
+        ColumnChange of shape ``(B, m)``, or ``(B, m, H, W)`` for images."""
+        index = np.arange(1)[cols] if isinstance(cols, slice) else np.asarray(cols)
+        if np.any(index != 0):
+            raise IndexError(f"BatchNorm.{name} is a vector: its only column is 0, got {cols!r}")
+        g = self.feature_inputs(name, x)[:, row]
+        steps = np.asarray(steps)
+        return ColumnChange(row, steps.reshape((-1,) + (1,) * g.ndim) * g[None])
 
     def _normalized(self, v: NDArray, gamma: Any, beta: Any, axes: tuple[int, ...]) -> NDArray:
         """``gamma (v - mu) / sqrt(var + eps) + beta`` for a batch of inputs ``v`` (B, m, ...), with the

@@ -37,10 +37,18 @@ from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, Se
 from .fn_rule import Unavailable
 from .rules import BoundRule, registration_for, rule_for
 
-#: The members each rule consists of.
+#: The members each rule consists of (``param_change`` comes with ``param_inputs`` or ``feature_inputs``,
+#: which say what it moves; :func:`_has`).
 MEMBERS = {"propagate": ("propagate",), "series": ("series", "series_bound"),
-           "param_inputs": ("param_inputs",), "param_change": ("param_change", "param_inputs"),
+           "param_inputs": ("param_inputs",), "param_change": ("param_change",),
            "direction_change": ("direction_change",)}
+
+
+def _has(impl: BoundRule, rule: str) -> bool:
+    """Whether a layer's rule members include everything ``rule`` consists of."""
+    if not impl.has(*MEMBERS[rule]):
+        return False
+    return rule != "param_change" or impl.has("param_inputs") or impl.has("feature_inputs")
 
 
 def _close(predicted: NDArray, actual: NDArray, scale: NDArray, eps: float) -> bool:
@@ -84,7 +92,7 @@ class Rules:
     def trusted(self, k: int, rule: str) -> bool:
         """Whether layer ``k``'s ``rule`` is layerkit's own, on an instance of exactly its class with nothing
         of the layer's math set on the instance (see :class:`~layerkit.fast.rules.BoundRule`)."""
-        return 0 <= k < len(self.impl) and self.impl[k].trusted and self.impl[k].has(*MEMBERS[rule])
+        return 0 <= k < len(self.impl) and self.impl[k].trusted and _has(self.impl[k], rule)
 
     def rule(self, k: int) -> BoundRule:
         """The rule members of layer ``k``, for the engine; use :meth:`ok` first."""
@@ -101,7 +109,7 @@ class Rules:
     def confirm(self, k: int, rule: str) -> bool:
         """Compare layer ``k``'s ``rule`` with its ``forward`` now, whoever wrote it (a layer's contract test
         uses it on layerkit's own rules too); False when the layer has no such rule."""
-        if not (0 <= k < len(self.impl) and self.impl[k].has(*MEMBERS[rule])):
+        if not (0 <= k < len(self.impl) and _has(self.impl[k], rule)):
             return False
         with np.errstate(all="ignore"):
             return bool(getattr(self, "_" + rule)(k, self.impl[k]))
@@ -111,7 +119,7 @@ class Rules:
         key = (k, rule)
         if key not in self._known:
             layer = self.layers[k] if 0 <= k < len(self.layers) else None
-            agrees = layer is not None and self.impl[k].has(*MEMBERS[rule])
+            agrees = layer is not None and _has(self.impl[k], rule)
             if agrees and self.trusted(k, rule):
                 self._known[key] = True
                 return True
@@ -262,6 +270,8 @@ class Rules:
         return True
 
     def _param_change(self, k: int, layer: Any) -> bool:
+        if not layer.has("param_inputs"):
+            return self._feature_change(k, layer)
         if not self._param_inputs(k, layer):
             return False
         x, y, eps = self._io(k)
@@ -277,6 +287,35 @@ class Rules:
             got = change.dense(y.shape)[:, :, r]
             if got.shape != expect.shape or not _close(got, expect, np.abs(expect), eps):
                 return False
+        return True
+
+    def _feature_change(self, k: int, layer: Any) -> bool:
+        """``param_change`` of per-feature vectors against ``forward``: each entry of the vector moved on its
+        own (every feature's, up to 8), one change per entry, against the output it makes; every other feature
+        must stay put.  Also ``feature_inputs``, whose column ``r`` is that change per unit step."""
+        if k not in self.bindings:
+            return False
+        x, y, eps = self._io(k)
+        for b in self.bindings[k]:
+            shape = self.layout[b.block].shape
+            if len(shape) != 1 or y.ndim < 2 or y.shape[1] != shape[0]:
+                return False
+            theta = self.params[self.layout[b.block].slice]
+            rows = np.sort(self.rng.choice(shape[0], size=min(shape[0], 8), replace=False))
+            steps = (0.1 * (1 + np.abs(theta[rows])) * self.rng.standard_normal(rows.size)).astype(theta.dtype)
+            G = np.asarray(layer.feature_inputs(b.param, x), dtype=np.float64)
+            if G.shape != y.shape:
+                return False
+            for r, t in zip(rows, steps):
+                change = layer.param_change(b.param, int(r), np.zeros(1, dtype=np.int64), np.array([t]), x)
+                dtheta = np.zeros(shape, dtype=theta.dtype)
+                dtheta[r] = t
+                after = self._perturbed(k, layer, dtheta, x, b)
+                scale = np.abs(after) + np.abs(y)
+                if change.dense(y.shape).shape != (1,) + y.shape \
+                        or not _close(change.dense(y.shape)[0], after - y, scale, eps) \
+                        or not _close(float(t) * G[:, r], (after - y)[:, r], scale[:, r], eps):
+                    return False
         return True
 
     def _direction_change(self, k: int, layer: Any) -> bool:

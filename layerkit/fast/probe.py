@@ -326,10 +326,17 @@ class NetworkProbe:
         cols = matrix_shape(block.shape)[1]
         one_row = np.unique(local // cols).size == 1
         if one_row and self.exact.structured(b.index, block):
-            F = self.rules.rule(b.index).param_inputs(b.param, self.acts[b.index])
-            s = np.zeros(cols, dtype=self.dtype)
-            s[local % cols] = vals
-            change: Change = ColumnChange(int(local[0] // cols), F.matvec(s)[None])
+            row = int(local[0] // cols)
+            change: Change
+            if self.rules.rule(b.index).has("param_inputs"):
+                F = self.rules.rule(b.index).param_inputs(b.param, self.acts[b.index])
+                s = np.zeros(cols, dtype=self.dtype)
+                s[local % cols] = vals
+                change = ColumnChange(row, F.matvec(s)[None])
+            else:  # one change per entry of the row, summed (the layer is linear in the parameter)
+                each = self.rules.param_change(b.index, b.param, row, local % cols, vals.astype(self.dtype),
+                                               self.acts[b.index], self.acts[b.index + 1].shape[1])
+                change = ColumnChange(row, each.delta.sum(axis=0, keepdims=True))
             for k in range(b.index + 1, len(self.layers)):
                 change = self.rules.propagate(k, self.acts[k], self.acts[k + 1], change)
             total, rounding = self.loss.dense(change.dense(self.Z.shape), with_noise=True)

@@ -12,8 +12,11 @@ A *rule* restates a layer's math for the engine, so that a check evaluates only 
     With ``series``: the series describes the layer only on the piece that holds each input entry, for
     changes smaller than this distance to the nearest kink (a piecewise-linear layer's); a change that may
     reach a kink must be evaluated by ``propagate`` instead.
-``param_inputs(name, x) -> ParamInputs`` and ``param_change(name, row, cols, steps, x) -> ColumnChange``
+``param_change(name, row, cols, steps, x) -> ColumnChange``, with ``param_inputs(name, x) -> ParamInputs``
     For Dense-like parameters, whose entry ``(r, c)`` moves only output column ``r``, by ``t F[:, c]``.
+``param_change`` with ``feature_inputs(name, x) -> NDArray``
+    For a per-feature parameter vector (BatchNorm's scale and shift), whose entry ``r`` moves only output
+    feature ``r``, by ``t G[:, r]`` (``G`` shaped like the output).
 ``direction_change(x, change, dtheta, rows) -> change``
     The output change when the parameters move by ``dtheta`` and the input by ``change``.
 ``magnitude(x, y, A) -> NDArray``
@@ -49,7 +52,7 @@ from .forward_rule import ForwardRule
 
 #: Every member a rule may have.
 RULE_MEMBERS = ("propagate", "series", "series_bound", "kink_distance", "param_inputs", "param_change",
-                "direction_change", "magnitude", "forward_scale")
+                "feature_inputs", "direction_change", "magnitude", "forward_scale")
 
 
 @frozen

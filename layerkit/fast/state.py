@@ -125,10 +125,19 @@ def block_rounding(A: NDArray | None, rule: BoundRule | None, param: str, x: NDA
                    m: int) -> NDArray | None:
     """``R_j = sqrt(sum_i (A_ir F_ic)^2) / m`` for the entries ``(r, c)`` of a Dense-like block (flat, in the
     block's order), from the magnitudes ``A`` above its layer and its ``param_inputs`` ``F``; for a layer on
-    images the sum runs over the output pixels too (each is a term of the gradient entry).  None when either is
-    unknown or the block is not Dense-like.  (:class:`~layerkit.fast.series.SeriesBlock` forms the same sum
+    images the sum runs over the output pixels too (each is a term of the gradient entry).  For a per-feature
+    vector with ``feature_inputs`` ``G`` (entry ``r`` moves output feature ``r`` by ``t G[:, r]``), ``R_r =
+    sqrt(sum_i (A_ir G_ir)^2) / m``.  None when either is unknown or the block is neither.  (:class:`~layerkit.fast.series.SeriesBlock` forms the same sum
     while it computes its tables.)"""
-    if A is None or rule is None or not rule.has("param_inputs") or not block.shape:
+    if A is None or rule is None or not block.shape:
+        return None
+    if rule.has("feature_inputs") and len(block.shape) == 1:  # entry r moves output feature r by t G[:, r]
+        G = np.asarray(rule.feature_inputs(param, x), dtype=np.float64)
+        if G.shape != A.shape or A.shape[1] != block.shape[0]:
+            return None
+        over = (0,) + tuple(range(2, A.ndim))  # the examples, and the pixels of images
+        return np.asarray(np.sqrt((A * A * G * G).sum(axis=over)) / m)
+    if not rule.has("param_inputs"):
         return None
     F = rule.param_inputs(param, x)
     cols = F.columns(0, F.shape[1], np.float64)
