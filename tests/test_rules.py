@@ -207,14 +207,14 @@ def test_a_circle_a_sample_of_entries_rules_out_is_never_tried_on_every_entry(fn
         full = []
         orig = rule._on_circle
 
-        def on_circle(a, b, r):
+        def on_circle(a, b, r, mirrored=False):
             if a.shape == x.shape:
                 full.append(r)
-            return orig(a, b, r)
+            return orig(a, b, r, mirrored)
 
         monkeypatch.setattr(rule, "_on_circle", on_circle)
         if not sampled:
-            monkeypatch.setattr(rule, "_sample_clear", lambda *a: True)
+            monkeypatch.setattr(rule, "_sample_clear", lambda *a: (True, False))
         try:
             return rule.coefficients(x, y), full
         except fn_rule.Unavailable:
@@ -231,3 +231,48 @@ def test_a_circle_a_sample_of_entries_rules_out_is_never_tried_on_every_entry(fn
         np.testing.assert_array_equal(fast[0], slow[0])
         np.testing.assert_array_equal(fast[1], slow[1])
         assert fast[2] == slow[2]
+
+
+def test_a_mirrored_fn_is_evaluated_on_half_of_each_circle_and_any_other_on_all_of_it():
+    """A ``fn`` with ``fn(conj z) = conj fn(z)`` (every real-analytic numpy function) is evaluated on the upper
+    half of each circle, ``POINTS / 2 + 1`` points, with the coefficients of the whole circle; one that is not
+    mirrored around a sample of the entries gets the whole circle, and the same outcome as before."""
+    import layerkit.fast.fn_rule as fn_rule
+
+    points = []
+
+    class Counted(Elementwise):
+        def __init__(self, fn):
+            super().__init__()
+            self.f = fn
+
+        def fn(self, x):
+            if np.iscomplexobj(x) and x.size >= 400 * 25:
+                points.append(x.size // (400 * 25))
+            return self.f(x)
+
+    x = np.random.default_rng(0).standard_normal((400, 25)) * 2
+    rule = FnRule(Counted(np.tanh))
+    T, L, r = rule.coefficients(x, np.tanh(x))
+    assert points == [fn_rule.POINTS // 2 + 1]
+    # the same numbers as the whole circle
+    full = rule._on_circle(x, np.tanh(x), r, mirrored=False)
+    np.testing.assert_array_equal(T, full[0])
+    np.testing.assert_array_equal(L, full[1])
+
+    def tilted(z):  # analytic, but on complex input not real on the real axis: not mirrored
+        return np.tanh(z) + 1e-6j * z if np.iscomplexobj(z) else np.tanh(z)
+
+    points.clear()
+    T2, L2, r2 = FnRule(Counted(tilted)).coefficients(x, np.tanh(x))
+    assert points == [fn_rule.POINTS] and r2 == r  # its upper half alone would look like a singularity
+    np.testing.assert_allclose(T2[:4], T[:4], rtol=1e-9, atol=1e-12)
+
+    def lopsided(z):  # tanh, and off the real axis below it something that is not analytic
+        out = np.tanh(z)
+        return np.where(z.imag < 0, out + 1e-3 * z.imag**2, out) if np.iscomplexobj(z) else out
+
+    points.clear()
+    with pytest.raises(fn_rule.Unavailable):
+        FnRule(Counted(lopsided)).coefficients(x, np.tanh(x))
+    assert all(p == fn_rule.POINTS for p in points)

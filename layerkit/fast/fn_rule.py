@@ -9,7 +9,9 @@ entry, ``g_k = fn(x + r w^k) - fn(x)`` and its discrete Fourier transform ``C_n`
 C_n / r^n``.  That is exact up to aliasing, ``c_(n+N) r^N``, which the negative frequencies ``C_(N-n)`` (zero
 for a function analytic inside the circle) measure: the radius is halved until they vanish below
 :data:`ALIASING` of the samples' change (or their rounding, :data:`ROUNDING`), so the coefficients are as
-accurate as the samples are.  The same samples
+accurate as the samples are.  A ``fn`` real on the real axis and analytic is mirrored, ``fn(conj z) = conj
+fn(z)`` (Schwarz reflection): once a sample of the entries shows it on the whole circle, the lower half of each
+circle is the conjugate of the upper half, and only ``N / 2 + 1`` points are evaluated.  The same samples
 bound the change for complex ``d``: on the circle ``|g| <= sum_n |C_n|`` (the Fourier series), and inside it,
 by Schwarz's lemma, ``|g(d)| <= sum_n |C_n| |d| / r`` -- which certifies the tables' truncation
 (:meth:`FnRule.series_bound`).  A ``fn`` that refuses complex input, drops the imaginary part or is not
@@ -47,6 +49,14 @@ ROUNDING = 8 * float(np.finfo(np.float64).eps)
 CHUNK = 1 << 20
 #: Entries of each kind (smallest, largest, random) sampled before a circle is tried around every entry.
 SAMPLE = 64
+
+
+def _circle() -> NDArray:
+    """The ``POINTS`` roots of unity ``w^k``, with ``w^(N - k)`` exactly the conjugate of ``w^k``."""
+    half = POINTS // 2
+    up = np.exp(2j * np.pi * np.arange(half + 1) / POINTS)
+    up[0], up[half] = 1, -1
+    return np.concatenate([up, np.conj(up[1:half][::-1])])
 
 
 class Unavailable(Exception):
@@ -89,39 +99,64 @@ class FnRule:
         if memo is not None and memo[0] is x:
             return memo[1], memo[2], memo[3]
         for r in RADII:
-            if not self._sample_clear(x, y, r):
+            clear, mirrored = self._sample_clear(x, y, r)
+            if not clear:
                 continue  # a sample of entries already holds a singularity (or a rounding) on this circle
-            found = self._on_circle(x, y, r)
+            found = self._on_circle(x, y, r, mirrored)
             if found is not None:
                 T, L = found
                 self._memo = (x, T, L, r)
                 return T, L, r
         raise Unavailable(f"{self.layer!r}: fn is not analytic within {RADII[-1]:g} of the point")
 
-    def _sample_clear(self, x: NDArray, y: NDArray, r: float) -> bool:
-        """Whether the circle of radius ``r`` is clear (:meth:`_on_circle`) around a sample of the entries: the
-        :data:`SAMPLE` smallest and largest in size and as many at random.  Only a shortcut past a circle that
-        would fail: the circle chosen is still tested around every entry."""
+    def _sample_clear(self, x: NDArray, y: NDArray, r: float) -> tuple[bool, bool]:
+        """Whether the circle of radius ``r`` is clear (:meth:`_on_circle`) around a sample of the entries (the
+        :data:`SAMPLE` smallest and largest in size and as many at random), and whether ``fn`` is mirrored there,
+        ``fn(conj z) = conj fn(z)`` on the whole circle around every sampled entry, within the samples' rounding
+        (:data:`ROUNDING`) and :data:`ALIASING`.  Only a shortcut: past a circle that would fail, and to the
+        upper half of the circle around every entry (:meth:`_on_circle`), which is tested around every entry
+        still.  A small input is not sampled (True, False)."""
         flat, yf = x.reshape(-1), y.reshape(-1)
         if flat.size <= 3 * SAMPLE:
-            return True
+            return True, False
         size = np.abs(flat.astype(np.float64))
         pick = np.unique(np.concatenate([
             np.argpartition(size, SAMPLE)[:SAMPLE], np.argpartition(-size, SAMPLE)[:SAMPLE],
             np.random.default_rng(0x636972).choice(flat.size, SAMPLE, replace=False)]))
-        return self._on_circle(flat[pick][:, None], yf[pick][:, None], r) is not None
+        xs, ys = flat[pick][:, None], yf[pick][:, None]
+        if self._on_circle(xs, ys, r) is None:
+            return False, False
+        z = (xs.astype(np.float64)[None] + r * _circle()[:, None, None]).reshape(-1, 1)
+        f = self._complex_fn(z).reshape(POINTS, -1)
+        half = POINTS // 2
+        upper, lower = f[1:half], f[half + 1:][::-1]  # points k and N - k = conj(k), for k = 1 .. N/2 - 1
+        allowed = ALIASING * np.max(np.abs(f - ys.T), axis=0) + ROUNDING * np.max(np.abs(f), axis=0)
+        mirrored = bool(np.all(np.abs(lower - np.conj(upper)) <= allowed + 1e-300)
+                        and np.all(np.abs(f[[0, half]].imag) <= allowed + 1e-300))
+        return True, mirrored
 
-    def _on_circle(self, x: NDArray, y: NDArray, r: float) -> tuple[NDArray, NDArray] | None:
+    def _on_circle(self, x: NDArray, y: NDArray, r: float, mirrored: bool = False
+                   ) -> tuple[NDArray, NDArray] | None:
+        """``(T, L)`` of :meth:`coefficients` from the circle of radius ``r`` around every entry, or None when
+        it holds a singularity (negative frequencies above the samples' rounding).  ``mirrored``: ``fn`` was
+        found to satisfy ``fn(conj z) = conj fn(z)`` (:meth:`_sample_clear`), as every function real on the real
+        axis and analytic does (Schwarz reflection); its lower half circle is then the conjugate of its upper
+        half, which alone is evaluated (``POINTS / 2 + 1`` points instead of ``POINTS``)."""
         m, n = x.shape
-        w = np.exp(2j * np.pi * np.arange(POINTS) / POINTS)
+        w = _circle()
         half = POINTS // 2
         T = np.empty((half, m, n))
         L = np.zeros(n)
         rows = max(1, CHUNK // (POINTS * n))
         for lo in range(0, m, rows):
             xs, ys = x[lo:lo + rows].astype(np.float64), y[lo:lo + rows].astype(np.float64)
-            z = (xs[None] + r * w[:, None, None]).reshape(-1, n)
-            g = self._complex_fn(z).reshape(POINTS, -1, n) - ys[None]
+            if mirrored:
+                z = (xs[None] + r * w[:half + 1, None, None]).reshape(-1, n)
+                up = self._complex_fn(z).reshape(half + 1, -1, n)
+                g = np.concatenate([up, np.conj(up[1:half][::-1])]) - ys[None]
+            else:
+                z = (xs[None] + r * w[:, None, None]).reshape(-1, n)
+                g = self._complex_fn(z).reshape(POINTS, -1, n) - ys[None]
             C = np.fft.fft(g, axis=0) / POINTS
             scale = np.max(np.abs(g), axis=0)
             # the samples' own rounding, eps |f| (a saturated unit changes by far less than its value)
