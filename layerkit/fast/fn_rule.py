@@ -148,19 +148,24 @@ class FnRule:
         T = np.empty((half, m, n))
         L = np.zeros(n)
         rows = max(1, CHUNK // (POINTS * n))
+        C: NDArray
         for lo in range(0, m, rows):
             xs, ys = x[lo:lo + rows].astype(np.float64), y[lo:lo + rows].astype(np.float64)
-            if mirrored:
+            if mirrored:  # the upper half; the spectrum of a conjugate-symmetric sequence is real (hfft)
                 z = (xs[None] + r * w[:half + 1, None, None]).reshape(-1, n)
-                up = self._complex_fn(z).reshape(half + 1, -1, n)
-                g = np.concatenate([up, np.conj(up[1:half][::-1])]) - ys[None]
+                f = self._complex_fn(z).reshape(half + 1, -1, n)
+                if not np.all(np.abs(f[[0, half]].imag) <= ROUNDING * np.abs(f[[0, half]].real) + 1e-300):
+                    return self._on_circle(x, y, r)  # not real at the real points: not mirrored after all
+                g = f - ys[None]
+                C = np.fft.hfft(g, n=POINTS, axis=0) / POINTS
             else:
                 z = (xs[None] + r * w[:, None, None]).reshape(-1, n)
-                g = self._complex_fn(z).reshape(POINTS, -1, n) - ys[None]
-            C = np.fft.fft(g, axis=0) / POINTS
-            scale = np.max(np.abs(g), axis=0)
+                f = self._complex_fn(z).reshape(POINTS, -1, n)
+                g = f - ys[None]
+                C = np.fft.fft(g, axis=0) / POINTS
+            scale = np.max(np.abs(g), axis=0)  # (the lower half's moduli are the upper half's)
             # the samples' own rounding, eps |f| (a saturated unit changes by far less than its value)
-            rounding = ROUNDING * np.max(np.abs(g + ys[None]), axis=0)
+            rounding = ROUNDING * np.max(np.abs(f), axis=0)
             if not (np.all(np.isfinite(C)) and np.all(np.abs(C[half + 1:]) <= ALIASING * scale + rounding + 1e-300)):
                 return None  # a singularity inside the circle, or a function that is not analytic
             T[:, lo:lo + rows] = (C[1:half + 1] / r ** np.arange(1, half + 1)[:, None, None]).real
