@@ -71,7 +71,6 @@ from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionReco
 from .second_look import discredits, look_again
 from .tolerance import SAFETY, directional_tolerance, error_bound, floor
 from .verdicts import (
-    MARGINAL,
     coarse_fixed_directions,
     resolution_cause,
     scales_verdict,
@@ -113,10 +112,6 @@ class DirectionalTest:
     #: with their rounding (NaN for a stencil without that pair): the most a kink the stencil crosses can
     #: move a central difference, since it moves the one slope it falls in and the mean by half of that.
     kink_reach: float = math.nan
-    #: The second look measured this failing test again over a ladder whose estimate agrees with the gradient
-    #: within its own tolerance and differs from the first by less than the first's, which fails by at most
-    #: :data:`~layerkit.check.verdicts.MARGINAL` times its tolerance: neither estimate establishes the mismatch.
-    misjudged: bool = False
 
     @property
     def error(self) -> float:
@@ -391,14 +386,10 @@ class Tester:
         for i, k in enumerate(again[r] for r in relook.rest):
             t = tests[k]
             n = float(est.values[i])
+            if not discredits(np.array(n), np.array(t.numerical), np.array(t.tolerance), nan=False):
+                continue  # it confirms the first estimate: the failure stands
             tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
                                         self.rounding_dtype)
-            if not discredits(np.array(n), np.array(t.numerical), np.array(t.tolerance), nan=False):
-                # it does not discredit the first estimate, whose failure stands unless the ladder agrees
-                # with the gradient and the mismatch is marginal (then neither establishes it)
-                if abs(n - t.analytical) <= tol and t.error <= MARGINAL * t.tolerance:
-                    out[k] = evolve(t, misjudged=True)
-                continue
             out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
                                      float(error_bound(est.noise[i], est.truncation[i])),
                                      max(t.first_reach, t.tolerance + t.error))
@@ -707,7 +698,7 @@ def report(measured: Measured, tester: Tester, options: Any, base: Baseline, eva
     out = evolve(out, relative_difference=relative_difference(nf, af), max_abs_error=float(err.max(initial=0.0)),
                  max_rel_error=float(np.max(err / np.maximum(np.maximum(np.abs(nf), np.abs(af)), 1e-300),
                                              initial=0.0)))
-    _verdicts(out, tester, base, evaluators, ledger, measured)
+    _verdicts(out, tester, base, evaluators, ledger)
     return ledger.finish(out)
 
 
@@ -752,11 +743,9 @@ def _kink_findings(out: Report, tester: Tester) -> Report:
     return out
 
 
-def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledger: Ledger,
-              measured: Measured) -> None:
-    """An unresolved pass (no direction resolves its own derivative, or a zero gradient on a blurred cost),
-    a failure the wide range of steps contradicts, and one whose every failing test the second look found
-    misjudged (:attr:`DirectionalTest.misjudged`) are inconclusive (:mod:`layerkit.check.verdicts`)."""
+def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledger: Ledger) -> None:
+    """An unresolved pass (no direction resolves its own derivative, or a zero gradient on a blurred cost)
+    and a failure the wide range of steps contradicts are inconclusive (:mod:`layerkit.check.verdicts`)."""
     s = tester.subject
     d = out.directional
     assert d is not None
@@ -777,16 +766,6 @@ def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledg
             found = coarse_fixed_directions(d.tests, float(tester.options.strategy.step))
         if found is not None:
             ledger.fail(unresolved(everything, found[0], found[1], cause))
-        return
-    failing = [t for t in measured.first + measured.leaves if not t.passed] \
-        + [t for tests in measured.block_tests.values() for t in tests if not t.passed]
-    if failing and all(t.misjudged for t in failing) and not tester.established and not tester.coarse:
-        worst = max(t.error / t.tolerance for t in failing)
-        ledger.fail(undecided(tuple(out.failed_blocks) or tuple(b.name for b in s.layout.blocks if b.size),
-                              f"every failing direction fails by at most {worst:.2g} times its tolerance and, "
-                              "measured again over a ladder of steps, agrees with the gradient: the first step's "
-                              "truncation is larger than the error model says (the estimate moves with the step)",
-                              s.x0.dtype))
     elif d.scales is not None and not tester.established:
         why = scales_verdict(*d.scales)
         if why:
