@@ -609,3 +609,35 @@ def _no_mean_term(dout, cache):
     dxhat = dout * gamma
     grads["x"] = (m * dxhat - xhat * (dxhat * xhat).sum(0)) / (m * np.sqrt(var + eps))  # "- dxhat.sum(0)" missing
     return grads
+
+
+@pytest.mark.parametrize("where", ["every complex input", "wide complex inputs, upper half plane"])
+def test_an_fn_that_is_another_function_on_complex_input_stands_behind_no_reference(where):
+    """``fn`` is ``tanh`` on real input, and ``tanh((1 + 1e-8) z)`` on complex input (everywhere, or only
+    on arrays of more than one column above the real axis, which a one-column sample sees as mirrored):
+    Taylor coefficients read off its complex values are ``1e-8`` off what ``forward`` computes, which the
+    comparison at ``tau = 1e-3`` allows and a check of this size resolves.  They are compared with
+    ``forward`` at a finite difference's scale too, so a derivative that matches them FAILS and the right one
+    PASSES, as on the exact path."""
+    lie = 1e-8
+
+    def make(right):
+        class Lying(layerkit.Elementwise):
+            def fn(self, z):
+                if not np.iscomplexobj(z):
+                    return np.tanh(z)
+                cond = np.ones(z.shape, bool) if where.startswith("every") else \
+                    np.full(z.shape, z.shape[1] > 1) & (z.imag >= 0)
+                return np.where(cond, np.tanh((1 + lie) * z), np.tanh(z))
+
+            def derivative(self, x, y):
+                return 1 - np.tanh(x) ** 2 if right else (1 + lie) * (1 - np.tanh((1 + lie) * x) ** 2)
+        return Lying()
+
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((400, 3)), rng.integers(0, 2, 400)
+    for right in (True, False):
+        net = Network([Dense(3, 5), make(right), Dense(5, 2), Sigmoid()])
+        net.init_random(np.random.default_rng(2))
+        report = check_network(net, X, y, 0.0, "central", mode="full", diagnose=False)
+        assert report.passed == right and (right or not report.inconclusive), str(report)

@@ -17,7 +17,11 @@ else than ``forward`` differs from it by a sizeable fraction of the change, whil
 few hundred ``eps`` of the change) stays far below ``sqrt(eps)`` of it: the comparison allows ``sqrt(eps)``
 of the largest change (1.5e-8 in float64, 3.5e-4 in float32), plus ``AGREEMENT eps`` of each value, and for
 ``series`` the truncation after 4 terms at ``tau = 1e-3``, about ``1e-12`` of the change (a series of linear
-pieces, with ``kink_distance``, on the entries whose change stays on its piece).  Parameters are
+pieces, with ``kink_distance``, on the entries whose change stays on its piece).  A series whose coefficients
+were derived numerically from ``fn`` or ``forward`` at complex points (which is not what ``forward``
+computes on real input) is also compared at a finite difference's scale, entry by entry, to ``forward``'s own
+rounding (:meth:`Rules._derived_closely`): ``sqrt(eps)`` of the largest change would let through a coefficient
+``1e-8`` off, which a check resolves.  Parameters are
 moved in the network's own buffer and put back (the caller holds :meth:`~layerkit.Network.preserved`).
 
 A rule here is layerkit's own code describing layerkit's own math, so a first comparison on every example
@@ -36,6 +40,11 @@ from ..numerics import AGREEMENT, least_precise, machine_eps
 from .changes import ColumnChange, ColumnsChange, DenseChange, RankOneChange, SeriesChange, matrix_shape
 from .fn_rule import Unavailable
 from .rules import BoundRule, registration_for, rule_for
+
+#: The relative size of the changes at which a derived series is compared with ``forward`` entry by entry
+#: (:meth:`Rules._derived_closely`), that of a finite difference's, and the powers summed there.
+CLOSE_STEP = 1e-4
+CLOSE_TERMS = 5
 
 #: The members each rule consists of (``param_change`` comes with ``param_inputs`` or ``feature_inputs``,
 #: which say what it moves; :func:`_has`).
@@ -230,7 +239,30 @@ class Rules:
                 predicted, actual, scale = predicted[on], actual[on], scale[on]
             if not _close(predicted, actual, scale, eps):
                 return False
-        return True
+        return not layer.derived or self._derived_closely(layer, x, y, eps)
+
+    def _derived_closely(self, layer: Any, x: NDArray, y: NDArray, eps: float) -> bool:
+        """A series whose coefficients were derived numerically (:attr:`~layerkit.fast.rules.BoundRule.derived`:
+        from ``fn`` or ``forward`` at complex points, which is not what ``forward`` computes on real input)
+        against ``forward`` at the scale of a finite difference's changes, entry by entry, to the rounding of
+        ``forward`` itself: a dense change of :data:`CLOSE_STEP` ``(1 + |x|)`` per entry, of which ``x + D``
+        is formed first so that the change ``forward`` sees is known exactly, summed over
+        :data:`CLOSE_TERMS` powers (the rest, ``T_6 D^6``, is far below rounding).  ``forward(x + D) -
+        forward(x)`` rounds to about ``eps (|forward(x + D)| + |forward(x)|)``, so a coefficient that misreads
+        ``forward`` by more than about ``AGREEMENT eps / CLOSE_STEP`` (4e-11 in float64) of its value is caught
+        on the example and unit where it does, where the comparison at ``tau = 1e-3`` allows ``sqrt(eps)`` of
+        the largest change anywhere."""
+        D = (CLOSE_STEP * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
+        xd = np.asarray(x + D, dtype=x.dtype)
+        exact = xd.astype(np.float64) - x.astype(np.float64)  # the change forward sees (exact: close values)
+        coeffs = np.zeros((CLOSE_TERMS, 1) + x.shape, dtype=x.dtype)
+        coeffs[0, 0] = exact.astype(x.dtype)
+        out = out_dense(layer.series(x, y, SeriesChange(coeffs)), y.shape).astype(np.float64).sum(axis=0)
+        after = self._forward(layer, xd).astype(np.float64)
+        actual = after - y.astype(np.float64)
+        allowed = AGREEMENT * eps * (np.abs(after) + np.abs(y.astype(np.float64)) + np.abs(out))
+        with np.errstate(invalid="ignore"):
+            return bool(out.shape == actual.shape and np.all(np.abs(out - actual) <= allowed))
 
     def _perturbed(self, k: int, layer: Any, dtheta: NDArray, x: NDArray, b: Any = None) -> NDArray:
         """``forward(x)`` with the layer's parameter ``b`` (its only one by default) moved by ``dtheta``, then
