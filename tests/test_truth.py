@@ -641,3 +641,38 @@ def test_an_fn_that_is_another_function_on_complex_input_stands_behind_no_refere
         net.init_random(np.random.default_rng(2))
         report = check_network(net, X, y, 0.0, "central", mode="full", diagnose=False)
         assert report.passed == right and (right or not report.inconclusive), str(report)
+
+
+@pytest.mark.parametrize("d", [0.03, 0.005])
+def test_a_float32_fn_that_misreads_only_its_saturated_units_on_complex_input_is_not_believed(d):
+    """``fn`` is ``tanh`` on real input and ``tanh + d tanh^21 / 21`` on complex input: its derived first
+    coefficient is off by a relative ``d tanh^20``, on saturated units alone.  At ``d = 0.03`` a comparison at
+    a float32 finite difference's scale sees it on single examples; at ``d = 0.005`` only summed over a unit's
+    1000 examples, the way a gradient sums them.  A derivative matching the misreading FAILS, with the series
+    refused; the truth is the float64 backprop of honest tanh."""
+    class Misread(Elementwise):
+        def fn(self, x):
+            if np.iscomplexobj(x):
+                t = np.tanh(x)
+                return t + d * t ** 21 / 21
+            return np.tanh(x)
+
+        def derivative(self, x, y):
+            t = np.tanh(x.astype(np.float64))
+            return ((1 - t ** 2) * (1 + d * t ** 20)).astype(x.dtype)
+
+    net = Network([Dense(20, 16, dtype=np.float32), Misread(), Dense(16, 5, dtype=np.float32), Sigmoid()],
+                  dtype=np.float32)
+    net.init_random(seed=0)
+    net.layers[0].params["Theta"][:4, 0] += 3.0  # four hidden units pushed towards saturation
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((1000, 20)).astype(np.float32), rng.integers(0, 5, 1000)
+    report = check_network(net, X, y, 0.0, "central", mode="full", diagnose=False)
+    twin = Network([Dense(20, 16), Tanh(), Dense(16, 5), Sigmoid()])
+    twin.set_params(net.params.astype(np.float64))
+    truth = twin.cost_and_gradient(X.astype(np.float64), y, 0.0)[1]
+    wrong = np.abs(net.cost_and_gradient(X, y, 0.0)[1] - truth) > report.tolerance
+    assert wrong.any()  # the misreading matters at this check's resolution
+    assert not report.passed and not report.inconclusive, str(report)
+    assert any("does not agree with its forward" in n for n in report.notes), report.notes
+    assert np.all(np.abs(report.numerical - truth) <= report.tolerance)

@@ -45,6 +45,9 @@ from .rules import BoundRule, registration_for, rule_for
 #: (:meth:`Rules._derived_closely`), that of a finite difference's, and the powers summed there.
 CLOSE_STEP = 1e-4
 CLOSE_TERMS = 5
+#: A sum of ``m`` terms of random signs exceeds this many times its root sum of squares with probability
+#: below ``2 exp(-SIGNS^2 / 2)``, 3e-14 (Hoeffding): beyond it the terms share a sign.
+SIGNS = 8.0
 
 #: The members each rule consists of (``param_change`` comes with ``param_inputs`` or ``feature_inputs``,
 #: which say what it moves; :func:`_has`).
@@ -244,15 +247,25 @@ class Rules:
     def _derived_closely(self, layer: Any, x: NDArray, y: NDArray, eps: float) -> bool:
         """A series whose coefficients were derived numerically (:attr:`~layerkit.fast.rules.BoundRule.derived`:
         from ``fn`` or ``forward`` at complex points, which is not what ``forward`` computes on real input)
-        against ``forward`` at the scale of a finite difference's changes, entry by entry, to the rounding of
-        ``forward`` itself: a dense change of :data:`CLOSE_STEP` ``(1 + |x|)`` per entry, of which ``x + D``
-        is formed first so that the change ``forward`` sees is known exactly, summed over
-        :data:`CLOSE_TERMS` powers (the rest, ``T_6 D^6``, is far below rounding).  ``forward(x + D) -
-        forward(x)`` rounds to about ``eps (|forward(x + D)| + |forward(x)|)``, so a coefficient that misreads
-        ``forward`` by more than about ``AGREEMENT eps / CLOSE_STEP`` (4e-11 in float64) of its value is caught
-        on the example and unit where it does, where the comparison at ``tau = 1e-3`` allows ``sqrt(eps)`` of
-        the largest change anywhere."""
-        D = (CLOSE_STEP * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
+        against ``forward`` at the scale of a finite difference's changes, to the rounding of ``forward``
+        itself.  A dense change ``D`` of ``h (1 + |x|)`` per entry (``h``: :data:`CLOSE_STEP`, or ``eps^(1/3)``
+        where that is larger, a central difference's step in float32), with ``x + D`` formed first so that the
+        change ``forward`` sees is known exactly, summed over :data:`CLOSE_TERMS` powers (the rest, ``T_6 D^6``,
+        is below rounding).  ``forward(x + D) - forward(x)`` rounds to about ``eps (|forward(x + D)| +
+        |forward(x)|)``, and the comparison is made twice:
+
+        * entry by entry, within that rounding or ``sqrt(eps)`` of the entry's own change (a forward that
+          subtracts large intermediates, ``exp(x) - exp(-x)``, rounds to more than ``eps |f|``);
+        * per unit, summed over the examples with the signs of ``D``: the roundings then add like random
+          signs, while a coefficient that misreads ``forward`` by ``delta`` adds ``delta |D|`` on every example.
+          The sum is allowed ``AGREEMENT`` times the root sum of squares of the modelled roundings, or
+          :data:`SIGNS` times that of the differences themselves (a forward that rounds to more than the model
+          says): a misreading above both, on most of a unit's examples, is caught, which is what a check's
+          numerical gradient, a sum over the same examples, would carry beyond its own rounding.
+
+        The comparison at ``tau = 1e-3`` before allows ``sqrt(eps)`` of the largest change anywhere."""
+        h = max(CLOSE_STEP, eps ** (1 / 3))
+        D = (h * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
         xd = np.asarray(x + D, dtype=x.dtype)
         exact = xd.astype(np.float64) - x.astype(np.float64)  # the change forward sees (exact: close values)
         coeffs = np.zeros((CLOSE_TERMS, 1) + x.shape, dtype=x.dtype)
@@ -260,9 +273,16 @@ class Rules:
         out = out_dense(layer.series(x, y, SeriesChange(coeffs)), y.shape).astype(np.float64).sum(axis=0)
         after = self._forward(layer, xd).astype(np.float64)
         actual = after - y.astype(np.float64)
-        allowed = AGREEMENT * eps * (np.abs(after) + np.abs(y.astype(np.float64)) + np.abs(out))
-        with np.errstate(invalid="ignore"):
-            return bool(out.shape == actual.shape and np.all(np.abs(out - actual) <= allowed))
+        if out.shape != actual.shape:
+            return False
+        rounding = eps * (np.abs(after) + np.abs(y.astype(np.float64)) + np.abs(out))
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = out - actual
+            each = np.all(np.abs(diff) <= AGREEMENT * rounding + np.sqrt(eps) * np.abs(actual))
+            summed = np.abs(np.sum(diff * np.sign(exact), axis=0))
+            allowed = np.maximum(AGREEMENT * np.sqrt(np.sum(rounding * rounding, axis=0)),
+                                 SIGNS * np.sqrt(np.sum(diff * diff, axis=0)))
+            return bool(each and np.all(summed <= allowed))
 
     def _perturbed(self, k: int, layer: Any, dtheta: NDArray, x: NDArray, b: Any = None) -> NDArray:
         """``forward(x)`` with the layer's parameter ``b`` (its only one by default) moved by ``dtheta``, then
