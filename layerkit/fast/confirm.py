@@ -45,6 +45,9 @@ from .rules import BoundRule, registration_for, rule_for
 #: (:meth:`Rules._derived_closely`), that of a finite difference's, and the powers summed there.
 CLOSE_STEP = 1e-4
 CLOSE_TERMS = 5
+#: The change grows with ``|x|`` up to this many times the step: a function's length scale need not grow with
+#: its input (``sin`` at ``x = 60``), and past it the powers summed would not describe the change.
+CLOSE_CAP = 4.0
 #: A sum of ``m`` terms of random signs exceeds this many times its root sum of squares with probability
 #: below ``2 exp(-SIGNS^2 / 2)``, 3e-14 (Hoeffding): beyond it the terms share a sign.
 SIGNS = 8.0
@@ -248,7 +251,7 @@ class Rules:
         """A series whose coefficients were derived numerically (:attr:`~layerkit.fast.rules.BoundRule.derived`:
         from ``fn`` or ``forward`` at complex points, which is not what ``forward`` computes on real input)
         against ``forward`` at the scale of a finite difference's changes, to the rounding of ``forward``
-        itself.  A dense change ``D`` of ``h (1 + |x|)`` per entry (``h``: :data:`CLOSE_STEP`, or ``eps^(1/3)``
+        itself.  A dense change ``D`` of ``h min(1 + |x|, CLOSE_CAP)`` per entry (``h``: :data:`CLOSE_STEP`, or ``eps^(1/3)``
         where that is larger, a central difference's step in float32), with ``x + D`` formed first so that the
         change ``forward`` sees is known exactly, summed over :data:`CLOSE_TERMS` powers (the rest, ``T_6 D^6``,
         is below rounding).  ``forward(x + D) - forward(x)`` rounds to about ``eps (|forward(x + D)| +
@@ -265,7 +268,7 @@ class Rules:
 
         The comparison at ``tau = 1e-3`` before allows ``sqrt(eps)`` of the largest change anywhere."""
         h = max(CLOSE_STEP, eps ** (1 / 3))
-        D = (h * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
+        D = (h * np.minimum(1 + np.abs(x), CLOSE_CAP) * self.rng.standard_normal(x.shape)).astype(x.dtype)
         xd = np.asarray(x + D, dtype=x.dtype)
         exact = xd.astype(np.float64) - x.astype(np.float64)  # the change forward sees (exact: close values)
         coeffs = np.zeros((CLOSE_TERMS, 1) + x.shape, dtype=x.dtype)
