@@ -45,11 +45,8 @@ class BatchNormRule:
         if name == "beta":
             return np.ones_like(x)
         memo = self._xhat
-        if memo is None or memo[0] is not x:  # the forward's own xhat, memoized per input
-            axes = (0,) if x.ndim == 2 else (0, 2, 3)
-            mu = x.mean(axis=axes, keepdims=True)
-            inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + self.layer.eps)
-            memo = self._xhat = (x, (x - mu) * inv)
+        if memo is None or memo[0] is not x:  # xhat: the input normalized with unit scale, no shift
+            memo = self._xhat = (x, self._normalized(x[None], 1.0, 0.0, (1,) if x.ndim == 2 else (1, 3, 4))[0])
         return memo[1]
 
     def param_change(self, name: str, row: int, cols: Any, steps: NDArray, x: NDArray) -> ColumnChange:

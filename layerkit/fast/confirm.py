@@ -367,8 +367,8 @@ class Rules:
                 dtheta[r] = t
                 after = self._perturbed(k, layer, dtheta, x, b)
                 scale = np.abs(after) + np.abs(y)
-                if change.dense(y.shape).shape != (1,) + y.shape \
-                        or not _close(change.dense(y.shape)[0], after - y, scale, eps) \
+                moved = change.dense(y.shape)
+                if moved.shape != (1,) + y.shape or not _close(moved[0], after - y, scale, eps) \
                         or not _close(float(t) * G[:, r], (after - y)[:, r], scale[:, r], eps):
                     return False
         return True

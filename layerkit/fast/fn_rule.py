@@ -123,11 +123,11 @@ class FnRule:
         pick = np.unique(np.concatenate([
             np.argpartition(size, SAMPLE)[:SAMPLE], np.argpartition(-size, SAMPLE)[:SAMPLE],
             np.random.default_rng(0x636972).choice(flat.size, SAMPLE, replace=False)]))
-        xs, ys = flat[pick][:, None], yf[pick][:, None]
-        if self._on_circle(xs, ys, r) is None:
+        xs, ys = flat[pick][:, None].astype(np.float64), yf[pick][:, None].astype(np.float64)
+        f = self._samples(xs, r, False)
+        if self._read(f, ys, r, False) is None:
             return False, False
-        z = (xs.astype(np.float64)[None] + r * _circle()[:, None, None]).reshape(-1, 1)
-        f = self._complex_fn(z).reshape(POINTS, -1)
+        f = f[:, :, 0]
         half = POINTS // 2
         upper, lower = f[1:half], f[half + 1:][::-1]  # points k and N - k = conj(k), for k = 1 .. N/2 - 1
         allowed = ALIASING * np.max(np.abs(f - ys.T), axis=0) + ROUNDING * np.max(np.abs(f), axis=0)
@@ -143,34 +143,44 @@ class FnRule:
         axis and analytic does (Schwarz reflection); its lower half circle is then the conjugate of its upper
         half, which alone is evaluated (``POINTS / 2 + 1`` points instead of ``POINTS``)."""
         m, n = x.shape
-        w = _circle()
         half = POINTS // 2
         T = np.empty((half, m, n))
         L = np.zeros(n)
         rows = max(1, CHUNK // (POINTS * n))
-        C: NDArray
         for lo in range(0, m, rows):
             xs, ys = x[lo:lo + rows].astype(np.float64), y[lo:lo + rows].astype(np.float64)
-            if mirrored:  # the upper half; the spectrum of a conjugate-symmetric sequence is real (hfft)
-                z = (xs[None] + r * w[:half + 1, None, None]).reshape(-1, n)
-                f = self._complex_fn(z).reshape(half + 1, -1, n)
-                if not np.all(np.abs(f[[0, half]].imag) <= ROUNDING * np.abs(f[[0, half]].real) + 1e-300):
-                    return self._on_circle(x, y, r)  # not real at the real points: not mirrored after all
-                g = f - ys[None]
-                C = np.fft.hfft(g, n=POINTS, axis=0) / POINTS
-            else:
-                z = (xs[None] + r * w[:, None, None]).reshape(-1, n)
-                f = self._complex_fn(z).reshape(POINTS, -1, n)
-                g = f - ys[None]
-                C = np.fft.fft(g, axis=0) / POINTS
-            scale = np.max(np.abs(g), axis=0)  # (the lower half's moduli are the upper half's)
-            # the samples' own rounding, eps |f| (a saturated unit changes by far less than its value)
-            rounding = ROUNDING * np.max(np.abs(f), axis=0)
-            if not (np.all(np.isfinite(C)) and np.all(np.abs(C[half + 1:]) <= ALIASING * scale + rounding + 1e-300)):
-                return None  # a singularity inside the circle, or a function that is not analytic
-            T[:, lo:lo + rows] = (C[1:half + 1] / r ** np.arange(1, half + 1)[:, None, None]).real
-            L = np.maximum(L, np.max(np.sum(np.abs(C[1:]), axis=0), axis=0) / r)
+            f = self._samples(xs, r, mirrored)
+            if mirrored and not np.all(np.abs(f[[0, half]].imag) <= ROUNDING * np.abs(f[[0, half]].real) + 1e-300):
+                return self._on_circle(x, y, r)  # not real at the real points: not mirrored after all
+            read = self._read(f, ys, r, mirrored)
+            if read is None:
+                return None
+            T[:, lo:lo + rows] = read[0]
+            L = np.maximum(L, read[1])
         return T, L
+
+    def _samples(self, xs: NDArray, r: float, mirrored: bool) -> NDArray:
+        """``fn`` on the circle of radius ``r`` around each entry of ``xs`` (float64, ``(rows, n)``): shape
+        ``(POINTS, rows, n)``, or ``(POINTS / 2 + 1, rows, n)`` for the upper half of a ``mirrored`` one."""
+        w = _circle()[:POINTS // 2 + 1] if mirrored else _circle()
+        z = (xs[None] + r * w[:, None, None]).reshape(-1, xs.shape[1])
+        return self._complex_fn(z).reshape(w.size, -1, xs.shape[1])
+
+    def _read(self, f: NDArray, ys: NDArray, r: float, mirrored: bool) -> tuple[NDArray, NDArray] | None:
+        """The coefficients ``T`` (``(POINTS / 2, rows, n)``) and per-unit bound ``L`` (``(n,)``) read off the
+        samples ``f`` of :meth:`_samples` around entries whose values are ``ys``, or None when the negative
+        frequencies show a singularity inside the circle (or a function that is not analytic)."""
+        half = POINTS // 2
+        g = f - ys[None]
+        # the spectrum of a conjugate-symmetric sequence is real: hfft reads it off the upper half
+        C = np.fft.hfft(g, n=POINTS, axis=0) / POINTS if mirrored else np.fft.fft(g, axis=0) / POINTS
+        scale = np.max(np.abs(g), axis=0)  # (the lower half's moduli are the upper half's)
+        # the samples' own rounding, eps |f| (a saturated unit changes by far less than its value)
+        rounding = ROUNDING * np.max(np.abs(f), axis=0)
+        if not (np.all(np.isfinite(C)) and np.all(np.abs(C[half + 1:]) <= ALIASING * scale + rounding + 1e-300)):
+            return None
+        T = (C[1:half + 1] / r ** np.arange(1, half + 1)[:, None, None]).real
+        return T, np.max(np.sum(np.abs(C[1:]), axis=0), axis=0) / r
 
     def _complex_fn(self, z: NDArray) -> NDArray:
         try:

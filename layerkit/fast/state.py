@@ -127,8 +127,8 @@ def block_rounding(A: NDArray | None, rule: BoundRule | None, param: str, x: NDA
     block's order), from the magnitudes ``A`` above its layer and its ``param_inputs`` ``F``; for a layer on
     images the sum runs over the output pixels too (each is a term of the gradient entry).  For a per-feature
     vector with ``feature_inputs`` ``G`` (entry ``r`` moves output feature ``r`` by ``t G[:, r]``), ``R_r =
-    sqrt(sum_i (A_ir G_ir)^2) / m``.  None when either is unknown or the block is neither.  (:class:`~layerkit.fast.series.SeriesBlock` forms the same sum
-    while it computes its tables.)"""
+    sqrt(sum_i (A_ir G_ir)^2) / m``.  None when either is unknown or the block is neither.
+    (:class:`~layerkit.fast.series.SeriesBlock` forms the same sum while it computes its tables.)"""
     if A is None or rule is None or not block.shape:
         return None
     if rule.has("feature_inputs") and len(block.shape) == 1:  # entry r moves output feature r by t G[:, r]
