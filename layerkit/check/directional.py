@@ -56,6 +56,7 @@ from .kinks import (
     direction_delta,
     kinked_sides,
     line_sides,
+    moves_off,
     nonsmooth_finding,
     settle,
     undeclared,
@@ -209,8 +210,7 @@ class Tester:
         self.sides = kinked_sides(subject)
         #: The tests whose safeguards :meth:`tests` deferred, until :meth:`settle` gives them.
         self.deferred: list[DirectionalTest] = []
-        #: Which kinked units sit exactly on a kink at the point (computed when first needed).
-        self._on_kink: NDArray | None = None
+        #: The kinked units' sides at the point (0: on a kink), computed when first needed.
         self._at: NDArray | None = None
         self.rounding_dtype = base.rounding_dtype(self.x.dtype)
         # layerkit's own rules are exact identities: at sqrt(eps) steps their truncation is negligible and
@@ -491,19 +491,18 @@ class Tester:
         the mean of the slopes by ``K d / (2 h)`` only (``K``: the slopes' jump): far inside the step, agreeing
         with the mean proves as little as on the kink."""
         assert self.sides is not None
-        if self._on_kink is None:
+        if self._at is None:
             self._at = np.asarray(self.sides(self.subject.x0))
-            self._on_kink = self._at == 0
+        at = self._at
+        on_kink = at == 0
         d = t.direction
         line = line_sides(self.sides, self.x, d.lo, d.hi, d.u)
-        if self._on_kink.any():
+        if on_kink.any():
             self.ledger.count(stage, 2)
-            ends = [line(s * t.step) for s in (1.0, -1.0)]
-            if any(e is not None and bool(np.any(e[self._on_kink] != 0)) for e in ends):
+            if moves_off(line, t.step, at, on_kink):
                 return True
         self.ledger.count(stage, 2)
-        near = [line(s * t.step / NEAR_KINK) for s in (1.0, -1.0)]
-        return any(e is not None and bool(np.any(e != self._at)) for e in near)
+        return moves_off(line, t.step / NEAR_KINK, at)
 
     def taylor(self, d: Direction, mismatch: float | None = None) -> dict[str, Any]:
         """Fit the slope of the Taylor remainder along ``d`` (see :func:`taylor_remainder`)."""

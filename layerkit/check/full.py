@@ -36,6 +36,7 @@ from .kinks import (
     coordinate_delta,
     kinked_sides,
     line_sides,
+    moves_off,
     nonsmooth_finding,
     rough_cost,
     settle,
@@ -598,7 +599,7 @@ def _across(probe: Any, chosen: NDArray, a: NDArray, numerical: NDArray, entries
 
         def crosses(t: float) -> bool:
             ledger.count("kinks", 2)
-            return any(e is not None and bool(np.any(e != at)) for e in (line(t), line(-t)))
+            return moves_off(line, t, at)
 
         if crosses(float(steps[j])):
             continue  # its own stencil crosses one: the kink safeguards had their say

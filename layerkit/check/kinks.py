@@ -435,6 +435,17 @@ def line_sides(sides: Callable[[NDArray], NDArray], x0: NDArray, lo: int, hi: in
     return at
 
 
+def moves_off(line: Callable[[float], NDArray | None], t: float, at: NDArray, units: NDArray | None = None) -> bool:
+    """Whether the stencil ``+-t`` of ``line`` (:func:`line_sides`) puts some kinked unit (of ``units``, a
+    mask; all by default) on another side than ``at``, its side at the point (up to two forward passes)."""
+    mine = at if units is None else at[units]
+    for sign in (1.0, -1.0):
+        end = line(sign * t)
+        if end is not None and bool(np.any((end if units is None else end[units]) != mine)):
+            return True
+    return False
+
+
 def coordinate_delta(probe: Any, j: int) -> Delta:
     """``delta`` along axis ``j`` of a probe (``subset(...).delta`` and ``noise``)."""
     sub = probe.subset([j])
