@@ -734,3 +734,32 @@ def test_a_subclass_s_inherited_rules_are_not_refused_for_their_rounding():
         rel = 10 * report.detectable[12] / abs(report.analytical[12])  # ten times what it claims to see
         bad = plant_gradient_error(net, 12, rel=rel)
         assert not check_network(bad, X, y, 0.0, mode=mode).passed, (mode, rel)
+
+
+def test_the_checks_own_steps_are_verified_on_the_blocks_whose_change_meets_a_users_layer(monkeypatch):
+    """Every block is compared with the real cost along a random direction; the check's own small steps only
+    for blocks before the last layer that is not layerkit's own, whose changes pass through it.  A later
+    block changes the cost through layerkit's layers and rules alone."""
+    from layerkit.check.engine import Evaluators
+
+    seen = []
+    verified = Evaluators.verified
+
+    def spy(self, predictions, what):
+        seen.extend((p.block, p.what) for p in predictions)
+        return verified(self, predictions, what)
+
+    monkeypatch.setattr(Evaluators, "verified", spy)
+    net = Network([Dense(4, 6), Sigmoid(), Dense(6, 5), PlainTanh(), Dense(5, 3), Sigmoid()])
+    net.init_random(0)
+    report = check_network(net, XS, YS, 1.0)
+    assert report.passed and report.evaluator == "engine", str(report)
+    along = collections.Counter(b for b, what in seen if what == "along a random direction")
+    stepped = collections.Counter(b for b, what in seen if "own step" in what)
+    assert along == {"Theta1": 1, "Theta2": 1, "Theta3": 1}
+    assert stepped == {"Theta1": 2, "Theta2": 2}
+    # the gradient twice (a user's layer may keep state), and one real cost per prediction
+    assert report.target_evals == 2 + 3 + 4
+    seen.clear()
+    check_network(Network([Dense(4, 6), PlainTanh(), Dense(6, 3), Sigmoid()]), XS, YS, 1.0)
+    assert collections.Counter(b for b, what in seen if "own step" in what) == {"Theta1": 2}

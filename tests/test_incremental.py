@@ -139,6 +139,7 @@ def test_series_batches_stay_bounded(monkeypatch):
     import layerkit.fast.series as series
 
     monkeypatch.setattr(series, "MAX_BATCH_ELEMENTS", 2000)
+    monkeypatch.setattr(series, "SERIES_BATCH_ELEMENTS", 2000)
     rng = np.random.default_rng(0)
     net = Network.from_sizes([12, 10, 8, 3], seed=0)
     X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)

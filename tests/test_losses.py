@@ -205,3 +205,26 @@ def test_the_softmax_series_of_a_rank_one_change_is_the_series_of_its_dense_form
     approx = np.einsum("kbi,k->bi", rank_one, tau ** np.arange(1, K + 1))
     assert np.max(np.abs(approx - exact)) <= 10 * tau ** (K + 1) * np.max(np.abs(c)) ** (K + 1) * np.max(np.abs(v)) ** (
         K + 1) * (K + 1) ** 2 + 1e-13
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("one_hot", [True, False])
+def test_the_softmax_series_of_a_column_change_is_the_series_of_its_dense_form(one_hot, dtype):
+    """The column branch (two exponential series: the changed logit is the example's class or not) against
+    the general branch on the same change written out densely, in float64; every class is some example's."""
+    from layerkit.fast.changes import SeriesChange
+    from layerkit.fast.loss_rules import SoftmaxCrossEntropyTerms
+
+    rng = np.random.default_rng(7 + one_hot)
+    m, n, B, K = 40, 4, 6, 4
+    Z = (3 * rng.standard_normal((m, n))).astype(dtype)
+    Y = np.eye(n)[np.arange(m) % n] if one_hot else rng.dirichlet(np.ones(n), m) * rng.uniform(0.5, 2, (m, 1))
+    Y = Y.astype(dtype)
+    cols = rng.integers(0, n, B)
+    c = rng.standard_normal((K, B, m)).astype(dtype)
+    column = SoftmaxCrossEntropyTerms(Z, Y).series(SeriesChange(c, cols=cols))
+    dense = np.zeros((K, B, m, n))
+    dense[:, np.arange(B), :, cols] = np.moveaxis(c, 1, 0)
+    truth = SoftmaxCrossEntropyTerms(Z.astype(np.float64), Y.astype(np.float64)).series(SeriesChange(dense))
+    eps = float(np.finfo(dtype).eps)
+    assert np.allclose(column, truth, rtol=64 * eps, atol=64 * eps * np.max(np.abs(truth)))

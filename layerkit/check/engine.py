@@ -135,12 +135,13 @@ class Evaluators:
             return None
         probe = NetworkProbe(self.state(), s.x0, self.base.f0, axis_scale=s.axis_scale())
         steps = None
-        if not s.known_rules:  # a user's rules are also compared with the real cost at the check's own steps
+        own_from = s.own_from
+        if own_from:  # a user's rules are also compared with the real cost at the check's own steps
             try:
                 steps = options.strategy.steps(probe)
             except (AttributeError, TypeError):  # a user strategy without per-axis steps
                 pass
-        return probe if self.verified(probe.predictions(options.seed, steps), "engine") else None
+        return probe if self.verified(probe.predictions(options.seed, steps, own_from), "engine") else None
 
     def coordinate_probe(self, complex_step: bool = False) -> Any:
         """The full check's evaluator: the verified engine, else (and always for the complex step) the

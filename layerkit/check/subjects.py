@@ -293,21 +293,12 @@ class NetworkSubject(Subject):
         """Whether the network is a plain Network (no evaluation member redefined) whose layers all take
         ``members`` (and the math an elementwise layer's forward and backward call) from layerkit's own layer
         classes, none of them set on the instance; with ``smooth``, only from the smooth ones."""
-        from ..nn.elementwise import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
-        from ..nn.layers import Dense
         from ..nn.network import evaluation_overrides
 
         if evaluation_overrides(self.network):
             return False
-        classes = (Dense, Sigmoid, Tanh, Identity) + (() if smooth else (ReLU, LeakyReLU))
-        names = members + ("fn", "derivative", "change", "taylor")
-        for layer in self.network.layers:
-            if any(name in vars(layer) for name in names):
-                return False
-            if not any(all(getattr(type(layer), name, None) is getattr(base, name, None) for name in names)
-                       for base in classes):
-                return False
-        return True
+        classes = _builtin_classes(smooth)
+        return all(_own_layer(layer, members, classes) for layer in self.network.layers)
 
     @property
     def known_analytic(self) -> bool:
@@ -320,6 +311,22 @@ class NetworkSubject(Subject):
         """Whether every fast-path rule the engine may use is layerkit's own (exact identities, no
         cancellation), so that the engine's rounding bound needs no measurement."""
         return self._builtin("forward") and all(rule_for(layer).known for layer in self.network.layers)
+
+    @property
+    def own_from(self) -> int:
+        """The first position from which on every layer of the network is one of layerkit's own with its own
+        rule, as :attr:`known_rules` asks of all of them (``len(layers)`` when the last is not; 0 for every
+        layer, and ``len(layers)`` for a network whose evaluation is redefined).  A block of a layer at or
+        after it changes the cost through layerkit's math alone."""
+        from ..nn.network import evaluation_overrides
+
+        layers = list(self.network.layers)
+        if evaluation_overrides(self.network):
+            return len(layers)
+        k = len(layers)
+        while k and _own_layer(layers[k - 1], ("forward",), _builtin_classes()) and rule_for(layers[k - 1]).known:
+            k -= 1
+        return k
 
     @property
     def known_stateless(self) -> bool:
@@ -551,3 +558,22 @@ def problem_subject(problem: Any) -> Subject:
     if problem.kind == "network":
         return NetworkSubject(problem.network, problem.X, problem.y, problem.lambda_ or 0.0)
     return function_subject(problem.fun, problem.x0, problem.blocks, problem.lambda_, problem.m, problem.order)
+
+
+def _builtin_classes(smooth: bool = False) -> tuple[type, ...]:
+    """layerkit's layer classes whose math the engine's own rules describe (the smooth ones only, with
+    ``smooth``)."""
+    from ..nn.elementwise import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+    from ..nn.layers import Dense
+
+    return (Dense, Sigmoid, Tanh, Identity) + (() if smooth else (ReLU, LeakyReLU))
+
+
+def _own_layer(layer: Any, members: tuple[str, ...], classes: tuple[type, ...]) -> bool:
+    """Whether ``layer`` takes ``members`` (and the math an elementwise layer's forward and backward call)
+    from one of ``classes``, none of them set on the instance."""
+    names = members + ("fn", "derivative", "change", "taylor")
+    if any(name in vars(layer) for name in names):
+        return False
+    return any(all(getattr(type(layer), name, None) is getattr(base, name, None) for name in names)
+               for base in classes)

@@ -189,6 +189,7 @@ class SoftmaxCrossEntropyTerms:
         self.rowsum = np.sum(Y, axis=1)
         self.one_hot = bool(np.all(Y[np.arange(Y.shape[0]), labels] == 1) and np.all(self.rowsum == 1))
         self.labels = labels
+        self._class_memo: tuple[np.dtype, list[tuple[int, NDArray, NDArray, NDArray | None]]] | None = None
 
     def magnitude(self) -> NDArray:
         """``dL/dz = (sum_k Y_k) p - Y`` is formed from ``p`` and ``Y``: their magnitudes."""
@@ -287,55 +288,80 @@ class SoftmaxCrossEntropyTerms:
         n = self.P.shape[1]
         if change.v is not None:
             return self._rank_one_series(c, change.v)
-
-        def shifted(k: int) -> NDArray:  # coefficients of d_k - d_r, (K, B, m)
-            if change.cols is not None:
-                cols = np.asarray(change.cols)
-                mask = (cols[:, None] == k).astype(c.dtype) - (cols[:, None] == r[None, :]).astype(c.dtype)
-                return c * mask[None]
-            if change.v is not None:
-                v = change.v
-                return c * (v[:, k][:, None] - v[:, r])[None]
-            return c[..., k] - np.take_along_axis(c, r[None, None, :, None], axis=3)[..., 0]
-
+        if change.cols is not None:
+            return self._column_series(c, np.asarray(change.cols))
         S = np.zeros((K, B, m), dtype=np.result_type(c, np.float64))
         lin = np.zeros((K, B, m), dtype=S.dtype)
+        cr = np.take_along_axis(c, r[None, None, :, None], axis=3)[..., 0]
         for k in range(n):
-            D = shifted(k)
+            D = c[..., k] - cr  # the coefficients of d_k - d_r
             E = _exp_series(D)
             S += self.P[:, k] * E
             if not self.one_hot:
                 lin += self.Y[:, k] * D
         return self.rowsum * _log1p_series(S) - lin
 
+    def _column_series(self, c: NDArray, cols: NDArray) -> NDArray:
+        """:meth:`series` when batch item ``b`` changes logit ``o = cols[b]`` alone, by ``c(tau)`` (``(K, B, m)``).
+        An example of another class ``r`` has ``d_k - d_r = c`` at ``k = o`` and 0 elsewhere, so its mixture is
+        ``1 + p_o (e^c - 1)``; one of class ``o`` has ``-c`` at every other ``k``: ``1 + (1 - p_o) (e^-c - 1)``,
+        with ``1 - p_o`` summed from the other classes.  Two exponential series in all, not one per class."""
+        dtype = np.result_type(c, np.float64)
+        own = self.labels[None, :] == cols[:, None]  # (B, m): the changed logit is the example's class
+        up, down = _exp_series(c.astype(dtype)), _exp_series(-c.astype(dtype))
+        S = np.where(own, self.others[:, cols].T, self.P[:, cols].T) * np.where(own, down, up)
+        out = self.rowsum * _log1p_series(S)
+        if not self.one_hot:  # sum_k Y_k (d_k - d_r): Y_o c, or -(s - Y_o) c for class o
+            y = self.Y[:, cols].T
+            out -= np.where(own, y - self.rowsum, y) * c
+        return out
+
     def _rank_one_series(self, c: NDArray, v: NDArray) -> NDArray:
         """:meth:`series` for a rank-one change ``d = c(tau) v[b]`` (``c``: ``(K, B, m)``, ``v``: ``(B, n)``).
         With ``w_k = v_k - v_r``, the mixture is ``M(c) = sum_k p_k e^(c w_k) = 1 + sum_j mu_j c^j`` with the
-        moments ``mu_j = sum_k p_k w_k^j / j!``; composed with the powers of the series ``c`` it gives ``S``,
-        at ``K`` products of ``(B, m)`` series per power instead of an exponential series per class."""
+        moments ``mu_j = sum_k p_k w_k^j / j!`` (:meth:`_moments`); composed with the powers of the series ``c``
+        (:func:`~layerkit.fast.changes.compose_series`) it gives ``S``."""
         K = c.shape[0]
-        r = self.labels
         dtype = np.result_type(c, np.float64)
-        mu = np.zeros((K,) + c.shape[1:], dtype=dtype)
-        lin = np.zeros(c.shape[1:], dtype=dtype)
-        vr = v[:, r]  # (B, m): v_(r_i)
-        for k in range(self.P.shape[1]):
-            w = v[:, k][:, None] - vr
-            wj = np.ones_like(w)
-            for j in range(K):
-                wj *= w
-                mu[j] += self.P[:, k] * wj
-            if not self.one_hot:
-                lin += self.Y[:, k] * w
-        S = np.zeros((K,) + c.shape[1:], dtype=dtype)
-        power = np.array(c, dtype=dtype)  # the series of c^j, orders 1..K (power[q] is the order q + 1)
-        fact = 1.0
-        for j in range(1, K + 1):
-            fact *= j
-            S += (mu[j - 1] / fact) * power
-            if j < K:
-                power = _series_times(power, c)
+        mu, lin = self._moments(v, K, dtype)
+        mu /= np.cumprod(np.arange(1.0, K + 1))[:, None, None]
+        S = compose_series(mu, c.astype(dtype, copy=False))
         return self.rowsum * _log1p_series(S) - lin * c
+
+    def _moments(self, v: NDArray, K: int, dtype: Any) -> tuple[NDArray, NDArray]:
+        """``mu_j = sum_k p_k w_k^j``, ``j = 1..K`` (shape ``(K, B, m)``), and ``sum_k Y_k w_k`` (``(B, m)``, zero for
+        one-hot targets), with ``w_k = v[b, k] - v[b, r_i]``.  Examples of one class ``r`` share their ``w``
+        (``(B, n)``), so each class's examples take one product per power with their ``p`` (and ``Y``); the
+        powers of ``w`` are formed as an elementwise loop would form them, and only the sums over ``k`` are
+        ordered differently."""
+        B, m = v.shape[0], self.P.shape[0]
+        mu = np.empty((K, B, m), dtype=dtype)
+        lin = np.zeros((B, m), dtype=dtype)
+        vv = v.astype(dtype, copy=False)
+        for r, idx, PT, YT in self._classes(dtype):
+            w = vv - vv[:, r:r + 1]
+            wj = w
+            for j in range(K):
+                if j:
+                    wj = wj * w
+                mu[j][:, idx] = wj @ PT
+            if YT is not None:
+                lin[:, idx] = w @ YT
+        return mu, lin
+
+    def _classes(self, dtype: Any) -> list[tuple[int, NDArray, NDArray, NDArray | None]]:
+        """Per class ``r`` that some example has: ``(r, examples, p^T, Y^T)`` (``(n, m_r)``, in ``dtype``; ``Y^T``
+        None for one-hot targets), memoized."""
+        memo = self._class_memo
+        if memo is None or memo[0] != np.dtype(dtype):
+            groups = []
+            for r in np.unique(self.labels):
+                idx = np.flatnonzero(self.labels == r)
+                PT = np.ascontiguousarray(self.P[idx].T, dtype=dtype)
+                YT = None if self.one_hot else np.ascontiguousarray(self.Y[idx].T, dtype=dtype)
+                groups.append((int(r), idx, PT, YT))
+            memo = self._class_memo = (np.dtype(dtype), groups)
+        return memo[1]
 
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """For logit changes with ``|d_k| <= rho b_k`` (complex) and ``rho bmax <= ln 1.5``: ``|sum_k p_k

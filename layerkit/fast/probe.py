@@ -350,10 +350,11 @@ class NetworkProbe:
             data += float(np.sum(L2.change(self.lambda_, self.m, th, vals[pen])))
         return data, noise
 
-    def predictions(self, seed: int = 0, steps: NDArray | None = None) -> list[Prediction]:
+    def predictions(self, seed: int = 0, steps: NDArray | None = None,
+                    own_from: int | None = None) -> list[Prediction]:
         """What the check compares with the network's own cost before it relies on the engine
         (:func:`predictions`)."""
-        return predictions(self, seed, steps)
+        return predictions(self, seed, steps, own_from)
 
     # ------------------------------------------------------------------ the tables
     def _series_block(self, i: int, p: str, b: Any) -> SeriesBlock | None:
@@ -368,7 +369,8 @@ class NetworkProbe:
 
 
 # ---------------------------------------------------------------------- verification
-def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None) -> list[Prediction]:
+def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None,
+                own_from: int | None = None) -> list[Prediction]:
     """What the check compares with the network's own cost before it relies on the engine.
 
     Per block, the change along a random direction in one row, at a step that moves the pre-activations
@@ -376,7 +378,9 @@ def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None
     not see) shows far above the noise.  With ``steps`` (shape (P,), the check's own per-entry steps),
     also two entries of one row moved by their own step, computed as one batch by the path the check
     itself takes: a rule that behaves differently for the small changes of a finite difference, or for a
-    batch of changes, shows there."""
+    batch of changes, shows there.  Only blocks of layers before ``own_from`` (None: every block) get those:
+    from there on every layer is layerkit's own with its own rule (exact identities, tested against
+    ``forward``), and a block's change passes through its own layer and the later ones alone."""
     rng = np.random.default_rng(seed)
     out = []
     for b in probe.state.bindings:
@@ -398,7 +402,7 @@ def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None
         direction = np.zeros(probe.x.size)
         direction[flat] = s
         out.append(Prediction(b.block, t, theta, direction, predicted, pnoise))
-        if steps is not None:
+        if steps is not None and (own_from is None or b.index < own_from):
             out += _step_predictions(probe, b.block, np.sort(rng.choice(flat, size=min(2, flat.size),
                                                                       replace=False)), steps)
     return out
