@@ -29,7 +29,10 @@ from layerkit import (
     Dense,
     InputError,
     Network,
+    ReLU,
     Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
     check_function,
     check_layer,
     check_network,
@@ -763,3 +766,24 @@ def test_the_checks_own_steps_are_verified_on_the_blocks_whose_change_meets_a_us
     seen.clear()
     check_network(Network([Dense(4, 6), PlainTanh(), Dense(6, 3), Sigmoid()]), XS, YS, 1.0)
     assert collections.Counter(b for b, what in seen if "own step" in what) == {"Theta1": 2}
+
+
+@pytest.mark.parametrize("where", ["hidden", "last"])
+def test_one_real_cost_for_every_block_still_sees_a_layer_whose_math_is_not_its_rules(monkeypatch, where):
+    """A network of layerkit's own layers is verified with one real cost, a row of every block moved at once.
+    A layerkit class whose forward was changed under its rules (a patch on the class itself, which the
+    identity tests of "layerkit's own" cannot see) is caught there, in a layer every block's change passes
+    through, or in the last one, which only the last block's own change reaches first."""
+    from layerkit.nn.layers import Dense as DenseClass
+
+    if where == "hidden":
+        monkeypatch.setattr(Tanh, "fn", lambda self, x: np.tanh((1 + 1e-7) * x))
+    else:
+        forward = DenseClass.forward
+        monkeypatch.setattr(DenseClass, "forward",
+                            lambda self, x: forward(self, x) * (1 + 1e-7 * (self.n_out == 3)))
+    net = Network([Dense(4, 6), ReLU(), Dense(6, 5), Tanh(), Dense(5, 3)], loss=SoftmaxCrossEntropy())
+    net.init_random(0)
+    report = check_network(net, XS, YS, 1.0, diagnose=False)
+    assert report.evaluator != "engine"
+    assert any("was not used" in n and "one row of every block at once" in n for n in report.notes)

@@ -350,6 +350,37 @@ class NetworkProbe:
             data += float(np.sum(L2.change(self.lambda_, self.m, th, vals[pen])))
         return data, noise
 
+    def predict_rows(self, moves: dict[int, tuple[NDArray, int]]) -> tuple[float, float]:
+        """The engine's cost change when, for each layer ``k`` in ``moves``, row ``r`` of its (Dense-like,
+        one parameter) block moves by ``values`` (``moves[k] = (values, r)``), all at once, and a bound on its
+        rounding.  Each moved layer adds its own parameter change to the change reaching it
+        (``direction_change``, exact); the layers in between carry it (``propagate``)."""
+        change: Change | None = None
+        for k in range(min(moves), len(self.layers)):
+            rule = self.rules.rule(k)
+            if k in moves:
+                values, r = moves[k]
+                b = next(bd for bd in self.state.bindings if bd.index == k)
+                dtheta = np.zeros((1,) + tuple(self.net.layout[b.block].shape))
+                dtheta[0, r] = values
+                change = rule.direction_change(self.acts[k], change, dtheta, slice(r, r + 1))
+            else:
+                assert change is not None
+                change = self.rules.propagate(k, self.acts[k], self.acts[k + 1], change)
+        assert change is not None
+        total, rounding = self.loss.dense(change.dense(self.Z.shape), with_noise=True)
+        data, noise = float(total[0]) / self.m, float(rounding[0]) / self.m
+        if self.lambda_:
+            for k, (values, r) in moves.items():
+                b = next(bd for bd in self.state.bindings if bd.index == k)
+                block = self.net.layout[b.block]
+                cols = block.shape[1]
+                flat = block.start + r * cols + np.arange(cols)
+                pen = self.penalized[flat]
+                th = self.x[flat][pen].astype(np.float64)
+                data += float(np.sum(L2.change(self.lambda_, self.m, th, np.asarray(values, np.float64)[pen])))
+        return data, noise
+
     def predictions(self, seed: int = 0, steps: NDArray | None = None,
                     own_from: int | None = None) -> list[Prediction]:
         """What the check compares with the network's own cost before it relies on the engine
@@ -375,13 +406,17 @@ def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None
 
     Per block, the change along a random direction in one row, at a step that moves the pre-activations
     by at most 0.1, so that a different model (another cost, another layer's math, a tie the engine does
-    not see) shows far above the noise.  With ``steps`` (shape (P,), the check's own per-entry steps),
+    not see) shows far above the noise.  When every layer is layerkit's own (``own_from == 0``) and the
+    blocks are Dense-like, those rows move at once, one prediction and one real cost for the network
+    (:func:`_every_block`).  With ``steps`` (shape (P,), the check's own per-entry steps),
     also two entries of one row moved by their own step, computed as one batch by the path the check
     itself takes: a rule that behaves differently for the small changes of a finite difference, or for a
     batch of changes, shows there.  Only blocks of layers before ``own_from`` (None: every block) get those:
     from there on every layer is layerkit's own with its own rule (exact identities, tested against
     ``forward``), and a block's change passes through its own layer and the later ones alone."""
     rng = np.random.default_rng(seed)
+    if own_from == 0 and _rows_move_together(probe):
+        return [_every_block(probe, rng)]
     out = []
     for b in probe.state.bindings:
         block = probe.net.layout[b.block]
@@ -406,6 +441,46 @@ def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None
             out += _step_predictions(probe, b.block, np.sort(rng.choice(flat, size=min(2, flat.size),
                                                                       replace=False)), steps)
     return out
+
+
+def _rows_move_together(probe: NetworkProbe) -> bool:
+    """Whether one change can move a row of every block at once: each block is the one 2-D parameter of
+    its layer, whose rule has ``direction_change`` and ``param_inputs``, and the layers in between
+    ``propagate``."""
+    bound = {b.index for b in probe.state.bindings}
+    if len(bound) != len(probe.state.bindings):
+        return False
+    for b in probe.state.bindings:
+        if len(probe.net.layout[b.block].shape) != 2 or not (
+                b.index < len(probe.layers) and probe.rules.rule(b.index).has("direction_change")
+                and _dense_like(probe, b)):
+            return False
+    return all(probe.rules.rule(k).has("propagate") for k in range(min(bound), len(probe.layers))
+               if k not in bound)
+
+
+def _every_block(probe: NetworkProbe, rng: np.random.Generator) -> Prediction:
+    """One prediction for the whole network, when every layer is layerkit's own: in every block, a random
+    direction in one random row at the step :func:`predictions` takes for that block alone, all moved at
+    once and compared with one real cost (a disagreement in any block shows, unless the blocks' differences
+    cancel exactly, which random directions make a null event)."""
+    theta = np.array(probe.x, copy=True)
+    direction = np.zeros(probe.x.size)
+    moves = {}
+    for b in probe.state.bindings:
+        block = probe.net.layout[b.block]
+        rows, cols = matrix_shape(block.shape)
+        r = int(rng.integers(rows))
+        local = r * cols + np.arange(cols)
+        u = rng.standard_normal(cols)
+        u /= np.linalg.norm(u)
+        s = (_verification_step(probe, b, block, local, u) * u).astype(probe.dtype)
+        theta[block.start + local] += s
+        direction[block.start + local] = s
+        moves[b.index] = (s.astype(np.float64), r)
+    predicted, noise = probe.predict_rows(moves)
+    return Prediction("one row of every block at once", float(np.linalg.norm(direction)), theta, direction,
+                      predicted, noise)
 
 
 def _step_predictions(probe: NetworkProbe, name: str, flat: NDArray, steps: NDArray) -> list[Prediction]:
