@@ -405,3 +405,25 @@ def test_an_example_on_a_kink_leaves_its_unit_to_the_exact_path():
     tables = _tables(net, X, y)["Theta1"]
     ok = tables.evaluate(np.full((1, 15), 1e-6), 1e-3, np.zeros((1, 15))).reshape(3, 5)
     assert not ok[1].any() and ok[[0, 2]].all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tables_summed_over_blocks_of_examples_are_the_tables_of_blocks_of_columns(dtype, monkeypatch):
+    """A 2-D input's tables are summed over blocks of examples (several here); they and the rounding scales
+    agree with the products over blocks of columns of ``F = [1, x]`` to the products' own rounding."""
+    import layerkit.fast.series as series
+
+    monkeypatch.setattr(series, "MAX_BATCH_ELEMENTS", 64)
+    rng = np.random.default_rng(3)
+    net = Network.from_sizes([7, 5, 4, 3], seed=1, dtype=dtype)
+    X, y = (3 * rng.standard_normal((50, 7))).astype(dtype), rng.integers(0, 3, 50)
+    eps = float(np.finfo(dtype).eps)
+    for block in _tables(net, X, y).values():
+        G = block._coefficients(4)
+        by_rows, R_rows = block._products_by_rows(G, 4, True)
+        by_cols, R_cols = block._products_by_columns(G, 4, True)
+        Fk = np.abs(block.F.columns(0, block.cols, np.float64))
+        for k in range(4):  # each entry within its products' rounding: 50 terms of |G_k| |F|^(k+1)
+            scale = np.abs(G[k]).astype(np.float64) @ Fk ** (k + 1)
+            assert np.all(np.abs(by_rows[k] - by_cols[k]) <= 64 * eps * scale + 1e-300)
+        assert np.allclose(R_rows, R_cols, rtol=64 * eps, atol=0)

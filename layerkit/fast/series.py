@@ -123,26 +123,66 @@ class SeriesBlock:
         if self.tables is None or len(self.tables) < K:
             K = max(K, MIN_TABLES)
             G = self._coefficients(K)
-            tables = np.empty((K, self.rows, self.cols))
-            m = self.F.shape[0]
-            width = max(1, MAX_BATCH_ELEMENTS // m)  # columns of F per pass: F^k stays cache-sized
-            R = np.full((self.rows, self.cols), np.nan) if self.R is None and self.A2T is not None else None
+            want_R = self.R is None and self.A2T is not None
             with np.errstate(over="ignore", invalid="ignore"):
-                for c0 in range(0, self.cols, width):
-                    Fc = self.F.columns(c0, min(c0 + width, self.cols), G.dtype)
-                    Fk = Fc.copy()
-                    for k in range(K):
-                        if k:
-                            Fk *= Fc
-                        tables[k, :, c0:c0 + width] = G[k] @ Fk
-                        if k == 1 and R is not None:  # F^2 is at hand: the rounding scale costs one product
-                            R[:, c0:c0 + width] = self.A2T @ Fk
-                    if K == 1 and R is not None:
-                        R[:, c0:c0 + width] = self.A2T @ (Fc * Fc)
+                if self.F.x.ndim == 2:
+                    tables, R = self._products_by_rows(G, K, want_R)
+                else:
+                    tables, R = self._products_by_columns(G, K, want_R)
             if R is not None:
                 self.R = np.sqrt(R.astype(np.float64)).ravel() / self.fp.m
             self.tables = tables
         return self.tables[:K]
+
+    def _products_by_rows(self, G: NDArray, K: int, want_R: bool) -> tuple[NDArray, NDArray | None]:
+        """The tables (and the squared rounding scales ``A^2 F^2``) of ``F = [1, x]`` with ``x`` of shape
+        ``(m, n)``: ``x`` taken in blocks of examples (contiguous rows, about ``MAX_BATCH_ELEMENTS`` each),
+        whose powers ``x^k`` are formed once and summed into every table; the leading columns of ones
+        need no product (``T_k`` there is the sum of ``G_k`` over the examples)."""
+        x, ones = self.F.x, self.F.ones
+        m, n = x.shape
+        tables = np.zeros((K, self.rows, self.cols))
+        tables[:, :, :ones] = np.sum(G, axis=2, dtype=np.float64, keepdims=True)
+        R = None
+        if want_R:
+            assert self.A2T is not None
+            R = np.zeros((self.rows, self.cols), dtype=np.result_type(self.A2T, G.dtype))
+            R[:, :ones] = np.sum(self.A2T, axis=1, keepdims=True)
+        chunk = max(1, MAX_BATCH_ELEMENTS // max(1, n))
+        for i0 in range(0, m, chunk):
+            i1 = min(i0 + chunk, m)
+            xc = x[i0:i1].astype(G.dtype, copy=False)
+            xk = xc
+            for k in range(K):
+                if k:
+                    xk = xk * xc
+                tables[k, :, ones:] += G[k][:, i0:i1] @ xk
+                if k == 1 and R is not None:
+                    assert self.A2T is not None
+                    R[:, ones:] += self.A2T[:, i0:i1] @ xk
+            if K == 1 and R is not None:
+                assert self.A2T is not None
+                R[:, ones:] += self.A2T[:, i0:i1] @ (xc * xc)
+        return tables, R
+
+    def _products_by_columns(self, G: NDArray, K: int, want_R: bool) -> tuple[NDArray, NDArray | None]:
+        """As :meth:`_products_by_rows` for inputs with trailing axes, in blocks of columns of ``F``."""
+        tables = np.empty((K, self.rows, self.cols))
+        m = self.F.shape[0]
+        width = max(1, MAX_BATCH_ELEMENTS // m)  # columns of F per pass: F^k stays cache-sized
+        R = np.full((self.rows, self.cols), np.nan) if want_R else None
+        for c0 in range(0, self.cols, width):
+            Fc = self.F.columns(c0, min(c0 + width, self.cols), G.dtype)
+            Fk = Fc.copy()
+            for k in range(K):
+                if k:
+                    Fk *= Fc
+                tables[k, :, c0:c0 + width] = G[k] @ Fk
+                if k == 1 and R is not None:  # F^2 is at hand: the rounding scale costs one product
+                    R[:, c0:c0 + width] = self.A2T @ Fk
+            if K == 1 and R is not None:
+                R[:, c0:c0 + width] = self.A2T @ (Fc * Fc)
+        return tables, R
 
     def _coefficients(self, K: int) -> NDArray:
         """``G``, shape ``(K, rows, m)``: per-example Taylor coefficients of the loss in ``tau``, for each
