@@ -51,6 +51,16 @@ CHUNK = 1 << 20
 SAMPLE = 64
 
 
+def _spectrum(g: NDArray, mirrored: bool) -> NDArray:
+    """The discrete Fourier coefficients of the samples ``g`` (``(points, rows, n)``) over the circle, divided
+    by :data:`POINTS`, same layout: real from the upper half of a conjugate-symmetric sequence (``mirrored``:
+    hfft), else complex.  The transforms run along memory, on a transposed copy (about twice as fast as
+    along the first axis)."""
+    lines = np.ascontiguousarray(np.moveaxis(g, 0, -1))
+    C = np.fft.hfft(lines, n=POINTS, axis=-1) if mirrored else np.fft.fft(lines, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(C, -1, 0)) / POINTS
+
+
 def _circle() -> NDArray:
     """The ``POINTS`` roots of unity ``w^k``, with ``w^(N - k)`` exactly the conjugate of ``w^k``."""
     half = POINTS // 2
@@ -172,8 +182,7 @@ class FnRule:
         frequencies show a singularity inside the circle (or a function that is not analytic)."""
         half = POINTS // 2
         g = f - ys[None]
-        # the spectrum of a conjugate-symmetric sequence is real: hfft reads it off the upper half
-        C = np.fft.hfft(g, n=POINTS, axis=0) / POINTS if mirrored else np.fft.fft(g, axis=0) / POINTS
+        C = _spectrum(g, mirrored)
         scale = np.max(np.abs(g), axis=0)  # (the lower half's moduli are the upper half's)
         # the samples' own rounding, eps |f| (a saturated unit changes by far less than its value)
         rounding = ROUNDING * np.max(np.abs(f), axis=0)
