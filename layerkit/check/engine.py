@@ -3,8 +3,8 @@
 A network check uses the fast engine of :mod:`layerkit.fast` when it applies (:func:`engine_applies`: a
 network whose loss the engine has a rule for and whose class keeps Network's cost, and ``engine`` not
 ``"generic"``) and when its predictions agree with the network's own cost (:meth:`Evaluators.verified`):
-along a random direction in every block, at the check's own steps when the layers' rules are not all
-layerkit's own.  Anything else, and any subject that is not a network, re-evaluates the subject's cost, whose
+along a random direction in every block (all blocks at once when every layer is layerkit's own and
+Dense-like), and at the check's own steps for the blocks whose change passes through a layer that is not.  Anything else, and any subject that is not a network, re-evaluates the subject's cost, whose
 noise is measured first (:mod:`layerkit.check.noise`).
 
 The engine's rules are layerkit's own, confirmed against each layer's ``forward`` on every example before
