@@ -172,7 +172,12 @@ class Rules:
         return np.asarray(rule.layer.forward(np.ascontiguousarray(x)))
 
     def _change(self, x: NDArray) -> NDArray:
-        return (0.1 * (1 + np.abs(x)) * self.rng.standard_normal(x.shape)).astype(x.dtype)
+        """A dense change of ``x``: about a tenth of ``1 + |x|`` per entry, of random size and sign (uniform
+        with the spread of a standard normal, which is five times slower to draw for a large input)."""
+        u = self.rng.random(x.shape)
+        u -= 0.5
+        u *= 0.2 * np.sqrt(12.0)
+        return (u * (1 + np.abs(x))).astype(x.dtype)
 
     def _reads_no_parameters(self, k: int, rule: BoundRule) -> bool:
         """For a layer that declares no parameters: whether its ``forward`` is unchanged when every parameter
