@@ -62,6 +62,12 @@ class Registration:
     layer_type: type
     factory: Callable[[Any], Any]
     reads: tuple[str, ...]
+    #: ``reads`` as the class held them when the rule was registered: a rule describes that math only.
+    members: tuple[Any, ...] = ()
+
+    def unchanged(self) -> bool:
+        """Whether the class still holds the members the rule restates (none replaced on the class since)."""
+        return all(getattr(self.layer_type, name, None) is member for name, member in zip(self.reads, self.members))
 
 
 _REGISTRY: dict[type, Registration] = {}
@@ -81,7 +87,8 @@ def register_rule(layer_type: type, factory: Callable[[Any], Any], *, reads: tup
         raise InputError("register_rule(factory)", "a callable taking the layer and returning its rule",
                          repr(factory))
     names = ("forward",) + tuple(n for n in reads if n != "forward")
-    _REGISTRY[layer_type] = Registration(layer_type, factory, names)
+    _REGISTRY[layer_type] = Registration(layer_type, factory, names,
+                                         tuple(getattr(layer_type, name, None) for name in names))
 
 
 def _own_code(obj: Any) -> bool:
@@ -108,7 +115,7 @@ def registration_for(layer: Any) -> Registration | None:
     """The most derived registration that applies to ``layer`` (see the module docstring), or None."""
     for klass in type(layer).__mro__:
         reg = _REGISTRY.get(klass)
-        if reg is not None and _applies(reg, layer):
+        if reg is not None and _applies(reg, layer) and reg.unchanged():
             return reg
     return None
 
