@@ -133,7 +133,7 @@ class Evaluators:
                 raise InputError("engine", "a network whose last layer is a Sigmoid and whose class keeps "
                                  "Network's cost for engine='structured'", repr(s.network))
             return None
-        probe = NetworkProbe(self.state(), s.x0, self.base.f0, axis_scale=s.axis_scale())
+        probe = NetworkProbe(self.state(), s.x0, self.base.f0, axis_scale=s.axis_scale(), maxima=s.maxima)
         steps = None
         own_from = s.own_from
         if own_from:  # a user's rules are also compared with the real cost at the check's own steps

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from .._validate import describe
 from ..errors import InputError, NonFiniteError, TargetError
+from ..fast.changes import ColumnMaxima
 from ..fast.rules import rule_for
 from ..nn.buffer import bind_fresh
 from ..nn.layers import Layer
@@ -98,6 +99,8 @@ class Subject:
                  m: int | None = None) -> None:
         self.x0, self.layout, self.lambda_, self.m = x0, layout, lambda_, m
         self._axis_scale: NDArray | None = None
+        #: Column maxima of the Dense-like inputs, shared by the step scales and the engine's tables.
+        self.maxima = ColumnMaxima()
 
     def session(self) -> ContextManager[Any]:
         return nullcontext()
@@ -360,7 +363,7 @@ class NetworkSubject(Subject):
                     rule = rule_for(layer)
                     if rule.has("param_inputs") and len(block.shape) == 2 and b.index < len(acts):
                         F = rule.param_inputs(b.param, acts[b.index])
-                        s[block.slice] = np.broadcast_to(np.maximum(1.0, F.abs_max())[None, :],
+                        s[block.slice] = np.broadcast_to(np.maximum(1.0, self.maxima.of(F))[None, :],
                                                          block.shape).ravel()
             self._axis_scale = s
         return self._axis_scale

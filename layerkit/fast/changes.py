@@ -212,6 +212,25 @@ class ParamInputs:
                               ).astype(np.float64)
 
 
+class ColumnMaxima:
+    """:meth:`ParamInputs.abs_max` of the inputs one check reads, computed once each: the step scales and the
+    Taylor tables' remainder bounds read the same maxima, of arrays the check never writes (a new instance per
+    check: nothing outlives it)."""
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[NDArray, int, NDArray]] = []
+
+    def of(self, F: ParamInputs) -> NDArray:
+        """``F.abs_max()``, from the memo when the same array (by identity) with as many leading ones was
+        seen."""
+        for x, ones, values in self._seen:
+            if x is F.x and ones == F.ones:
+                return values
+        values = F.abs_max()
+        self._seen.append((F.x, F.ones, values))
+        return values
+
+
 @frozen(eq=False)
 class SeriesChange:
     """The activation changes by the power series ``sum_{k=1..K} coeffs[k-1, b] tau^k`` in a scalar ``tau``

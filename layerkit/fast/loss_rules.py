@@ -178,11 +178,12 @@ class SoftmaxCrossEntropyTerms:
         self.Z, self.Y = Z, Y
         logp = log_softmax(Z.astype(np.float64) if Z.dtype == np.float64 else Z)
         self.P = np.exp(logp)
-        others = np.empty_like(self.P)  # sum_{j != k} p_ij, formed as a sum
-        K = Z.shape[1]
-        for k in range(K):
-            others[:, k] = np.sum(np.delete(self.P, k, axis=1), axis=1) if K > 1 else 0.0
-        self.others = others
+        # sum_{j != k} p_ij, formed as a sum (never 1 - p_ik): the sums of the classes before k and after it
+        before = np.zeros_like(self.P)
+        np.cumsum(self.P[:, :-1], axis=1, out=before[:, 1:])
+        after = np.zeros_like(self.P)
+        after[:, :-1] = np.cumsum(self.P[:, :0:-1], axis=1)[:, ::-1]
+        self.others = before + after
         self.eps = float(np.finfo(Z.dtype).eps)
         self.cost_sum = float(-np.sum(Y * logp))
         labels = np.argmax(Y, axis=1)

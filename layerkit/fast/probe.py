@@ -62,7 +62,7 @@ from ..nn.buffer import Binding
 from ..nn.losses import L2
 from ..nn.network import Network, evaluation_overrides
 from ..numerics import AGREEMENT, NOISE_C, scaled
-from .changes import Change, ColumnChange, matrix_shape
+from .changes import Change, ColumnChange, ColumnMaxima, ColumnsChange, matrix_shape
 from .confirm import Prediction
 from .exact import ExactPath
 from .loss_rules import has_loss_rule
@@ -85,9 +85,10 @@ class NetworkProbe:
     cheap = True
 
     def __init__(self, state: NetworkState, x0: NDArray, f0: float, workers: int | None = None,
-                 axis_scale: NDArray | None = None) -> None:
+                 axis_scale: NDArray | None = None, maxima: ColumnMaxima | None = None) -> None:
         self.state = state
         self.axis_scale = axis_scale
+        self.maxima = maxima
         self.x = np.array(x0, copy=True)
         self.f0 = f0
         self.dtype = self.x.dtype
@@ -288,15 +289,24 @@ class NetworkProbe:
         if series.confirmed or not local.size:
             return True
         rng = np.random.default_rng(block.start)
-        pick = rng.choice(local.size, size=min(8, local.size), replace=False)
+        cols = block.shape[1]
+        # eight entries: four in each of two random rows, so that the exact path moves each row's four
+        # entries (at every step) as one batch
+        rows = local // cols
+        present = np.unique(rows)
+        groups = [rng.choice(np.flatnonzero(rows == r), size=min(4, int(np.sum(rows == r))), replace=False)
+                  for r in rng.choice(present, size=min(2, present.size), replace=False)]
+        pick = np.concatenate(groups)
         exact = np.empty((st.shape[0], pick.size))
         if self.exact.structured(b.index, block):
             F = self.rules.rule(b.index).param_inputs(b.param, self.acts[b.index])
-            cols = block.shape[1]
-            for k, j in enumerate(local[pick]):
-                column = F.columns(int(j % cols), int(j % cols) + 1)[:, 0]
-                change = ColumnChange(int(j // cols), st[:, pick[k]][:, None] * column[None, :])
-                exact[:, k] = self.exact.finish(change, b.index + 1) / self.m
+            S, at = st.shape[0], 0
+            for sel in groups:
+                inputs = np.stack([F.columns(int(j % cols), int(j % cols) + 1)[:, 0] for j in local[sel]])
+                delta = (st[:, sel].T[:, :, None] * inputs[:, None, :]).reshape(sel.size * S, -1)
+                change = ColumnChange(int(rows[sel[0]]), delta)  # item e S + s: entry sel[e] at step s
+                exact[:, at:at + sel.size] = (self.exact.finish(change, b.index + 1) / self.m).reshape(sel.size, S).T
+                at += sel.size
         else:
             exact[...] = self.exact.generic(b, block, local[pick], st[:, pick])
         tnoise = NOISE_C * self.eps * np.abs(st[:, pick]).astype(np.float64) * np.nan_to_num(
@@ -350,15 +360,18 @@ class NetworkProbe:
             data += float(np.sum(L2.change(self.lambda_, self.m, th, vals[pen])))
         return data, noise
 
-    def predict_rows(self, moves: dict[int, tuple[NDArray, int]]) -> tuple[float, float]:
+    def predict_rows(self, moves: dict[int, tuple[NDArray, int]], first: Change | None = None) -> tuple[float, float]:
         """The engine's cost change when, for each layer ``k`` in ``moves``, row ``r`` of its (Dense-like,
         one parameter) block moves by ``values`` (``moves[k] = (values, r)``), all at once, and a bound on its
         rounding.  Each moved layer adds its own parameter change to the change reaching it
-        (``direction_change``, exact); the layers in between carry it (``propagate``)."""
+        (``direction_change``, exact); the layers in between carry it (``propagate``).  ``first``: the first
+        moved layer's output change, when the caller has already formed it (``F`` times the row's move)."""
         change: Change | None = None
         for k in range(min(moves), len(self.layers)):
             rule = self.rules.rule(k)
-            if k in moves:
+            if k in moves and change is None and first is not None:
+                change = first
+            elif k in moves:
                 values, r = moves[k]
                 b = next(bd for bd in self.state.bindings if bd.index == k)
                 dtheta = np.zeros((1,) + tuple(self.net.layout[b.block].shape))
@@ -395,7 +408,7 @@ class NetworkProbe:
                   and hasattr(self.loss, "series") and hasattr(self.loss, "series_bound")
                   and self.rules.ok(i, "param_inputs")
                   and all(self.rules.ok(k, "series") for k in range(i + 1, len(self.layers))))
-            self._series[i, p] = SeriesBlock(self.fp, i, p, b.shape) if ok else None
+            self._series[i, p] = SeriesBlock(self.fp, i, p, b.shape, self.maxima) if ok else None
         return self._series[i, p]
 
 
@@ -429,7 +442,7 @@ def predictions(probe: NetworkProbe, seed: int = 0, steps: NDArray | None = None
         flat = block.start + local
         u = rng.standard_normal(local.size)
         u /= np.linalg.norm(u)
-        t = _verification_step(probe, b, block, local, u)
+        t, _ = _verification_step(probe, b, block, local, u)
         s = (t * u).astype(probe.dtype)
         predicted, pnoise = probe.predict(flat, s)
         theta = np.array(probe.x, copy=True)
@@ -467,18 +480,26 @@ def _every_block(probe: NetworkProbe, rng: np.random.Generator) -> Prediction:
     theta = np.array(probe.x, copy=True)
     direction = np.zeros(probe.x.size)
     moves = {}
-    for b in probe.state.bindings:
+    first: Change | None = None
+    for b in sorted(probe.state.bindings, key=lambda bd: bd.index):
         block = probe.net.layout[b.block]
         rows, cols = matrix_shape(block.shape)
         r = int(rng.integers(rows))
         local = r * cols + np.arange(cols)
         u = rng.standard_normal(cols)
         u /= np.linalg.norm(u)
-        s = (_verification_step(probe, b, block, local, u) * u).astype(probe.dtype)
+        u = u.astype(probe.dtype)
+        t, image = _verification_step(probe, b, block, local, u)
+        if first is None and image is not None:
+            # the first block's output change, formed once: F s = t (F u) exactly, with t a power of two
+            # (s = t u is then exact too, and moves the pre-activations by 0.05 to 0.1)
+            t = float(2.0 ** np.floor(np.log2(t)))
+            first = ColumnsChange(slice(r, r + 1), (t * image)[None, :, None])
+        s = (t * u).astype(probe.dtype)
         theta[block.start + local] += s
         direction[block.start + local] = s
         moves[b.index] = (s.astype(np.float64), r)
-    predicted, noise = probe.predict_rows(moves)
+    predicted, noise = probe.predict_rows(moves, first)
     return Prediction("one row of every block at once", float(np.linalg.norm(direction)), theta, direction,
                       predicted, noise)
 
@@ -503,16 +524,21 @@ def _dense_like(probe: NetworkProbe, b: Binding) -> bool:
     return b.index < len(probe.layers) and probe.rules.rule(b.index).has("param_inputs")
 
 
-def _verification_step(probe: NetworkProbe, b: Binding, block: Any, local: NDArray, u: NDArray) -> float:
+def _verification_step(probe: NetworkProbe, b: Binding, block: Any, local: NDArray,
+                       u: NDArray) -> tuple[float, NDArray | None]:
+    """The step ``t`` along the unit direction ``u`` (entries ``local`` of a block) that moves the
+    pre-activations by at most 0.1, and their change ``F u`` per unit step (shape (m,), None when the layer is
+    not Dense-like): ``1e-2`` times the smallest length scale then."""
     if len(block.shape) and _dense_like(probe, b):
         F = probe.rules.rule(b.index).param_inputs(b.param, probe.acts[b.index])
         cols = matrix_shape(block.shape)[1]
-        s = np.zeros(cols, dtype=probe.dtype)
+        s = np.zeros(cols)  # float64, as direction_change forms the same product
         s[local % cols] = u
-        reach = float(np.max(np.abs(F.matvec(s)), initial=0.0))
+        image = F.matvec(s)
+        reach = float(np.max(np.abs(image), initial=0.0))
         if reach > 0:
-            return 0.1 / reach
-    return 1e-2 * float(np.min(probe.scale()[block.start + local]))
+            return 0.1 / reach, image
+    return 1e-2 * float(np.min(probe.scale()[block.start + local])), None
 
 
 class NetworkSubset:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .changes import SeriesChange
+from .changes import ColumnMaxima, SeriesChange
 from .state import MAX_BATCH_ELEMENTS, ForwardPass
 
 #: Most Taylor terms (:class:`SeriesBlock`); entries whose remainder is not certified with this many are
@@ -66,11 +66,12 @@ class SeriesBlock:
     theirs.
     """
 
-    def __init__(self, fp: ForwardPass, i: int, p: str, shape: tuple[int, int]) -> None:
+    def __init__(self, fp: ForwardPass, i: int, p: str, shape: tuple[int, int],
+                 maxima: ColumnMaxima | None = None) -> None:
         self.fp, self.i = fp, i
         self.rows, self.cols = shape
         self.F = fp.rules.rule(i).param_inputs(p, fp.acts[i])
-        self.Fmax = self.F.abs_max()
+        self.Fmax = self.F.abs_max() if maxima is None else maxima.of(self.F)
         self.F2 = self.F.sum_squares()
         self.tables: NDArray | None = None
         self.R: NDArray | None = None  # rounding scale of each entry, computed with the tables
@@ -85,7 +86,7 @@ class SeriesBlock:
                      for k in range(i + 1, len(fp.layers)) if fp.rules.rule(k).has("kink_distance")}
         #: ``kappa`` (rows, m): below it no example's change reaches a kink (class docstring); None: no kinks.
         self.kink: NDArray | None = np.full((self.rows, fp.m), np.inf) if distances else None
-        self._F_rows = self.F.row_abs_max() if distances else None
+        self._row_max: NDArray | None = None  # max_c |F_ic| per example, read only when a bound is too loose
         for lo in range(0, self.rows, batch):  # batches of units: (B, width) bounds, never (rows, rows)
             units = np.arange(lo, min(lo + batch, self.rows))
             b = np.zeros((len(units), self.rows))
@@ -149,20 +150,21 @@ class SeriesBlock:
             R = np.zeros((self.rows, self.cols), dtype=np.result_type(self.A2T, G.dtype))
             R[:, :ones] = np.sum(self.A2T, axis=1, keepdims=True)
         chunk = max(1, MAX_BATCH_ELEMENTS // max(1, n))
+        power = np.empty((min(chunk, m), n), dtype=G.dtype)  # x^k of one block, reused: no fresh pages per power
         for i0 in range(0, m, chunk):
             i1 = min(i0 + chunk, m)
             xc = x[i0:i1].astype(G.dtype, copy=False)
             xk = xc
             for k in range(K):
                 if k:
-                    xk = xk * xc
+                    xk = np.multiply(xk, xc, out=power[:i1 - i0])
                 tables[k, :, ones:] += G[k][:, i0:i1] @ xk
                 if k == 1 and R is not None:
                     assert self.A2T is not None
                     R[:, ones:] += self.A2T[:, i0:i1] @ xk
             if K == 1 and R is not None:
                 assert self.A2T is not None
-                R[:, ones:] += self.A2T[:, i0:i1] @ (xc * xc)
+                R[:, ones:] += self.A2T[:, i0:i1] @ np.multiply(xc, xc, out=power[:i1 - i0])
         return tables, R
 
     def _products_by_columns(self, G: NDArray, K: int, want_R: bool) -> tuple[NDArray, NDArray | None]:
@@ -295,18 +297,31 @@ class SeriesBlock:
         """The pairs ``(r, i)`` whose example might reach ``kappa_ri`` under the widest step of row ``r``
         (``tmax`` of shape ``(rows, cols)``, found from ``max_c |F_ic|``), in cache-sized chunks: ``(rows,
         examples, |F[examples, :]|)``."""
-        assert self.kink is not None and self._F_rows is not None
+        assert self.kink is not None
         with np.errstate(invalid="ignore", over="ignore"):
             reach = np.max(tmax, axis=1, initial=0.0)
-            cand_r, cand_i = np.nonzero(~(self.kink > reach[:, None] * self._F_rows[None, :]))
+            cand_r, cand_i = self._candidates(self.kink, reach)
         chunk = max(1, MAX_BATCH_ELEMENTS // max(1, self.cols))
         for lo in range(0, cand_r.size, chunk):
             r, i = cand_r[lo:lo + chunk], cand_i[lo:lo + chunk]
             yield r, i, self.F.rows(i)
 
+    def _candidates(self, kink: NDArray, reach: NDArray) -> tuple[NDArray, NDArray]:
+        """``np.nonzero`` of ``~(kink > reach[:, None] * max_c |F_ic|)`` (``kink`` of shape ``(k, m)``, ``reach``
+        ``(k,)``): the pairs that may reach their kink.  First with the largest column maximum for every
+        example (no pass over ``F``), an upper bound, so that no pair is missed; when that leaves more than
+        ``m`` candidates the examples' own maxima are read (once) and the test is repeated with them."""
+        bound = float(np.max(self.Fmax, initial=0.0))
+        r, i = np.nonzero(~(kink > reach[:, None] * bound))
+        if r.size > kink.shape[1]:
+            if self._row_max is None:
+                self._row_max = self.F.row_abs_max()
+            r, i = np.nonzero(~(kink > reach[:, None] * self._row_max[None, :]))
+        return r, i
+
     def _entries_on_pieces(self, tmax: NDArray, rows: NDArray, cols: NDArray) -> NDArray:
         """As :meth:`_on_pieces` for the entries ``(rows[k], cols[k])`` at their largest steps ``tmax[k]``."""
-        assert self.kink is not None and self._F_rows is not None
+        assert self.kink is not None
         clear = np.ones(rows.size, dtype=bool)
         m = self.kink.shape[1]
         chunk = max(1, MAX_BATCH_ELEMENTS // max(1, m))
@@ -314,7 +329,7 @@ class SeriesBlock:
             sel = slice(lo, lo + chunk)
             kink, t = self.kink[rows[sel]], tmax[sel]
             with np.errstate(invalid="ignore", over="ignore"):
-                cand_k, cand_i = np.nonzero(~(kink > t[:, None] * self._F_rows[None, :]))
+                cand_k, cand_i = self._candidates(kink, t)
             if not cand_k.size:
                 continue
             F = np.abs(self.F.rows(cand_i)[np.arange(cand_k.size), cols[sel][cand_k]])

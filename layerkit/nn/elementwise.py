@@ -146,12 +146,17 @@ class Tanh(Elementwise):
         s = self.derivative(x, y)
         terms: dict[tuple[int, int], float] = {(0, 1): 1.0}  # t^a s^b -> coefficient
         out = np.empty((K,) + np.shape(x), dtype=np.result_type(x, np.float32))
+        # the powers t^a and s^b the polynomials read (a < K, b <= K), by products rather than pow
+        t_pow, s_pow = [np.ones_like(out[0]), y], [np.ones_like(out[0]), s]
+        for _ in range(2, K + 1):
+            t_pow.append(t_pow[-1] * y)
+            s_pow.append(s_pow[-1] * s)
         fact = 1.0
         for n in range(1, K + 1):
             fact *= n
             acc = np.zeros(np.shape(x), dtype=out.dtype)
             for (a, b), c in terms.items():
-                acc += c * y**a * s**b
+                acc += c * t_pow[a] * s_pow[b]
             out[n - 1] = acc / fact
             nxt: dict[tuple[int, int], float] = {}
             for (a, b), c in terms.items():
