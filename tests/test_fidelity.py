@@ -91,11 +91,14 @@ def test_float32_tolerances_are_within_100x_of_the_estimates_true_error():
     assert report.passed and np.all(err <= report.tolerance)
     # Entries of saturated units are below float32's resolution relative to the largest entry: their
     # tolerance is the floor 32 eps max|a|, which the analytic gradient's own rounding reaches there (up to
-    # 1.4 times it at raw inputs).  Everywhere else the tolerance comes from the estimate's error.
+    # 1.4 times it at raw inputs).  Everywhere else the tolerance comes from the estimate's error.  (The
+    # engine's steps are those its two Taylor tables certify, where the difference has no truncation left:
+    # about 60 of the 395 entries are then above twice the floor, against 100 when a third-order term
+    # remained.)
     from layerkit.check.tolerance import floor
 
     above = report.tolerance > 2 * floor(report.analytical, np.float32)
-    assert above.sum() > 100
+    assert above.sum() >= 50
     assert np.median(report.tolerance[above] / err[above]) <= 100
 
 

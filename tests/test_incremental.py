@@ -213,6 +213,42 @@ def test_series_tables_agree_with_the_exact_path_within_the_budget(sizes, dtype,
         assert not probe.notes  # ... and none was dropped for disagreeing with the exact path
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_engines_automatic_steps_are_read_off_two_tables(dtype, monkeypatch):
+    """The engine shortens the automatic central steps to where the first two Taylor tables certify every
+    change (methods.table_steps): no third table is formed, the certified values are within the budget of the
+    exact path's, and the difference is the derivative to rounding (against the network's own backprop, a
+    truth of its own here: layerkit's layers).  A fixed step is never moved."""
+    import layerkit.fast.series as series
+    from layerkit import Central
+    from layerkit.check.methods import auto_steps
+
+    rng = np.random.default_rng(5)
+    net = Network.from_sizes([12, 7, 4], seed=3, dtype=dtype)
+    X, y = rng.random((300, 12)), rng.integers(0, 4, 300)
+    probe = _probe(net, X, y)
+    h = Central().steps(probe)
+    auto = auto_steps(probe, Central().base_step(dtype))
+    assert np.all(h <= auto) and np.mean(h < auto) > 0.5
+    terms = []
+    orig = series.SeriesBlock.table
+    monkeypatch.setattr(series.SeriesBlock, "table", lambda self, K: terms.append(K) or orig(self, K))
+    steps = np.stack([h, -h]).astype(dtype)
+    fast = probe.delta(steps)
+    assert terms and max(terms) == 2
+    assert all(len(t.tables) == 2 for t in probe._series.values() if t is not None)
+    exact = _exact_deltas(net, X, y, steps, monkeypatch)
+    assert np.max(np.abs(fast - exact)) <= 2 * probe.loss.budget() / probe.m
+    report = check_network(net, X, y, 1.0, diagnose=False)
+    assert report.passed and report.evaluator == "engine"
+    g = np.asarray(report.analytical, dtype=np.float64)
+    err = np.abs(np.asarray(report.numerical) - g)
+    eps = np.finfo(dtype).eps
+    assert np.max(err / np.maximum(np.abs(g), 1e-3 * np.max(np.abs(g)))) <= 1e3 * eps
+    fixed = Central(step=1e-3).steps(probe)
+    assert np.array_equal(fixed, probe.snap(np.full(net.size, 1e-3, dtype=dtype)))
+
+
 def test_series_remainder_bound_holds(monkeypatch):
     """What the tables certify at K terms is within the budget of the exact change, for every K up to five and
     budgets from loose (few terms) to tight (many): the certified remainder bound holds."""

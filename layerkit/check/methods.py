@@ -190,22 +190,48 @@ def smooth_steps(probe: Probe, h: NDArray, reach: float | None) -> NDArray:
     shrink = np.flatnonzero(limit < widest)
     if not shrink.size:
         return h
-    new = (0.5 * limit[shrink] / reach).astype(probe.real_dtype)
+    out = _shortened(probe, h, shrink, 0.5 * limit[shrink] / reach)
+    said = getattr(probe, "shortened", None)
+    if said is not None:
+        said(np.flatnonzero(out != h))
+    return out
+
+
+def table_steps(probe: Probe, h: NDArray, reach: float | None) -> NDArray:
+    """The automatic steps ``h``, each shortened to where an exact engine reads its changes off two Taylor
+    tables (``table_reach``: the widest offset ``reach h`` at most the step below which the remainder after
+    the ``t^2`` term is certified under the engine's budget, :meth:`~layerkit.fast.series.SeriesBlock.table_reach`).
+    A symmetric stencil's difference is then the derivative itself, to rounding (the ``t^2`` terms cancel
+    and nothing of ``t^3`` is left to truncate), the engine's rounding ``4 eps |t| R`` costs no accuracy at a
+    smaller step (see :func:`smooth_steps`), and the third table is never formed.  Steps that would fall
+    below the floor of :func:`smooth_steps` are kept; fixed steps are never changed."""
+    reach_of = getattr(probe, "table_reach", None)
+    if reach_of is None or not reach:
+        return h
+    widest = reach * np.abs(h.astype(np.float64))
+    limit = reach_of(widest)
+    shrink = np.flatnonzero(limit < widest)
+    if not shrink.size:
+        return h
+    return _shortened(probe, h, shrink, limit[shrink] / reach)
+
+
+def _shortened(probe: Probe, h: NDArray, shrink: NDArray, new: NDArray) -> NDArray:
+    """``h`` with the axes ``shrink`` moved to the steps ``new`` (float64), snapped, except where ``new`` falls
+    below :data:`MIN_STEP_ULPS` units in the last place of ``x_j`` or below the square root of the dtype's
+    smallest normal number (a step far below the scale of normal numbers would leave the cost's changes
+    subnormal, without precision) or snaps to 0: those keep their step."""
+    new = np.asarray(new).astype(probe.real_dtype)
     x = probe.x
     xj = np.zeros(shrink.size) if x is None else np.abs(np.asarray(x)[probe.axes][shrink] if probe.axes is not None
                                                         else np.asarray(x)[shrink]).astype(np.float64)
-    # a step far below the scale of normal numbers would leave the cost's changes subnormal, without precision
     floor = np.maximum(MIN_STEP_ULPS * machine_eps(probe.dtype) * xj,
                        np.sqrt(np.finfo(probe.real_dtype).tiny) * np.maximum(1.0, xj))
     keep = new >= floor
     moved = np.array(h, copy=True)
     moved[shrink] = np.where(keep, new, h[shrink])
     moved = probe.snap(moved)
-    out = np.where(moved != 0, moved, h)
-    said = getattr(probe, "shortened", None)
-    if said is not None:
-        said(np.flatnonzero(out != h))
-    return out
+    return np.where(moved != 0, moved, h)
 
 
 def _reach(rule: Any) -> float | None:
@@ -282,7 +308,7 @@ class FiniteDifference:
         """
         step = self.step if step is None else step
         if step == "auto":
-            h = auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe)))
+            h = table_steps(probe, auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe))), _reach(self))
             return nonzero_steps(smooth_steps(probe, h, _reach(self)), step, probe)
         return nonzero_steps(probe.snap(np.full(probe.n_axes, float(step), dtype=probe.real_dtype)), step, probe)
 
@@ -413,7 +439,8 @@ class Richardson:
     def steps(self, probe: Probe) -> NDArray:
         """The largest per-axis step ``h`` (the levels use ``h / 2^l``), scaled and snapped by the probe."""
         if self.step == "auto":
-            h = auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe)))
+            h = table_steps(probe, auto_steps(probe, self.base_step(probe.dtype, _noise_excess(probe))),
+                            _reach(self.base))
             return nonzero_steps(smooth_steps(probe, h, _reach(self.base)), "auto", probe)
         return nonzero_steps(probe.snap(np.full(probe.n_axes, float(self.step), dtype=probe.real_dtype)),
                              self.step, probe)

@@ -15,11 +15,13 @@ and read its declared capabilities, set when it is made (:class:`Probe`): ``chea
 less than one of the cost: strategies afford a second stencil to measure their truncation), ``noise_excess``
 (how much noisier than its rounding the cost is: automatic steps follow it), ``x`` and ``axes`` (the point
 and the coordinates the axes are, for steps relative to them; None along directions), and ``notes`` (what
-the evaluator refused to use, and why).  One capability is optional: ``smooth_reach(widest)``, per axis how
+the evaluator refused to use, and why).  Two capabilities are optional.  One, ``smooth_reach(widest)``, per axis how
 far the cost is certainly smooth (no kink crossed) up to the stencil's widest step ``widest``; an exact engine
 that knows its layers' kinks offers it, and automatic steps stay within it
 (:func:`~layerkit.check.methods.smooth_steps`, which then tells it which steps it shortened:
-``shortened(axes)``).
+``shortened(axes)``).  Another, ``table_reach(widest)``: per axis the step up to which an exact engine reads
+its changes off two Taylor tables; automatic steps stay within it too
+(:func:`~layerkit.check.methods.table_steps`).
 
 ``scale()`` is the length scale, per axis, that automatic steps are relative to: ``max(1, |x_j|) / s_j``,
 where the optional ``axis_scale`` ``s_j >= 1`` says how much faster the cost varies along axis ``j`` (see

@@ -163,6 +163,20 @@ class NetworkProbe:
             np.minimum(part, series.piece_radius(part), out=part)
         return out
 
+    def table_reach(self, widest: NDArray) -> NDArray:
+        """Per coordinate, ``widest`` (shape (P,), the stencil's widest step) or, where smaller, the step up to
+        which two Taylor tables certify its change (:meth:`~layerkit.fast.series.SeriesBlock.table_reach`):
+        automatic steps stay within it (:func:`~layerkit.check.methods.table_steps`)."""
+        out = np.abs(np.asarray(widest, dtype=np.float64))
+        for b in self.state.bindings:
+            block = self.net.layout[b.block]
+            series = self._series_block(b.index, b.param, block)
+            if series is None:
+                continue
+            part = out[block.start:block.stop]
+            np.minimum(part, series.table_reach(self.loss.budget()), out=part)
+        return out
+
     def shortened(self, axes: NDArray) -> None:
         """Say, once, that the automatic steps of the coordinates ``axes`` were shortened to stay on their
         pieces (:func:`~layerkit.check.methods.smooth_steps`)."""
@@ -566,6 +580,12 @@ class NetworkSubset:
 
     def delta(self, steps: NDArray) -> NDArray:
         return self.parent.delta(steps, self.axes)
+
+    def table_reach(self, widest: NDArray) -> NDArray:
+        """:meth:`NetworkProbe.table_reach` on these coordinates."""
+        full = np.full(self.parent.n_axes, np.inf)
+        full[self.axes] = widest
+        return self.parent.table_reach(full)[self.axes]
 
     def smooth_reach(self, widest: NDArray) -> NDArray:
         """:meth:`NetworkProbe.smooth_reach` on these coordinates."""

@@ -15,8 +15,11 @@ from .state import MAX_BATCH_ELEMENTS, ForwardPass
 #: Most Taylor terms (:class:`SeriesBlock`); entries whose remainder is not certified with this many are
 #: evaluated by the exact per-perturbation path.
 MAX_SERIES_TERMS = 8
-#: Fewest Taylor tables computed at once (central differences on the course network need 3).
-MIN_TABLES = 3
+#: Fewest Taylor tables computed at once: the automatic steps of the engine are chosen so that two certify
+#: every change (:func:`~layerkit.check.methods.table_steps`).
+MIN_TABLES = 2
+#: Terms the automatic steps are chosen for (:meth:`SeriesBlock.table_reach`).
+STEP_TERMS = 2
 #: Elements of the ``K`` coefficients of one batch of units (:meth:`SeriesBlock._coefficients`): about
 #: 0.5 MB in float64, so that the recurrences' many elementwise passes run from the cache (twice as fast on
 #: the course network as batches four times larger).
@@ -117,6 +120,18 @@ class SeriesBlock:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             C = M * ratio**2 * F2 / (1 - q)
         return np.where((q < 1) & ~np.isnan(C), C, np.inf), q
+
+    def table_reach(self, budget: float, terms: int = STEP_TERMS) -> NDArray:
+        """Per entry (flat, ``(rows * cols,)``), a step ``|t|`` up to which the first ``terms`` tables certify
+        its change under ``budget``: with ``q <= 1/2`` the remainder bound of the class docstring is at most
+        ``2 M r^(K+1) F2 Fmax^(K-1)`` (``r = |t| / rho``, ``K = terms``), here put at half the budget.  ``inf``
+        where the entry changes nothing (``M = 0`` or a column of zeros) or a bound is not a number."""
+        K = terms
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            a = 4 * self.M[:, None] * self.F2[None, :] * self.Fmax[None, :] ** (K - 1)
+            r = np.minimum((budget / a) ** (1.0 / (K + 1)), 0.5 / self.Fmax[None, :])
+            t = r * self.rho[:, None]
+        return np.where(np.isnan(t), np.inf, t).ravel()
 
     def table(self, K: int) -> NDArray:
         """``T_1..T_K``, shape ``(K, rows, cols)`` (float64), computed once for the largest ``K`` asked (at

@@ -31,6 +31,7 @@ The built-in layers are made this way.  ``forward`` keeps its input and output (
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -146,18 +147,23 @@ class Tanh(Elementwise):
         s = self.derivative(x, y)
         terms: dict[tuple[int, int], float] = {(0, 1): 1.0}  # t^a s^b -> coefficient
         out = np.empty((K,) + np.shape(x), dtype=np.result_type(x, np.float32))
-        # the powers t^a and s^b the polynomials read (a < K, b <= K), by products rather than pow
-        t_pow, s_pow = [np.ones_like(out[0]), y], [np.ones_like(out[0]), s]
+        # the powers t^a and s^b the polynomials read (a < K, 1 <= b <= K), by products rather than pow
+        t_pow: list[Any] = [None, np.asarray(y, dtype=out.dtype)]
+        s_pow: list[Any] = [None, np.asarray(s, dtype=out.dtype)]
         for _ in range(2, K + 1):
-            t_pow.append(t_pow[-1] * y)
-            s_pow.append(s_pow[-1] * s)
+            t_pow.append(t_pow[-1] * t_pow[1])
+            s_pow.append(s_pow[-1] * s_pow[1])
+        term = np.empty_like(out[0])
         fact = 1.0
         for n in range(1, K + 1):
             fact *= n
-            acc = np.zeros(np.shape(x), dtype=out.dtype)
-            for (a, b), c in terms.items():
-                acc += c * t_pow[a] * s_pow[b]
-            out[n - 1] = acc / fact
+            acc = out[n - 1]
+            acc[...] = 0
+            for (a, b), c in terms.items():  # every term has b >= 1
+                np.multiply(s_pow[b], c / fact, out=term)
+                if a:
+                    term *= t_pow[a]
+                acc += term
             nxt: dict[tuple[int, int], float] = {}
             for (a, b), c in terms.items():
                 if a:
