@@ -166,12 +166,14 @@ class NetworkProbe:
     def table_reach(self, widest: NDArray) -> NDArray:
         """Per coordinate, ``widest`` (shape (P,), the stencil's widest step) or, where smaller, the step up to
         which two Taylor tables certify its change (:meth:`~layerkit.fast.series.SeriesBlock.table_reach`):
-        automatic steps stay within it (:func:`~layerkit.check.methods.table_steps`)."""
+        automatic steps stay within it (:func:`~layerkit.check.methods.table_steps`).  Not for a block with a
+        layer after it whose series are derived from its ``fn``: those tables carry a subtraction's rounding,
+        which does not shrink with the step."""
         out = np.abs(np.asarray(widest, dtype=np.float64))
         for b in self.state.bindings:
             block = self.net.layout[b.block]
             series = self._series_block(b.index, b.param, block)
-            if series is None:
+            if series is None or self._derived_after(b):
                 continue
             part = out[block.start:block.stop]
             np.minimum(part, series.table_reach(self.loss.budget()), out=part)
