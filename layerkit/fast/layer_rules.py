@@ -136,32 +136,33 @@ class SigmoidRule:
         slope = self._slopes(x, y)
         if isinstance(change, ColumnChange):
             c = change.col
-            return ColumnChange(c, sigmoid_change(slope[1][c], slope[2][c], change.delta, overwrite=True, z=x[:, c]))
+            return ColumnChange(c, sigmoid_change(y[:, c], slope[1][:, c], change.delta, overwrite=True, z=x[:, c]))
         if isinstance(change, ColumnsChange):
             cs = change.cols
-            return ColumnsChange(cs, sigmoid_change(y[:, cs], slope[3][:, cs], change.delta, overwrite=True,
+            return ColumnsChange(cs, sigmoid_change(y[:, cs], slope[1][:, cs], change.delta, overwrite=True,
                                                     z=x[:, cs]))
-        return DenseChange(sigmoid_change(y, slope[3], change.dense(x.shape), overwrite=True, z=x))
+        return DenseChange(sigmoid_change(y, slope[1], change.dense(x.shape), overwrite=True, z=x))
 
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
         """Taylor coefficients of ``sigmoid(x + D(tau)) - sigmoid(x)`` (see
         :func:`~layerkit.fast.changes.sigmoid_series`); a column series stays a column series."""
         slope = self._slopes(x, y)
         if change.cols is not None:
-            c = change.cols
-            return SeriesChange(sigmoid_series(slope[1][c], slope[4][c], change.coeffs), c)
+            c = change.cols  # the units' columns, gathered with the batch first
+            return SeriesChange(sigmoid_series(np.moveaxis(y[:, c], 1, 0), np.moveaxis(slope[2][:, c], 1, 0),
+                                               change.coeffs), c)
         if change.v is not None:
             # rank one, c(tau) v: sum_n sigma_n(x_il) v_l^n c_i^n, sigma_n = sigmoid^(n) / n! at x (memoized)
             K = change.coeffs.shape[0]
             sig = self._taylor(x, y, K)
             powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
             return SeriesChange(compose_series(sig[:, None] * powers, change.coeffs[..., None]))
-        return SeriesChange(sigmoid_series(y, slope[5], change.coeffs))
+        return SeriesChange(sigmoid_series(y, slope[2], change.coeffs))
 
     def _taylor(self, x: NDArray, y: NDArray, K: int) -> NDArray:
         memo = self._taylor_memo
         if memo is None or memo[0] is not x or len(memo[1]) < K:
-            memo = self._taylor_memo = (x, sigmoid_series(y, self._slopes(x, y)[5], None, K))
+            memo = self._taylor_memo = (x, sigmoid_series(y, self._slopes(x, y)[2], None, K))
         return memo[1][:K]
 
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
@@ -172,20 +173,15 @@ class SigmoidRule:
 
     def magnitude(self, x: NDArray, y: NDArray, A: NDArray) -> NDArray:
         """Backprop on magnitudes: ``A sigmoid'(x)``, formed as ``A s sigmoid(-x)``."""
-        return A * self._slopes(x, y)[3]
+        return A * self._slopes(x, y)[1]
 
     def _slopes(self, x: NDArray, y: NDArray) -> tuple[NDArray, ...]:
-        """Memoized per input: ``(x, s^T, s (1 - s)^T, s (1 - s), sigmoid(-x)^T, sigmoid(-x))``, where ``^T``
-        puts the columns (channels, for images) first."""
+        """Memoized per input: ``(x, s (1 - s), sigmoid(-x))`` (a unit's column is read in place, strided:
+        no transposed copies of the activations)."""
         slope = self._slope
         if slope is None or slope[0] is not x:
             sc = sigmoid(-x)
-            s_sc = y * sc
-
-            def first(a: NDArray) -> NDArray:
-                return np.ascontiguousarray(np.moveaxis(a, 1, 0))
-
-            slope = self._slope = (x, first(y), first(s_sc), s_sc, first(sc), sc)
+            slope = self._slope = (x, y * sc, sc)
         return slope
 
 
