@@ -295,8 +295,9 @@ class Report:
     method : str
         Strategy name, e.g. ``"central"``.
     step : float
-        The base step: the relative step ``h0`` of ``"auto"`` (per-entry steps are ``h0 max(1, |x_j|) / s_j``),
-        or the absolute step the user gave.
+        The base step: the relative step ``h0`` of ``"auto"`` (per-entry steps are ``h0 max(1, |x_j|) / s_j``,
+        on the network engine at most that: shortened to where its changes are read off two Taylor tables,
+        :func:`~layerkit.check.methods.table_steps`, or to stay off a kink), or the absolute step the user gave.
     step_rule : str
         ``"auto"`` or ``"fixed"``.
     dtype : str
