@@ -131,7 +131,7 @@ class SeriesBlock:
             a = 4 * self.M[:, None] * self.F2[None, :] * self.Fmax[None, :] ** (K - 1)
             r = np.minimum((budget / a) ** (1.0 / (K + 1)), 0.5 / self.Fmax[None, :])
             t = r * self.rho[:, None]
-        return np.where(np.isnan(t), np.inf, t).ravel()
+        return np.where(np.isnan(t) | (self.M[:, None] == 0), np.inf, t).ravel()
 
     def table(self, K: int) -> NDArray:
         """``T_1..T_K``, shape ``(K, rows, cols)`` (float64), computed once for the largest ``K`` asked (at
