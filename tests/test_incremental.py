@@ -463,3 +463,35 @@ def test_tables_summed_over_blocks_of_examples_are_the_tables_of_blocks_of_colum
             scale = np.abs(G[k]).astype(np.float64) @ Fk ** (k + 1)
             assert np.all(np.abs(by_rows[k] - by_cols[k]) <= 64 * eps * scale + 1e-300)
         assert np.allclose(R_rows, R_cols, rtol=64 * eps, atol=0)
+
+
+@pytest.mark.parametrize("acts", [("Sigmoid", "Tanh"), ("ReLU", "Sigmoid"), ("Tanh", "LeakyReLU")])
+@pytest.mark.parametrize("loss", [None, "SoftmaxCrossEntropy", "MeanSquaredError"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_pair_carried_to_the_loss_gives_the_layers_own_coefficients(acts, loss, dtype, monkeypatch):
+    """A block two elementwise layers before the logits: its per-example coefficients, with the last
+    elementwise layer and the linear one after it carried to the loss at once, are those of composing each
+    layer's own series, to rounding, for every number of terms."""
+    import layerkit
+    import layerkit.fast.series as series
+
+    rng = np.random.default_rng(4)
+    hidden = [getattr(layerkit, a)() for a in acts]
+    layers = [Dense(7, 6), hidden[0], Dense(6, 5), hidden[1], Dense(5, 4)]
+    if loss is None:
+        net = Network(layers + [Sigmoid()], dtype=dtype)
+    else:
+        net = Network(layers, loss=getattr(layerkit, loss)(), dtype=dtype)
+    net.init_random(3)
+    X = (2 * rng.standard_normal((40, 7))).astype(dtype)
+    y = rng.standard_normal((40, 4)) if loss == "MeanSquaredError" else rng.integers(0, 4, 40)
+    block = _tables(net, X, y)["Theta1"]
+    eps = float(np.finfo(dtype).eps)
+    for K in (1, 2, 3, 4):
+        assert block._pair(K) == 3
+        fused = block._coefficients(K).astype(np.float64)
+        with monkeypatch.context() as mp:
+            mp.setattr(series.SeriesBlock, "_pair", lambda self, K: None)
+            own = block._coefficients(K).astype(np.float64)
+        scale = np.max(np.abs(own), axis=(1, 2), keepdims=True)
+        assert np.all(np.abs(fused - own) <= 64 * eps * scale), K

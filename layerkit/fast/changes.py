@@ -399,6 +399,16 @@ def loss_series(s: NDArray, sc: NDArray, y: NDArray, D: NDArray | None, K: int |
     return out
 
 
+def rank_one_series(T: NDArray, change: SeriesChange) -> SeriesChange:
+    """The series of an elementwise layer whose entries have the Taylor coefficients ``T`` (``(K, m, n)``,
+    ``T[p - 1] = f^(p)(x) / p!``) for a rank-one change ``c(tau) v`` of its input: ``sum_p T_p v^p c^p``, a
+    dense series ``(K, B, m, n)``."""
+    K = change.coeffs.shape[0]
+    assert change.v is not None and T.shape[0] == K
+    powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
+    return SeriesChange(compose_series(T[:, None] * powers, change.coeffs[..., None]))
+
+
 def compose_series(phi: NDArray, u: NDArray) -> NDArray:
     """Taylor coefficients of ``sum_{n=1..K} phi[n-1] u(tau)^n`` where ``u(tau) = sum_k u[k-1] tau^k``.
 

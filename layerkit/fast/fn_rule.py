@@ -35,6 +35,7 @@ from .changes import (
     SeriesChange,
     compose_series,
     elementwise_change,
+    rank_one_series,
     strip_limit,
 )
 
@@ -219,17 +220,20 @@ class FnRule:
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
         """``f(x + D(tau)) - f(x) = sum_n f^(n)(x) / n! D(tau)^n``, composed term by term, with the derived
         coefficients."""
-        K = change.coeffs.shape[0]
-        T = self.coefficients(x, y)[0]
-        if K > T.shape[0]:
-            raise Unavailable(f"{self.layer!r}: a series of {K} terms needs more coefficients than the circle gives")
-        T = T[:K].astype(change.coeffs.dtype)
+        T = self.entry_series(x, y, change.coeffs.shape[0]).astype(change.coeffs.dtype)
         if change.cols is not None:
             return SeriesChange(compose_series(T[:, :, change.cols].transpose(0, 2, 1), change.coeffs), change.cols)
         if change.v is not None:
-            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
-            return SeriesChange(compose_series(T[:, None] * powers, change.coeffs[..., None]))
+            return rank_one_series(T, change)
         return SeriesChange(compose_series(T[:, None], change.coeffs))
+
+    def entry_series(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        """The derived ``f^(n)(x) / n!`` for ``n = 1..K`` (float64, ``(K,) + x.shape``; :meth:`coefficients`).
+        Raises :class:`Unavailable` past the coefficients the circle gives."""
+        T = self.coefficients(x, y)[0]
+        if K > T.shape[0]:
+            raise Unavailable(f"{self.layer!r}: a series of {K} terms needs more coefficients than the circle gives")
+        return T[:K]
 
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """``|fn(x + d) - fn(x)| <= L_l |d|`` for complex ``|d| <= r`` (module docstring): the bound scales by

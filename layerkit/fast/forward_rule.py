@@ -46,6 +46,13 @@ class ForwardRule:
             raise Unavailable(f"{self.layer!r}: its forward does not act on each entry alone")
         return self._fn.series(x, y, change)
 
+    def entry_series(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        """Each entry's derived series (:meth:`~layerkit.fast.fn_rule.FnRule.entry_series`), for a layer that
+        acts on each entry alone by one function (:meth:`uniform`)."""
+        if x.ndim != 2 or not self.uniform(x, y):
+            raise Unavailable(f"{self.layer!r}: its forward does not act on each entry alone")
+        return self._fn.entry_series(x, y, K)
+
     def series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """The bound of the derived series (:meth:`~layerkit.fast.fn_rule.FnRule.series_bound`)."""
         return self._fn.series_bound(b)

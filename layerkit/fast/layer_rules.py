@@ -24,6 +24,7 @@ from .changes import (
     SeriesChange,
     compose_series,
     elementwise_change,
+    rank_one_series,
     sigmoid_change,
     sigmoid_series,
     strip_limit,
@@ -68,6 +69,10 @@ class DenseRule:
     def param_inputs(self, name: str, x: NDArray) -> ParamInputs:
         """``F = x1 = [1, x]`` (m, n_in + 1): ``Theta[r, c] += t`` adds ``t F[:, c]`` to output column ``r``."""
         return ParamInputs(x, ones=1)
+
+    def linear_weights(self) -> NDArray:
+        """``W`` (n_out, n_in): the layer's series of a dense change is ``coeffs W^T`` (see :meth:`series`)."""
+        return self._W()
 
     def series(self, x: NDArray, y: NDArray, change: SeriesChange) -> SeriesChange:
         """Taylor coefficients of the output change: ``coeffs W^T`` (the layer is linear); a column series
@@ -153,11 +158,13 @@ class SigmoidRule:
                                                change.coeffs), c)
         if change.v is not None:
             # rank one, c(tau) v: sum_n sigma_n(x_il) v_l^n c_i^n, sigma_n = sigmoid^(n) / n! at x (memoized)
-            K = change.coeffs.shape[0]
-            sig = self._taylor(x, y, K)
-            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
-            return SeriesChange(compose_series(sig[:, None] * powers, change.coeffs[..., None]))
+            return rank_one_series(self.entry_series(x, y, change.coeffs.shape[0]), change)
         return SeriesChange(sigmoid_series(y, slope[2], change.coeffs))
+
+    def entry_series(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        """``sigmoid^(n)(x) / n!`` for ``n = 1..K`` (shape ``(K,) + x.shape``): the series of each entry alone
+        (memoized per input)."""
+        return self._taylor(x, y, K)
 
     def _taylor(self, x: NDArray, y: NDArray, K: int) -> NDArray:
         memo = self._taylor_memo
@@ -222,9 +229,11 @@ class ElementwiseRule:
             self.series = self._piece_series
             self.series_bound = self._piece_bound
             self.kink_distance = self._kink_distance
+            self.entry_series = self._piece_entry_series
         elif _own(layer, "taylor") and _own(layer, "strip") and _own(layer, "slope"):
             self.series = self._series
             self.series_bound = self._series_bound
+            self.entry_series = self._taylor
 
     def columnwise(self, x: NDArray, y: NDArray) -> bool:
         return True
@@ -258,8 +267,7 @@ class ElementwiseRule:
         if change.cols is not None:
             return SeriesChange(compose_series(T[:, :, change.cols].transpose(0, 2, 1), change.coeffs), change.cols)
         if change.v is not None:
-            powers = change.v[None, :, None, :] ** np.arange(1, K + 1)[:, None, None, None]
-            return SeriesChange(compose_series(T[:, None] * powers, change.coeffs[..., None]))
+            return rank_one_series(T, change)
         return SeriesChange(compose_series(T[:, None], change.coeffs))
 
     def _series_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
@@ -305,6 +313,12 @@ class ElementwiseRule:
         if change.v is not None:
             return SeriesChange(change.coeffs[..., None] * (change.v[:, None, :] * S[None].astype(dtype))[None])
         return SeriesChange(change.coeffs * S.astype(dtype))
+
+    def _piece_entry_series(self, x: NDArray, y: NDArray, K: int) -> NDArray:
+        """Each entry's series on its piece: ``f'(x)``, then zeros (shape ``(K,) + x.shape``)."""
+        T = np.zeros((K,) + x.shape, dtype=np.result_type(self._slopes(x, y), np.float32))
+        T[0] = self._slopes(x, y)
+        return T
 
     def _piece_bound(self, b: NDArray) -> tuple[NDArray, NDArray]:
         """On the pieces the change scales by at most the largest slope, for any ``rho`` (a linear map)."""

@@ -102,6 +102,11 @@ class SigmoidCrossEntropyTerms:
             return compose_series(phi, change.coeffs)
         return np.sum(loss_series(self.S, self.Sc, self.Y, change.coeffs), axis=-1)
 
+    def second_order(self, d: NDArray) -> NDArray:
+        """The coefficient of ``tau^2`` of the summed loss change per batch item and example, ``(B, m)``, for
+        the logits moving by ``tau d`` (``d`` of shape ``(B, m, n_out)``): ``sum_k l''(z_ik) d_ik^2 / 2``."""
+        return 0.5 * np.sum(self.L[1] * (d * d), axis=2)
+
     def coefficients(self, K: int) -> NDArray:
         """Taylor coefficients ``l^(n)(Z) / n!``, ``n = 1..K``, shape ``(K, m, n_out)``, memoized."""
         if self._coefficients is None or len(self._coefficients) < K:
@@ -214,6 +219,14 @@ class SoftmaxCrossEntropyTerms:
                 if np.any(w):
                     out += w * np.log1p(np.sum(self.P * np.expm1(d - d[:, :, c:c + 1]), axis=2))
             return out
+
+    def second_order(self, d: NDArray) -> NDArray:
+        """The coefficient of ``tau^2`` per batch item and example, ``(B, m)``, for the logits moving by
+        ``tau d`` (``(B, m, n_out)``): half the quadratic form of ``s_i (diag(p_i) - p_i p_i^T)``, as the
+        weighted variance ``s_i sum_k p_ik (d_ik - dbar_i)^2 / 2`` with ``dbar_i = sum_k p_ik d_ik`` (a sum of
+        terms of one sign: no cancellation)."""
+        centred = d - np.sum(self.P * d, axis=2, keepdims=True)
+        return 0.5 * self.rowsum * np.sum(self.P * (centred * centred), axis=2)
 
     def column(self, k: int, d: NDArray) -> NDArray:
         """Only logit ``k`` changes, by ``d`` of shape ``(B, m)``: class ``k``'s term changes by
@@ -435,6 +448,11 @@ class SquaredErrorTerms:
 
     def column(self, k: int, d: NDArray) -> NDArray:
         return np.sum(d * (self.Rs[:, k] + d / 2), axis=1)
+
+    def second_order(self, d: NDArray) -> NDArray:
+        """The coefficient of ``tau^2`` per batch item and example, ``(B, m)``, for the logits moving by
+        ``tau d``: ``sum_k d_ik^2 / 2``."""
+        return 0.5 * np.sum(d * d, axis=2)
 
     def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
         return u @ (self.Rs @ v) + 0.5 * np.sum(u * u, axis=1) * float(v @ v)

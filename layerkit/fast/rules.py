@@ -52,7 +52,8 @@ from .forward_rule import ForwardRule
 
 #: Every member a rule may have.
 RULE_MEMBERS = ("propagate", "series", "series_bound", "kink_distance", "param_inputs", "param_change",
-                "feature_inputs", "direction_change", "magnitude", "forward_scale")
+                "feature_inputs", "direction_change", "magnitude", "forward_scale", "entry_series",
+                "linear_weights")
 
 
 @frozen
@@ -163,6 +164,7 @@ class BoundRule:
             self.members["propagate"] = forward_rule.propagate
             self.members["series"] = forward_rule.series
             self.members["series_bound"] = forward_rule.series_bound
+            self.members["entry_series"] = forward_rule.entry_series
             self._columnwise = forward_rule.uniform
             self.cancels = True
             self.derived = True

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .changes import ColumnMaxima, SeriesChange
+from .changes import ColumnMaxima, SeriesChange, compose_series
 from .state import MAX_BATCH_ELEMENTS, ForwardPass
 
 #: Most Taylor terms (:class:`SeriesBlock`); entries whose remainder is not certified with this many are
@@ -24,6 +24,12 @@ STEP_TERMS = 2
 #: 0.5 MB in float64, so that the recurrences' many elementwise passes run from the cache (twice as fast on
 #: the course network as batches four times larger).
 SERIES_BATCH_ELEMENTS = 1 << 16
+#: The same for the batches of :meth:`SeriesBlock._pair_to_loss`, whose elementwise passes run at the logits'
+#: width: larger, so that each product with the memoized ``M_p`` is shared by more units.
+PAIR_BATCH_ELEMENTS = 1 << 19
+#: Most elements of the products ``M_p`` of :meth:`SeriesBlock._pair_products` (32 MB in float64); past it
+#: the layers' own series are composed instead.
+PAIR_ELEMENTS = 1 << 22
 
 
 def available() -> bool:
@@ -206,20 +212,99 @@ class SeriesBlock:
         unit ``r``, from a column series ``tau`` pushed through the layers after the block, in batches of
         units whose ``K`` coefficients of shape ``(B, m, width)`` hold about ``SERIES_BATCH_ELEMENTS`` in all.
         The series stays one column wide through the next layer and rank one through the one after; only
-        later layers' outputs are materialized, so only their widths count."""
+        later layers' outputs are materialized, so only their widths count.  A rank-one series through the
+        last elementwise layer and the linear layer the loss reads goes to the loss without that elementwise
+        layer's output ever being formed (:meth:`_pair_to_loss`)."""
         fp, i = self.fp, self.i
         m = fp.m
-        widest = max([fp.acts[k + 1].shape[1] for k in range(i + 3, len(fp.layers))], default=1)
-        batch = max(1, SERIES_BATCH_ELEMENTS // (m * widest * K))
+        pair = self._pair(K)
+        last = len(fp.layers) - 1 if pair is not None else len(fp.layers)
+        widest = max([fp.acts[k + 1].shape[1] for k in range(i + 3, last)], default=1)
+        if pair is not None:
+            widest = fp.acts[pair + 2].shape[1]
+        batch = max(1, (SERIES_BATCH_ELEMENTS if pair is None else PAIR_BATCH_ELEMENTS) // (m * widest * K))
         G = np.empty((K, self.rows, m), dtype=fp.Z.dtype)
+        products = None if pair is None else self._pair_products(pair, K)
         for lo in range(0, self.rows, batch):
             units = np.arange(lo, min(lo + batch, self.rows))
             coeffs = np.zeros((K, len(units), m), dtype=fp.Z.dtype)
             coeffs[0] = 1  # the pre-activation of each unit changes by tau itself
             change = SeriesChange(coeffs, units)
-            for k in range(i + 1, len(fp.layers)):
+            for k in range(i + 1, len(fp.layers) if pair is None else pair):
                 change = fp.rules.rule(k).series(fp.acts[k], fp.acts[k + 1], change)
-            G[:, lo:lo + len(units)] = fp.loss.series(change)
+            if products is None:
+                G[:, lo:lo + len(units)] = fp.loss.series(change)
+            else:
+                G[:, lo:lo + len(units)] = self._pair_to_loss(change, *products)
+        return G
+
+    def _pair(self, K: int) -> int | None:
+        """The layer ``k`` for :meth:`_pair_to_loss`: the loss reads layer ``k + 1`` (linear), ``k`` is
+        elementwise, and the series reaching ``k`` is rank one (a column series through an elementwise layer
+        after the block, then a linear one), on ``(m, n)`` activations; the products of
+        :meth:`_pair_products` must hold at most :data:`PAIR_ELEMENTS`.  None otherwise."""
+        fp, i = self.fp, self.i
+        k = i + 3
+        if k + 2 != len(fp.layers) or fp.acts[k].ndim != 2 or fp.acts[k + 2].ndim != 2:
+            return None
+        rule = fp.rules.rule
+        if not (rule(i + 1).has("entry_series") and rule(i + 2).has("linear_weights")
+                and rule(k).has("entry_series") and rule(k + 1).has("linear_weights")):
+            return None
+        m, n_mid, n_out = fp.m, fp.acts[k].shape[1], fp.acts[k + 2].shape[1]
+        return k if (K - 1) * n_mid * m * n_out <= PAIR_ELEMENTS else None
+
+    def _pair_products(self, k: int, K: int) -> tuple[NDArray, list[NDArray | None], NDArray]:
+        """What :meth:`_pair_to_loss` reads for layers ``k`` (elementwise, its entries' coefficients ``T_p``,
+        ``(K, m, n)``) and ``k + 1`` (linear, ``W``, ``(n_out, n)``), computed once per block: ``T``; for the
+        orders ``p < K`` whose ``T_p`` is not all zero (a layer of linear pieces has only ``T_1``), ``M_p[l,
+        (i, j)] = T_p[i, l] W[j, l]`` (``(n, m n_out)``); and ``Q = L_1 W`` (``(m, n)``), with ``L_1[i, j]`` the
+        loss's first derivative in logit ``j`` of example ``i`` (its series for each logit moved alone)."""
+        fp = self.fp
+        dtype = fp.Z.dtype
+        T = np.asarray(fp.rules.rule(k).entry_series(fp.acts[k], fp.acts[k + 1], K))
+        W = np.asarray(fp.rules.rule(k + 1).linear_weights())
+        n_out, m = W.shape[0], fp.m
+        Wt = W.T.astype(np.result_type(dtype, T.dtype), copy=False)
+        M: list[NDArray | None] = [
+            (T[p].T[:, :, None] * Wt[:, None, :]).reshape(T.shape[2], -1) if np.any(T[p]) else None
+            for p in range(K - 1)]
+        ones = np.ones((1, n_out, m), dtype=dtype)
+        L1 = np.asarray(fp.loss.series(SeriesChange(ones, np.arange(n_out))))[0]  # (n_out, m)
+        return T, M, L1.T @ W.astype(L1.dtype, copy=False)
+
+    def _pair_to_loss(self, change: SeriesChange, T: NDArray, M: list[NDArray | None], Q: NDArray) -> NDArray:
+        """The loss's coefficients ``(K, B, m)`` for a rank-one series ``c(tau) v`` at the input of the pair
+        of :meth:`_pair`, as the two layers' series and then the loss's would give them, without the
+        elementwise layer's output.  At the logits the series is ``D = sum_p c^p E_p`` with ``E_p[b, i] =
+        (T_p[i] v_b^p) W^T`` (one product ``v^p M_p`` per order).  The loss's coefficient of ``tau^K`` is
+        ``L_1 . D_K`` plus terms of ``D_1 .. D_(K-1)`` only, so ``E_p`` is formed for ``p < K`` alone, the
+        loss's own series reads ``D_1 .. D_(K-1)`` (``D_K`` set to 0), and ``L_1 . D_K = sum_p [c^p]_K H_p``
+        is added with ``H_p[b, i] = sum_l Q[i, l] T_p[i, l] v_bl^p`` (one product per order)."""
+        assert change.v is not None
+        c, v = change.coeffs, change.v
+        K, B, m = c.shape
+        n_out = self.fp.Z.shape[1]  # the logits the loss reads: layer k + 1's output
+        dtype = np.result_type(c.dtype, T.dtype, np.float64)
+        H = np.zeros((K, B, m), dtype=dtype)
+        for p in range(K):
+            if np.any(T[p]):
+                H[p] = ((Q * T[p]) @ (v ** (p + 1)).T).T
+        top = compose_series(H, c)  # L_1 . D_n for every n: all of G but the loss's curvature
+        if K == 1:
+            return top
+        E = np.zeros((K - 1, B, m, n_out), dtype=dtype)
+        for p, Mp in enumerate(M):
+            if Mp is not None:
+                E[p] = (v ** (p + 1) @ Mp).reshape(B, m, n_out)
+        loss = self.fp.loss
+        if K == 2 and hasattr(loss, "second_order"):  # G_2 = L_1 . D_2 + q(D_1), D_1 = c_1 E_1
+            top[1] += c[0] * c[0] * loss.second_order(E[0])
+            return top
+        D = np.zeros((K, B, m, n_out), dtype=dtype)
+        D[:K - 1] = compose_series(E, c[:K - 1, :, :, None])
+        G = np.asarray(loss.series(SeriesChange(D)), dtype=dtype)
+        G[K - 1] += top[K - 1]
         return G
 
     def _terms(self, C: NDArray, q: NDArray, budget: float) -> tuple[int, NDArray]:
