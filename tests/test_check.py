@@ -42,6 +42,33 @@ def test_float32_raises_no_false_alarm(method):
             assert report.dtype == "float32"
 
 
+def test_an_engine_change_that_is_not_finite_hands_the_check_over_to_the_cost(monkeypatch):
+    """A safeguard: should the engine compute a non-finite change where the analytic gradient is finite, the
+    check differences the network's own cost instead of blaming the gradient (and a wrong entry still fails)."""
+    from layerkit.fast.probe import NetworkProbe
+    from layerkit.testing import plant_gradient_error
+
+    real = NetworkProbe._delta
+
+    def broken(self, steps, axes):
+        out = real(self, steps, axes)
+        if axes is None:
+            out[:, 3] = np.inf
+        return out
+
+    monkeypatch.setattr(NetworkProbe, "_delta", broken)
+    rng = np.random.default_rng(0)
+    net = Network([layerkit.Dense(4, 5), layerkit.Tanh(), layerkit.Dense(5, 3)], loss=layerkit.SoftmaxCrossEntropy(),
+                  dtype=np.float32)
+    net.init_random(1)
+    X, y = rng.standard_normal((12, 4)), rng.integers(0, 3, 12)
+    report = check_network(net, X, y, 1.0)
+    assert report.passed and report.evaluator == "cost" and np.all(np.isfinite(report.numerical))
+    assert any("not finite at 1 entry (Theta1[0, 3])" in n for n in report.notes)
+    bad = check_network(plant_gradient_error(net, 3, rel=0.2), X, y, 1.0)
+    assert str(bad).startswith("FAILED") and bad.worst[0].flat_index == 3
+
+
 def test_saturated_network_passes():
     rng = np.random.default_rng(3)
     net = Network.from_sizes([5, 4, 3], seed=1)

@@ -179,6 +179,83 @@ def test_softmax_targets_that_sum_to_one_only_up_to_rounding_get_the_exact_gradi
     np.testing.assert_allclose(g[:, 1:], dz.T @ X, atol=1e-15)
 
 
+def _confidently_wrong_net():
+    """A float32 softmax network whose logits differ by hundreds: the float32 probability of some example's own
+    class is exactly 0 (its loss is finite, about the gap of its logits)."""
+    rng = np.random.default_rng(3)
+    net = Network([Dense(4, 6), Tanh(), Dense(6, 3)], loss=SoftmaxCrossEntropy(), dtype=np.float32)
+    net.init_random(3)
+    net.params = net.params * 100
+    return net, rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 3, 8)
+
+
+def test_a_confidently_wrong_float32_softmax_network_is_checked_by_the_engine_without_a_false_alarm():
+    net, X, y = _confidently_wrong_net()
+    p = net.predict_proba(X)
+    assert p.dtype == np.float32 and np.any(p[np.arange(8), y] == 0)  # an example's own class underflows
+    report = check_network(net, X, y, 0.0)
+    assert report.passed and report.evaluator == "engine", str(report)
+    assert np.all(np.isfinite(report.numerical))
+    generic = check_network(net, X, y, 0.0, engine="generic")
+    assert generic.passed
+    scale = np.max(np.abs(report.analytical))
+    assert np.max(np.abs(report.numerical - generic.numerical)) <= 0.05 * scale
+    assert str(check_network(net, X, y, 0.0, mode="directional")).split()[0] != "FAILED"
+
+
+@pytest.mark.parametrize("j, rel", [(0, 0.1), (3, 1e-2), (30, 1e-3), (50, 1e-3)])
+def test_a_wrong_gradient_of_a_confidently_wrong_float32_softmax_network_fails(j, rel):
+    from layerkit.testing import plant_gradient_error
+
+    net, X, y = _confidently_wrong_net()
+    report = check_network(plant_gradient_error(net, j, rel=rel), X, y, 0.0)
+    assert str(report).startswith("FAILED") and report.worst[0].flat_index == j, str(report)
+    assert report.evaluator == "engine"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("one_hot", [True, False])
+def test_softmax_loss_changes_are_finite_and_exact_when_probabilities_underflow(dtype, one_hot):
+    """Every change the softmax rule computes (dense, one logit, rank one) against float64 differences of the
+    loss, on logits where probabilities are exact zeros in their dtype (one row even in float64), with the
+    own class's among them, and for changes up to hundreds (beyond float32's ``expm1``)."""
+    from layerkit.fast.loss_rules import SoftmaxCrossEntropyTerms
+    from layerkit.nn.losses import log_softmax
+
+    rng = np.random.default_rng(5 + one_hot)
+    m, n, B = 9, 3, 4
+    Z = 120 * rng.standard_normal((m, n))
+    Z[0] = (900, -900, 0)
+    Z = Z.astype(dtype)
+    labels = np.argmin(Z, axis=1)  # every example's own class is its least likely one
+    Y = np.eye(n)[labels] if one_hot else 0.8 * np.eye(n)[labels] + 0.1
+    Y = Y.astype(dtype)
+    terms = SoftmaxCrossEntropyTerms(Z, Y)
+    assert np.any(terms.P[np.arange(m), labels] == 0)
+    Z64, Y64 = Z.astype(np.float64), Y.astype(np.float64)
+    loss = lambda z: -np.sum(Y64 * log_softmax(z), axis=-1)  # noqa: E731
+
+    def truth(d):
+        each = np.stack([loss(Z64 + d[b].astype(np.float64)) - loss(Z64) for b in range(d.shape[0])])
+        return each.sum(axis=1), 64 * float(np.finfo(dtype).eps) * np.abs(each).sum(axis=1) + 1e-9
+
+    for size in (1e-3, 1.0, 30.0, 300.0):
+        d = (size * rng.standard_normal((B, m, n))).astype(dtype)
+        expect, tol = truth(d)
+        got = terms.dense(d)
+        assert np.all(np.isfinite(got)) and np.all(np.abs(got - expect) <= tol), (size, got, expect)
+        for k in range(n):
+            dk = np.zeros_like(d)
+            dk[:, :, k] = d[:, :, 0]
+            expect, tol = truth(dk)
+            got = terms.column(k, d[:, :, 0])
+            assert np.all(np.isfinite(got)) and np.all(np.abs(got - expect) <= tol), (size, k, got, expect)
+        u, v = d[:, :, 0], rng.standard_normal(n).astype(dtype)
+        expect, tol = truth(u[:, :, None] * v[None, None, :])
+        got = terms.rank_one(u, v)
+        assert np.all(np.isfinite(got)) and np.all(np.abs(got - expect) <= tol + terms.budget()), (size, got, expect)
+
+
 @pytest.mark.parametrize("one_hot", [True, False])
 @pytest.mark.parametrize("K", [1, 3, 8])
 def test_the_softmax_series_of_a_rank_one_change_is_the_series_of_its_dense_form(one_hot, K):

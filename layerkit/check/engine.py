@@ -155,6 +155,22 @@ class Evaluators:
             self.coordinates = self.cost_probe()
         return self.coordinates
 
+    def hand_over(self, engine: NetworkProbe, entries: list[str]) -> Any:
+        """The full check's evaluator after the engine's first estimate was not finite at ``entries`` (whose
+        analytic values are): the subject's own cost, with a note; the engine's evaluations stay counted.
+        A change of finite logits is finite for every rule of layerkit's, so this is a safeguard: a report
+        never blames the gradient for what the engine could not compute."""
+        self.ledger.count("engine", engine.n_evals)
+        n = len(entries)
+        self.ledger.note(
+            f"the fast engine was not used: its change of the cost was not finite at {n} entr{'y' if n == 1 else 'ies'}"
+            f" ({', '.join(entries[:4])}{', ...' if n > 4 else ''}) where the analytic gradient is; the network's "
+            "own cost was re-evaluated instead")
+        self.evaluator = "cost"
+        self.noise = None
+        self.coordinates = self.cost_probe()
+        return self.coordinates
+
     def doctor_probe(self) -> Any:
         """The full check's coordinate evaluator, or after a directional check the subject's own cost."""
         if self.coordinates is None:

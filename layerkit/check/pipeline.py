@@ -102,6 +102,11 @@ def full_check(subject: Subject, options: CheckOptions, base: Baseline, evaluato
     resolution = confirm_complex(subject, options, evaluators, ledger) if options.traits.complex_step else 0.0
     probe = evaluators.coordinate_probe(options.traits.complex_step)
     entries = full.estimate(probe, options, base, evaluators, resolution)
+    if evaluators.evaluator == "engine":
+        unresolved = np.flatnonzero(~np.isfinite(entries.values) & np.isfinite(base.a))
+        if unresolved.size:  # the engine has no finite answer there: the cost itself is differenced instead
+            probe = evaluators.hand_over(probe, [subject.layout.label(int(j)) for j in unresolved])
+            entries = full.estimate(probe, options, base, evaluators, resolution)
     entries = full.second_look(entries, probe, options, base, evaluators, ledger)
     entries = full.settle_kinks(entries, probe, subject, base, evaluators, ledger)
     for note in probe.notes:

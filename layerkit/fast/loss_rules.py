@@ -177,6 +177,14 @@ class SoftmaxCrossEntropyTerms:
     subtracting two nearly equal numbers (for a confident right prediction ``p_c`` is near 1 and the other
     terms are small, and so is the change).  A single changed logit ``k`` needs only ``p_k`` and
     ``1 - p_k = sum_{j != k} p_j`` (summed, not subtracted).  Rounding: about ``4 eps`` of each term.
+
+    That identity needs the mixture ``M = 1 + x`` away from 0 and every ``p_k`` that matters represented: a
+    confidently wrong example (the probability of its class underflows to 0, or a change that takes ``M``
+    far below 1) would give ``log1p(-1) = -inf``, and an underflowed ``p_k`` times an overflowed
+    ``expm1`` NaN.  Such examples (``x < -1/2`` or not finite, or a probability of the example below the
+    dtype's smallest normal number) are computed again from the float64 log-probabilities of the logits
+    (:func:`_log_mixture`: the same identity in float64, and ``logsumexp(log p + d - d_c)`` where ``M`` is
+    far from 1), so every change of finite logits is finite and correct.
     """
 
     def __init__(self, Z: NDArray, Y: NDArray) -> None:
@@ -196,6 +204,10 @@ class SoftmaxCrossEntropyTerms:
         self.one_hot = bool(np.all(Y[np.arange(Y.shape[0]), labels] == 1) and np.all(self.rowsum == 1))
         self.labels = labels
         self._class_memo: tuple[np.dtype, list[tuple[int, NDArray, NDArray, NDArray | None]]] | None = None
+        tiny = float(np.finfo(self.P.dtype).tiny)
+        #: Examples with a probability that underflowed (0 or subnormal): their changes are computed in float64.
+        self._lost = np.any(self.P < tiny, axis=1)
+        self._logp64: NDArray | None = logp if logp.dtype == np.float64 else None
 
     def magnitude(self) -> NDArray:
         """``dL/dz = (sum_k Y_k) p - Y`` is formed from ``p`` and ``Y``: their magnitudes."""
@@ -207,18 +219,54 @@ class SoftmaxCrossEntropyTerms:
     def budget(self) -> float:
         return 1e-1 * self.eps * max(self.cost_sum, float(np.finfo(np.float64).tiny))
 
-    def _terms(self, d: NDArray) -> NDArray:
-        """Per-example changes ``(B, m)`` for logit changes ``d`` of shape ``(B, m, K)``."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.one_hot:
-                dc = np.take_along_axis(d, self.labels[None, :, None], axis=2)
-                return np.log1p(np.sum(self.P * np.expm1(d - dc), axis=2))
-            out = np.zeros(d.shape[:2])
-            for c in range(d.shape[2]):
-                w = self.Y[:, c]
-                if np.any(w):
-                    out += w * np.log1p(np.sum(self.P * np.expm1(d - d[:, :, c:c + 1]), axis=2))
-            return out
+    def log_probabilities(self) -> NDArray:
+        """``log softmax(Z)`` in float64 (the logits as they are, their dtype's values exactly), computed once."""
+        if self._logp64 is None:
+            self._logp64 = log_softmax(self.Z.astype(np.float64))
+        return self._logp64
+
+    def _resolved(self, x: NDArray, weight: NDArray) -> NDArray:
+        """Where ``log1p(x)`` (``x = sum_k p_k expm1(d_k - d_c)``, shape ``(B, m)``) is the change: ``x >= -1/2``
+        and finite, on an example without underflowed probabilities; where ``weight`` (the class's target) is
+        0 nothing is needed."""
+        return ((x >= -0.5) & (x < np.inf) & ~self._lost) | (weight == 0)
+
+    def _class_terms(self, d: NDArray, c: Any, weight: NDArray) -> tuple[NDArray, NDArray | None]:
+        """``log(sum_k p_ik e^(d_bik - d_bic))`` for each batch item and example (``(B, m)``), with ``c`` the class
+        of each example (an index array of ``m``) or one class for all, and the float64 rounding of the
+        examples computed again (None: none was)."""
+        cls = np.broadcast_to(np.asarray(c), (d.shape[1],))
+        dc = np.take_along_axis(d, cls[None, :, None], axis=2)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # log1p(-1): computed again below
+            x = np.sum(self.P * np.expm1(d - dc), axis=2)
+            out = np.log1p(x)
+        again = ~self._resolved(x, weight)
+        if not np.any(again):
+            return out, None
+        b, i = np.nonzero(again)
+        d64 = d[b, i].astype(np.float64)
+        value, error = _log_mixture(self.log_probabilities()[i], d64 - d64[np.arange(i.size), cls[i]][:, None])
+        out[b, i] = value
+        rounding = np.zeros(out.shape)
+        rounding[b, i] = error
+        return out, rounding
+
+    def _terms(self, d: NDArray) -> tuple[NDArray, NDArray | None]:
+        """Per-example changes ``(B, m)`` for logit changes ``d`` of shape ``(B, m, K)``, and the float64 rounding
+        of the examples computed again (None: none was)."""
+        if self.one_hot:
+            return self._class_terms(d, self.labels, self.rowsum)
+        out = np.zeros(d.shape[:2])
+        rounding = None
+        for c in range(d.shape[2]):
+            w = self.Y[:, c]
+            if np.any(w):
+                part, err = self._class_terms(d, c, w)
+                with np.errstate(invalid="ignore"):  # a weight of 0 times a change not computed again
+                    out += np.where(w != 0, w * part, 0)
+                if err is not None:
+                    rounding = (0 if rounding is None else rounding) + np.abs(w) * err
+        return out, rounding
 
     def second_order(self, d: NDArray) -> NDArray:
         """The coefficient of ``tau^2`` per batch item and example, ``(B, m)``, for the logits moving by
@@ -230,12 +278,30 @@ class SoftmaxCrossEntropyTerms:
 
     def column(self, k: int, d: NDArray) -> NDArray:
         """Only logit ``k`` changes, by ``d`` of shape ``(B, m)``: class ``k``'s term changes by
-        ``log1p(sum_{j != k} p_j expm1(-d))``, every other class's by ``log1p(p_k expm1(d))``."""
-        y = self.Y[:, k]
-        with np.errstate(over="ignore", invalid="ignore"):
-            inside = np.log1p(self.others[:, k] * np.expm1(-d))
-            outside = np.log1p(self.P[:, k] * np.expm1(d))
-        return np.sum(y * inside + (self.rowsum - y) * outside, axis=1)
+        ``log1p(sum_{j != k} p_j expm1(-d))``, every other class's by ``log1p(p_k expm1(d))``; examples where
+        these are not resolved (see :meth:`_resolved`) from the float64 log-probabilities."""
+        y, rest = self.Y[:, k], self.rowsum - self.Y[:, k]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # what is not finite: computed again
+            x_in = self.others[:, k] * np.expm1(-d)
+            x_out = self.P[:, k] * np.expm1(d)
+            inside, outside = np.log1p(x_in), np.log1p(x_out)
+        again_in, again_out = ~self._resolved(x_in, y), ~self._resolved(x_out, rest)
+        if np.any(again_in) or np.any(again_out):
+            logp = self.log_probabilities()
+            for again, values, sign, own in ((again_in, inside, -1.0, True), (again_out, outside, 1.0, False)):
+                b, i = np.nonzero(again)
+                if not i.size:
+                    continue
+                lp = logp[i]
+                lk = lp[:, k]
+                lo = _log_others(lp, k)
+                # the mixture (1 - q) + q e^(sign d): q the changed weight (the others for the own class)
+                logq = np.stack([lk, lo] if own else [lo, lk], axis=1)
+                w = np.zeros((i.size, 2))
+                w[:, 1] = sign * d[b, i].astype(np.float64)
+                values[b, i] = _log_mixture(logq, w)[0]
+        with np.errstate(invalid="ignore"):  # a weight of 0 times a change not computed again
+            return np.sum(np.where(y != 0, y * inside, 0) + np.where(rest != 0, rest * outside, 0), axis=1)
 
     def rank_one(self, u: NDArray, v: NDArray) -> NDArray:
         """The logits change by ``outer(u[b], v)``.  Example ``i``'s change is ``f_i(u_bi)`` with ``f_i(t) =
@@ -279,10 +345,11 @@ class SoftmaxCrossEntropyTerms:
         return phi
 
     def dense(self, d: NDArray, with_noise: bool = False) -> Any:
-        terms = self._terms(d)
+        terms, again = self._terms(d)
         total = np.sum(terms, axis=1)
         if with_noise:
-            return total, 4 * self.eps * (np.sum(np.abs(terms), axis=1) + np.abs(total))
+            noise = 4 * self.eps * (np.sum(np.abs(terms), axis=1) + np.abs(total))
+            return total, noise if again is None else noise + 4 * np.sum(again, axis=1)
         return total
 
     def total(self, d: NDArray) -> float:
@@ -385,6 +452,47 @@ class SoftmaxCrossEntropyTerms:
         bmax = np.max(b, axis=1, initial=0.0)
         s = float(np.max(self.rowsum, initial=1.0))
         return 4 * s * bmax, strip_limit(b, float(np.log(1.5)))
+
+
+def _log_mixture(logq: NDArray, w: NDArray) -> tuple[NDArray, NDArray]:
+    """``log(sum_k q_k e^(w_k))`` along the last axis, for weights ``q = exp(logq)`` that sum to 1, in float64,
+    and a bound on its rounding.
+
+    Near 1 the mixture is ``1 + x`` with ``x = sum_k q_k expm1(w_k)`` (nothing cancels when the change is
+    small), a weight below the smallest normal number entering as ``exp(logq_k + w_k) - q_k`` (not as its
+    few bits times ``expm1``); where ``x < -1/2`` (or overflows) the mixture is far from 1 and
+    ``logsumexp(logq + w)`` has no cancellation to fear.  The rounding bound is ``eps`` times the
+    magnitudes these are formed from: ``|logq_k + w_k|`` of each subnormal weight's term, and the largest
+    ``|logq_k| + |w_k|`` of the terms that count in a logsumexp."""
+    logq, w = np.broadcast_arrays(np.asarray(logq, dtype=np.float64), np.asarray(w, dtype=np.float64))
+    eps = float(np.finfo(np.float64).eps)
+    with np.errstate(all="ignore"):  # log1p(-1) and overflows: those rows are the logsumexp's
+        q = np.exp(logq)
+        normal = q >= np.finfo(np.float64).tiny
+        a = logq + w
+        ea = np.exp(a)
+        terms = np.where(normal, q * np.expm1(w), ea - q)
+        x = np.sum(terms, axis=-1)
+        out = np.log1p(x)
+        error = eps * np.sum(np.where(normal | (ea == 0), 0.0, np.abs(a) * ea), axis=-1) / np.maximum(1 + x, 0.5)
+        far = ~((x >= -0.5) & (x < np.inf))
+        if np.any(far):
+            af = a[far]
+            top = np.max(af, axis=-1, keepdims=True)
+            out[far] = top[..., 0] + np.log(np.sum(np.exp(af - top), axis=-1))
+            counts = af >= top - 40  # terms below e^-40 of the largest do not reach the rounding
+            size = np.abs(logq[far]) + np.abs(w[far])
+            error[far] = eps * (np.abs(out[far]) + np.max(np.where(counts, size, 0.0), axis=-1))
+    return out, error
+
+
+def _log_others(logp: NDArray, k: int) -> NDArray:
+    """``log(sum_{j != k} p_j)`` per row of the log-probabilities ``logp`` (``-inf`` with one class)."""
+    rest = np.delete(logp, k, axis=1)
+    if not rest.shape[1]:
+        return np.full(logp.shape[0], -np.inf)
+    top = np.max(rest, axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.sum(np.exp(rest - top), axis=1))
 
 
 def _exp_series(D: NDArray) -> NDArray:
