@@ -310,3 +310,21 @@ def test_an_entry_next_to_a_kink_the_cost_does_not_declare_is_not_accused():
     assert not report.passed
     assert [e.flat_index for e in report.worst] == [200]
     assert report.context["localized"] == ["x[200]"] and "nonsmooth" in report.codes()
+
+
+def test_a_failing_black_box_evaluates_each_point_once_and_counts_every_call():
+    rng = np.random.default_rng(0)
+    a, x0 = rng.standard_normal(2000), rng.standard_normal(2000)
+    points = []
+
+    def fun(x):
+        points.append(x.tobytes())
+        g = np.cos(x) * a + x
+        g[777] *= 1.01
+        return float(np.sum(np.sin(x) * a) + 0.5 * x @ x), g
+
+    report = check_function(fun, x0, mode="directional", diagnose=False)
+    assert [e.flat_index for e in report.worst] == [777]
+    assert len(points) == report.n_evals
+    # x0 is evaluated twice (a cost that differs the second time is nondeterministic); every other point once
+    assert len(set(points)) == len(points) - 1

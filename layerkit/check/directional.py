@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 from numpy.typing import NDArray
 
 from ..numerics import Direction, machine_eps
@@ -113,6 +113,9 @@ class DirectionalTest:
     #: with their rounding (NaN for a stencil without that pair): the most a kink the stencil crosses can
     #: move a central difference, since it moves the one slope it falls in and the mean by half of that.
     kink_reach: float = math.nan
+    #: The cost changes the first estimate measured along the direction, ``{t: (value, noise)}``: a later test
+    #: along the same line reads them instead of evaluating the same steps again (empty when replaced).
+    measured: dict[float, tuple[float, float]] = field(factory=dict)
 
     @property
     def error(self) -> float:
@@ -359,7 +362,9 @@ class Tester:
             a = float(self.a[di.lo:di.hi] @ di.u)
             tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
-                                       float(error_bound(noise_term[k], trunc[k])), kink_reach=float(reach[k])))
+                                       float(error_bound(noise_term[k], trunc[k])), kink_reach=float(reach[k]),
+                                       measured={float(t): (float(v), float(e)) for t, v, e in
+                                                 zip(steps[:d.shape[0], k].astype(np.float64), d[:, k], noise[:, k])}))
         self.ledger.count(stage, used)
         return out
 
@@ -374,9 +379,16 @@ class Tester:
         again = [k for k, t in enumerate(tests) if not t.passed and (always or t.error < SECOND_LOOK * t.tolerance)]
         if not again:
             return tests
-        relook = look_again(self.line([tests[k].direction for k in again]), [tests[k].numerical for k in again],
-                            [tests[k].step for k in again], [tests[k].tolerance for k in again])
+        line = self.line([tests[k].direction for k in again])
+        relook = look_again(line, [tests[k].numerical for k in again], [tests[k].step for k in again],
+                            [tests[k].tolerance for k in again])
         self.ledger.count(stage, 2 * len(again))
+        tests = list(tests)
+        for i, k in enumerate(again):  # the quarter step's changes, for a later test along the same line
+            seen = dict(tests[k].measured)
+            for steps, d, noise in line.measured:
+                seen.update(zip(steps[:, i].tolist(), zip(d[:, i].tolist(), noise[:, i].tolist())))
+            tests[k] = evolve(tests[k], measured=seen)
         est = relook.estimate
         if est is None:  # every one confirmed: the step is not the cause
             return tests
@@ -450,7 +462,7 @@ class Tester:
             elif self.rough or (screen and not self.kink_seen and not weak and not self._kink_could_explain(t)):
                 continue  # localization tests a kink only where the first stages found one, or at an entry
             else:
-                done = undeclared(direction_delta(self.evaluator, d), t.step, t.analytical, rounding)
+                done = undeclared(direction_delta(self.evaluator, d), t.step, t.analytical, rounding, t.measured)
                 self.kink_seen = self.kink_seen or done.how != "smooth"
                 if done.how == "failing":  # smooth at a smaller step, and wrong there: that estimate stands
                     out[k] = DirectionalTest(d, done.value, t.analytical, done.tolerance, done.step, done.tolerance,

@@ -35,7 +35,7 @@ kinks too, where no stencil crosses one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,26 @@ def _one_sided(delta: Delta, t: float) -> tuple[float, float]:
     r1, r2 = 2 * e[1] - e[0], 2 * e[2] - e[1]
     noise = SAFETY * (2 * abs(n[2]) / abs(t / 4) + abs(n[1]) / abs(t / 2))
     return float(r2), float(noise + abs(r1 - r2))
+
+
+class _Remembered:
+    """A :data:`Delta` that evaluates each step once: steps measured before (``known``, ``{t: (value, noise)}``)
+    or asked for again are read from memory; ``spent[0]`` counts the evaluations made."""
+
+    def __init__(self, delta: Delta, known: Mapping[float, tuple[float, float]] | None = None) -> None:
+        self.delta = delta
+        self.memo: dict[float, tuple[float, float]] = dict(known or {})
+        self.spent = [0]
+
+    def __call__(self, ts: NDArray) -> tuple[NDArray, NDArray]:
+        steps = [float(t) for t in np.asarray(ts, dtype=np.float64)]
+        new = list(dict.fromkeys(t for t in steps if t not in self.memo))
+        if new:
+            values, noise = self.delta(np.array(new))
+            self.spent[0] += len(new)
+            self.memo.update(zip(new, zip(np.asarray(values, dtype=np.float64).tolist(),
+                                          np.asarray(noise, dtype=np.float64).tolist())))
+        return (np.array([self.memo[t][0] for t in steps]), np.array([self.memo[t][1] for t in steps]))
 
 
 def settle(sides: Callable[[float], NDArray | None], delta: Delta, reach: float, analytic: float,
@@ -294,7 +314,8 @@ def _smooth(j: NDArray, r: NDArray) -> bool:
     return not constant
 
 
-def undeclared(delta: Delta, step: float, analytic: float, extra_tolerance: float) -> Settled:
+def undeclared(delta: Delta, step: float, analytic: float, extra_tolerance: float,
+               known: Mapping[float, tuple[float, float]] | None = None) -> Settled:
     """A failing line of a cost that declares no kinks, tested for one near the point.
 
     The one-sided slopes ``D+(t) = (J(x + t v) - J(x)) / t`` and ``D-(t) = (J(x) - J(x - t v)) / t`` differ by
@@ -311,11 +332,15 @@ def undeclared(delta: Delta, step: float, analytic: float, extra_tolerance: floa
     ``"failing"`` when it does not (the gradient is wrong at the point, whatever the kink).  A jump that
     persists until rounding hides it means the point sits on the kink (``"on-kink"``): the analytic value
     must be one of the one-sided slopes, each measured over ``[0, +-step]`` (one piece, unless another kink
-    lies within the step) and extrapolated, or the line fails (``"failing-at-kink"``)."""
-    spent = [0]
+    lies within the step) and extrapolated, or the line fails (``"failing-at-kink"``).
+
+    Each step is evaluated once: ``known`` holds the changes already measured along the line (``{t: (value,
+    noise)}``, the failing test's own stencil), and a step asked for again is read from what was measured;
+    only new evaluations are counted."""
+    delta = _Remembered(delta, known)
+    spent = delta.spent
 
     def at(t: float) -> tuple[NDArray, NDArray]:
-        spent[0] += 4
         return delta(np.array([t, -t, t / 2, -t / 2]))
 
     def done(how: str, value: float = float("nan"), tol: float = float("nan"), t: float = 0.0) -> Settled:
@@ -324,7 +349,6 @@ def undeclared(delta: Delta, step: float, analytic: float, extra_tolerance: floa
     d, n = at(step)
     (j1, r1), (j2, r2) = _jump(d[:2], n[:2], step), _jump(d[2:], n[2:], step / 2)
     dq, nq = delta(np.array([step / 4, -step / 4]))
-    spent[0] += 2
     j4, r4 = _jump(dq, nq, step / 4)
     jumps, rounding = np.array([j1, j2, j4]), np.array([r1, r2, r4])
     if not np.all(np.isfinite(jumps)) or _smooth(jumps, rounding):
@@ -352,7 +376,6 @@ def undeclared(delta: Delta, step: float, analytic: float, extra_tolerance: floa
         sides = []
         for sign in (1.0, -1.0):
             est, tol = _one_sided(delta, sign * window)
-            spent[0] += 3
             sides.append((est, tol + extra_tolerance))
         for est, tol in sorted(sides, key=lambda c: abs(c[0] - analytic)):
             if abs(est - analytic) <= tol and tol <= jump / 4:  # resolved well enough to tell the sides apart

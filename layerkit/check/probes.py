@@ -299,6 +299,8 @@ class LineProbe:
         self.noise_excess = float(noise_excess)
         self.notes: list[str] = []
         self._noise: tuple[NDArray, NDArray] | None = None
+        #: Every request ``(steps, changes, noise)`` (each ``(S, n_axes)``, float64), in order.
+        self.measured: list[tuple[NDArray, NDArray, NDArray]] = []
 
     @property
     def n_evals(self) -> int:
@@ -318,6 +320,8 @@ class LineProbe:
     def delta(self, steps: NDArray) -> NDArray:
         d, noise = self.evaluator.delta(self.dirs, np.asarray(steps, dtype=np.float64))
         self._noise = (steps, noise)
+        self.measured.append((np.asarray(steps, dtype=np.float64), np.asarray(d, dtype=np.float64),
+                              np.asarray(noise, dtype=np.float64)))
         return d
 
     def noise(self, steps: NDArray) -> NDArray:
