@@ -313,3 +313,23 @@ def test_a_single_block_may_return_its_gradient_in_its_own_shape_or_in_a_list():
         report = layerkit.check_function(lambda w, g=grad: (float(np.sum(w ** 2)), g(w)), W.ravel(),
                                          blocks={"W": (7, 4)})
         assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+@pytest.mark.parametrize("method", ["central", "forward", "richardson"])
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e-26), (np.float64, 1e-160), (np.float64, 1e-300)])
+def test_a_negated_gradient_of_a_tiny_cost_never_passes(mode, method, dtype, scale):
+    """A cost of 1e-26 in float32 has a gradient its differences resolve; a floor of the tolerance at
+    sqrt(tiny) (1.1e-19) would pass it negated.  Wholly below the floor (1e-300 in float64), the check says
+    INCONCLUSIVE, with the gradient right or wrong."""
+    x0 = np.linspace(0.5, 1.5, 6).astype(dtype)
+    s = dtype(scale)
+    cost = lambda x: s * np.sum(x * x)  # noqa: E731
+    wrong = check_function(lambda x: (cost(x), -2 * s * x), x0, method, mode=mode)
+    right = check_function(lambda x: (cost(x), 2 * s * x), x0, method, mode=mode)
+    forgotten = check_function(lambda x: (cost(x), np.zeros_like(x)), x0, method, mode=mode)
+    assert not wrong.passed and not forgotten.passed
+    if scale == 1e-300:
+        assert wrong.inconclusive and right.inconclusive and "below the floor" in str(right)
+    else:
+        assert right.passed and not wrong.inconclusive and not forgotten.inconclusive

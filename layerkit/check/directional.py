@@ -72,6 +72,8 @@ from .report import BlockSummary, Comparison, DirectionalEvidence, DirectionReco
 from .second_look import discredits, look_again
 from .tolerance import SAFETY, directional_tolerance, error_bound, floor
 from .verdicts import (
+    TINY_CAUSE,
+    below_floor,
     coarse_fixed_directions,
     resolution_cause,
     scales_verdict,
@@ -764,7 +766,13 @@ def _verdicts(out: Report, tester: Tester, base: Baseline, evaluators: Any, ledg
     everything = tuple(b.name for b in s.layout.blocks)
     if out.passed:
         a = max((abs(t.analytical) for t in d.tests), default=0.0)
-        if a <= floor(base.a, tester.rounding_dtype):
+        floor_value = floor(base.a, tester.rounding_dtype)
+        if a <= floor_value:
+            n = max((abs(t.numerical) for t in d.tests if math.isfinite(t.numerical)), default=0.0)
+            tiny = below_floor(max(a, float(np.max(np.abs(base.a), initial=0.0))), n, floor_value, s.x0.dtype)
+            if tiny is not None:
+                ledger.fail(unresolved(everything, tiny[0], tiny[1], TINY_CAUSE))
+                return
             zero = unresolved_zero(max((t.bound for t in d.tests), default=0.0), "direction", evaluators.noise,
                                    s.x0, base.cost)
             if zero is not None:

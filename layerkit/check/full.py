@@ -52,6 +52,8 @@ from .second_look import discredits, look_again
 from .subjects import Subject
 from .tolerance import SAFETY, floor, tolerances
 from .verdicts import (
+    TINY_CAUSE,
+    below_floor,
     coarse_fixed_step,
     misjudged,
     resolution_cause,
@@ -531,7 +533,14 @@ def _unresolved(rep: Report, bound: NDArray, entries: Entries, evaluators: Evalu
     if rep.mismatch.any():
         return
     cause = resolution_cause(evaluators.noise, entries.truncation_bound, s.x0.dtype, evaluators.options.auto_step)
-    if float(np.max(np.abs(a), initial=0.0)) <= floor(evaluators.base.a, evaluators.base.rounding_dtype(s.x0.dtype)):
+    floor_value = floor(evaluators.base.a, evaluators.base.rounding_dtype(s.x0.dtype))
+    if float(np.max(np.abs(a), initial=0.0)) <= floor_value:
+        n = np.abs(np.asarray(entries.values, dtype=np.float64))
+        tiny = below_floor(float(np.max(np.abs(a), initial=0.0)), float(np.max(n[np.isfinite(n)], initial=0.0)),
+                           floor_value, s.x0.dtype)
+        if tiny is not None:
+            ledger.fail(unresolved(tuple(b.name for b in s.layout.blocks), tiny[0], tiny[1], TINY_CAUSE))
+            return
         zero = unresolved_zero(float(np.max(bound, initial=0.0)), "entry", evaluators.noise, s.x0,
                                evaluators.base.cost)
         if zero is not None:

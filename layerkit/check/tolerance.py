@@ -13,10 +13,15 @@ An entry passes when ``|n - a| <= rtol max(|n|, |a|) + atol``, where ``n`` is th
 * ``rtol = max(32 eps, estimate.relative)``: the analytic gradient's own rounding, relative (a float64
   backprop agrees with the exact gradient to a few ``eps``; the complex step adds its ``64 eps``).
 
-``floor = max(32 eps max |a|, sqrt(tiny))`` keeps entries whose gradient is exactly zero from demanding an
+``floor = max(32 eps max |a|, tiny / eps)`` keeps entries whose gradient is exactly zero from demanding an
 exact zero of the estimate; it is proportional to ``eps``, so even a gradient dominated by a large penalty
-keeps its small entries checked to about ``1e-14`` relative of the largest.  ``sqrt(tiny)`` (1.1e-19 in
-float32, 1.5e-154 in float64) is where the products a gradient entry is made of start to underflow.
+keeps its small entries checked to about ``1e-14`` relative of the largest.  ``tiny / eps`` (9.9e-32 in
+float32, 1.0e-292 in float64) bounds what underflow takes from an entry: each product that flushes below
+``tiny`` loses at most ``tiny``, and ``2^23`` (float32) or ``2^52`` (float64) of them make that floor.  It is
+no larger, because a floor is an error the check accepts whatever the gradient: a cost of ``1e-26`` in float32
+has a gradient its differences resolve to a few digits, and a floor of ``sqrt(tiny)`` (1.1e-19) would pass
+that gradient negated.  A nonzero gradient that lies wholly below the floor is not resolved, and the check
+says INCONCLUSIVE (:func:`~layerkit.check.verdicts.below_floor`).
 
 A failing entry gets a second look (:mod:`layerkit.check.refine`) before it is reported, so a tolerance
 that is too tight costs evaluations, never a false alarm; one that is too loose would pass a wrong
@@ -42,10 +47,10 @@ ANALYTIC_ROUNDING = 32.0
 
 
 def floor_of(largest: float, dtype: Any) -> float:
-    """``32 eps largest``, and at least ``sqrt(tiny)`` of the dtype (1.1e-19 in float32): a gradient entry
-    smaller than that is made of products that underflow."""
+    """``32 eps largest``, and at least ``tiny / eps`` of the dtype (9.9e-32 in float32, 1.0e-292 in float64):
+    what products that underflow can take from an entry (module docstring)."""
     info = np.finfo(np.dtype(dtype))
-    return max(ANALYTIC_ROUNDING * float(info.eps) * largest, float(np.sqrt(info.tiny)))
+    return max(ANALYTIC_ROUNDING * float(info.eps) * largest, float(info.tiny) / float(info.eps))
 
 
 def floor(analytical: NDArray, dtype: Any) -> float:

@@ -245,6 +245,25 @@ def unresolved_blocks(block_tests: dict[str, tuple[DirectionRecord, ...]], layou
             "gradient would pass unnoticed"), {"blocks": [n for n, _ in weak], "ratios": [r for _, r in weak]}
 
 
+#: The cause of :func:`below_floor`'s verdict.
+TINY_CAUSE = "the scale of the cost for its dtype, not the gradient's code"
+
+
+def below_floor(analytical: float, numerical: float, floor_value: float, dtype: Any
+                ) -> tuple[str, dict[str, Any]] | None:
+    """A gradient that is not zero but lies wholly below the tolerance's floor
+    (:func:`~layerkit.check.tolerance.floor_of`): ``0 < max(|a|, |n|) <= floor``, with ``analytical`` and
+    ``numerical`` the largest magnitudes of the analytic and the numerical derivatives.  Every entry passes
+    whatever its sign there, so a pass would promise nothing."""
+    largest = max(float(analytical), float(numerical))
+    if not 0 < largest <= floor_value:
+        return None
+    return (f"the gradient is at most {largest:.1e}, below the floor {floor_value:.1e} of the tolerance "
+            f"({np.dtype(dtype).name}: what underflow takes from an entry), so a gradient of the opposite sign "
+            "would pass too; scale the cost up (a sum instead of a mean, a larger loss weight) and check again"), \
+        {"largest": largest, "floor": floor_value}
+
+
 def unresolved_zero(bound: float, what: str, noise: Noise | None, x0: NDArray, f0: float
                     ) -> tuple[str, dict[str, Any]] | None:
     """A zero analytic gradient has no size of its own to compare the error bound with.  It is unresolved when
