@@ -579,8 +579,11 @@ def bench_wrong_entry(sizes=(1000, 1000, 10), m=256, entry=123456, repeat=1):
     net, X, y = problem(list(sizes), m)
     theta0 = net.params.copy()
 
+    calls = [0]
+
     def fun_for(wrong):
         def fun(theta):
+            calls[0] += 1
             net.params[:] = theta
             c, g = net.cost_and_gradient(X, y, 1.0)
             g = g.copy()
@@ -591,13 +594,16 @@ def bench_wrong_entry(sizes=(1000, 1000, 10), m=256, entry=123456, repeat=1):
 
     out = {}
     for label, wrong in (("failing", True), ("passing", False)):
+        calls[0] = 0
         rep, t, _ = measure(lambda w=wrong: check_function(fun_for(w), theta0, mode="directional"), repeat)
+        made = calls[0] // (repeat + (1 if MEMORY else 0))  # every call of fun, the doctor's follow-ups included
         net.params[:] = theta0
         out[label] = (rep, t)
         stages = ", ".join(f"{k} {v}" for k, v in rep.context["evaluations"].items())
         found = [e.flat_index for e in rep.worst][:3]
         add("black box 1M", f"layerkit directional, {label}", t, float("nan"), float("nan"),
-            f"{rep.n_evals} evaluations ({stages}); passed={rep.passed}; found={found}")
+            f"{rep.n_evals} evaluations ({stages}); {made} calls of fun with the doctor's; passed={rep.passed}; "
+            f"found={found}")
     (bad, tb), (good, tg) = out["failing"], out["passing"]
     found = [e.flat_index for e in bad.worst] == [entry]
     print(f"  black box, one wrong entry among {theta0.size} parameters: {bad.n_evals} evaluations "
