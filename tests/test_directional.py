@@ -328,3 +328,30 @@ def test_a_failing_black_box_evaluates_each_point_once_and_counts_every_call():
     assert len(points) == report.n_evals
     # x0 is evaluated twice (a cost that differs the second time is nondeterministic); every other point once
     assert len(set(points)) == len(points) - 1
+
+
+
+@pytest.mark.parametrize("method", ["central", "forward", "richardson"])
+@pytest.mark.parametrize("scale", [50.0, 200.0])
+def test_a_well_fit_softmax_is_judged_by_the_rounding_of_its_backprop(method, scale):
+    """A softmax sure of every label: its backprop's ``P - Y`` cancels to ``eps`` of 1, so entries of 1e-13 are
+    off by 0.4% in the analytic gradient (against a 60-digit reference), which the exact engine resolves;
+    the full check adds the backprop's rounding, and so does the directional check, to every direction."""
+    from layerkit import ReLU, SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(0)
+    net = Network([Dense(4, 6), ReLU(), Dense(6, 3)], loss=SoftmaxCrossEntropy())
+    net.init_random(1)
+    X = rng.standard_normal((20, 4))
+    net.layers[2].Theta[...] *= scale
+    H = np.maximum(np.c_[np.ones(len(X)), X] @ net.layers[0].Theta.T, 0)
+    y = (np.c_[np.ones(len(X)), H] @ net.layers[2].Theta.T).argmax(1)
+    report = check_network(net, X, y, 0.0, method, mode="directional")
+    assert report.passed, report
+    g = net.cost_and_gradient(X, y, 0.0)[1]
+    entry = int(np.argmax(np.abs(g)))
+    rel = 10 * float(report.tolerance[entry]) / abs(float(g[entry]))  # ten times the error it says it cannot see
+    bad = check_network(plant_gradient_error(net, entry, rel), X, y, 0.0, method, mode="directional")
+    # found in its block; the search may not pin the entry itself, when the backprop's rounding along a part
+    # of the block is as large as the planted error's share of it
+    assert not bad.passed and not bad.inconclusive and net.layout.block_of(entry).name in bad.failed_blocks

@@ -190,9 +190,19 @@ class Tester:
     """
 
     def __init__(self, subject: Any, options: Any, evaluator: Any, base: Baseline, ledger: Ledger,
-                 budget: int | None = None) -> None:
+                 budget: int | None = None, rounding: Callable[[], NDArray | float] | None = None) -> None:
         self.subject, self.options, self.evaluator, self.ledger = subject, options, evaluator, ledger
         self.a = base.a
+        finite = np.abs(np.asarray(base.a, dtype=np.float64))
+        #: The largest finite analytic entry: the scale of the analytic gradient's rounding (each direction's
+        #: floor, :func:`~layerkit.check.tolerance.directional_tolerance`).
+        self.largest = float(np.max(finite[np.isfinite(finite)], initial=0.0))
+        #: Computes, per entry, the bound on the backprop gradient's own rounding where it is known (a
+        #: network's: :meth:`~layerkit.check.engine.Evaluators.analytic_rounding`; 0 elsewhere), when the
+        #: first tolerance needs it (:meth:`tolerance`): a cancelling loss gradient (softmax's ``P - Y`` on a
+        #: well-fit example) rounds to ``eps`` of its terms, not of itself.
+        self._rounding_of = rounding
+        self._rounding: NDArray | None = None
         self.strategy = options.strategy
         self.x = subject.x0
         self.eps = machine_eps(self.x.dtype)
@@ -225,6 +235,27 @@ class Tester:
         self.known_rules = bool(subject.known_rules)
         self.tiny_steps = bool(evaluator.exact) and (
             self.known_rules or evaluator.noise_floor <= 64 * self.eps * max(abs(base.cost), 1e-300))
+
+    def reach(self, d: Direction) -> float:
+        """``||u|| max |a|``: what the analytic gradient's rounding reaches along ``d``."""
+        return float(np.linalg.norm(d.u)) * self.largest
+
+    def tolerance(self, numerical: float, d: Direction, analytical: float, noise: float, truncation: float,
+                  relative: float = 0.0) -> float:
+        """:func:`~layerkit.check.tolerance.directional_tolerance` along ``d``, plus the backprop gradient's
+        rounding along it where known, ``sum_j |u_j| r_j`` (each entry's bound, as the full check adds it; the
+        entries' errors come from the same examples' roundings, so they add in the worst case).  Every
+        direction gets the term, the passing ones too: a pass's tolerance is the error it cannot see, and the
+        detectable error the report gives each entry comes from it.  About one gradient evaluation, once."""
+        tol = directional_tolerance(numerical, analytical, noise, truncation, self.rounding_dtype, relative,
+                                    reach=self.reach(d))
+        if self._rounding_of is None:
+            return tol
+        if self._rounding is None:
+            self._rounding = np.asarray(self._rounding_of(), dtype=np.float64)
+        if self._rounding.ndim:
+            tol += float(np.abs(d.u) @ self._rounding[d.lo:d.hi])
+        return tol
 
     # -- directions ------------------------------------------------------------------------------------
     def direction(self, lo: int, hi: int) -> Direction:
@@ -362,7 +393,7 @@ class Tester:
         out = []
         for k, di in enumerate(dirs):
             a = float(self.a[di.lo:di.hi] @ di.u)
-            tol = directional_tolerance(float(n[k]), a, float(noise_term[k]), float(trunc[k]), self.rounding_dtype)
+            tol = self.tolerance(float(n[k]), di, a, float(noise_term[k]), float(trunc[k]))
             out.append(DirectionalTest(di, float(n[k]), a, float(tol), float(hs[k]),
                                        float(error_bound(noise_term[k], trunc[k])), kink_reach=float(reach[k]),
                                        measured={float(t): (float(v), float(e)) for t, v, e in
@@ -402,8 +433,7 @@ class Tester:
             n = float(est.values[i])
             if not discredits(np.array(n), np.array(t.numerical), np.array(t.tolerance), nan=False):
                 continue  # it confirms the first estimate: the failure stands
-            tol = directional_tolerance(n, t.analytical, float(est.noise[i]), float(est.truncation[i]),
-                                        self.rounding_dtype)
+            tol = self.tolerance(n, t.direction, t.analytical, float(est.noise[i]), float(est.truncation[i]))
             out[k] = DirectionalTest(t.direction, n, t.analytical, tol, float(est.step[i]),
                                      float(error_bound(est.noise[i], est.truncation[i])),
                                      max(t.first_reach, t.tolerance + t.error))
@@ -430,8 +460,7 @@ class Tester:
             bound = float(SAFETY * (abs(d1 - d2) + rounding))
             if not (np.isfinite(d2) and bound < t.bound):
                 continue
-            tol = directional_tolerance(float(d2), t.analytical, float(rounding), float(abs(d1 - d2)),
-                                        self.rounding_dtype)
+            tol = self.tolerance(float(d2), t.direction, t.analytical, float(rounding), float(abs(d1 - d2)))
             out[k] = DirectionalTest(t.direction, float(d2), t.analytical, tol, h / 16, bound,
                                      max(t.first_reach, t.tolerance + t.error))
         return out
@@ -457,7 +486,7 @@ class Tester:
             if (t.passed and not weak and not straddle) or len(self.settled) >= MAX_LINES:
                 continue
             d = t.direction
-            rounding = directional_tolerance(t.analytical, t.analytical, 0.0, 0.0, self.rounding_dtype)
+            rounding = self.tolerance(t.analytical, d, t.analytical, 0.0, 0.0)
             if self.sides is not None:
                 done = settle(line_sides(self.sides, self.x, d.lo, d.hi, d.u), direction_delta(self.evaluator, d),
                               2 * t.step, t.analytical, rounding)

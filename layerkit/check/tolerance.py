@@ -83,7 +83,10 @@ def tolerances(estimate: Estimate, analytical: NDArray, dtype: Any, scale: NDArr
 
 
 def directional_tolerance(numerical: float, analytical: float, noise: float, truncation: float, dtype: Any,
-                          relative: float = 0.0) -> float:
-    """The same formula for one directional derivative ``u . g`` (its floor from ``|u . g|`` itself)."""
+                          relative: float = 0.0, reach: float = 0.0) -> float:
+    """The same formula for one directional derivative ``u . g``, its floor from the larger of ``|u . g|`` and
+    ``reach = ||u|| max |a|`` (``max |a|`` over the whole analytic gradient): the analytic gradient's rounding
+    along ``u``, entry by entry the full check's ``32 eps max |a|``.  A direction inside a block of tiny entries
+    (a saturated corner) is judged as the full check judges those entries, not to ``eps`` of themselves."""
     return relative_tolerance(dtype, relative) * max(abs(numerical), abs(analytical)) \
-        + error_bound(noise, truncation) + floor_of(abs(analytical), dtype)
+        + error_bound(noise, truncation) + floor_of(max(abs(analytical), reach), dtype)
