@@ -190,7 +190,8 @@ class Tester:
     """
 
     def __init__(self, subject: Any, options: Any, evaluator: Any, base: Baseline, ledger: Ledger,
-                 budget: int | None = None, rounding: Callable[[], NDArray | float] | None = None) -> None:
+                 budget: int | None = None, rounding: Callable[[], NDArray | float] | None = None,
+                 rounding_norms: Callable[[], list[tuple[int, int, float]]] | None = None) -> None:
         self.subject, self.options, self.evaluator, self.ledger = subject, options, evaluator, ledger
         self.a = base.a
         finite = np.abs(np.asarray(base.a, dtype=np.float64))
@@ -203,6 +204,10 @@ class Tester:
         #: well-fit example) rounds to ``eps`` of its terms, not of itself.
         self._rounding_of = rounding
         self._rounding: NDArray | None = None
+        #: The same bound's norm per block, ``(start, stop, ||r||)``: for a direction over whole blocks,
+        #: ``sum_b ||u_b|| ||r_b||`` bounds ``sum_j |u_j| r_j`` for the cost of the magnitudes alone.
+        self._norms_of = rounding_norms
+        self._norms: list[tuple[int, int, float]] | None = None
         self.strategy = options.strategy
         self.x = subject.x0
         self.eps = machine_eps(self.x.dtype)
@@ -246,9 +251,19 @@ class Tester:
         rounding along it where known, ``sum_j |u_j| r_j`` (each entry's bound, as the full check adds it; the
         entries' errors come from the same examples' roundings, so they add in the worst case).  Every
         direction gets the term, the passing ones too: a pass's tolerance is the error it cannot see, and the
-        detectable error the report gives each entry comes from it.  About one gradient evaluation, once."""
+        detectable error the report gives each entry comes from it.  A direction over whole blocks (the
+        random directions, a block's own) takes the bound ``sum_b ||u_b|| ||r_b||`` (within about 1.25 of the
+        sum for a random direction), which costs the magnitudes alone; a part of a block (localization) the
+        entries' own bounds, formed once (about a gradient evaluation)."""
         tol = directional_tolerance(numerical, analytical, noise, truncation, self.rounding_dtype, relative,
                                     reach=self.reach(d))
+        if self._rounding is None and self._norms_of is not None:
+            if self._norms is None:
+                self._norms = self._norms_of()
+            spans = [(lo, hi, n) for lo, hi, n in self._norms if lo < d.hi and d.lo < hi]
+            if all(d.lo <= lo and hi <= d.hi for lo, hi, _ in spans):  # whole blocks only
+                u = np.asarray(d.u, dtype=np.float64)
+                return tol + sum(float(np.linalg.norm(u[lo - d.lo:hi - d.lo])) * n for lo, hi, n in spans)
         if self._rounding_of is None:
             return tol
         if self._rounding is None:

@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..fast.confirm import Prediction
 from ..fast.directions import NetworkDirections
 from ..fast.probe import NetworkProbe, supports_engine
-from ..fast.state import NetworkState, rounding_scales
+from ..fast.state import NetworkState, rounding_norms, rounding_scales
 from ..numerics import AGREEMENT, NOISE_C, machine_eps
 from .baseline import Baseline
 from .ledger import Ledger
@@ -246,6 +246,16 @@ class Evaluators:
         return False
 
     # ------------------------------------------------------------------ the analytic gradient's rounding
+    def analytic_rounding_norms(self) -> list[tuple[int, int, float]]:
+        """``(start, stop, ||r||)`` per block: the Euclidean norm of :meth:`analytic_rounding`'s entries of each
+        block where it is known (:func:`~layerkit.fast.state.rounding_norms`), without forming them; empty for
+        other subjects."""
+        s = self.subject
+        if not (isinstance(s, NetworkSubject) and supports_engine(s.network)):
+            return []
+        c = SAFETY * NOISE_C * machine_eps(self.base.rounding_dtype(s.x0.dtype))
+        return [(lo, hi, c * norm) for lo, hi, norm in rounding_norms(self.state())]
+
     def analytic_rounding(self, probe: Any) -> NDArray | float:
         """``SAFETY 4 eps R_j``: the rounding of a network's backprop gradient entries (see
         :func:`~layerkit.fast.state.rounding_scales`), which the engine's noise already counts and a

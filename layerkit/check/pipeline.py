@@ -125,6 +125,7 @@ def directional_check(subject: Subject, options: CheckOptions, base: Baseline, e
 def _measure(evaluator: Any, subject: Subject, options: CheckOptions, base: Baseline, evaluators: Evaluators,
              ledger: Ledger, budget: int | None) -> tuple[directional.Measured, directional.Tester]:
     tester = directional.Tester(subject, options, evaluators.calibrated(evaluator), base, ledger, budget,
-                                rounding=lambda: evaluators.analytic_rounding(None))
+                                rounding=lambda: evaluators.analytic_rounding(None),
+                                rounding_norms=evaluators.analytic_rounding_norms)
     tester.rough = rough_cost(evaluators.noise)
     return directional.measure(tester, options.n_directions), tester

@@ -205,6 +205,12 @@ class ParamInputs:
         return np.concatenate([np.ones(self.ones), np.maximum(np.max(x, axis=0), -np.min(x, axis=0))]
                               ).astype(np.float64)
 
+    def row_squares(self) -> NDArray:
+        """``sum_c F_ic^2`` per example (float64, ``(m,)`` plus the trailing axes of ``x``), without forming ``F``."""
+        x = self.x
+        rows = np.einsum("ij,ij->i", x, x) if x.ndim == 2 else np.einsum("ij...,ij...->i...", x, x)
+        return np.asarray(rows, dtype=np.float64) + self.ones
+
     def sum_squares(self) -> NDArray:
         """``sum_i F_ic^2`` per column (float64)."""
         x = self.x

@@ -149,6 +149,38 @@ def block_rounding(A: NDArray | None, rule: BoundRule | None, param: str, x: NDA
     return np.asarray((np.sqrt(np.tensordot(A * A, cols * cols, axes=(axes, axes))) / m).ravel())
 
 
+def rounding_norms(state: NetworkState) -> list[tuple[int, int, float]]:
+    """``(start, stop, ||R||)`` for each block whose :func:`block_rounding` is known: the Euclidean norm of
+    its ``R_j`` without forming them, ``||R||^2 = sum_i (sum_r A_ir^2) (sum_c F_ic^2) / m^2`` (over the pixels
+    too), so that ``sum_j |u_j| R_j <= ||u|| ||R||`` bounds the rounding along a direction ``u`` over the block
+    for the cost of the magnitudes alone (a product per entry costs about a gradient evaluation)."""
+    out = []
+    A_all = magnitudes(state)
+    for b in state.bindings:
+        block = state.net.layout[b.block]
+        if b.index >= len(state.layers) or b.index >= len(A_all) or not block.shape:
+            continue
+        A, rule = A_all[b.index], rule_for(state.layers[b.index])
+        if A is None:
+            continue
+        x = state.acts[b.index]
+        A2 = np.asarray(A, dtype=np.float64) ** 2
+        if rule.has("feature_inputs") and len(block.shape) == 1:
+            G = np.asarray(rule.feature_inputs(b.param, x), dtype=np.float64)
+            if G.shape != A.shape or A.shape[1] != block.shape[0]:
+                continue
+            out.append((block.start, block.stop, float(np.sqrt(np.sum(A2 * G * G))) / state.m))
+            continue
+        if not rule.has("param_inputs"):
+            continue
+        F = rule.param_inputs(b.param, x)
+        if matrix_shape(block.shape) != (A.shape[1], F.shape[1]) or F.x.shape[2:] != A.shape[2:]:
+            continue
+        total = float(np.sum(A2.sum(axis=1) * F.row_squares()))  # per example (and pixel)
+        out.append((block.start, block.stop, float(np.sqrt(total)) / state.m))
+    return out
+
+
 @frozen(eq=False)
 class ForwardPass:
     """One forward pass as the engine reads it: the state, the rules it may use (confirmed against each
