@@ -425,3 +425,22 @@ def test_batchnorm_scale_and_shift_are_read_as_their_cost_and_planted_errors_fai
         bad = check_network(planted, X, y, 1.0, mode="full")
         assert not bad.passed and not bad.inconclusive and bad.failed_blocks == [block], str(bad)
         assert [e.flat_index for e in bad.worst][:1] == [j]
+
+
+def test_the_rounding_norm_of_every_block_is_the_norm_of_its_entries_bounds():
+    """``rounding_norms`` (from the magnitudes alone) equals the Euclidean norm of ``rounding_scales``'s
+    per-entry bounds, on a convolution, a BatchNorm's per-feature vectors and Dense blocks."""
+    from layerkit.fast.state import NetworkState, rounding_norms, rounding_scales
+
+    rng = np.random.default_rng(0)
+    nets = [(Network([Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(64, 5)],
+                     loss=SoftmaxCrossEntropy()), rng.random((12, 1, 8, 8))),
+            (Network([Dense(6, 5), BatchNorm(5), Sigmoid(), Dense(5, 5), Sigmoid()]), rng.random((15, 6)))]
+    for net, X in nets:
+        net.init_random(0)
+        state = NetworkState.at(net, X, np.eye(5)[rng.integers(0, 5, len(X))], 1.0)
+        R = rounding_scales(state)
+        norms = rounding_norms(state)
+        assert [(lo, hi) for lo, hi, _ in norms] == [(b.start, b.stop) for b in net.layout.blocks]
+        for lo, hi, norm in norms:
+            assert norm == pytest.approx(float(np.linalg.norm(R[lo:hi])), rel=1e-12)
