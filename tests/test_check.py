@@ -333,3 +333,27 @@ def test_a_negated_gradient_of_a_tiny_cost_never_passes(mode, method, dtype, sca
         assert wrong.inconclusive and right.inconclusive and "below the floor" in str(right)
     else:
         assert right.passed and not wrong.inconclusive and not forgotten.inconclusive
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_cost_that_rounds_its_changes_away_is_inconclusive_and_one_that_ignores_the_point_fails(mode):
+    """A softmax sure of every label has a cost of exactly 0.0 (log(1 + 1e-60)): it never moves, while the
+    backprop's entries of 1e-59 are right.  A step at which the cost does not change where the gradient
+    predicts less than eps max(|f0|, 1) measured nothing; a cost that ignores the point while its gradient
+    predicts a change far above its rounding still fails."""
+    from layerkit import Dense, ReLU, SoftmaxCrossEntropy
+
+    net = Network([Dense(4, 6), ReLU(), Dense(6, 3)], loss=SoftmaxCrossEntropy())
+    net.init_random(1)
+    X = np.random.default_rng(0).standard_normal((20, 4))
+    net.layers[2].Theta[...] *= 1000
+    H = np.maximum(np.c_[np.ones(20), X] @ net.layers[0].Theta.T, 0)
+    y = (np.c_[np.ones(20), H] @ net.layers[2].Theta.T).argmax(1)
+    assert net.cost_and_gradient(X, y, 0.0)[0] == 0.0
+    report = check_network(net, X, y, 0.0, mode=mode)
+    assert report.passed or report.inconclusive, report
+    x0 = np.linspace(0.5, 1.5, 6)
+    ignores = check_function(lambda x: (5.0 + 0 * x.sum(), np.ones_like(x)), x0, mode=mode)
+    assert not ignores.passed and not ignores.inconclusive
+    tiny = check_function(lambda x: (5.0 + 0 * x.sum(), 1e-20 * np.ones_like(x)), x0, mode=mode)
+    assert tiny.inconclusive

@@ -194,6 +194,8 @@ class Tester:
                  rounding_norms: Callable[[], list[tuple[int, int, float]]] | None = None) -> None:
         self.subject, self.options, self.evaluator, self.ledger = subject, options, evaluator, ledger
         self.a = base.a
+        #: The change a cost of this size can round away (:func:`~layerkit.check.refine.across_scales`).
+        self.lost = machine_eps(base.rounding_dtype(subject.x0.dtype)) * max(abs(float(base.cost)), 1.0)
         finite = np.abs(np.asarray(base.a, dtype=np.float64))
         #: The largest finite analytic entry: the scale of the analytic gradient's rounding (each direction's
         #: floor, :func:`~layerkit.check.tolerance.directional_tolerance`).
@@ -689,7 +691,7 @@ def _across_scales(tester: Tester, tests: list[DirectionalTest], labels: list[st
     numerical = np.array([t.numerical for t in tests])
     ladder = wide_ladder(line)
     tester.ledger.count("scales", 2 * WIDE * len(tests))
-    return (across_scales(line, analytical, numerical, ladder), labels, numerical, analytical), ladder
+    return (across_scales(line, analytical, numerical, ladder, lost=tester.lost), labels, numerical, analytical), ladder
 
 
 def _blocks(tester: Tester, own: dict[str, DirectionalTest]

@@ -580,23 +580,24 @@ def _undecided(rep: Report, probe: Any, entries: Entries, base: Baseline, ledger
         chosen = bad[np.argsort(-ratio[bad], kind="stable")][:MAX_SCALES]
         # the worst entry first: when the scales establish its mismatch, the verdict over all of them is the
         # same ('' whenever one entry is established), and the other entries' ladders are not needed
-        scales = _across(probe, chosen[:1], a, rep.numerical, entries, subject, ledger)
+        lost = machine_eps(base.rounding_dtype(rep.x.dtype)) * max(abs(base.cost), 1.0)
+        scales = _across(probe, chosen[:1], a, rep.numerical, entries, subject, ledger, lost)
         if not scales.established.any() and chosen.size > 1:
-            scales = _across(probe, chosen, a, rep.numerical, entries, subject, ledger)
+            scales = _across(probe, chosen, a, rep.numerical, entries, subject, ledger, lost)
         why = scales_verdict(scales, [rep.layout.label(int(j)) for j in chosen], rep.numerical[chosen], a[chosen])
     if why:
         ledger.fail(undecided(blocks, why, rep.x.dtype))
 
 
 def _across(probe: Any, chosen: NDArray, a: NDArray, numerical: NDArray, entries: Entries, subject: Subject | None,
-            ledger: Ledger) -> Any:
+            ledger: Ledger, lost: float = 0.0) -> Any:
     """:func:`~layerkit.check.refine.across_scales` over the entries ``chosen``; for a subject that declares
     kinks, without the rungs whose stencil crosses one that the entry's own stencil does not cross (a secant
     across a kink would contradict a mismatch the point's own piece establishes)."""
     sub = probe.subset(chosen)
     sides = None if subject is None else kinked_sides(subject)
     if sides is None or subject is None:
-        return across_scales(sub, a[chosen], numerical[chosen])
+        return across_scales(sub, a[chosen], numerical[chosen], lost=lost)
     real, d, sigma = wide_ladder(sub)
     ladder = (np.array(real, copy=True), np.array(d, copy=True), np.array(sigma, copy=True))  # columns replaced below
     rungs = np.abs(ladder[0][:WIDE].astype(np.float64))  # (WIDE, n), largest first
@@ -625,4 +626,4 @@ def _across(probe: Any, chosen: NDArray, a: NDArray, numerical: NDArray, entries
         steps2, d2, sigma2 = wide_ladder(probe.subset(chosen[low]), top=np.asarray(entries.steps)[chosen[low]])
         ladder[0][:, low], ladder[1][:, low], ladder[2][:, low] = steps2, d2, sigma2
         smooth_from[low] = 0
-    return across_scales(sub, a[chosen], numerical[chosen], ladder, smooth_from)
+    return across_scales(sub, a[chosen], numerical[chosen], ladder, smooth_from, lost)

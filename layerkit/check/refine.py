@@ -87,7 +87,7 @@ def wide_ladder(probe: Any, top: NDArray | None = None) -> Ladder:
 
 
 def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None = None,
-                  smooth_from: NDArray | None = None) -> Scales:
+                  smooth_from: NDArray | None = None, lost: float = 0.0) -> Scales:
     """Do estimates at different step scales contradict a mismatch?  Central differences at ``WIDE`` steps
     ``16 h, 4 h, h, ..., h / 4^7`` (``h``: the top of :func:`refine`'s ladder), each with the error estimate
     of its two neighbours (as in :func:`refine`) and its noise, and one Richardson level on each pair of
@@ -101,7 +101,13 @@ def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None
     cannot be blamed on the gradient.  20 evaluations per entry (:func:`wide_ladder`; none when ``ladder``
     holds them already).  ``smooth_from`` (per entry, a rung index): the rungs above it carry the cost across
     a kink it declares, where a central difference measures a secant (the mean of two slopes, for a kink far
-    inside the step), and are left out."""
+    inside the step), and are left out.
+
+    ``lost`` is the change a cost can round away (``eps max(|f0|, 1)``, the rounding of terms of order 1: a
+    ``log(1 + x)`` of ``x`` below ``eps``): a rung at which the cost does not change at all, on either side,
+    while the change the analytic value predicts there is below ``lost``, resolves nothing (the cost cannot
+    tell that change from zero).  A cost that does not depend on the entry while its gradient says it does by
+    more than its rounding is still resolved, and its mismatch established."""
     steps, d, sigma = wide_ladder(probe) if ladder is None else ladder
     n = probe.n_axes
     D, N, H = np.full((WIDE, n), np.nan), np.full((WIDE, n), np.inf), np.zeros((WIDE, n))
@@ -133,6 +139,11 @@ def across_scales(probe: Any, analytical: Any, first: Any, ladder: Ladder | None
         # a non-finite first estimate (the cost overflowed at its step) is resolved by any finite rung
         half = np.where(np.isfinite(mismatch), mismatch / 2, np.inf)
         resolving = np.isfinite(D) & (bound < half)
+        # a rung whose changes are both exactly zero where the analytic value predicts less than ``lost``
+        # measured nothing; a Richardson level is as blind as either of its rungs
+        raw = np.asarray(d)
+        blind = (raw[:WIDE] == 0) & (raw[WIDE:] == 0) & (np.abs(a) * H[:WIDE] <= lost)
+        resolving &= ~np.concatenate([blind, blind[1:] | blind[:-1]])
         agreeing = resolving & (np.abs(D - a) <= bound)
     agree = np.asarray(agreeing.any(axis=0))
     count = resolving.sum(axis=0)
